@@ -1,0 +1,111 @@
+//! Console output: one line per detection.
+
+use std::io::Write;
+
+use crate::engine::Detection;
+use crate::rule::Severity;
+
+/// Prints detections as single lines. Colour only when asked (i.e. on a terminal).
+pub struct Console {
+    color: bool,
+}
+
+impl Console {
+    pub fn new(color: bool) -> Console {
+        Console { color }
+    }
+
+    /// Colour when stdout is a terminal and `NO_COLOR` is not set.
+    pub fn for_stdout() -> Console {
+        use std::io::IsTerminal;
+        Console::new(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    }
+
+    pub fn format(&self, d: &Detection) -> String {
+        let (c, reset) = if self.color { (color(d.rule.severity), "\x1b[0m") } else { ("", "") };
+        let ip = d.fields.get("client_ip").map(String::as_str).unwrap_or("-");
+        let mut s = format!(
+            "{} {c}{:<8}{reset} {} {} ip={} {}:{}",
+            d.event_time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            d.rule.severity.as_str().to_uppercase(),
+            escape(&d.rule.id),
+            escape(&d.rule.title),
+            escape(ip),
+            escape(&d.source.path),
+            d.source.line_number
+        );
+        if let Some(t) = &d.threshold {
+            s.push_str(&format!(" count={} within={}s", t.count, t.within_seconds));
+        }
+        if d.suppressed > 0 {
+            s.push_str(&format!(" suppressed={}", d.suppressed));
+        }
+        s.push_str(" | ");
+        s.push_str(&escape(truncate(&d.line, 300)));
+        s
+    }
+
+    pub fn print(&self, d: &Detection) {
+        let line = self.format(d);
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`trapline scan | head`) is not an error worth a panic.
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn color(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "\x1b[2m",
+        Severity::Low => "\x1b[36m",
+        Severity::Medium => "\x1b[33m",
+        Severity::High => "\x1b[31m",
+        Severity::Critical => "\x1b[1;41;97m",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Makes log text safe to print: control characters (ESC, CR, BEL, C1 controls, ...) and
+/// backslashes are shown as escapes, so a crafted request cannot move the cursor, rewrite the
+/// line or change the terminal title.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_controls() {
+        let s = escape("GET /\x1b]0;pwned\x07\x1b[2J\r\u{9b}31m\u{202e}x");
+        assert!(!s.chars().any(|c| c.is_control()), "{s:?}");
+        assert!(s.contains("\\u{1b}]0;pwned\\u{7}"));
+        assert!(s.contains("\\r"));
+        assert!(s.contains("\\u{202e}"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The `trapline` command line.
+//!
+//! - `run`: the daemon (tail the configured sources, fire actions) — [`run`].
+//! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
+//!
+//! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
+
+pub mod run;
+pub mod scan;
+pub mod setup;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for usage and configuration errors.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trapline",
+    version,
+    about = "Tail any text log, evaluate every line against YAML rules, fire actions."
+)]
+pub struct Cli {
+    /// Log filter for trapline's own messages (e.g. `info`, `debug`, `trapline=trace`).
+    #[arg(long, global = true, env = "TRAPLINE_LOG", default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tail the configured sources and fire actions until Ctrl-C / SIGTERM.
+    Run(run::RunArgs),
+    /// Run the rules over existing files (also .gz, and stdin as `-`), print detections and a summary.
+    Scan(scan::ScanArgs),
+}
+
+/// Entry point; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(&cli.log_level);
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Scan(a) => scan::scan(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trapline: error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// The config to use when none is given: `./trapline.yml`, else the one shipped in the
+/// source tree (so `cargo run -- run` works on a fresh clone from any directory).
+pub fn default_config() -> Option<PathBuf> {
+    let local = PathBuf::from("trapline.yml");
+    if local.is_file() {
+        return Some(local);
+    }
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("trapline.yml");
+    shipped.is_file().then_some(shipped)
+}

@@ -1,0 +1,173 @@
+//! `trapline run`: tail the configured sources and fire actions until told to stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::setup::{self, Setup};
+use crate::action::console::Console;
+use crate::action::log::LogAction;
+use crate::config;
+use crate::engine::{Detection, Detector, Scratch, SourceInfo};
+use crate::source::LinePos;
+use crate::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, Tailer};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file (default: ./trapline.yml, else the shipped one).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn run(a: RunArgs) -> Result<i32> {
+    let path = match a.config.or_else(super::default_config) {
+        Some(p) => p,
+        None => bail!("no config: pass --config FILE or create ./trapline.yml"),
+    };
+    let cfg = config::Loaded::from_file(&path)?;
+    let c = &cfg.config;
+    if c.sources.is_empty() {
+        bail!("{}: no sources configured", path.display());
+    }
+    let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
+    let setup = setup::build(Some(&cfg), &rule_paths, &[])?;
+    let tail = TailConfig {
+        sources: c
+            .sources
+            .iter()
+            .map(|s| TailSource {
+                name: s.name.clone(),
+                patterns: s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect(),
+                start: match s.start {
+                    config::Start::End => StartAt::End,
+                    config::Start::Beginning => StartAt::Beginning,
+                },
+            })
+            .collect(),
+        state_dir: cfg.resolve(&c.state_dir),
+        max_line_bytes: c.max_line_bytes,
+        ..TailConfig::default()
+    };
+    let mut tailer = Tailer::new(tail)?;
+    let log_path = cfg.resolve(&c.actions.log.path);
+    let log = LogAction::open(&log_path, c.actions.log.format, tailer.sink_mark())?;
+    let (lits, always) = setup.rules.prefilter_stats();
+    tracing::info!(
+        config = %path.display(),
+        rules = setup.rules.rules.len(),
+        literals = lits,
+        unfiltered_rules = always,
+        output = %log_path.display(),
+        "trapline running; Ctrl-C to stop"
+    );
+    for s in &c.sources {
+        tracing::info!(source = %s.name, format = %s.format, paths = ?s.paths, "watching");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
+    }
+    let mut sink = Pipeline::new(setup, log, c.actions.log.console.then(Console::for_stdout), c.max_keys);
+    tailer.run(&mut sink, &stop)?;
+    let flushed = sink.flush();
+    sink.summary();
+    flushed?;
+    if stop.load(Ordering::Relaxed) {
+        tracing::info!("stopped");
+    }
+    Ok(0)
+}
+
+/// The per-line path of `run`: match, apply thresholds, fire actions.
+struct Pipeline {
+    setup: Setup,
+    detector: Detector,
+    scratch: Scratch,
+    log: LogAction,
+    console: Option<Console>,
+    out: Vec<Detection>,
+    infos: Vec<(PathBuf, SourceInfo)>,
+    lines: u64,
+    unparsed: u64,
+    errors: u64,
+}
+
+impl Pipeline {
+    fn new(setup: Setup, log: LogAction, console: Option<Console>, max_keys: usize) -> Pipeline {
+        let detector = Detector::new(Arc::clone(&setup.rules), max_keys);
+        let scratch = setup.rules.scratch();
+        Pipeline {
+            setup,
+            detector,
+            scratch,
+            log,
+            console,
+            out: Vec::new(),
+            infos: Vec::new(),
+            lines: 0,
+            unparsed: 0,
+            errors: 0,
+        }
+    }
+
+    fn info(&mut self, file: &FileInfo) -> SourceInfo {
+        if let Some((_, i)) =
+            self.infos.iter().find(|(p, i)| *p == file.path && i.name == self.setup.sources[file.source].name)
+        {
+            return i.clone();
+        }
+        let i = self.setup.sources[file.source].info(&file.path.display().to_string());
+        self.infos.push((file.path.clone(), i.clone()));
+        i
+    }
+
+    fn summary(&self) {
+        let rules = &self.setup.rules;
+        for (r, st) in rules.rules.iter().zip(&self.detector.stats) {
+            if st.hits > 0 {
+                tracing::info!(rule = %r.id, hits = st.hits, detections = st.detections, suppressed = st.suppressed, "rule summary");
+            }
+        }
+        tracing::info!(
+            lines = self.lines,
+            unparsed = self.unparsed,
+            written = self.log.written,
+            replay_skipped = self.log.skipped,
+            write_errors = self.errors,
+            "summary"
+        );
+    }
+}
+
+impl LineSink for Pipeline {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) {
+        self.lines += 1;
+        let src = &self.setup.sources[file.source];
+        if !self.setup.rules.match_line(&src.parser, &src.applicable, line, &mut self.scratch) {
+            self.unparsed += 1;
+        }
+        if self.scratch.hits.is_empty() {
+            return;
+        }
+        let info = self.info(file);
+        let src = &self.setup.sources[file.source];
+        self.detector.on_hits(&src.parser, &info, &pos, line, &self.scratch.record, &self.scratch.hits, &mut self.out);
+        for d in self.out.drain(..) {
+            if let Some(c) = &self.console {
+                c.print(&d);
+            }
+            if let Err(e) = self.log.write(&d) {
+                // Keep tailing: the detection is still on the console, and the error is loud.
+                self.errors += 1;
+                tracing::error!(error = %e, path = %self.log.path().display(), "cannot write detection");
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<u64> {
+        self.log.flush()
+    }
+}

@@ -1,0 +1,209 @@
+//! `trapline scan`: the production engine over existing files.
+//!
+//! Matching runs in parallel over newline-aligned blocks (rayon); the cross-line state
+//! (thresholds, suppression) then runs over the hits in file order, on event time, so the
+//! result is the same as tailing the file live, and independent of the thread count.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Args;
+use rayon::prelude::*;
+
+use super::setup::{self, AdHoc, SourceSetup};
+use crate::action::console::Console;
+use crate::config;
+use crate::engine::{Detection, Detector, RuleSet, Scratch};
+use crate::source::LinePos;
+use crate::source::read::{Block, BlockReader};
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files to scan (`-` for stdin; `.gz` is decompressed).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Rule files or directories (default: the config's, else `rules/`).
+    #[arg(long)]
+    pub rules: Vec<PathBuf>,
+    /// Log format of the files: combined, common, apache_error, syslog, json, raw, or a custom
+    /// format from the config.
+    #[arg(long, default_value = "combined")]
+    pub format: String,
+    /// Config file (for custom formats, rules directory and timezone).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Time zone for timestamps without one.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Print detections as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 1 when anything was detected.
+    #[arg(long)]
+    pub fail_on_match: bool,
+    /// Only print the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Matching threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longer lines are cut to this many bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_line_bytes: usize,
+}
+
+/// Bytes per block handed to one matching thread.
+const BLOCK: usize = 256 << 10;
+
+pub fn scan(a: ScanArgs) -> Result<i32> {
+    let cfg = match &a.config {
+        Some(p) => Some(config::Loaded::from_file(p)?),
+        None => None,
+    };
+    let rule_paths = if !a.rules.is_empty() {
+        a.rules.clone()
+    } else if let Some(c) = &cfg {
+        c.config.rules.iter().map(|r| c.resolve(r)).collect()
+    } else {
+        vec![PathBuf::from("rules")]
+    };
+    let tz = a.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
+    let setup = setup::build(cfg.as_ref(), &rule_paths, &[AdHoc { name: "scan", format: &a.format, timezone: tz }])?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
+    let source = &setup.sources[0];
+    let rules = &setup.rules;
+    let mut detector =
+        Detector::new(Arc::clone(rules), cfg.as_ref().map_or(crate::engine::DEFAULT_MAX_KEYS, |c| c.config.max_keys));
+    let console = Console::for_stdout();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let started = Instant::now();
+    let (mut lines, mut bytes, mut unparsed, mut detections) = (0u64, 0u64, 0u64, 0u64);
+    let mut out = Vec::new();
+    for file in &a.files {
+        let mut reader = BlockReader::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let path = file.display().to_string();
+        let info = source.info(&path);
+        let origin = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
+        loop {
+            // Read a batch of blocks, match them in parallel, then apply state in order.
+            let mut batch = Vec::new();
+            for _ in 0..pool.current_num_threads() * 4 {
+                match reader.next_block(BLOCK).with_context(|| format!("cannot read {}", file.display()))? {
+                    Some(b) => batch.push(b),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let results: Vec<BlockHits> = pool.install(|| {
+                batch
+                    .par_iter()
+                    .map_init(|| rules.scratch(), |s, b| match_block(rules, source, b, a.max_line_bytes, s))
+                    .collect()
+            });
+            let mut scratch = rules.scratch();
+            for (b, r) in batch.iter().zip(results) {
+                lines += r.lines;
+                unparsed += r.unparsed;
+                bytes += b.data.len() as u64;
+                for h in r.hits {
+                    let (line, truncated) = cap(&b.data[h.start..h.end], a.max_line_bytes);
+                    source.parser.parse(line, &mut scratch.record, rules.registry.len());
+                    let pos = LinePos {
+                        origin,
+                        offset: b.offset + h.start as u64,
+                        line_number: h.line,
+                        truncated,
+                        arrival: Utc::now(),
+                    };
+                    detector.on_hits(&source.parser, &info, &pos, line, &scratch.record, &h.rules, &mut out);
+                    for d in out.drain(..) {
+                        detections += 1;
+                        if !a.quiet {
+                            print(&mut stdout, &console, &d, a.json)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stdout.flush()?;
+    drop(stdout);
+    summary(rules, &detector, lines, bytes, unparsed, detections, started.elapsed().as_secs_f64());
+    Ok(if a.fail_on_match && detections > 0 { 1 } else { 0 })
+}
+
+fn print(out: &mut impl Write, console: &Console, d: &Detection, json: bool) -> Result<()> {
+    let r = if json {
+        serde_json::to_writer(&mut *out, d).map_err(std::io::Error::from).and_then(|_| out.write_all(b"\n"))
+    } else {
+        writeln!(out, "{}", console.format(d))
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+struct Hit {
+    start: usize,
+    end: usize,
+    line: u64,
+    rules: Vec<u32>,
+}
+
+#[derive(Default)]
+struct BlockHits {
+    lines: u64,
+    unparsed: u64,
+    hits: Vec<Hit>,
+}
+
+fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
+    if line.len() > max { (&line[..max], true) } else { (line, false) }
+}
+
+fn match_block(rules: &RuleSet, src: &SourceSetup, b: &Block, max: usize, s: &mut Scratch) -> BlockHits {
+    let mut out = BlockHits::default();
+    for (i, (start, line)) in b.lines().enumerate() {
+        let (line, _) = cap(line, max);
+        out.lines += 1;
+        if !rules.match_line(&src.parser, &src.applicable, line, s) {
+            out.unparsed += 1;
+        }
+        if !s.hits.is_empty() {
+            let full = start + line.len();
+            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, rules: s.hits.clone() });
+        }
+    }
+    out
+}
+
+fn summary(rules: &RuleSet, det: &Detector, lines: u64, bytes: u64, unparsed: u64, detections: u64, secs: f64) {
+    let mut e = std::io::stderr().lock();
+    let secs = secs.max(1e-9);
+    let _ = writeln!(e, "\n{:<44} {:>10} {:>10} {:>10}", "rule", "hits", "detected", "suppressed");
+    let mut any = false;
+    for (r, st) in rules.rules.iter().zip(&det.stats) {
+        if st.hits > 0 {
+            any = true;
+            let _ = writeln!(e, "{:<44} {:>10} {:>10} {:>10}", r.id, st.hits, st.detections, st.suppressed);
+        }
+    }
+    if !any {
+        let _ = writeln!(e, "(no rule matched)");
+    }
+    let _ = writeln!(
+        e,
+        "\n{lines} lines ({unparsed} unparsed), {:.1} MB in {secs:.3} s: {:.0} lines/s, {:.1} MB/s; {detections} detections from {} rules",
+        bytes as f64 / 1e6,
+        lines as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        rules.rules.len()
+    );
+}

@@ -1,0 +1,337 @@
+//! `trapline.yml`: sources, formats, directories and action settings.
+//!
+//! Relative paths are resolved against the directory of the config file, so a config works
+//! from any working directory. `${VAR}` and `${VAR:-default}` are replaced from the environment
+//! before parsing, which is how secrets get in without being written down.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::parse::{FieldRegistry, FormatKind, Parser, TimeSettings};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Rule files or directories (all `*.yml`/`*.yaml` below them).
+    #[serde(default = "default_rules")]
+    pub rules: Vec<PathBuf>,
+    /// Template directory (used by template-rendering actions).
+    #[serde(default = "default_templates")]
+    pub templates: PathBuf,
+    /// Where offsets and other state are kept.
+    #[serde(default = "default_state")]
+    pub state_dir: PathBuf,
+    /// Time zone of timestamps that carry none (syslog, Apache error log), e.g. `UTC`,
+    /// `Europe/Paris`. Sources can override it.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// Longer lines are cut to this many bytes (and flagged), never dropped.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// Most group keys tracked per threshold or suppression rule.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// Custom formats, by name.
+    #[serde(default)]
+    pub formats: BTreeMap<String, FormatDef>,
+    /// The logs to watch.
+    #[serde(default)]
+    pub sources: Vec<SourceDef>,
+    /// Action settings.
+    #[serde(default)]
+    pub actions: ActionsDef,
+}
+
+fn default_rules() -> Vec<PathBuf> {
+    vec![PathBuf::from("rules")]
+}
+fn default_templates() -> PathBuf {
+    PathBuf::from("templates")
+}
+fn default_state() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+fn default_max_line() -> usize {
+    1 << 20
+}
+fn default_max_keys() -> usize {
+    crate::engine::DEFAULT_MAX_KEYS
+}
+
+/// A custom format: a regex with named captures, or JSON lines with a key mapping.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FormatDef {
+    /// Regex (Rust syntax) with named captures; each capture becomes a field of that name.
+    /// Use standard names (`client_ip`, `path`, `status`, `time`, ...) where they fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// strftime-style format of the `time` capture (e.g. `%Y-%m-%d %H:%M:%S`). Without it,
+    /// common layouts (RFC 3339, CLF, syslog, epoch) are recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_format: Option<String>,
+    /// JSON lines: map of field name → dotted key path in the object (e.g.
+    /// `client_ip: remote_addr`). Other field names are looked up as keys of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<BTreeMap<String, String>>,
+}
+
+/// Where a source starts reading a file that has no checkpoint yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Only lines written from now on (files that appear later are still read whole).
+    #[default]
+    End,
+    /// Everything already in the file.
+    Beginning,
+}
+
+/// One watched log.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDef {
+    /// Name used in detections and by rules' `sources:`.
+    pub name: String,
+    /// Paths or globs (`/var/log/nginx/*.access.log`).
+    pub paths: Vec<String>,
+    /// Format name: `combined`, `common`, `apache_error`, `syslog`, `json`, `raw`, or a
+    /// custom format from `formats:`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default)]
+    pub start: Start,
+    /// Overrides the global `timezone` for this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+fn default_format() -> String {
+    "combined".to_string()
+}
+
+/// Settings of the actions.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsDef {
+    #[serde(default)]
+    pub log: LogDef,
+}
+
+/// The `log` action.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogDef {
+    /// File detections are appended to (never truncated).
+    #[serde(default = "default_out")]
+    pub path: PathBuf,
+    /// `json` (one object per line) or `text` (one short human line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Also print each detection on the console.
+    #[serde(default = "yes")]
+    pub console: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_out() -> PathBuf {
+    PathBuf::from("logs/out.txt")
+}
+
+impl Default for LogDef {
+    fn default() -> Self {
+        LogDef { path: default_out(), format: LogFormat::Json, console: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// A loaded config and the file it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// Directory relative paths are resolved against.
+    pub base: PathBuf,
+}
+
+impl Loaded {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Loaded> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let config = parse(&text, &path.display().to_string())?;
+        let l = Loaded { config, path: path.to_path_buf(), base };
+        l.validate()?;
+        Ok(l)
+    }
+
+    /// `p` resolved against the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    /// A glob or path resolved against the config's directory.
+    pub fn resolve_pattern(&self, p: &str) -> String {
+        if Path::new(p).is_absolute() { p.to_string() } else { self.base.join(p).display().to_string() }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        let file = self.path.display();
+        TimeSettings::from_zone(&c.timezone).map_err(|e| anyhow!("{file}: timezone: {e}"))?;
+        let mut names = std::collections::HashSet::new();
+        for s in &c.sources {
+            if !names.insert(&s.name) {
+                bail!("{file}: source name {:?} is used twice", s.name);
+            }
+            if s.paths.is_empty() {
+                bail!("{file}: source {:?} has no paths", s.name);
+            }
+            if FormatKind::from_name(&s.format).is_none_or(|k| k == FormatKind::Custom)
+                && !c.formats.contains_key(&s.format)
+            {
+                bail!(
+                    "{file}: source {:?}: unknown format {:?} (built-in: combined, common, apache_error, syslog, json, raw; or define it under formats:)",
+                    s.name,
+                    s.format
+                );
+            }
+            if let Some(tz) = &s.timezone {
+                TimeSettings::from_zone(tz).map_err(|e| anyhow!("{file}: source {:?}: timezone: {e}", s.name))?;
+            }
+        }
+        for (name, f) in &c.formats {
+            if FormatKind::from_name(name).is_some() {
+                bail!("{file}: formats: {name:?} is a built-in format name; choose another name");
+            }
+            if f.regex.is_some() == f.json.is_some() {
+                bail!("{file}: formats.{name}: give exactly one of regex or json");
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of all formats rules may refer to.
+    pub fn format_names(&self) -> std::collections::BTreeSet<String> {
+        let mut s: std::collections::BTreeSet<String> = FormatKind::ALL.iter().map(|(n, _)| n.to_string()).collect();
+        s.extend(self.config.formats.keys().cloned());
+        s
+    }
+
+    /// A parser for format `name` in time zone `tz`, registering field names in `registry`.
+    pub fn parser(&self, name: &str, tz: Option<&str>, registry: &mut FieldRegistry) -> Result<Parser> {
+        let time = TimeSettings::from_zone(tz.unwrap_or(&self.config.timezone)).map_err(|e| anyhow!("{e}"))?;
+        parser_for(name, &self.config.formats, time, registry)
+    }
+}
+
+/// Builds a parser for a built-in or configured format.
+pub fn parser_for(
+    name: &str,
+    formats: &BTreeMap<String, FormatDef>,
+    time: TimeSettings,
+    registry: &mut FieldRegistry,
+) -> Result<Parser> {
+    if let Some(def) = formats.get(name) {
+        if let Some(re) = &def.regex {
+            return Parser::custom(name, re, def.time_format.clone(), time, registry)
+                .map_err(|e| anyhow!("format {name:?}: invalid regex: {e}"));
+        }
+        let mapping: Vec<(String, String)> = def.json.clone().unwrap_or_default().into_iter().collect();
+        return Ok(Parser::json(name, &mapping, time, registry));
+    }
+    match FormatKind::from_name(name) {
+        Some(FormatKind::Custom) | None => bail!("unknown format {name:?}"),
+        Some(k) => Ok(Parser::builtin(k, time)),
+    }
+}
+
+/// Substitutes `${VAR}` / `${VAR:-default}` and parses, with positioned errors.
+pub fn parse(text: &str, file: &str) -> Result<Config> {
+    let text = expand_env(text, file)?;
+    serde_yaml::from_str::<Config>(&text).map_err(|e| match e.location() {
+        Some(l) => anyhow!("{file}:{}:{}: {}", l.line(), l.column(), strip_position(&e.to_string())),
+        None => anyhow!("{file}: {e}"),
+    })
+}
+
+fn strip_position(msg: &str) -> String {
+    msg.find(" at line ").map_or(msg.to_string(), |i| msg[..i].to_string())
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` from the environment. `$${` escapes a literal `${`.
+pub fn expand_env(text: &str, file: &str) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for (ln, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(i) = rest.find("${") {
+            if rest[..i].ends_with('$') {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let col = line.len() - rest.len() + i + 1;
+            let Some(end) = rest[i..].find('}') else {
+                bail!("{file}:{}:{col}: unclosed ${{", ln + 1);
+            };
+            let inner = &rest[i + 2..i + end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            match (std::env::var(name), default) {
+                (Ok(v), _) => out.push_str(&v),
+                (Err(_), Some(d)) => out.push_str(d),
+                (Err(_), None) => bail!(
+                    "{file}:{}:{col}: environment variable {name} is not set (use ${{{name}:-default}} for a default)",
+                    ln + 1
+                ),
+            }
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("TRAPLINE_TEST_X", "v") };
+        assert_eq!(expand_env("a: ${TRAPLINE_TEST_X}\n", "f").unwrap(), "a: v\n");
+        assert_eq!(expand_env("a: ${TRAPLINE_TEST_NOPE:-d}\n", "f").unwrap(), "a: d\n");
+        assert_eq!(expand_env("a: $${X}\n", "f").unwrap(), "a: ${X}\n");
+        let e = expand_env("x: 1\na: ${TRAPLINE_TEST_NOPE}\n", "f").unwrap_err().to_string();
+        assert!(e.starts_with("f:2:4:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_positioned() {
+        let e = parse("sources:\n  - name: a\n    pathz: [x]\n", "t.yml").unwrap_err().to_string();
+        assert!(e.starts_with("t.yml:3:"), "{e}");
+    }
+}

@@ -1,0 +1,413 @@
+//! From the rule *model* to the *compiled* form: conditions become [`Node`]s over interned
+//! views, lists are expanded, regexes are built once, and each rule yields its prefilter
+//! [`Requirement`]. Every problem is reported with the YAML path of the offending value, which
+//! [`crate::rule::Loaded::rule_error`] turns into file:line:col.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aho_corasick::AhoCorasickBuilder;
+use regex::bytes::RegexBuilder;
+
+use super::condition::{Leaf, Node, Op, Strings};
+use super::literal;
+use super::prefilter::Requirement;
+use super::view::{View, ViewId, Views};
+use crate::parse::{FieldId, FieldRegistry, std_fields};
+use crate::rule::{Condition, Loaded, LoadedRule, RuleError, Severity, ValueItem, Values};
+
+/// Regex limits. The NFA limit bounds compile time and memory per regex; the lazy DFA cache is
+/// raised from the 2 MiB default because a thrashing cache makes matching hundreds of times
+/// slower (the cliff documented for large rule sets).
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+const REGEX_DFA_LIMIT: usize = 8 << 20;
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub tags: Vec<String>,
+    pub actions: Vec<String>,
+    pub enabled: bool,
+    /// Empty: all formats.
+    pub formats: Vec<String>,
+    /// Empty: all sources.
+    pub sources: Vec<String>,
+    pub node: Node,
+    pub threshold: Option<ThresholdSpec>,
+    pub suppress: Option<SuppressSpec>,
+    /// Where the rule was loaded from (for messages).
+    pub origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThresholdSpec {
+    pub count: u32,
+    pub window: Duration,
+    pub group_by: Vec<FieldId>,
+    pub distinct: Option<FieldId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SuppressSpec {
+    pub duration: Duration,
+    pub group_by: Vec<FieldId>,
+}
+
+/// What the compiler must know about the world outside the rule files.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// Format names a rule may name (built-in plus configured custom formats).
+    pub formats: BTreeSet<String>,
+    /// Action names a rule may name.
+    pub actions: BTreeSet<String>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            formats: crate::parse::FormatKind::ALL.iter().map(|(n, _)| n.to_string()).collect(),
+            actions: ["log".to_string()].into_iter().collect(),
+        }
+    }
+}
+
+pub(crate) struct Compiler<'a> {
+    pub loaded: &'a Loaded,
+    pub opts: &'a CompileOptions,
+    pub registry: &'a mut FieldRegistry,
+    pub views: &'a mut Views,
+    pub errors: Vec<RuleError>,
+}
+
+type Compiled = (Node, Requirement);
+
+impl Compiler<'_> {
+    fn err(&mut self, r: &LoadedRule, path: &str, msg: impl Into<String>) {
+        let e = self.loaded.rule_error(r, path, msg);
+        self.errors.push(e);
+    }
+
+    fn field(&mut self, r: &LoadedRule, path: &str, name: &str) -> Option<FieldId> {
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'));
+        if !ok {
+            self.err(r, path, format!("invalid field name {name:?}"));
+            return None;
+        }
+        Some(self.registry.intern(name))
+    }
+
+    pub fn rule(&mut self, r: &LoadedRule) -> Option<(CompiledRule, Requirement)> {
+        let before = self.errors.len();
+        let rule = &r.rule;
+        if rule.title.trim().is_empty() {
+            self.err(r, "title", "title must not be empty");
+        }
+        for (i, f) in rule.formats.iter().enumerate() {
+            if !self.opts.formats.contains(f) {
+                let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
+                self.err(r, &format!("formats[{i}]"), format!("unknown format {f:?} (known: {})", known.join(", ")));
+            }
+        }
+        for (i, a) in rule.actions.iter().enumerate() {
+            if !self.opts.actions.contains(a) {
+                let known: Vec<&str> = self.opts.actions.iter().map(String::as_str).collect();
+                self.err(r, &format!("actions[{i}]"), format!("unknown action {a:?} (known: {})", known.join(", ")));
+            }
+        }
+        let compiled = self.condition(r, &rule.condition, "match");
+        let threshold = rule.threshold.as_ref().and_then(|t| {
+            if t.count == 0 {
+                self.err(r, "threshold.count", "threshold count must be at least 1");
+            }
+            let group_by: Vec<FieldId> = t
+                .group_by
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| self.field(r, &format!("threshold.group_by[{i}]"), f))
+                .collect();
+            let distinct = match &t.distinct {
+                Some(d) => Some(self.field(r, "threshold.distinct", d)?),
+                None => None,
+            };
+            Some(ThresholdSpec { count: t.count.max(1), window: t.within.0, group_by, distinct })
+        });
+        let suppress = rule.suppress.as_ref().map(|s| {
+            let group_by = match &s.group_by {
+                Some(g) => g
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, f)| self.field(r, &format!("suppress.group_by[{i}]"), f))
+                    .collect(),
+                None => match &threshold {
+                    Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
+                    _ => vec![std_fields::CLIENT_IP],
+                },
+            };
+            SuppressSpec { duration: s.duration.0, group_by }
+        });
+        let (node, req) = compiled?;
+        if self.errors.len() > before {
+            return None;
+        }
+        let origin = format!("{}", self.loaded.files[r.file].path.display());
+        Some((
+            CompiledRule {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                description: rule.description.clone(),
+                severity: rule.severity,
+                tags: rule.tags.clone(),
+                actions: rule.actions.clone(),
+                enabled: rule.enabled,
+                formats: rule.formats.clone(),
+                sources: rule.sources.clone(),
+                node,
+                threshold,
+                suppress,
+                origin,
+            },
+            req,
+        ))
+    }
+
+    fn condition(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
+        let combinators = [c.any.is_some(), c.all.is_some(), c.not.is_some()].iter().filter(|b| **b).count();
+        let numeric = c.gt.is_some() || c.gte.is_some() || c.lt.is_some() || c.lte.is_some();
+        let operators = [
+            c.contains.is_some(),
+            c.equals.is_some(),
+            c.starts_with.is_some(),
+            c.ends_with.is_some(),
+            c.regex.is_some(),
+            c.count.is_some(),
+            numeric,
+            c.cidr.is_some(),
+            c.exists.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        let leaf_keys = c.field.is_some() || !c.transforms.is_empty() || c.case_sensitive.is_some();
+        if combinators + operators != 1 {
+            let msg = if combinators + operators == 0 {
+                "a condition needs one of any, all, not, contains, equals, starts_with, ends_with, regex, count, gt/gte/lt/lte, cidr or exists"
+            } else {
+                "a condition has exactly one of any, all, not or one operator; nest them with all/any to combine"
+            };
+            self.err(r, path, msg);
+            return None;
+        }
+        if combinators == 1 && leaf_keys {
+            self.err(r, path, "field, transforms and case_sensitive belong on an operator, not on any/all/not");
+            return None;
+        }
+        if let Some(list) = &c.any {
+            return self.list(r, list, &format!("{path}.any"), true);
+        }
+        if let Some(list) = &c.all {
+            return self.list(r, list, &format!("{path}.all"), false);
+        }
+        if let Some(inner) = &c.not {
+            let (n, _) = self.condition(r, inner, &format!("{path}.not"))?;
+            return Some((Node::Not(Box::new(n)), Requirement::Always));
+        }
+        self.leaf(r, c, path)
+    }
+
+    fn list(&mut self, r: &LoadedRule, list: &[Condition], path: &str, any: bool) -> Option<Compiled> {
+        if list.is_empty() {
+            self.err(r, path, "an empty list of conditions");
+            return None;
+        }
+        let mut nodes = Vec::new();
+        let mut reqs = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            if let Some((n, q)) = self.condition(r, c, &format!("{path}[{i}]")) {
+                nodes.push(n);
+                reqs.push(q);
+            }
+        }
+        if nodes.len() != list.len() {
+            return None;
+        }
+        let req = if any { union(reqs) } else { best(reqs) };
+        Some((if any { Node::Any(nodes) } else { Node::All(nodes) }, req))
+    }
+
+    fn leaf(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
+        let field = match &c.field {
+            Some(f) => self.field(r, &format!("{path}.field"), f)?,
+            None => std_fields::LINE,
+        };
+        let view = self.views.intern(View { field, transforms: c.transforms.clone() });
+        let cs = c.case_sensitive.unwrap_or(false);
+        let (op, req) = if let Some(v) = &c.contains {
+            let vals = self.values(r, v, &format!("{path}.contains"))?;
+            let ac = AhoCorasickBuilder::new().ascii_case_insensitive(!cs).build(&vals).ok()?;
+            (Op::Contains(ac), literal_req(view, &vals))
+        } else if let Some(v) = &c.equals {
+            let vals = self.values(r, v, &format!("{path}.equals"))?;
+            let req = literal_req(view, &vals);
+            (Op::Equals(strings(vals, cs)), req)
+        } else if let Some(v) = &c.starts_with {
+            let vals = self.values(r, v, &format!("{path}.starts_with"))?;
+            let req = literal_req(view, &vals);
+            (Op::StartsWith(strings(vals, cs)), req)
+        } else if let Some(v) = &c.ends_with {
+            let vals = self.values(r, v, &format!("{path}.ends_with"))?;
+            let req = literal_req(view, &vals);
+            (Op::EndsWith(strings(vals, cs)), req)
+        } else if let Some(v) = &c.regex {
+            self.regex(r, v, view, cs, &format!("{path}.regex"))?
+        } else if let Some(cnt) = &c.count {
+            if cnt.of.is_empty() {
+                self.err(r, &format!("{path}.count.of"), "count needs a non-empty substring");
+                return None;
+            }
+            let req = if cnt.at_least >= 1 {
+                Requirement::AnyOf(vec![(view, cnt.of.as_bytes().to_ascii_lowercase())])
+            } else {
+                Requirement::Always
+            };
+            (Op::Count { needle: cnt.of.as_bytes().to_vec(), case_sensitive: cs, at_least: cnt.at_least }, req)
+        } else if let Some(v) = &c.cidr {
+            let vals = self.values(r, v, &format!("{path}.cidr"))?;
+            let mut nets = Vec::new();
+            for (i, s) in vals.iter().enumerate() {
+                let s = String::from_utf8_lossy(s);
+                let net = s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match net {
+                    Ok(n) => nets.push(n),
+                    Err(_) => self.err(
+                        r,
+                        &format!("{path}.cidr[{i}]"),
+                        format!("{s:?} is not an IP network (e.g. 10.0.0.0/8) or address"),
+                    ),
+                }
+            }
+            (Op::Cidr(nets), Requirement::Always)
+        } else if let Some(e) = c.exists {
+            (Op::Exists(e), Requirement::Always)
+        } else {
+            (Op::Number { gt: c.gt, gte: c.gte, lt: c.lt, lte: c.lte }, Requirement::Always)
+        };
+        Some((Node::Leaf(Leaf { view, op }), req))
+    }
+
+    fn regex(&mut self, r: &LoadedRule, v: &Values, view: ViewId, cs: bool, path: &str) -> Option<(Op, Requirement)> {
+        let pats = self.values(r, v, path)?;
+        let mut ok = true;
+        let mut lits = Some(Vec::new());
+        let mut texts = Vec::new();
+        for (i, p) in pats.iter().enumerate() {
+            let p = String::from_utf8_lossy(p).into_owned();
+            if let Err(e) = build_regex(&p, cs) {
+                self.err(r, &format!("{path}[{i}]"), format!("invalid regex: {}", one_line(&e.to_string())));
+                ok = false;
+                continue;
+            }
+            match (literal::required_literals(&p, !cs), &mut lits) {
+                (Some(l), Some(acc)) => acc.extend(l.into_iter().map(|l| (view, l))),
+                _ => lits = None,
+            }
+            texts.push(format!("(?:{p})"));
+        }
+        if !ok {
+            return None;
+        }
+        let re = build_regex(&texts.join("|"), cs).ok()?;
+        let req = match lits {
+            Some(l) if !l.is_empty() => Requirement::AnyOf(l),
+            _ => Requirement::Always,
+        };
+        Some((Op::Regex(re), req))
+    }
+
+    /// Expands a value list (strings and `{list: NAME}`), reporting unknown lists.
+    fn values(&mut self, r: &LoadedRule, v: &Values, path: &str) -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in v.0.iter().enumerate() {
+            match item {
+                ValueItem::Text(s) => out.push(s.as_bytes().to_vec()),
+                ValueItem::List { list } => match self.loaded.lists.get(list) {
+                    Some(items) => out.extend(items.iter().map(|s| s.as_bytes().to_vec())),
+                    None => {
+                        let p = if v.0.len() == 1 { path.to_string() } else { format!("{path}[{i}]") };
+                        let known: Vec<&str> = self.loaded.lists.keys().map(String::as_str).collect();
+                        self.err(
+                            r,
+                            &p,
+                            format!(
+                                "unknown list {list:?} (defined lists: {})",
+                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                            ),
+                        );
+                        ok = false;
+                    }
+                },
+            }
+        }
+        if ok && out.is_empty() {
+            self.err(r, path, "needs at least one value");
+            return None;
+        }
+        ok.then_some(out)
+    }
+}
+
+pub(crate) fn build_regex(p: &str, case_sensitive: bool) -> Result<regex::bytes::Regex, regex::Error> {
+    // Unicode mode off: `.` and classes match any byte, so invalid UTF-8 that an attacker
+    // slips into a request cannot make a pattern silently fail.
+    RegexBuilder::new(p)
+        .unicode(false)
+        .case_insensitive(!case_sensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn strings(values: Vec<Vec<u8>>, case_sensitive: bool) -> Strings {
+    Strings { values, case_sensitive }
+}
+
+fn literal_req(view: ViewId, vals: &[Vec<u8>]) -> Requirement {
+    if vals.iter().any(|v| v.is_empty()) {
+        return Requirement::Always;
+    }
+    Requirement::AnyOf(vals.iter().map(|v| (view, v.to_ascii_lowercase())).collect())
+}
+
+fn union(reqs: Vec<Requirement>) -> Requirement {
+    let mut out = Vec::new();
+    for r in reqs {
+        match r {
+            Requirement::Always => return Requirement::Always,
+            Requirement::AnyOf(l) => out.extend(l),
+        }
+    }
+    Requirement::AnyOf(out)
+}
+
+/// For `all`: any child's requirement is a requirement of the whole; keep the most selective.
+fn best(reqs: Vec<Requirement>) -> Requirement {
+    reqs.into_iter()
+        .filter_map(|r| match r {
+            Requirement::AnyOf(l) if !l.is_empty() => Some(l),
+            _ => None,
+        })
+        .max_by_key(|l| {
+            let min = l.iter().map(|(_, s)| s.len()).min().unwrap_or(0);
+            (min.min(16), usize::MAX - l.len())
+        })
+        .map_or(Requirement::Always, Requirement::AnyOf)
+}

@@ -1,0 +1,208 @@
+//! Compiled conditions and their evaluation on one parsed line.
+
+use aho_corasick::AhoCorasick;
+use ipnet::IpNet;
+use regex::bytes::Regex;
+
+use super::view::{ViewCache, ViewId, Views};
+use crate::parse::Record;
+
+/// A compiled condition tree.
+#[derive(Debug)]
+pub enum Node {
+    Any(Vec<Node>),
+    All(Vec<Node>),
+    Not(Box<Node>),
+    Leaf(Leaf),
+}
+
+/// An operator applied to one view (a field after its transforms).
+#[derive(Debug)]
+pub struct Leaf {
+    pub view: ViewId,
+    pub op: Op,
+}
+
+#[derive(Debug)]
+pub enum Op {
+    /// Any of several substrings (one automaton for the whole list).
+    Contains(AhoCorasick),
+    Equals(Strings),
+    StartsWith(Strings),
+    EndsWith(Strings),
+    /// Any of several regexes, compiled as one alternation.
+    Regex(Regex),
+    Count {
+        needle: Vec<u8>,
+        case_sensitive: bool,
+        at_least: u32,
+    },
+    Number {
+        gt: Option<f64>,
+        gte: Option<f64>,
+        lt: Option<f64>,
+        lte: Option<f64>,
+    },
+    Cidr(Vec<IpNet>),
+    Exists(bool),
+}
+
+/// Literal values of equals / starts_with / ends_with, lower-cased when case-insensitive.
+#[derive(Debug)]
+pub struct Strings {
+    pub values: Vec<Vec<u8>>,
+    pub case_sensitive: bool,
+}
+
+impl Strings {
+    fn eq(&self, a: &[u8], b: &[u8]) -> bool {
+        if self.case_sensitive { a == b } else { a.eq_ignore_ascii_case(b) }
+    }
+    fn equals(&self, v: &[u8]) -> bool {
+        self.values.iter().any(|s| s.len() == v.len() && self.eq(s, v))
+    }
+    fn starts(&self, v: &[u8]) -> bool {
+        self.values.iter().any(|s| v.len() >= s.len() && self.eq(s, &v[..s.len()]))
+    }
+    fn ends(&self, v: &[u8]) -> bool {
+        self.values.iter().any(|s| v.len() >= s.len() && self.eq(s, &v[v.len() - s.len()..]))
+    }
+}
+
+/// What evaluation needs about the current line.
+pub struct Ctx<'a> {
+    pub line: &'a [u8],
+    pub record: &'a Record,
+    pub views: &'a Views,
+    pub cache: &'a mut ViewCache,
+}
+
+impl Node {
+    pub fn eval(&self, cx: &mut Ctx<'_>) -> bool {
+        match self {
+            Node::Any(ns) => ns.iter().any(|n| n.eval(cx)),
+            Node::All(ns) => ns.iter().all(|n| n.eval(cx)),
+            Node::Not(n) => !n.eval(cx),
+            Node::Leaf(l) => l.eval(cx),
+        }
+    }
+
+    /// Like [`Node::eval`], but records the path of the first failing leaf (for explanations
+    /// and example failures): returns `Err(path)` when false.
+    pub fn explain(&self, cx: &mut Ctx<'_>, path: &str) -> Result<(), String> {
+        match self {
+            Node::Any(ns) => {
+                let mut last = format!("{path}.any");
+                for (i, n) in ns.iter().enumerate() {
+                    match n.explain(cx, &format!("{path}.any[{i}]")) {
+                        Ok(()) => return Ok(()),
+                        Err(p) => last = p,
+                    }
+                }
+                Err(last)
+            }
+            Node::All(ns) => {
+                for (i, n) in ns.iter().enumerate() {
+                    n.explain(cx, &format!("{path}.all[{i}]"))?;
+                }
+                Ok(())
+            }
+            Node::Not(n) => match n.explain(cx, &format!("{path}.not")) {
+                Ok(()) => Err(format!("{path}.not")),
+                Err(_) => Ok(()),
+            },
+            Node::Leaf(l) => {
+                if l.eval(cx) {
+                    Ok(())
+                } else {
+                    Err(path.to_string())
+                }
+            }
+        }
+    }
+}
+
+impl Leaf {
+    fn eval(&self, cx: &mut Ctx<'_>) -> bool {
+        let value = cx.cache.get(self.view, cx.views, cx.line, cx.record);
+        match (&self.op, value) {
+            (Op::Exists(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (Op::Contains(ac), Some(v)) => ac.is_match(v),
+            (Op::Equals(s), Some(v)) => s.equals(v),
+            (Op::StartsWith(s), Some(v)) => s.starts(v),
+            (Op::EndsWith(s), Some(v)) => s.ends(v),
+            (Op::Regex(re), Some(v)) => re.is_match(v),
+            (Op::Count { needle, case_sensitive, at_least }, Some(v)) => count(v, needle, *case_sensitive) >= *at_least,
+            (Op::Number { gt, gte, lt, lte }, Some(v)) => match parse_number(v) {
+                Some(n) => {
+                    gt.is_none_or(|x| n > x)
+                        && gte.is_none_or(|x| n >= x)
+                        && lt.is_none_or(|x| n < x)
+                        && lte.is_none_or(|x| n <= x)
+                }
+                None => false,
+            },
+            (Op::Cidr(nets), Some(v)) => parse_ip(v).is_some_and(|ip| nets.iter().any(|n| n.contains(&ip))),
+        }
+    }
+}
+
+/// Non-overlapping occurrences of `needle` in `hay`, stopping early is not worth it: values are short.
+fn count(hay: &[u8], needle: &[u8], case_sensitive: bool) -> u32 {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return 0;
+    }
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let w = &hay[i..i + needle.len()];
+        let hit = if case_sensitive { w == needle } else { w.eq_ignore_ascii_case(needle) };
+        if hit {
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+fn parse_number(v: &[u8]) -> Option<f64> {
+    std::str::from_utf8(v).ok()?.trim().parse::<f64>().ok()
+}
+
+fn parse_ip(v: &[u8]) -> Option<std::net::IpAddr> {
+    let s = std::str::from_utf8(v).ok()?;
+    // Tolerate `[v6]`, `v4:port` and `[v6]:port` as written by some formats.
+    let s = s.trim();
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    s.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_is_non_overlapping_and_case_aware() {
+        assert_eq!(count(b"../../..", b"..", true), 3);
+        assert_eq!(count(b"%%%%", b"%%", true), 2);
+        assert_eq!(count(b"AbAB", b"ab", false), 2);
+        assert_eq!(count(b"AbAB", b"ab", true), 0);
+        assert_eq!(count(b"", b"x", true), 0);
+    }
+
+    #[test]
+    fn ip_forms() {
+        assert!(parse_ip(b"10.1.2.3").is_some());
+        assert!(parse_ip(b"[2001:db8::1]:443").is_some());
+        assert!(parse_ip(b"10.1.2.3:8080").is_some());
+        assert!(parse_ip(b"not an ip").is_none());
+    }
+}

@@ -1,0 +1,76 @@
+//! What a detection carries, as written by the actions.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::rule::Severity;
+
+/// One detection. Every string that came from a log line is kept as data (serialised by
+/// serde_json, escaped for terminals by the console printer), never interpreted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    /// Idempotency key: hash of (file identity, line offset, rule id). The same line matched by
+    /// the same rule always yields the same key, so a replay can be recognised.
+    pub key: String,
+    pub rule: RuleInfo,
+    pub source: SourceRef,
+    /// Event time of the line (UTC, RFC 3339 with milliseconds).
+    #[serde(serialize_with = "ser_time")]
+    pub event_time: DateTime<Utc>,
+    /// `event` when taken from the line, `arrival` when the line had no readable timestamp.
+    pub time_source: &'static str,
+    #[serde(serialize_with = "ser_time")]
+    pub detected_at: DateTime<Utc>,
+    /// Parsed fields of the line (lossy UTF-8).
+    pub fields: BTreeMap<String, String>,
+    /// The raw line (lossy UTF-8).
+    pub line: String,
+    /// True when the line was longer than the configured maximum and was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub line_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdInfo>,
+    /// Detections held back by suppression for this key since the previous one.
+    pub suppressed: u64,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleInfo {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRef {
+    /// Configured source name (or `scan`).
+    pub name: String,
+    pub path: String,
+    pub format: String,
+    /// 1-based line number within the file (0 when unknown).
+    pub line_number: u64,
+    /// Byte offset of the start of the line.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdInfo {
+    pub count: u32,
+    pub within_seconds: f64,
+    /// The group key, by field name.
+    pub group: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(serialize_with = "ser_time")]
+    pub last_seen: DateTime<Utc>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}

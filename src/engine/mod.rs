@@ -1,0 +1,331 @@
+//! **engine**: the compiled rule set and the decision for each line.
+//!
+//! - [`compile`]: model → compiled rules (conditions over views, thresholds, suppression).
+//! - [`prefilter`]: one literal automaton across all rules; picks candidate rules per line.
+//! - [`condition`], [`view`], [`transform`], [`literal`]: evaluating a candidate rule.
+//! - [`window`]: thresholds and suppression across lines.
+//! - [`detection`]: what comes out.
+//!
+//! The split between [`RuleSet`] (immutable, shared by all threads) and [`Detector`] (the
+//! cross-line state, owned by one thread) is what lets `scan` match in parallel and still
+//! apply thresholds in file order.
+
+pub mod compile;
+pub mod condition;
+pub mod detection;
+pub mod examples;
+pub mod literal;
+pub mod prefilter;
+pub mod transform;
+pub mod view;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+pub use compile::{CompileOptions, CompiledRule};
+use condition::Ctx;
+pub use detection::Detection;
+use detection::{RuleInfo, SourceRef, ThresholdInfo};
+use prefilter::{Bits, Prefilter, Requirement};
+use view::{ViewCache, Views};
+use window::{Step, Suppressor, Windows};
+
+use crate::parse::{FieldId, FieldRegistry, Parser, Record};
+use crate::rule::{Loaded, RuleErrors};
+use crate::source::LinePos;
+
+/// An immutable, compiled set of rules. Share it with `Arc`; swap it whole to reload.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub rules: Vec<CompiledRule>,
+    pub registry: FieldRegistry,
+    views: Views,
+    prefilter: Prefilter,
+}
+
+/// Per-thread scratch space for matching. Reused across lines.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub record: Record,
+    cache: ViewCache,
+    cand: Bits,
+    /// Rules whose condition matched the last line.
+    pub hits: Vec<u32>,
+}
+
+impl RuleSet {
+    /// Compiles every rule of `loaded`. `registry` holds the field names formats already
+    /// produce (custom captures); rule field names are added to it.
+    pub fn compile(loaded: &Loaded, opts: &CompileOptions, registry: FieldRegistry) -> Result<RuleSet, RuleErrors> {
+        let mut registry = registry;
+        let mut views = Views::default();
+        let mut c = compile::Compiler { loaded, opts, registry: &mut registry, views: &mut views, errors: Vec::new() };
+        let mut rules = Vec::new();
+        let mut reqs = Vec::new();
+        for r in &loaded.rules {
+            if let Some((rule, req)) = c.rule(r) {
+                // A disabled rule is validated, then kept out of the prefilter entirely.
+                reqs.push(if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) });
+                rules.push(rule);
+            }
+        }
+        if !c.errors.is_empty() {
+            return Err(RuleErrors(c.errors));
+        }
+        let prefilter = Prefilter::build(&reqs, rules.len());
+        Ok(RuleSet { rules, registry, views, prefilter })
+    }
+
+    /// Rules that apply to a source with this name and format.
+    pub fn applicable(&self, source: &str, format: &str) -> Bits {
+        let mut b = Bits::new(self.rules.len());
+        for (i, r) in self.rules.iter().enumerate() {
+            let fmt_ok = r.formats.is_empty() || r.formats.iter().any(|f| f == format);
+            let src_ok = r.sources.is_empty() || r.sources.iter().any(|s| s == source);
+            if r.enabled && fmt_ok && src_ok {
+                b.set(i);
+            }
+        }
+        b
+    }
+
+    /// Number of distinct literals in the prefilter, and of rules evaluated on every line.
+    pub fn prefilter_stats(&self) -> (usize, usize) {
+        (self.prefilter.literals, self.prefilter.always().ones().count())
+    }
+
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            record: Record::new(self.registry.len()),
+            cache: ViewCache::default(),
+            cand: Bits::new(self.rules.len()),
+            hits: Vec::new(),
+        }
+    }
+
+    /// Parses `line` and evaluates the rules in `applicable` against it. The matching rules are
+    /// left in `s.hits` (ascending), the parsed record in `s.record`. Returns whether the line
+    /// parsed.
+    pub fn match_line(&self, parser: &Parser, applicable: &Bits, line: &[u8], s: &mut Scratch) -> bool {
+        parser.parse(line, &mut s.record, self.registry.len());
+        s.hits.clear();
+        s.cache.next_line(self.views.len());
+        self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.cand);
+        s.cand.and(applicable);
+        if s.cand.is_empty() {
+            return s.record.parsed;
+        }
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+        for i in s.cand.ones() {
+            if self.rules[i].node.eval(&mut cx) {
+                s.hits.push(i as u32);
+            }
+        }
+        s.record.parsed
+    }
+
+    /// Evaluates one rule's condition only (no prefilter, no thresholds), explaining a miss
+    /// with the YAML path of the condition that failed.
+    pub fn explain_rule(&self, rule: usize, parser: &Parser, line: &[u8], s: &mut Scratch) -> Result<(), String> {
+        parser.parse(line, &mut s.record, self.registry.len());
+        s.cache.next_line(self.views.len());
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+        self.rules[rule].node.explain(&mut cx, "match")
+    }
+
+    pub fn rule_index(&self, id: &str) -> Option<usize> {
+        self.rules.iter().position(|r| r.id == id)
+    }
+}
+
+/// Where a line came from, for detections and idempotency keys.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub name: String,
+    pub path: String,
+    pub format: String,
+}
+
+/// Per-rule counters.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    /// Lines whose condition matched.
+    pub hits: u64,
+    /// Detections emitted.
+    pub detections: u64,
+    /// Detections held back by suppression.
+    pub suppressed: u64,
+}
+
+/// Cross-line state (thresholds, suppression) and counters, owned by one thread.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Arc<RuleSet>,
+    windows: Vec<Option<Windows>>,
+    suppress: Vec<Option<Suppressor>>,
+    pub stats: Vec<RuleStats>,
+    key_buf: Vec<u8>,
+}
+
+/// Default bound on tracked keys per rule.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+impl Detector {
+    pub fn new(rules: Arc<RuleSet>, max_keys: usize) -> Detector {
+        let windows = rules
+            .rules
+            .iter()
+            .map(|r| {
+                r.threshold
+                    .as_ref()
+                    .map(|t| Windows::new(t.count, t.window.as_millis() as i64, t.distinct.is_some(), max_keys))
+            })
+            .collect();
+        let suppress = rules
+            .rules
+            .iter()
+            .map(|r| r.suppress.as_ref().map(|s| Suppressor::new(s.duration.as_millis() as i64, max_keys)))
+            .collect();
+        let stats = vec![RuleStats::default(); rules.rules.len()];
+        Detector { rules, windows, suppress, stats, key_buf: Vec::new() }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Feeds the rules that matched one line (`hits`, from [`RuleSet::match_line`] with the
+    /// same record) and appends the resulting detections to `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_hits(
+        &mut self,
+        parser: &Parser,
+        src: &SourceInfo,
+        meta: &LinePos,
+        line: &[u8],
+        rec: &Record,
+        hits: &[u32],
+        out: &mut Vec<Detection>,
+    ) {
+        if hits.is_empty() {
+            return;
+        }
+        let (event_time, time_source) = match parser.event_time(line, rec) {
+            Some(t) => (t, "event"),
+            None => (meta.arrival, "arrival"),
+        };
+        let t = event_time.timestamp_millis();
+        let rules = Arc::clone(&self.rules);
+        for &ri in hits {
+            let ri = ri as usize;
+            let rule = &rules.rules[ri];
+            self.stats[ri].hits += 1;
+            let mut threshold = None;
+            if let (Some(spec), Some(w)) = (&rule.threshold, self.windows[ri].as_mut()) {
+                let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+                let value = spec.distinct.map_or(0, |d| xxhash_rust::xxh3::xxh3_64(rec.get(line, d).unwrap_or(b"")));
+                match w.step(key, t, value) {
+                    Step::Pending { .. } => continue,
+                    Step::Fire { count, first_seen, last_seen } => {
+                        threshold = Some(ThresholdInfo {
+                            count,
+                            within_seconds: spec.window.as_secs_f64(),
+                            group: group_map(&rules.registry, &spec.group_by, line, rec),
+                            distinct: spec.distinct.map(|d| rules.registry.name(d).to_string()),
+                            first_seen: millis(first_seen),
+                            last_seen: millis(last_seen),
+                        });
+                    }
+                }
+            }
+            let mut suppressed = 0;
+            if let (Some(spec), Some(s)) = (&rule.suppress, self.suppress[ri].as_mut()) {
+                let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+                match s.admit(key, t) {
+                    Some(n) => suppressed = n,
+                    None => {
+                        self.stats[ri].suppressed += 1;
+                        continue;
+                    }
+                }
+            }
+            self.stats[ri].detections += 1;
+            out.push(Detection {
+                key: idempotency_key(meta.origin, meta.offset, &rule.id),
+                rule: RuleInfo {
+                    id: rule.id.clone(),
+                    title: rule.title.clone(),
+                    severity: rule.severity,
+                    tags: rule.tags.clone(),
+                },
+                source: SourceRef {
+                    name: src.name.clone(),
+                    path: src.path.clone(),
+                    format: src.format.clone(),
+                    line_number: meta.line_number,
+                    offset: meta.offset,
+                },
+                event_time,
+                time_source,
+                detected_at: Utc::now(),
+                fields: rec
+                    .iter(line)
+                    .map(|(id, v)| (rules.registry.name(id).to_string(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+                line: String::from_utf8_lossy(line).into_owned(),
+                line_truncated: meta.truncated,
+                threshold,
+                suppressed,
+                actions: rule.actions.clone(),
+            });
+        }
+    }
+
+    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
+    pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
+        let spec = self.rules.rules[ri].threshold.clone()?;
+        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+        let w = self.windows[ri].as_ref()?;
+        let (n, oldest) = w.peek(key).unwrap_or((0, None));
+        Some((n, oldest, w.window_ms()))
+    }
+}
+
+/// Hash of the group-key fields of a line (absent fields count as empty).
+fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) -> u64 {
+    buf.clear();
+    for f in fields {
+        let v = rec.get(line, *f).unwrap_or(b"");
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(v);
+    }
+    xxhash_rust::xxh3::xxh3_64(buf)
+}
+
+fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record) -> BTreeMap<String, String> {
+    fields
+        .iter()
+        .map(|f| {
+            (
+                reg.name(*f).to_string(),
+                rec.get(line, *f).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// `(origin, offset, rule id)` → 16 hex digits.
+pub fn idempotency_key(origin: u64, offset: u64, rule: &str) -> String {
+    let mut buf = Vec::with_capacity(16 + rule.len());
+    buf.extend_from_slice(&origin.to_le_bytes());
+    buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(rule.as_bytes());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&buf))
+}

@@ -1,0 +1,305 @@
+//! Normalising transforms applied to a field before an operator looks at it.
+//!
+//! They run on the candidate path only (a rule whose literal or field needs them), write into
+//! a caller-owned buffer and never allocate once that buffer has grown. Each transform also
+//! says cheaply whether it *could* change a value ([`may_change`]); the prefilter uses that to
+//! skip work on the large majority of lines that contain nothing to decode.
+
+use crate::rule::Transform;
+
+/// How many URL-decoding rounds at most. Triple encoding is the deepest seen in practice;
+/// one more round costs nothing when the text is already stable.
+const MAX_URL_ROUNDS: usize = 4;
+
+/// Applies `chain` to `input`, leaving the result in `out`. `tmp` is scratch space.
+pub fn apply(chain: &[Transform], input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(input);
+    for t in chain {
+        match t {
+            Transform::Lowercase => out.make_ascii_lowercase(),
+            Transform::UrlDecode => {
+                for _ in 0..MAX_URL_ROUNDS {
+                    if !url_may_change(out) {
+                        break;
+                    }
+                    tmp.clear();
+                    url_decode(out, tmp);
+                    if tmp == out {
+                        break;
+                    }
+                    std::mem::swap(out, tmp);
+                }
+            }
+            Transform::HtmlDecode => {
+                if memchr::memchr(b'&', out).is_some() {
+                    tmp.clear();
+                    html_decode(out, tmp);
+                    std::mem::swap(out, tmp);
+                }
+            }
+            Transform::NormalizePath => {
+                if path_may_change(out) {
+                    tmp.clear();
+                    normalize_path(out, tmp);
+                    std::mem::swap(out, tmp);
+                }
+            }
+            Transform::CompressWhitespace => {
+                if ws_may_change(out) {
+                    tmp.clear();
+                    compress_whitespace(out, tmp);
+                    std::mem::swap(out, tmp);
+                }
+            }
+        }
+    }
+}
+
+/// True when `t` could produce something other than `input` up to ASCII case. (Lower-casing
+/// never matters to the prefilter, which is case-insensitive.)
+pub fn may_change(t: Transform, input: &[u8]) -> bool {
+    match t {
+        Transform::Lowercase => false,
+        Transform::UrlDecode => url_may_change(input),
+        Transform::HtmlDecode => memchr::memchr(b'&', input).is_some(),
+        Transform::NormalizePath => path_may_change(input),
+        Transform::CompressWhitespace => ws_may_change(input),
+    }
+}
+
+fn url_may_change(s: &[u8]) -> bool {
+    memchr::memchr2(b'%', b'+', s).is_some()
+}
+
+fn path_may_change(s: &[u8]) -> bool {
+    memchr::memchr(b'\\', s).is_some()
+        || memchr::memmem::find(s, b"//").is_some()
+        || memchr::memmem::find(s, b"/.").is_some()
+        || s.starts_with(b".")
+}
+
+fn ws_may_change(s: &[u8]) -> bool {
+    s.windows(2).any(|w| is_ws(w[0]) && is_ws(w[1])) || s.iter().any(|&b| is_ws(b) && b != b' ')
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One round of `%XX` / `%uXXXX` / `+` decoding. Invalid escapes are kept verbatim.
+pub fn url_decode(s: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'%' => {
+                if let (Some(h), Some(l)) = (s.get(i + 1).and_then(|&b| hex(b)), s.get(i + 2).and_then(|&b| hex(b))) {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                // IIS-style %uXXXX, still used to dodge filters.
+                if matches!(s.get(i + 1), Some(b'u' | b'U')) {
+                    let digits: Option<Vec<u8>> = (2..6).map(|k| s.get(i + k).and_then(|&b| hex(b))).collect();
+                    if let Some(d) = digits {
+                        let cp = (d[0] as u32) << 12 | (d[1] as u32) << 8 | (d[2] as u32) << 4 | d[3] as u32;
+                        push_char(cp, out);
+                        i += 6;
+                        continue;
+                    }
+                }
+                out.push(b'%');
+                i += 1;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
+fn push_char(cp: u32, out: &mut Vec<u8>) {
+    match char::from_u32(cp) {
+        Some(c) => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+        None => out.extend_from_slice("\u{fffd}".as_bytes()),
+    }
+}
+
+/// Decodes the common named entities and numeric character references.
+pub fn html_decode(s: &[u8], out: &mut Vec<u8>) {
+    const NAMED: &[(&[u8], u8)] = &[
+        (b"lt;", b'<'),
+        (b"gt;", b'>'),
+        (b"amp;", b'&'),
+        (b"quot;", b'"'),
+        (b"apos;", b'\''),
+        (b"sol;", b'/'),
+        (b"colon;", b':'),
+        (b"lpar;", b'('),
+        (b"rpar;", b')'),
+        (b"tab;", b'\t'),
+        (b"newline;", b'\n'),
+    ];
+    let mut i = 0;
+    'outer: while i < s.len() {
+        if s[i] != b'&' {
+            out.push(s[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &s[i + 1..];
+        for (name, ch) in NAMED {
+            if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
+                out.push(*ch);
+                i += 1 + name.len();
+                continue 'outer;
+            }
+        }
+        if rest.first() == Some(&b'#') {
+            let (radix, start) = if matches!(rest.get(1), Some(b'x' | b'X')) { (16, 2) } else { (10, 1) };
+            let mut j = start;
+            let mut cp: u32 = 0;
+            while let Some(&b) = rest.get(j) {
+                let d = match (radix, b) {
+                    (10, b'0'..=b'9') => (b - b'0') as u32,
+                    (16, _) => match hex(b) {
+                        Some(d) => d as u32,
+                        None => break,
+                    },
+                    _ => break,
+                };
+                cp = cp.saturating_mul(radix).saturating_add(d);
+                j += 1;
+            }
+            if j > start {
+                push_char(cp.min(0x10FFFF), out);
+                // The `;` is optional in browsers' parsers, so it is here too.
+                i += 1 + j + usize::from(rest.get(j) == Some(&b';'));
+                continue;
+            }
+        }
+        out.push(b'&');
+        i += 1;
+    }
+}
+
+/// Resolves `.`/`..` segments, folds `\` into `/` and collapses repeated slashes.
+pub fn normalize_path(s: &[u8], out: &mut Vec<u8>) {
+    let absolute = matches!(s.first(), Some(b'/' | b'\\'));
+    // Segment boundaries inside `out`, to pop on `..`.
+    let mut starts: Vec<usize> = Vec::new();
+    if absolute {
+        out.push(b'/');
+    }
+    let base = out.len();
+    let trailing = matches!(s.last(), Some(b'/' | b'\\'));
+    for seg in s.split(|&b| b == b'/' || b == b'\\') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if let Some(st) = starts.pop() {
+                    out.truncate(st);
+                } else if !absolute {
+                    // A relative path cannot climb above its start; keep the `..` visible.
+                    if out.len() > base {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(b"..");
+                }
+            }
+            seg => {
+                let st = out.len();
+                if out.len() > base {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(seg);
+                starts.push(st);
+            }
+        }
+    }
+    if trailing && out.len() > base {
+        out.push(b'/');
+    }
+}
+
+/// Replaces every run of white space by one space.
+pub fn compress_whitespace(s: &[u8], out: &mut Vec<u8>) {
+    let mut in_ws = false;
+    for &b in s {
+        if is_ws(b) {
+            if !in_ws {
+                out.push(b' ');
+            }
+            in_ws = true;
+        } else {
+            out.push(b);
+            in_ws = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chain: &[Transform], s: &str) -> String {
+        let (mut out, mut tmp) = (Vec::new(), Vec::new());
+        apply(chain, s.as_bytes(), &mut out, &mut tmp);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn url_decode_defeats_double_encoding() {
+        assert_eq!(run(&[Transform::UrlDecode], "%252e%252e%252fetc"), "../etc");
+        assert_eq!(run(&[Transform::UrlDecode], "union+select%20a"), "union select a");
+        assert_eq!(run(&[Transform::UrlDecode], "100%"), "100%");
+        assert_eq!(run(&[Transform::UrlDecode], "%zz%4"), "%zz%4");
+        assert_eq!(run(&[Transform::UrlDecode], "%u003cscript"), "<script");
+    }
+
+    #[test]
+    fn normalize_path_resolves_traversal() {
+        assert_eq!(run(&[Transform::NormalizePath], "/a/./b/../../etc//passwd"), "/etc/passwd");
+        assert_eq!(run(&[Transform::NormalizePath], "/../../../etc/passwd"), "/etc/passwd");
+        assert_eq!(run(&[Transform::NormalizePath], "..\\..\\windows\\win.ini"), "../../windows/win.ini");
+        assert_eq!(run(&[Transform::NormalizePath], "/dir/"), "/dir/");
+        assert_eq!(run(&[Transform::NormalizePath], "/"), "/");
+    }
+
+    #[test]
+    fn html_and_whitespace() {
+        assert_eq!(run(&[Transform::HtmlDecode], "&lt;script&gt;&#97;&#x6c;ert"), "<script>alert");
+        assert_eq!(run(&[Transform::HtmlDecode], "a & b &#"), "a & b &#");
+        assert_eq!(run(&[Transform::CompressWhitespace], "union \t\n select"), "union select");
+        assert_eq!(run(&[Transform::UrlDecode, Transform::Lowercase], "UNION%20SeLeCt"), "union select");
+    }
+
+    #[test]
+    fn may_change_agrees_with_apply() {
+        for s in ["plain/path", "a%41", "a+b", "/a/../b", "x&amp;", "a  b", "ok"] {
+            for t in
+                [Transform::UrlDecode, Transform::HtmlDecode, Transform::NormalizePath, Transform::CompressWhitespace]
+            {
+                let changed = run(&[t], s) != s;
+                assert!(!changed || may_change(t, s.as_bytes()), "{t:?} changed {s:?} but may_change said no");
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Cross-line state: threshold windows and suppression, per rule and group key.
+//!
+//! # Semantics (also in the README)
+//! - **Time** is the line's event time (parsed timestamp), or its arrival time when the line has
+//!   none. Both `trapline run` and `trapline scan` use the same rule, so a scan of yesterday's
+//!   log gives the detections that tailing it live gave.
+//! - **Sliding window**: a threshold `count: N, within: W` fires on the line that makes N
+//!   matching lines (or N distinct values of `distinct`) for the key whose times lie within W
+//!   of the newest time seen for that key. Lines whose time is older than that are ignored.
+//! - **Reset after fire**: after firing, the key's window starts empty, so the next detection
+//!   needs N new matching lines.
+//! - **Suppression**: after a detection for a key, further detections for the same key within
+//!   the suppression time are not emitted but counted; the count is reported on the next
+//!   detection for the key and in the run summary.
+//! - **Memory bound**: each rule tracks at most `max_keys` keys. When full, keys whose window
+//!   has expired are dropped first, then the least recently seen key. A window holds at most N
+//!   timestamps (or N distinct values), so memory is `O(max_keys × N)` per rule.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Outcome of feeding one matching line to a threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Not (yet) enough.
+    Pending { count: u32 },
+    /// The threshold is reached.
+    Fire { count: u32, first_seen: Millis, last_seen: Millis },
+}
+
+#[derive(Debug, Default)]
+struct KeyWindow {
+    /// Times of matching lines, ascending (count mode).
+    times: VecDeque<Millis>,
+    /// Distinct value hash → newest time (distinct mode).
+    distinct: HashMap<u64, Millis>,
+    newest: Millis,
+}
+
+/// The threshold windows of one rule.
+#[derive(Debug)]
+pub struct Windows {
+    count: u32,
+    window: Millis,
+    distinct: bool,
+    max_keys: usize,
+    keys: HashMap<u64, KeyWindow>,
+}
+
+impl Windows {
+    pub fn new(count: u32, window_ms: Millis, distinct: bool, max_keys: usize) -> Windows {
+        Windows {
+            count: count.max(1),
+            window: window_ms.max(1),
+            distinct,
+            max_keys: max_keys.max(1),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Feeds a matching line for group `key` at time `t`; `value` is the distinct-field hash.
+    pub fn step(&mut self, key: u64, t: Millis, value: u64) -> Step {
+        if !self.keys.contains_key(&key) && self.keys.len() >= self.max_keys {
+            self.make_room(t);
+        }
+        let w = self.keys.entry(key).or_default();
+        w.newest = w.newest.max(t);
+        let horizon = w.newest - self.window;
+        if t <= horizon {
+            // Older than the window relative to what this key has already seen.
+            return Step::Pending { count: count_of(w, self.distinct) };
+        }
+        if self.distinct {
+            let e = w.distinct.entry(value).or_insert(t);
+            *e = (*e).max(t);
+            w.distinct.retain(|_, seen| *seen > horizon);
+            let n = w.distinct.len() as u32;
+            if n >= self.count {
+                let first = w.distinct.values().copied().min().unwrap_or(t);
+                let last = w.newest;
+                w.distinct.clear();
+                return Step::Fire { count: n, first_seen: first, last_seen: last };
+            }
+            Step::Pending { count: n }
+        } else {
+            // Insert in time order (out-of-order lines are rare; this stays O(1) for in-order).
+            let pos = w.times.iter().rposition(|&x| x <= t).map_or(0, |p| p + 1);
+            w.times.insert(pos, t);
+            while w.times.front().is_some_and(|&x| x <= horizon) {
+                w.times.pop_front();
+            }
+            let n = w.times.len() as u32;
+            if n >= self.count {
+                let first = *w.times.front().unwrap_or(&t);
+                let last = *w.times.back().unwrap_or(&t);
+                w.times.clear();
+                return Step::Fire { count: n, first_seen: first, last_seen: last };
+            }
+            Step::Pending { count: n }
+        }
+    }
+
+    /// Number of tracked keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Current state of a key: (count within window, oldest time).
+    pub fn peek(&self, key: u64) -> Option<(u32, Option<Millis>)> {
+        let w = self.keys.get(&key)?;
+        let oldest = if self.distinct { w.distinct.values().copied().min() } else { w.times.front().copied() };
+        Some((count_of(w, self.distinct), oldest))
+    }
+
+    pub fn window_ms(&self) -> Millis {
+        self.window
+    }
+
+    fn make_room(&mut self, now: Millis) {
+        let window = self.window;
+        self.keys.retain(|_, w| w.newest > now - window);
+        if self.keys.len() >= self.max_keys {
+            if let Some(oldest) = self.keys.iter().min_by_key(|(_, w)| w.newest).map(|(k, _)| *k) {
+                self.keys.remove(&oldest);
+            }
+        }
+    }
+}
+
+fn count_of(w: &KeyWindow, distinct: bool) -> u32 {
+    if distinct { w.distinct.len() as u32 } else { w.times.len() as u32 }
+}
+
+/// Suppression state of one rule.
+#[derive(Debug)]
+pub struct Suppressor {
+    duration: Millis,
+    max_keys: usize,
+    keys: HashMap<u64, (Millis, u64)>,
+    /// Detections held back since start.
+    pub total: u64,
+}
+
+impl Suppressor {
+    pub fn new(duration_ms: Millis, max_keys: usize) -> Suppressor {
+        Suppressor { duration: duration_ms.max(1), max_keys: max_keys.max(1), keys: HashMap::new(), total: 0 }
+    }
+
+    /// Decides whether a detection for `key` at `t` is emitted. `Some(n)`: emit it, `n`
+    /// detections were suppressed for this key since the previous one. `None`: suppressed.
+    pub fn admit(&mut self, key: u64, t: Millis) -> Option<u64> {
+        if let Some((until, held)) = self.keys.get_mut(&key) {
+            if t < *until {
+                *held += 1;
+                self.total += 1;
+                return None;
+            }
+            let n = *held;
+            *until = t + self.duration;
+            *held = 0;
+            return Some(n);
+        }
+        if self.keys.len() >= self.max_keys {
+            // Expired entries first (their held counts are zero or already stale), then the
+            // one that expires soonest.
+            self.keys.retain(|_, (until, held)| *until > t || *held > 0);
+            if self.keys.len() >= self.max_keys {
+                if let Some(k) = self.keys.iter().min_by_key(|(_, (u, _))| *u).map(|(k, _)| *k) {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        self.keys.insert(key, (t + self.duration, 0));
+        Some(0)
+    }
+
+    /// Suppressed and not yet reported, per key (for the summary).
+    pub fn pending(&self) -> u64 {
+        self.keys.values().map(|(_, h)| *h).sum()
+    }
+
+    /// Time until which `key` is suppressed, if it is.
+    pub fn until(&self, key: u64) -> Option<Millis> {
+        self.keys.get(&key).map(|(u, _)| *u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_threshold_slides_and_resets() {
+        let mut w = Windows::new(3, 10_000, false, 100);
+        assert_eq!(w.step(1, 0, 0), Step::Pending { count: 1 });
+        assert_eq!(w.step(1, 5_000, 0), Step::Pending { count: 2 });
+        // t=0 falls out of the window at 10_000 (window is (newest-W, newest]).
+        assert_eq!(w.step(1, 10_000, 0), Step::Pending { count: 2 });
+        assert_eq!(w.step(1, 11_000, 0), Step::Fire { count: 3, first_seen: 5_000, last_seen: 11_000 });
+        // Reset after fire.
+        assert_eq!(w.step(1, 11_500, 0), Step::Pending { count: 1 });
+        // Other keys are independent.
+        assert_eq!(w.step(2, 11_500, 0), Step::Pending { count: 1 });
+    }
+
+    #[test]
+    fn out_of_order_and_stale_lines() {
+        let mut w = Windows::new(3, 10_000, false, 100);
+        w.step(1, 20_000, 0);
+        // Older than the window relative to the newest: ignored.
+        assert_eq!(w.step(1, 5_000, 0), Step::Pending { count: 1 });
+        // Slightly out of order but inside: counted.
+        assert_eq!(w.step(1, 19_000, 0), Step::Pending { count: 2 });
+        assert!(matches!(w.step(1, 20_500, 0), Step::Fire { count: 3, first_seen: 19_000, .. }));
+    }
+
+    #[test]
+    fn distinct_counts_values() {
+        let mut w = Windows::new(3, 60_000, true, 100);
+        assert_eq!(w.step(1, 0, 10), Step::Pending { count: 1 });
+        assert_eq!(w.step(1, 1, 10), Step::Pending { count: 1 });
+        assert_eq!(w.step(1, 2, 11), Step::Pending { count: 2 });
+        assert!(matches!(w.step(1, 3, 12), Step::Fire { count: 3, .. }));
+    }
+
+    #[test]
+    fn keys_are_bounded() {
+        let mut w = Windows::new(5, 1_000, false, 10);
+        for k in 0..1000u64 {
+            w.step(k, k as i64, 0);
+        }
+        assert!(w.len() <= 10);
+    }
+
+    #[test]
+    fn suppression_counts_what_it_holds_back() {
+        let mut s = Suppressor::new(60_000, 100);
+        assert_eq!(s.admit(7, 0), Some(0));
+        assert_eq!(s.admit(7, 10_000), None);
+        assert_eq!(s.admit(7, 20_000), None);
+        assert_eq!(s.admit(8, 20_000), Some(0));
+        assert_eq!(s.admit(7, 60_000), Some(2));
+        assert_eq!(s.total, 2);
+    }
+}

@@ -1,0 +1,382 @@
+//! **parse**: turn one raw line (`&[u8]`) into named fields.
+//!
+//! Every format fills the same [`Record`]: a table indexed by [`FieldId`] whose entries are byte
+//! spans, either into the raw line (the common case: no copy at all) or into the record's own
+//! scratch buffer when the format had to unescape the value (nginx `\x22`, JSON `\"`). The
+//! record is reused from line to line, so the hot path allocates nothing once it is warm.
+//!
+//! Field names are interned once, when the rule set is compiled, into a [`FieldRegistry`]; the
+//! well-known names (`client_ip`, `path`, `status`, ...) have fixed ids so parsers can address
+//! them directly. Custom formats (regex with named captures) and JSON lines register the extra
+//! names they produce or that rules ask for.
+//!
+//! A line that does not parse is not an error: the record is marked unparsed, raw-line rules
+//! still see it, and the engine counts it.
+
+pub mod access;
+pub mod apache_error;
+pub mod custom;
+pub mod json;
+mod scan;
+pub mod syslog;
+pub mod time;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use chrono::{DateTime, Utc};
+
+pub use time::TimeSettings;
+
+/// Index of a field in a [`Record`].
+pub type FieldId = u16;
+
+/// The well-known fields. Their ids are fixed; any other name gets an id above these.
+pub mod std_fields {
+    use super::FieldId;
+    /// The whole raw line (never stored in the table; resolved specially).
+    pub const LINE: FieldId = 0;
+    pub const CLIENT_IP: FieldId = 1;
+    pub const IDENT: FieldId = 2;
+    pub const USER: FieldId = 3;
+    pub const TIME: FieldId = 4;
+    pub const METHOD: FieldId = 5;
+    /// Request target as sent (path + `?` + query).
+    pub const URI: FieldId = 6;
+    /// Path part of the request target (before `?`).
+    pub const PATH: FieldId = 7;
+    /// Query string without the leading `?` (absent when there is none).
+    pub const QUERY: FieldId = 8;
+    pub const PROTOCOL: FieldId = 9;
+    /// The full request line (`GET /x HTTP/1.1`).
+    pub const REQUEST: FieldId = 10;
+    pub const STATUS: FieldId = 11;
+    pub const BYTES: FieldId = 12;
+    pub const REFERER: FieldId = 13;
+    pub const USER_AGENT: FieldId = 14;
+    /// Host name: syslog HOSTNAME, or a virtual host where a format has one.
+    pub const HOST: FieldId = 15;
+    /// syslog APP-NAME / program (`sshd`).
+    pub const PROGRAM: FieldId = 16;
+    pub const PID: FieldId = 17;
+    /// Free text payload: the syslog MSG, the error-log message.
+    pub const MESSAGE: FieldId = 18;
+    /// Severity of an error-log line (`error`, `warn`, ...).
+    pub const LEVEL: FieldId = 19;
+    /// Apache error-log module (`core`, `php7`, ...).
+    pub const MODULE: FieldId = 20;
+
+    /// Names of the fixed fields, indexed by id.
+    pub const NAMES: &[&str] = &[
+        "line",
+        "client_ip",
+        "ident",
+        "user",
+        "time",
+        "method",
+        "uri",
+        "path",
+        "query",
+        "protocol",
+        "request",
+        "status",
+        "bytes",
+        "referer",
+        "user_agent",
+        "host",
+        "program",
+        "pid",
+        "message",
+        "level",
+        "module",
+    ];
+}
+
+/// Interned field names. Built once per compiled rule set and shared read-only.
+#[derive(Debug, Clone)]
+pub struct FieldRegistry {
+    names: Vec<String>,
+    ids: HashMap<String, FieldId>,
+}
+
+impl Default for FieldRegistry {
+    fn default() -> Self {
+        let mut r = FieldRegistry { names: Vec::new(), ids: HashMap::new() };
+        for n in std_fields::NAMES {
+            r.intern(n);
+        }
+        r
+    }
+}
+
+impl FieldRegistry {
+    /// The id of `name`, adding it when new.
+    pub fn intern(&mut self, name: &str) -> FieldId {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    pub fn get(&self, name: &str) -> Option<FieldId> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn name(&self, id: FieldId) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Every (id, name), in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (FieldId, &str)> {
+        self.names.iter().enumerate().map(|(i, n)| (i as FieldId, n.as_str()))
+    }
+}
+
+/// Where a field's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    /// A range of the raw line.
+    Raw(Range<u32>),
+    /// A range of [`Record::scratch`] (the value was unescaped while parsing).
+    Owned(Range<u32>),
+}
+
+/// The parsed form of one line. Reused across lines: call [`Record::reset`] (parsers do).
+#[derive(Debug, Default, Clone)]
+pub struct Record {
+    values: Vec<Option<Span>>,
+    scratch: Vec<u8>,
+    /// True when the format recognised the line.
+    pub parsed: bool,
+}
+
+impl Record {
+    pub fn new(fields: usize) -> Self {
+        Record { values: vec![None; fields], scratch: Vec::new(), parsed: false }
+    }
+
+    /// Clears all fields, keeping the allocations.
+    pub fn reset(&mut self, fields: usize) {
+        if self.values.len() != fields {
+            self.values.resize(fields, None);
+        }
+        for v in &mut self.values {
+            *v = None;
+        }
+        self.scratch.clear();
+        self.parsed = false;
+    }
+
+    /// Clears every field (and the scratch buffer) but keeps the table size: what a parser
+    /// does when it gives up half-way, so a rejected line leaves no partial fields behind.
+    pub fn clear(&mut self) {
+        for v in &mut self.values {
+            *v = None;
+        }
+        self.scratch.clear();
+        self.parsed = false;
+    }
+
+    /// Where the value of `id` lives, if it has one.
+    #[inline]
+    pub fn span(&self, id: FieldId) -> Option<&Span> {
+        self.values.get(id as usize)?.as_ref()
+    }
+
+    /// The scratch buffer that [`Span::Owned`] ranges point into.
+    #[inline]
+    pub fn scratch(&self) -> &[u8] {
+        &self.scratch
+    }
+
+    /// Sets `id` to `range` of the scratch buffer: lets a parser point several fields into one
+    /// unescaped value (e.g. method/uri/protocol inside an unescaped request line).
+    #[inline]
+    pub fn set_owned_range(&mut self, id: FieldId, range: Range<usize>) {
+        if let Some(slot) = self.values.get_mut(id as usize) {
+            *slot = Some(Span::Owned(range.start as u32..range.end as u32));
+        }
+    }
+
+    /// Sets `id` to a range of the raw line.
+    #[inline]
+    pub fn set_raw(&mut self, id: FieldId, range: Range<usize>) {
+        if let Some(slot) = self.values.get_mut(id as usize) {
+            *slot = Some(Span::Raw(range.start as u32..range.end as u32));
+        }
+    }
+
+    /// Sets `id` to a copy of `bytes` (used when the value had to be unescaped).
+    pub fn set_owned(&mut self, id: FieldId, bytes: &[u8]) {
+        if (id as usize) >= self.values.len() {
+            return;
+        }
+        let start = self.scratch.len();
+        self.scratch.extend_from_slice(bytes);
+        self.values[id as usize] = Some(Span::Owned(start as u32..self.scratch.len() as u32));
+    }
+
+    /// Appends to the scratch buffer and returns a writer handle: lets a parser unescape
+    /// straight into the record without an intermediate buffer.
+    pub fn scratch_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.scratch
+    }
+
+    /// Marks `scratch[start..]` (written through [`Record::scratch_mut`]) as the value of `id`.
+    pub fn set_owned_from(&mut self, id: FieldId, start: usize) {
+        if let Some(slot) = self.values.get_mut(id as usize) {
+            *slot = Some(Span::Owned(start as u32..self.scratch.len() as u32));
+        }
+    }
+
+    /// The bytes of field `id` for the raw `line` it was parsed from. `LINE` is the line itself.
+    #[inline]
+    pub fn get<'a>(&'a self, line: &'a [u8], id: FieldId) -> Option<&'a [u8]> {
+        if id == std_fields::LINE {
+            return Some(line);
+        }
+        match self.values.get(id as usize)? {
+            None => None,
+            Some(Span::Raw(r)) => line.get(r.start as usize..r.end as usize),
+            Some(Span::Owned(r)) => self.scratch.get(r.start as usize..r.end as usize),
+        }
+    }
+
+    /// True when the value of `id` is a verbatim slice of the raw line (so a literal search over
+    /// the raw line also covers it).
+    #[inline]
+    pub fn is_raw(&self, id: FieldId) -> bool {
+        id == std_fields::LINE || matches!(self.values.get(id as usize), Some(Some(Span::Raw(_))))
+    }
+
+    /// Every field that has a value, as (id, bytes).
+    pub fn iter<'a>(&'a self, line: &'a [u8]) -> impl Iterator<Item = (FieldId, &'a [u8])> + 'a {
+        (1..self.values.len() as FieldId).filter_map(move |id| self.get(line, id).map(|v| (id, v)))
+    }
+}
+
+/// The built-in log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FormatKind {
+    /// Apache/nginx combined: common + `"referer" "user-agent"`.
+    Combined,
+    /// Apache/nginx common log format.
+    Common,
+    /// Apache 2.2 / 2.4 error log.
+    ApacheError,
+    /// syslog, RFC 3164 or RFC 5424.
+    Syslog,
+    /// One JSON object per line.
+    Json,
+    /// A user regex with named captures.
+    Custom,
+    /// No fields: rules see the raw line only.
+    Raw,
+}
+
+impl FormatKind {
+    pub const ALL: &[(&str, FormatKind)] = &[
+        ("combined", FormatKind::Combined),
+        ("common", FormatKind::Common),
+        ("apache_error", FormatKind::ApacheError),
+        ("syslog", FormatKind::Syslog),
+        ("json", FormatKind::Json),
+        ("custom", FormatKind::Custom),
+        ("raw", FormatKind::Raw),
+    ];
+
+    pub fn from_name(name: &str) -> Option<FormatKind> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("raw")
+    }
+}
+
+/// A ready-to-use parser for one source: the format plus its settings (time zone, custom
+/// regex, JSON key mapping). Cheap to clone; immutable while parsing.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    pub kind: FormatKind,
+    /// Name the user gave this format (the built-in name, or a custom format's name).
+    pub name: String,
+    pub time: TimeSettings,
+    custom: Option<custom::CustomFormat>,
+    json: Option<json::JsonFormat>,
+}
+
+impl Parser {
+    /// A parser for a built-in format that needs no extra settings.
+    pub fn builtin(kind: FormatKind, time: TimeSettings) -> Parser {
+        let json = (kind == FormatKind::Json).then(json::JsonFormat::default);
+        Parser { kind, name: kind.name().to_string(), time, custom: None, json }
+    }
+
+    /// A parser for a custom regex format. Capture names are interned into `registry`.
+    pub fn custom(
+        name: &str,
+        pattern: &str,
+        time_format: Option<String>,
+        time: TimeSettings,
+        registry: &mut FieldRegistry,
+    ) -> Result<Parser, regex::Error> {
+        let custom = custom::CustomFormat::new(pattern, time_format, registry)?;
+        Ok(Parser { kind: FormatKind::Custom, name: name.to_string(), time, custom: Some(custom), json: None })
+    }
+
+    /// A JSON-lines parser. `mapping` maps a field name (standard or not) to a dotted key path
+    /// in the object; every other registered field name is looked up as a key of its own name.
+    pub fn json(name: &str, mapping: &[(String, String)], time: TimeSettings, registry: &mut FieldRegistry) -> Parser {
+        let json = json::JsonFormat::new(mapping, registry);
+        Parser { kind: FormatKind::Json, name: name.to_string(), time, custom: None, json: Some(json) }
+    }
+
+    /// Lets the parser know the final registry (JSON needs every name rules refer to).
+    pub fn bind(&mut self, registry: &FieldRegistry) {
+        if let Some(j) = &mut self.json {
+            j.bind(registry);
+        }
+    }
+
+    /// Parses `line` (without its trailing newline) into `rec`. Never panics on any input.
+    pub fn parse(&self, line: &[u8], rec: &mut Record, fields: usize) {
+        rec.reset(fields);
+        rec.parsed = match self.kind {
+            FormatKind::Combined | FormatKind::Common => access::parse(line, rec),
+            FormatKind::ApacheError => apache_error::parse(line, rec),
+            FormatKind::Syslog => syslog::parse(line, rec),
+            FormatKind::Json => self.json.as_ref().is_some_and(|j| j.parse(line, rec)),
+            FormatKind::Custom => self.custom.as_ref().is_some_and(|c| c.parse(line, rec)),
+            FormatKind::Raw => true,
+        };
+    }
+
+    /// The event time of a parsed record, in UTC, if the line carried a readable one.
+    pub fn event_time(&self, line: &[u8], rec: &Record) -> Option<DateTime<Utc>> {
+        let raw = rec.get(line, std_fields::TIME)?;
+        let text = std::str::from_utf8(raw).ok()?;
+        match self.kind {
+            FormatKind::Combined | FormatKind::Common => time::parse_clf(text),
+            FormatKind::ApacheError => time::parse_apache_error(text, &self.time),
+            FormatKind::Syslog => time::parse_syslog(text, &self.time),
+            FormatKind::Json => time::parse_any(text, &self.time),
+            FormatKind::Custom => match self.custom.as_ref().and_then(|c| c.time_format.as_deref()) {
+                Some(fmt) => time::parse_with(text, fmt, &self.time),
+                None => time::parse_any(text, &self.time),
+            },
+            FormatKind::Raw => None,
+        }
+    }
+}

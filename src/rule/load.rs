@@ -1,0 +1,318 @@
+//! Reading rule files from disk, with errors that say where.
+//!
+//! Loading is all-or-nothing: every file is read and checked, every problem is collected, and
+//! the caller gets either the complete set or the complete list of errors. A running engine
+//! therefore never sees half a rule directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::locate;
+use super::model::{Rule, RuleFile};
+
+/// A problem in a rule file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: PathBuf,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub col: usize,
+    /// The id of the rule the problem is in, when it is in one.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        if let Some(id) = &self.rule {
+            write!(f, ": rule {id:?}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a rule set.
+#[derive(Debug, Clone)]
+pub struct RuleErrors(pub Vec<RuleError>);
+
+impl fmt::Display for RuleErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RuleErrors {}
+
+/// One rule file as read from disk.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// A rule and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedRule {
+    pub rule: Rule,
+    /// Index into [`Loaded::files`].
+    pub file: usize,
+    /// Position of the rule in its file's `rules:` list.
+    pub index: usize,
+}
+
+/// A complete, syntactically valid set of rule files.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub files: Vec<SourceFile>,
+    pub rules: Vec<LoadedRule>,
+    /// Named lists from all files.
+    pub lists: BTreeMap<String, Vec<String>>,
+}
+
+impl Loaded {
+    /// An error about the value at `path` (a YAML path such as `rules[2].match.regex`) in
+    /// file `file`, positioned at that value.
+    pub fn error_at(&self, file: usize, path: &str, rule: Option<&str>, message: impl Into<String>) -> RuleError {
+        let f = &self.files[file];
+        let pos = locate::locate(&f.text, path);
+        RuleError {
+            file: f.path.clone(),
+            line: pos.map_or(0, |p| p.line),
+            col: pos.map_or(0, |p| p.col),
+            rule: rule.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for an error inside rule `r` at `sub` (relative to the rule, e.g. `match.regex`).
+    pub fn rule_error(&self, r: &LoadedRule, sub: &str, message: impl Into<String>) -> RuleError {
+        let path = if sub.is_empty() { format!("rules[{}]", r.index) } else { format!("rules[{}].{sub}", r.index) };
+        self.error_at(r.file, &path, Some(&r.rule.id), message)
+    }
+}
+
+/// The rule files under `path`: the file itself, or every `*.yml` / `*.yaml` below the
+/// directory (recursively, in name order so results are stable).
+pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Editors' swap and backup files, and hidden files, are not rules.
+            if name.starts_with('.') || name.ends_with('~') {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads every rule file under each of `paths`.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match rule_files(p) {
+            Ok(list) => files.extend(list),
+            Err(e) => errors.push(RuleError {
+                file: p.clone(),
+                line: 0,
+                col: 0,
+                rule: None,
+                message: format!("cannot read rules: {e}"),
+            }),
+        }
+    }
+    let mut sources = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => sources.push(SourceFile { path: f, text }),
+            Err(e) => errors.push(RuleError {
+                file: f,
+                line: 0,
+                col: 0,
+                rule: None,
+                message: format!("cannot read file: {e}"),
+            }),
+        }
+    }
+    match load_sources(sources) {
+        Ok(l) if errors.is_empty() => Ok(l),
+        Ok(_) => Err(RuleErrors(errors)),
+        Err(RuleErrors(more)) => {
+            errors.extend(more);
+            Err(RuleErrors(errors))
+        }
+    }
+}
+
+/// Parses already-read rule files (also used by tests and for rules given inline).
+pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
+    let mut loaded = Loaded { files, ..Default::default() };
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (i, f) in loaded.files.iter().enumerate() {
+        match serde_yaml::from_str::<Option<RuleFile>>(&f.text) {
+            Ok(Some(rf)) => parsed.push((i, rf)),
+            Ok(None) => {} // an empty file holds no rules
+            Err(e) => errors.push(yaml_error(f, &e)),
+        }
+    }
+    let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut list_origin: HashMap<String, usize> = HashMap::new();
+    for (file, rf) in parsed {
+        if rf.version != 1 {
+            errors.push(loaded.error_at(
+                file,
+                "version",
+                None,
+                format!("unsupported rule language version {}; this trapline reads version 1", rf.version),
+            ));
+        }
+        for (name, items) in rf.lists {
+            if let Some(prev) = list_origin.get(&name) {
+                let prev = loaded.files[*prev].path.display().to_string();
+                errors.push(loaded.error_at(
+                    file,
+                    &format!("lists.{name}"),
+                    None,
+                    format!("list {name:?} is already defined in {prev}"),
+                ));
+                continue;
+            }
+            list_origin.insert(name.clone(), file);
+            loaded.lists.insert(name, items);
+        }
+        for (index, rule) in rf.rules.into_iter().enumerate() {
+            let lr = LoadedRule { rule, file, index };
+            if !valid_id(&lr.rule.id) {
+                errors.push(loaded.rule_error(
+                    &lr,
+                    "id",
+                    "a rule id must be non-empty and use only letters, digits, '.', '-' and '_'",
+                ));
+            }
+            if let Some((f, i)) = ids.get(&lr.rule.id) {
+                let other = loaded.error_at(*f, &format!("rules[{i}].id"), None, "");
+                errors.push(loaded.rule_error(
+                    &lr,
+                    "id",
+                    format!("duplicate rule id (first defined at {}:{})", other.file.display(), other.line),
+                ));
+            } else {
+                ids.insert(lr.rule.id.clone(), (file, index));
+            }
+            loaded.rules.push(lr);
+        }
+    }
+    if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Turns a serde_yaml error into a positioned error naming the rule it falls in.
+fn yaml_error(f: &SourceFile, e: &serde_yaml::Error) -> RuleError {
+    let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    RuleError {
+        file: f.path.clone(),
+        line,
+        col,
+        rule: rule_at_line(&f.text, line),
+        // serde_yaml appends " at line X column Y"; the position is already in front.
+        message: strip_position(&e.to_string()),
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The id of the rule whose text contains `line`, found through the position index.
+fn rule_at_line(text: &str, line: usize) -> Option<String> {
+    if line == 0 {
+        return None;
+    }
+    let index = locate::index(text);
+    let mut best: Option<(usize, usize)> = None; // (rule index, start line)
+    for (path, pos) in &index {
+        if let Some(rest) = path.strip_prefix("rules[") {
+            if let Some(n) = rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok()) {
+                if pos.line <= line && best.is_none_or(|(_, l)| pos.line > l) {
+                    best = Some((n, pos.line));
+                }
+            }
+        }
+    }
+    let (n, _) = best?;
+    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    value.get("rules")?.get(n)?.get("id")?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Vec<SourceFile> {
+        vec![SourceFile { path: PathBuf::from("r.yml"), text: text.to_string() }]
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_position_and_rule() {
+        let text = "rules:\n  - id: web.a\n    title: A\n    severity: high\n    match: {contains: x}\n  - id: web.b\n    title: B\n    severity: high\n    match: {contians: x}\n";
+        let err = load_sources(src(text)).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        let e = &err.0[0];
+        assert_eq!(e.line, 9);
+        assert!(e.col > 0);
+        assert_eq!(e.rule.as_deref(), Some("web.b"));
+        assert!(e.message.contains("contians"), "{}", e.message);
+        assert!(e.to_string().starts_with("r.yml:9:"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let text = "rules:\n  - {id: a, title: A, severity: low, match: {contains: x}}\n  - {id: a, title: B, severity: low, match: {contains: y}}\n";
+        let err = load_sources(src(text)).unwrap_err();
+        assert!(err.0[0].message.contains("duplicate rule id"), "{}", err);
+        assert_eq!(err.0[0].line, 3);
+    }
+
+    #[test]
+    fn bad_severity_names_rule() {
+        let text = "rules:\n  - id: x.y\n    title: T\n    severity: severe\n    match: {contains: q}\n";
+        let err = load_sources(src(text)).unwrap_err();
+        assert_eq!(err.0[0].rule.as_deref(), Some("x.y"));
+        assert_eq!(err.0[0].line, 4);
+    }
+}

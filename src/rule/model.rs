@@ -1,0 +1,434 @@
+//! The rule language, version 1: the serde + schemars types a rule file deserializes into.
+//!
+//! These types describe what the user wrote and nothing more. They carry no compiled matcher;
+//! [`crate::engine`] turns a validated set of them into matchers and a prefilter. Keeping the
+//! two apart means the JSON Schema in `schema/` is generated from exactly what users write.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A rule file: named lists shared by its rules, and the rules.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Version of the rule language. Only `1` exists.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// Reusable named lists of strings (scanner user agents, sensitive paths, ...). A list is
+    /// visible to every rule of every file in the rule directory; names must be unique across
+    /// files. Refer to one from a match value as `{list: NAME}`.
+    #[serde(default)]
+    pub lists: BTreeMap<String, Vec<String>>,
+    /// The rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_actions() -> Vec<String> {
+    vec!["log".to_string()]
+}
+
+/// One detection rule.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Stable unique identifier, e.g. `web.sqli.union-select`. Letters, digits, `.`, `-`, `_`.
+    /// Detections, suppression state and external ids are keyed by it: do not reuse an id for
+    /// a different detection.
+    pub id: String,
+    /// One-line human title, shown in every detection.
+    pub title: String,
+    /// What the rule detects, why it matters, and known false positives.
+    #[serde(default)]
+    pub description: String,
+    /// How serious a detection is.
+    pub severity: Severity,
+    /// Free tags, e.g. MITRE ATT&CK ids (`attack.t1190`), CVE ids, or an attack class (`sqli`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A disabled rule is loaded and validated but never evaluated.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Log formats the rule applies to (`combined`, `common`, `syslog`, `json`, `apache_error`,
+    /// `raw`, or the name of a custom format). Empty: every format.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// Names of the configured sources the rule applies to. Empty: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// The condition a single line must satisfy.
+    #[serde(rename = "match")]
+    pub condition: Condition,
+    /// Fire only when enough matching lines occur within a time window (per group key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    /// After firing for a key, stay quiet for that key for a while (suppressed hits are counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Suppress>,
+    /// Actions to fire, by name (`log`; others such as `xdr-incident` as they are configured).
+    #[serde(default = "default_actions")]
+    pub actions: Vec<String>,
+    /// Lines that must and must not match this rule's condition; run by the test suite.
+    #[serde(default)]
+    pub examples: Examples,
+}
+
+/// Detection severity, lowest to highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A match condition. Exactly one of the combinators (`any`, `all`, `not`) or one operator
+/// (`contains`, `equals`, `starts_with`, `ends_with`, `regex`, `count`, `gt`/`gte`/`lt`/`lte`,
+/// `cidr`, `exists`) per node. Operators apply to `field` (default: the raw `line`) after the
+/// `transforms`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// True when at least one sub-condition is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<Condition>>,
+    /// True when every sub-condition is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<Condition>>,
+    /// True when the sub-condition is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<Condition>>,
+
+    /// The field the operator looks at: `line` (default, the raw line), a standard field
+    /// (`client_ip`, `method`, `uri`, `path`, `query`, `protocol`, `request`, `status`, `bytes`,
+    /// `referer`, `user_agent`, `time`, `host`, `program`, `pid`, `message`, `level`, `module`,
+    /// `user`, `ident`) or a named capture / JSON key of the source's format. A missing field
+    /// never matches (except under `not`, and `exists: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Normalising transforms applied to the field, in order, before the operator. Without
+    /// transforms the operator sees the text exactly as logged (still URL-encoded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<Transform>,
+    /// String comparisons are case-insensitive (ASCII) unless this is true. Also applies to
+    /// `regex` (as the `i` flag) and `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+
+    /// True when the value contains any of these strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<Values>,
+    /// True when the value equals any of these strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Values>,
+    /// True when the value starts with any of these strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_with: Option<Values>,
+    /// True when the value ends with any of these strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_with: Option<Values>,
+    /// True when any of these regular expressions (Rust `regex` syntax: linear time, no
+    /// look-around or back-references) matches somewhere in the value. Anchor with `^`/`$`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<Values>,
+    /// True when a substring occurs at least N times in the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<Count>,
+    /// Numeric comparison: the value, read as a number, is greater than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    /// Numeric comparison: greater than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
+    /// Numeric comparison: less than.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    /// Numeric comparison: less than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lte: Option<f64>,
+    /// True when the value is an IP address inside any of these networks (`10.0.0.0/8`,
+    /// `2001:db8::/32`, or a single address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<Values>,
+    /// `true`: the field is present; `false`: it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+/// A normalising transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// ASCII lower case (mostly useful with `case_sensitive: true` or before a regex).
+    Lowercase,
+    /// Decode `%XX` and `+` (as space) repeatedly until the text stops changing (at most 4
+    /// rounds), which defeats double and triple encoding. Invalid escapes stay as they are.
+    UrlDecode,
+    /// Decode HTML entities: `&lt;`, `&gt;`, `&amp;`, `&quot;`, `&apos;`, `&#NN;`, `&#xHH;`.
+    HtmlDecode,
+    /// Normalise a path: `\` becomes `/`, runs of `/` collapse, `.` segments drop and `..`
+    /// segments remove their parent (never above the root).
+    NormalizePath,
+    /// Collapse runs of white space (space, tab, CR, LF, VT, FF) into one space.
+    CompressWhitespace,
+}
+
+impl Transform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transform::Lowercase => "lowercase",
+            Transform::UrlDecode => "url_decode",
+            Transform::HtmlDecode => "html_decode",
+            Transform::NormalizePath => "normalize_path",
+            Transform::CompressWhitespace => "compress_whitespace",
+        }
+    }
+}
+
+/// `count` operator: how often a substring must occur.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Count {
+    /// The substring to count (occurrences do not overlap).
+    pub of: String,
+    /// Minimum number of occurrences ("more than 2" is `at_least: 3`).
+    pub at_least: u32,
+}
+
+/// Cross-line threshold: a sliding window over event time, per group key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// How many matching lines (or distinct values, with `distinct`) fire the rule.
+    pub count: u32,
+    /// Window length, e.g. `10s`, `1m`, `1h 30m`.
+    pub within: DurationText,
+    /// Fields that form the group key, e.g. `[client_ip]`. Empty: one group for the source.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Count distinct values of this field instead of lines (e.g. `path`: "more than 30
+    /// distinct paths per IP per minute").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<String>,
+}
+
+/// Suppression after a detection: per key, stay quiet for a while and count what was held back.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Suppress {
+    /// How long to stay quiet after firing, e.g. `5m`.
+    #[serde(rename = "for")]
+    pub duration: DurationText,
+    /// Fields forming the suppression key. Default: the threshold's `group_by`, else
+    /// `[client_ip]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<Vec<String>>,
+}
+
+/// Inline examples: raw log lines, in the rule's first format (or `format`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    /// Format the example lines are written in. Default: the rule's first format, else
+    /// `combined`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Lines the rule's condition must match.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub should_match: Vec<String>,
+    /// Lines the rule's condition must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_match: Vec<String>,
+}
+
+/// A duration written as text: `500ms`, `10s`, `5m`, `1h`, `1h 30m`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DurationText(pub std::time::Duration, pub String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let dur = humantime::parse_duration(&s)
+            .map_err(|e| de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. 10s, 5m, 1h)")))?;
+        if dur.is_zero() {
+            return Err(de::Error::custom("a duration must be longer than zero"));
+        }
+        Ok(DurationText(dur, s))
+    }
+}
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> String {
+        "Duration".to_string()
+    }
+    fn json_schema(_: &mut schemars::r#gen::SchemaGenerator) -> schemars::schema::Schema {
+        let mut s = schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            ..Default::default()
+        };
+        s.string().pattern = Some(r"^\s*[0-9]+\s*[a-z]+(\s*[0-9]+\s*[a-z]+)*\s*$".to_string());
+        s.metadata().description = Some("A duration such as `500ms`, `10s`, `5m`, `1h 30m`.".to_string());
+        s.into()
+    }
+}
+
+/// One or more match values. Each item is a string or a reference `{list: NAME}` to a named list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Values(pub Vec<ValueItem>);
+
+/// One match value: a literal string, or every entry of a named list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ValueItem {
+    Text(String),
+    List { list: String },
+}
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValuesVisitor)
+    }
+}
+
+struct ValuesVisitor;
+
+impl<'de> Visitor<'de> for ValuesVisitor {
+    type Value = Values;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, a list of strings, or {list: NAME}")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Values, E> {
+        Ok(Values(vec![ValueItem::Text(v.to_string())]))
+    }
+    // YAML scalars such as `404` or `true` arrive as numbers/bools; users mean the text.
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Values, E> {
+        Ok(Values(vec![ValueItem::Text(v.to_string())]))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Values, E> {
+        Ok(Values(vec![ValueItem::Text(v.to_string())]))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Values, E> {
+        Ok(Values(vec![ValueItem::Text(v.to_string())]))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Values, E> {
+        Ok(Values(vec![ValueItem::Text(v.to_string())]))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<ItemDe>()? {
+            out.push(item.0);
+        }
+        Ok(Values(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Values, A::Error> {
+        let item = ListRef::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Values(vec![ValueItem::List { list: item.list }]))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRef {
+    list: String,
+}
+
+struct ItemDe(ValueItem);
+
+impl<'de> Deserialize<'de> for ItemDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ItemDe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or {list: NAME}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ItemDe, E> {
+                Ok(ItemDe(ValueItem::Text(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ItemDe, E> {
+                Ok(ItemDe(ValueItem::Text(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ItemDe, E> {
+                Ok(ItemDe(ValueItem::Text(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ItemDe, E> {
+                Ok(ItemDe(ValueItem::Text(v.to_string())))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ItemDe, E> {
+                Ok(ItemDe(ValueItem::Text(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ItemDe, A::Error> {
+                let item = ListRef::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ItemDe(ValueItem::List { list: item.list }))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Values {
+    fn schema_name() -> String {
+        "Values".to_string()
+    }
+    fn json_schema(generator: &mut schemars::r#gen::SchemaGenerator) -> schemars::schema::Schema {
+        use schemars::schema::{InstanceType, Schema, SchemaObject, SubschemaValidation};
+        let text = || -> Schema {
+            SchemaObject { instance_type: Some(InstanceType::String.into()), ..Default::default() }.into()
+        };
+        let list_ref: Schema = generator.subschema_for::<ListRefSchema>();
+        let item: Schema = SchemaObject {
+            subschemas: Some(Box::new(SubschemaValidation {
+                any_of: Some(vec![text(), list_ref.clone()]),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into();
+        let mut arr = SchemaObject { instance_type: Some(InstanceType::Array.into()), ..Default::default() };
+        arr.array().items = Some(item.into());
+        let mut s = SchemaObject {
+            subschemas: Some(Box::new(SubschemaValidation {
+                any_of: Some(vec![text(), list_ref, arr.into()]),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        s.metadata().description =
+            Some("A string, a list of strings, or `{list: NAME}` items referring to named lists.".to_string());
+        s.into()
+    }
+}
+
+/// Schema-only mirror of a `{list: NAME}` reference.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ListRefSchema {
+    /// Name of a list declared under `lists:` in any rule file.
+    list: String,
+}

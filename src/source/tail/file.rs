@@ -1,0 +1,235 @@
+//! One followed file: its open descriptor, identity, framing state and read loop.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::checkpoint::FileCheckpoint;
+use super::fingerprint::{Head, hash_prefix};
+use super::framing::Framer;
+use super::{Counters, FileInfo, LineSink};
+use crate::source::LinePos;
+
+/// `(dev, ino)`: the part of a file's identity the kernel gives.
+pub(crate) type FileKey = (u64, u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Found at its path by the last discovery.
+    Active,
+    /// No longer at any discovered path (rotated away or deleted) since this instant: drained
+    /// until `rotate_wait` has passed and it is at EOF, then closed.
+    Draining(Instant),
+}
+
+/// What [`Followed::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Unchanged,
+    /// The file is larger than what was read.
+    Grown,
+    /// The file shrank below what was read (copytruncate, `: > file`), or its head changed
+    /// (truncated and rewritten past the old offset): reading restarted at 0.
+    Reset,
+}
+
+/// Result of one bounded read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReadOutcome {
+    pub bytes: u64,
+    /// The last read returned less than asked: caught up with the writer.
+    pub eof: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Followed {
+    pub info: FileInfo,
+    pub key: FileKey,
+    file: File,
+    head: Head,
+    framer: Framer,
+    pub phase: Phase,
+    /// Position changed since the last checkpoint.
+    pub dirty: bool,
+    /// The last read reached the end of the file.
+    pub at_eof: bool,
+}
+
+impl Followed {
+    /// Opens `path`, positioned at offset 0. The identity is taken from the descriptor, so a
+    /// path replaced between a `stat` and this `open` is still described correctly.
+    pub(crate) fn open(path: &Path, source: usize, max_line_bytes: usize) -> io::Result<Followed> {
+        let file = File::open(path)?;
+        let md = file.metadata()?;
+        if !md.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut head = Head::default();
+        head.refresh(&file, md.len(), false)?;
+        Ok(Followed {
+            info: FileInfo { source, path: path.to_path_buf() },
+            key: (md.dev(), md.ino()),
+            file,
+            head,
+            framer: Framer::new(max_line_bytes),
+            phase: Phase::Active,
+            dirty: true,
+            at_eof: false,
+        })
+    }
+
+    /// Whether `cp` describes this file: same `(dev, ino)`, the file still reaches the
+    /// checkpointed offset and fingerprint length, and its first `fp_len` bytes hash the same.
+    pub(crate) fn matches(&self, cp: &FileCheckpoint) -> bool {
+        if (cp.dev, cp.ino) != self.key {
+            return false;
+        }
+        let size = match self.file.metadata() {
+            Ok(md) => md.len(),
+            Err(_) => return false,
+        };
+        if size < cp.offset || size < cp.fp_len {
+            return false;
+        }
+        matches!(hash_prefix(&self.file, cp.fp_len as usize), Ok(Some(h)) if h == cp.fp_hash)
+    }
+
+    /// Continue where the checkpoint left off.
+    pub(crate) fn resume(&mut self, cp: &FileCheckpoint) {
+        self.framer.seek(cp.offset, cp.line_number);
+    }
+
+    /// Start after the last '\n' currently in the file, counting the lines before it so that
+    /// line numbers stay right. Reads the whole file once.
+    pub(crate) fn seek_to_end(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let (mut pos, mut lines, mut after_last_nl) = (0u64, 0u64, 0u64);
+        loop {
+            let n = match self.file.read_at(buf, pos) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let chunk = &buf[..n];
+            lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+            if let Some(i) = memchr::memrchr(b'\n', chunk) {
+                after_last_nl = pos + i as u64 + 1;
+            }
+            pos += n as u64;
+        }
+        self.framer.seek(after_last_nl, lines);
+        self.head.compact(after_last_nl);
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn offset(&self) -> u64 {
+        self.framer.offset
+    }
+
+    /// `fstat` and compare with what was read: the truncation check run on every wake-up.
+    /// The head is re-verified when `verify_head` is set (each poll) and whenever the file
+    /// grew, so a truncate-and-regrow past the old offset is caught before reading a byte of
+    /// the new content at the old offset.
+    pub(crate) fn check(&mut self, verify_head: bool) -> io::Result<Change> {
+        let size = self.file.metadata()?.len();
+        let grown = size > self.framer.read_pos;
+        let same_head = size >= self.framer.read_pos && self.head.refresh(&self.file, size, verify_head || grown)?;
+        if same_head {
+            return Ok(if grown { Change::Grown } else { Change::Unchanged });
+        }
+        self.framer.seek(0, 0);
+        self.head.clear();
+        self.head.refresh(&self.file, size, false)?;
+        self.dirty = true;
+        self.at_eof = false;
+        Ok(Change::Reset)
+    }
+
+    /// Reads and delivers up to about `budget` bytes, in `buf`-sized chunks.
+    pub(crate) fn read(
+        &mut self,
+        buf: &mut [u8],
+        budget: u64,
+        sink: &mut dyn LineSink,
+        counters: &Counters,
+    ) -> io::Result<ReadOutcome> {
+        let mut out = ReadOutcome::default();
+        while out.bytes < budget {
+            let base = self.framer.read_pos;
+            let n = match self.file.read_at(buf, base) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                out.eof = true;
+                break;
+            }
+            let chunk = &buf[..n];
+            self.head.extend_from_chunk(base, chunk);
+            let arrival = Utc::now();
+            let (head, info) = (&self.head, &self.info);
+            let (mut lines, mut cut) = (0u64, 0u64);
+            self.framer.feed(chunk, |line, f| {
+                lines += 1;
+                cut += f.truncated as u64;
+                let pos = LinePos {
+                    origin: head.origin(f.origin_end),
+                    offset: f.offset,
+                    line_number: f.line_number,
+                    truncated: f.truncated,
+                    arrival,
+                };
+                sink.line(info, line, pos);
+            });
+            self.head.compact(self.framer.read_pos);
+            counters.lines.fetch_add(lines, Relaxed);
+            counters.long_lines.fetch_add(cut, Relaxed);
+            counters.bytes.fetch_add(n as u64, Relaxed);
+            out.bytes += n as u64;
+            self.dirty = true;
+            if n < buf.len() {
+                out.eof = true;
+                break;
+            }
+        }
+        self.at_eof = out.eof;
+        Ok(out)
+    }
+
+    /// The file is being closed for good: deliver a final line without '\n', if any.
+    pub(crate) fn finish(&mut self, sink: &mut dyn LineSink, counters: &Counters) {
+        let arrival = Utc::now();
+        let (head, info) = (&self.head, &self.info);
+        self.framer.finish(|line, f| {
+            counters.lines.fetch_add(1, Relaxed);
+            let pos = LinePos {
+                origin: head.origin(f.origin_end),
+                offset: f.offset,
+                line_number: f.line_number,
+                truncated: false,
+                arrival,
+            };
+            sink.line(info, line, pos);
+        });
+    }
+
+    pub(crate) fn checkpoint(&self, source_name: &str) -> FileCheckpoint {
+        FileCheckpoint {
+            source: source_name.to_string(),
+            path: self.info.path.to_string_lossy().into_owned(),
+            dev: self.key.0,
+            ino: self.key.1,
+            fp_len: self.head.len() as u64,
+            fp_hash: self.head.hash(),
+            offset: self.framer.offset,
+            line_number: self.framer.line_number,
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! **tail**: follow files (paths and globs) live, across rotation, truncation and restarts.
+//!
+//! The design follows `docs/tailing-and-speed.md` §5. In short:
+//!
+//! - **Identity** is `(dev, ino)` plus an xxh3 fingerprint of the first `min(size, 4096)`
+//!   bytes ([`fingerprint`]). A checkpoint is resumed only when both match, so inode reuse and
+//!   identical headers cannot make us resume at a stranger's offset.
+//! - **Checkpoints** ([`checkpoint`]) hold, per file, the offset just past the last delivered
+//!   complete line, and the sink's mark. They are written atomically, only right after
+//!   [`LineSink::flush`] made every delivered line durable: a crash replays, never skips.
+//! - **Wake-ups** come from `notify` watches on the *directories* ([`watch`]) and from a
+//!   polling backstop that always runs. Every wake-up `fstat`s the followed files (truncation
+//!   check) and reads what is new; relevant events and every poll also re-run discovery.
+//! - **Rotation**: a file no longer found at any discovered path keeps its descriptor and is
+//!   drained for `rotate_wait` (and at least to EOF) before it is closed; the new file at the
+//!   path is read from 0. Truncation (size below what was read) or a changed head restarts
+//!   the file at 0, counted and checkpointed at once.
+//! - **Framing** ([`framing`]): bytes, '\n'-terminated, never delivered before the '\n';
+//!   over-long lines are cut with `truncated = true`.
+//!
+//! Lines are delivered without their '\n'; a '\r' before it is kept (content is not
+//! interpreted).
+//!
+//! Known limits: the copytruncate window (bytes written between logrotate's copy and its
+//! truncate are lost); a file rotated *and* removed while trapline is down is lost; a file
+//! rewritten in place with an identical first 4 KiB and size at least the old offset is not
+//! seen as new; `StartAt::End` reads existing files once to count their lines.
+
+mod checkpoint;
+mod discover;
+mod file;
+mod fingerprint;
+mod framing;
+mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use self::checkpoint::{CheckpointStore, Checkpoints, FileCheckpoint, VERSION};
+use self::discover::{Found, Patterns};
+use self::file::{Change, FileKey, Followed, Phase};
+use self::watch::{Wake, Watch};
+use crate::source::LinePos;
+
+/// Where to start in a file that exists at start-up and has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Read the existing content.
+    Beginning,
+    /// Skip the existing content: start after its last '\n'.
+    #[default]
+    End,
+}
+
+/// A named group of paths or globs (absolute, or relative to the current directory).
+#[derive(Debug, Clone)]
+pub struct TailSource {
+    pub name: String,
+    pub patterns: Vec<String>,
+    pub start: StartAt,
+}
+
+/// Tailer settings.
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    pub sources: Vec<TailSource>,
+    /// Checkpoints live here (created if missing).
+    pub state_dir: PathBuf,
+    /// Longer lines are cut here, delivered with `truncated = true`, and the rest of the line
+    /// is skipped up to its '\n'.
+    pub max_line_bytes: usize,
+    /// Polling backstop: stat every followed file and re-run discovery this often.
+    pub poll_interval: Duration,
+    /// How long a rotated or deleted file is kept open and drained (it is always read to EOF
+    /// first, however long that takes).
+    pub rotate_wait: Duration,
+    /// Checkpoint about this often when something changed.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            sources: Vec::new(),
+            state_dir: PathBuf::from("state"),
+            max_line_bytes: 1 << 20,
+            poll_interval: Duration::from_millis(250),
+            rotate_wait: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Receives lines, in file order per file.
+pub trait LineSink {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos);
+    /// Called before every checkpoint write: make the effects of every line delivered so far
+    /// durable, and return an opaque mark (e.g. the output file length) stored with the
+    /// checkpoint. An error skips that checkpoint (the offsets do not move).
+    fn flush(&mut self) -> io::Result<u64>;
+}
+
+/// The file a line comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Index into [`TailConfig::sources`].
+    pub source: usize,
+    /// The path the file was discovered at (kept after it was rotated away or deleted).
+    pub path: PathBuf,
+}
+
+/// Counters and gauges of a [`Tailer`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailStats {
+    /// Lines delivered.
+    pub lines: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Files open now (active + draining).
+    pub files_tracked: u64,
+    /// Of which rotated away or deleted, being drained.
+    pub files_draining: u64,
+    /// Files restarted at 0 because they shrank or their head changed.
+    pub truncations: u64,
+    /// Files that left their path (rotated or deleted).
+    pub rotations: u64,
+    /// Lines cut at `max_line_bytes`.
+    pub long_lines: u64,
+    /// Files resumed from a checkpoint.
+    pub resumed: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Failed opens or reads (each retried later).
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    files_tracked: AtomicU64,
+    files_draining: AtomicU64,
+    truncations: AtomicU64,
+    rotations: AtomicU64,
+    long_lines: AtomicU64,
+    resumed: AtomicU64,
+    checkpoints: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> TailStats {
+        TailStats {
+            lines: self.lines.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            files_tracked: self.files_tracked.load(Relaxed),
+            files_draining: self.files_draining.load(Relaxed),
+            truncations: self.truncations.load(Relaxed),
+            rotations: self.rotations.load(Relaxed),
+            long_lines: self.long_lines.load(Relaxed),
+            resumed: self.resumed.load(Relaxed),
+            checkpoints: self.checkpoints.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+}
+
+/// A cloneable view of a [`Tailer`]'s stats, readable while it runs in another thread.
+#[derive(Debug, Clone)]
+pub struct TailStatsHandle(Arc<Counters>);
+
+impl TailStatsHandle {
+    pub fn snapshot(&self) -> TailStats {
+        self.0.snapshot()
+    }
+}
+
+/// Read chunk size.
+const CHUNK: usize = 128 * 1024;
+/// Bytes read from one file before moving to the next: one busy log cannot starve others.
+const PER_FILE_BUDGET: u64 = 1 << 20;
+/// Longest stretch spent reading before looking at events, checkpoints and the stop flag.
+const PUMP_SLICE: Duration = Duration::from_millis(100);
+/// Longest wait for events, so that the stop flag is seen in time.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// The live file tailer.
+pub struct Tailer {
+    cfg: TailConfig,
+    patterns: Patterns,
+    store: CheckpointStore,
+    files: HashMap<FileKey, Followed>,
+    /// Paths of followed files, for classifying events.
+    tracked_paths: HashSet<PathBuf>,
+    /// Checkpoint entries not (yet) matched to an open file: at start-up all of them; later
+    /// only those whose directory was missing (kept, so that a file system mounted late
+    /// still resumes).
+    pending: Vec<FileCheckpoint>,
+    /// Sources named in the loaded checkpoint.
+    known_sources: HashSet<String>,
+    sink_mark: Option<u64>,
+    /// Initial discovery done.
+    started: bool,
+    /// Paths present at start-up that could not be opened: they keep the start policy.
+    initial_failed: HashSet<PathBuf>,
+    /// Paths already warned about, so a persistent problem logs once.
+    warned: HashSet<PathBuf>,
+    /// Something besides file positions changed (a file closed, a reset): checkpoint.
+    dirty: bool,
+    /// Checkpoint at once (after a truncation reset).
+    urgent: bool,
+    counters: Arc<Counters>,
+    buf: Vec<u8>,
+}
+
+impl Tailer {
+    /// Validates the patterns and loads the checkpoints. A corrupt checkpoint file is an error.
+    pub fn new(cfg: TailConfig) -> anyhow::Result<Tailer> {
+        let patterns = Patterns::compile(&cfg.sources)?;
+        let store = CheckpointStore::open(&cfg.state_dir)?;
+        let loaded = store.load()?;
+        let (pending, known_sources, sink_mark) = match loaded {
+            Some(doc) => (doc.files, doc.sources.into_iter().collect(), doc.sink_mark),
+            None => (Vec::new(), HashSet::new(), None),
+        };
+        Ok(Tailer {
+            patterns,
+            store,
+            files: HashMap::new(),
+            tracked_paths: HashSet::new(),
+            pending,
+            known_sources,
+            sink_mark,
+            started: false,
+            initial_failed: HashSet::new(),
+            warned: HashSet::new(),
+            dirty: true,
+            urgent: false,
+            counters: Arc::new(Counters::default()),
+            buf: vec![0; CHUNK],
+            cfg,
+        })
+    }
+
+    /// The mark stored by the last checkpoint (loaded or written), if any.
+    pub fn sink_mark(&self) -> Option<u64> {
+        self.sink_mark
+    }
+
+    pub fn stats(&self) -> TailStats {
+        self.counters.snapshot()
+    }
+
+    /// A handle to read the stats while [`Tailer::run`] holds the tailer.
+    pub fn stats_handle(&self) -> TailStatsHandle {
+        TailStatsHandle(self.counters.clone())
+    }
+
+    /// Follows the files until `stop` is set, then reads once more, flushes the sink,
+    /// checkpoints and returns (within about 300 ms, unless the final flush is slow).
+    pub fn run(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool) -> anyhow::Result<()> {
+        let mut watch = Watch::new();
+        if !self.started {
+            self.rediscover(true);
+            self.recover_rotated();
+            self.started = true;
+        } else {
+            self.rediscover(false);
+        }
+        if watch.sync(&self.watch_dirs()) {
+            self.rediscover(false);
+        }
+        let mut next_poll = Instant::now() + self.cfg.poll_interval;
+        let mut next_checkpoint = Instant::now();
+        let mut wake = Wake { any: true, rediscover: false };
+        while !stop.load(Relaxed) {
+            let now = Instant::now();
+            let poll = now >= next_poll;
+            if poll {
+                next_poll = now + self.cfg.poll_interval;
+            }
+            if poll || wake.rediscover {
+                self.rediscover(false);
+                if watch.sync(&self.watch_dirs()) {
+                    self.rediscover(false);
+                }
+            }
+            if poll || wake.any {
+                self.check_all(poll);
+            }
+            let more = self.pump(sink, stop, Instant::now() + PUMP_SLICE);
+            self.close_drained(sink);
+            self.update_gauges();
+            let now = Instant::now();
+            let dirty = self.is_dirty();
+            if self.urgent || (dirty && now >= next_checkpoint) {
+                if let Err(e) = self.checkpoint(sink) {
+                    warn!(error = format!("{e:#}"), "checkpoint failed; retrying");
+                }
+                next_checkpoint = now + self.cfg.checkpoint_interval;
+            }
+            let mut until = next_poll.min(now + MAX_WAIT);
+            if self.is_dirty() {
+                until = until.min(next_checkpoint);
+            }
+            let timeout = if more { Duration::ZERO } else { until.saturating_duration_since(now) };
+            let patterns = &self.patterns;
+            let tracked = &self.tracked_paths;
+            wake = watch.wait(timeout, |p| patterns.is_relevant(p), |p| tracked.contains(p));
+        }
+        // Final read: one bounded pass, so that stopping stays prompt under a backlog (the
+        // rest is read after the restart, from the checkpoint).
+        self.check_all(false);
+        self.pump(sink, stop, Instant::now());
+        self.update_gauges();
+        self.checkpoint(sink)
+    }
+
+    /// Re-runs discovery: opens new files, notices files that left their path.
+    fn rediscover(&mut self, initial: bool) {
+        let mut errors = Vec::new();
+        let found = self.patterns.discover(|p, e| errors.push((p.to_path_buf(), e.kind(), e.to_string())));
+        for (path, kind, msg) in errors {
+            if initial && kind == io::ErrorKind::PermissionDenied {
+                self.initial_failed.insert(path.clone());
+            }
+            self.warn_once(&path, &msg);
+        }
+        let mut live: HashSet<FileKey> = HashSet::with_capacity(found.len());
+        for f in found {
+            if let Some(t) = self.files.get_mut(&f.key) {
+                live.insert(f.key);
+                if t.info.path != f.path {
+                    // Renamed to another matching name: same file, keep its position.
+                    debug!(from = %t.info.path.display(), to = %f.path.display(), "file renamed");
+                    t.info.path = f.path;
+                    t.info.source = f.source;
+                    t.dirty = true;
+                }
+                if t.phase != Phase::Active {
+                    t.phase = Phase::Active;
+                }
+                continue;
+            }
+            if let Some(key) = self.open_new(&f, initial) {
+                live.insert(key);
+            }
+        }
+        let now = Instant::now();
+        for t in self.files.values_mut() {
+            if t.phase == Phase::Active && !live.contains(&t.key) {
+                info!(path = %t.info.path.display(), "file rotated or removed; draining it");
+                t.phase = Phase::Draining(now);
+                self.counters.rotations.fetch_add(1, Relaxed);
+            }
+        }
+        self.tracked_paths = self.files.values().map(|t| t.info.path.clone()).collect();
+    }
+
+    /// Opens a newly discovered file and decides where to start in it.
+    fn open_new(&mut self, f: &Found, initial: bool) -> Option<FileKey> {
+        let mut t = match Followed::open(&f.path, f.source, self.cfg.max_line_bytes) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None, // vanished meanwhile
+            Err(e) => {
+                if initial {
+                    self.initial_failed.insert(f.path.clone());
+                }
+                self.counters.errors.fetch_add(1, Relaxed);
+                self.warn_once(&f.path, &format!("cannot open: {e}"));
+                return None;
+            }
+        };
+        self.warned.remove(&f.path);
+        if self.files.contains_key(&t.key) {
+            return Some(t.key); // replaced between stat and open by a file we already follow
+        }
+        let (source_name, start) = {
+            let s = &self.cfg.sources[f.source];
+            (s.name.clone(), s.start)
+        };
+        let was_initial = initial || self.initial_failed.remove(&f.path);
+        if let Some(i) = self.pending.iter().position(|cp| t.matches(cp)) {
+            let cp = self.pending.swap_remove(i);
+            t.resume(&cp);
+            self.counters.resumed.fetch_add(1, Relaxed);
+            info!(path = %f.path.display(), offset = cp.offset, "resuming from checkpoint");
+        } else if was_initial && !self.known_sources.contains(&source_name) {
+            match start {
+                StartAt::Beginning => {}
+                StartAt::End => {
+                    if let Err(e) = t.seek_to_end(&mut self.buf) {
+                        self.warn_once(&f.path, &format!("cannot read: {e}"));
+                        return None;
+                    }
+                }
+            }
+            info!(path = %f.path.display(), offset = t.offset(), "following");
+        } else {
+            // Appeared while running, or while trapline was down: everything in it is new.
+            info!(path = %f.path.display(), "following new file from the start");
+        }
+        let key = t.key;
+        self.files.insert(key, t);
+        Some(key)
+    }
+
+    /// After the first discovery: checkpointed files not found at any discovered path may
+    /// have been rotated while trapline was down (`a.log` → `a.log.1`). Look for them in their
+    /// old directory by identity and drain them from their offset, so that a restart spanning
+    /// a rotation loses nothing.
+    fn recover_rotated(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let now = Instant::now();
+        for cp in pending {
+            let old = PathBuf::from(&cp.path);
+            let Some(dir) = old.parent().filter(|d| d.is_dir()) else {
+                // Directory missing (unmounted?): keep the entry for when it comes back.
+                self.pending.push(cp);
+                continue;
+            };
+            match self.find_in_dir(dir, &cp) {
+                Some(mut t) => {
+                    info!(was = %cp.path, now = %t.info.path.display(), offset = cp.offset,
+                        "draining file rotated while stopped");
+                    t.resume(&cp);
+                    t.phase = Phase::Draining(now);
+                    self.counters.resumed.fetch_add(1, Relaxed);
+                    self.files.insert(t.key, t);
+                }
+                None => info!(path = %cp.path, "checkpointed file is gone; forgetting it"),
+            }
+        }
+        self.tracked_paths = self.files.values().map(|t| t.info.path.clone()).collect();
+    }
+
+    fn find_in_dir(&self, dir: &Path, cp: &FileCheckpoint) -> Option<Followed> {
+        let source = self.cfg.sources.iter().position(|s| s.name == cp.source).unwrap_or(0);
+        for entry in fs::read_dir(dir).ok()?.flatten() {
+            let Ok(md) = entry.metadata() else { continue };
+            if (md.dev(), md.ino()) != (cp.dev, cp.ino) || self.files.contains_key(&(cp.dev, cp.ino)) {
+                continue;
+            }
+            let path = entry.path();
+            if let Ok(t) = Followed::open(&path, source, self.cfg.max_line_bytes) {
+                if t.matches(cp) {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+
+    /// The truncation check on every followed file.
+    fn check_all(&mut self, poll: bool) {
+        for t in self.files.values_mut() {
+            match t.check(poll) {
+                Ok(Change::Reset) => {
+                    warn!(path = %t.info.path.display(), "file truncated or rewritten; reading it from the start");
+                    self.counters.truncations.fetch_add(1, Relaxed);
+                    // Persist the reset at once: otherwise a restart would resume at the old
+                    // offset inside the new content.
+                    self.urgent = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.counters.errors.fetch_add(1, Relaxed);
+                    debug!(path = %t.info.path.display(), error = %e, "fstat failed");
+                }
+            }
+        }
+    }
+
+    /// Reads all files round-robin, at most [`PER_FILE_BUDGET`] each per pass, until all are
+    /// caught up, `stop` is set or `deadline` passes. Returns whether data is left.
+    fn pump(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool, deadline: Instant) -> bool {
+        loop {
+            let mut more = false;
+            for t in self.files.values_mut() {
+                match t.read(&mut self.buf, PER_FILE_BUDGET, sink, &self.counters) {
+                    Ok(o) => more |= !o.eof,
+                    Err(e) => {
+                        self.counters.errors.fetch_add(1, Relaxed);
+                        if self.warned.insert(t.info.path.clone()) {
+                            warn!(path = %t.info.path.display(), error = %e, "read failed; retrying");
+                        }
+                    }
+                }
+            }
+            if !more || stop.load(Relaxed) || Instant::now() >= deadline {
+                return more;
+            }
+        }
+    }
+
+    /// Closes rotated or deleted files once `rotate_wait` has passed and they are at EOF,
+    /// delivering a final line without '\n' if there is one.
+    fn close_drained(&mut self, sink: &mut dyn LineSink) {
+        let wait = self.cfg.rotate_wait;
+        let done: Vec<FileKey> = self
+            .files
+            .values()
+            .filter(|t| matches!(t.phase, Phase::Draining(since) if since.elapsed() >= wait && t.at_eof))
+            .map(|t| t.key)
+            .collect();
+        for key in done {
+            if let Some(mut t) = self.files.remove(&key) {
+                // One last look: the writer may have appended since the last read.
+                let _ = t.read(&mut self.buf, u64::MAX, sink, &self.counters);
+                t.finish(sink, &self.counters);
+                info!(path = %t.info.path.display(), "closed rotated file");
+                self.tracked_paths.remove(&t.info.path);
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.dirty || self.urgent || self.files.values().any(|t| t.dirty)
+    }
+
+    /// Flushes the sink, then writes the checkpoint. Nothing is written if the flush fails.
+    fn checkpoint(&mut self, sink: &mut dyn LineSink) -> anyhow::Result<()> {
+        let mark = sink.flush().map_err(|e| anyhow::anyhow!("sink flush failed: {e}"))?;
+        let mut files: Vec<FileCheckpoint> =
+            self.files.values().map(|t| t.checkpoint(&self.cfg.sources[t.info.source].name)).collect();
+        files.extend(self.pending.iter().cloned());
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let doc = Checkpoints {
+            version: VERSION,
+            sink_mark: Some(mark),
+            sources: self.cfg.sources.iter().map(|s| s.name.clone()).collect(),
+            files,
+        };
+        self.store
+            .save(&doc)
+            .map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", self.store.path().display()))?;
+        self.sink_mark = Some(mark);
+        self.dirty = false;
+        self.urgent = false;
+        for t in self.files.values_mut() {
+            t.dirty = false;
+        }
+        self.counters.checkpoints.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Directories to watch: the patterns' base directories and those of followed files.
+    fn watch_dirs(&self) -> HashSet<PathBuf> {
+        let mut dirs = self.patterns.watch_dirs();
+        for t in self.files.values() {
+            if let Some(d) = t.info.path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        dirs
+    }
+
+    fn update_gauges(&self) {
+        let draining = self.files.values().filter(|t| t.phase != Phase::Active).count();
+        self.counters.files_tracked.store(self.files.len() as u64, Relaxed);
+        self.counters.files_draining.store(draining as u64, Relaxed);
+    }
+
+    fn warn_once(&mut self, path: &Path, msg: &str) {
+        if self.warned.insert(path.to_path_buf()) {
+            warn!(path = %path.display(), "{msg}; will retry");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `trapline scan` through the real binary: exit codes, outputs, inputs, thresholds.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{access_line, trapline};
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn scan_reports_attacks_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = [
+        access_line("203.0.113.7", 0, "/index.html", 200),
+        access_line("203.0.113.7", 1, "/item.php?id=1+UNION+SELECT+1,2", 200),
+        access_line("203.0.113.8", 2, "/../../etc/passwd", 404),
+        access_line("203.0.113.9", 3, "/about", 200),
+    ]
+    .join("\n");
+    let f = write(dir.path(), "access.log", &log);
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let dets: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ids: Vec<&str> = dets.iter().map(|d| d["rule"]["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"honeypot.sqli"), "{ids:?}");
+    assert!(ids.contains(&"honeypot.etc-passwd"), "{ids:?}");
+    assert!(dets.iter().all(|d| d["source"]["line_number"] == 2 || d["source"]["line_number"] == 3), "{stdout}");
+    let sqli = dets.iter().find(|d| d["rule"]["id"] == "honeypot.sqli").unwrap();
+    assert_eq!(sqli["fields"]["client_ip"], "203.0.113.7");
+    assert_eq!(sqli["event_time"], "2024-10-10T13:00:01.000Z");
+    assert_eq!(sqli["time_source"], "event");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 lines") && stderr.contains("lines/s"), "{stderr}");
+
+    let out = trapline(&["scan", "-q", "--fail-on-match", "--rules", SHIPPED, &f]);
+    assert_eq!(out.status.code(), Some(1));
+    let clean = write(dir.path(), "clean.log", &access_line("198.51.100.1", 0, "/index.html", 200));
+    let out = trapline(&["scan", "-q", "--fail-on-match", "--rules", SHIPPED, &clean]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn bad_rules_and_usage_exit_2_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    write(
+        &rules,
+        "bad.yml",
+        "rules:\n  - id: t.bad\n    title: bad\n    severity: high\n    match:\n      regex: 'a(b'\n",
+    );
+    let log = write(dir.path(), "a.log", "x\n");
+    let out = trapline(&["scan", "--rules", rules.to_str().unwrap(), &log]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yml:6:14") && err.contains("t.bad") && err.contains("invalid regex"), "{err}");
+
+    let out = trapline(&["scan", "--rules", SHIPPED, "--format", "nope", &log]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown format"));
+    let out = trapline(&["scan", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = trapline(&["scan", "--rules", SHIPPED, "/nonexistent/file.log"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn scan_reads_gzip_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = access_line("203.0.113.7", 0, "/cgi-bin/ViewLog.asp", 404);
+    let gz = dir.path().join("old.log.gz");
+    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    writeln!(e, "{line}").unwrap();
+    e.finish().unwrap();
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, gz.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("honeypot.zyxel"));
+
+    let mut child = Command::new(common::bin())
+        .args(["scan", "--json", "--rules", SHIPPED, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{line}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("honeypot.zyxel"));
+}
+
+/// Thresholds run on event time: the same file gives the same detections whatever the thread
+/// count, and lines spread beyond the window do not fire.
+#[test]
+fn scan_thresholds_use_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    write(
+        &rules,
+        "t.yml",
+        "rules:\n  - id: t.404-burst\n    title: 404 burst\n    severity: medium\n    match: {field: status, equals: \"404\"}\n    threshold: {count: 5, within: 10s, group_by: [client_ip]}\n    suppress: {for: 1m}\n",
+    );
+    let mut lines = Vec::new();
+    // IP A: 12 404s one second apart → fires at the 5th (t=4) and 10th (t=9, suppressed).
+    for s in 0..12 {
+        lines.push(access_line("192.0.2.1", s, &format!("/nope{s}"), 404));
+    }
+    // IP B: 404s 3 s apart → never 5 within 10 s.
+    for s in 0..10 {
+        lines.push(access_line("192.0.2.2", s * 3, "/x", 404));
+    }
+    // Lots of filler so the file spans several blocks.
+    for s in 0..20000 {
+        lines.push(access_line("198.51.100.3", s % 3600, "/ok", 200));
+    }
+    let f = write(dir.path(), "a.log", &lines.join("\n"));
+    let mut results = Vec::new();
+    for threads in ["1", "2"] {
+        let out = trapline(&["scan", "--json", "--threads", threads, "--rules", rules.to_str().unwrap(), &f]);
+        assert_eq!(out.status.code(), Some(0));
+        let dets: Vec<serde_json::Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(dets.len(), 1, "{dets:?}");
+        let d = &dets[0];
+        assert_eq!(d["threshold"]["count"], 5);
+        assert_eq!(d["threshold"]["group"]["client_ip"], "192.0.2.1");
+        assert_eq!(d["threshold"]["first_seen"], "2024-10-10T13:00:00.000Z");
+        assert_eq!(d["threshold"]["last_seen"], "2024-10-10T13:00:04.000Z");
+        assert_eq!(d["source"]["line_number"], 5);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            stderr.contains("t.404-burst")
+                && stderr.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["t.404-burst", "22", "1", "1"]),
+            "{stderr}"
+        );
+        results.push(d["key"].clone());
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+/// Attacker-controlled bytes never reach the terminal raw.
+#[test]
+fn human_output_escapes_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /etc/passwd?\x1b]0;owned\x07\x1b[2J HTTP/1.1\" 404 1 \"-\" \"\x1b[31mred\"";
+    let f = write(dir.path(), "a.log", line);
+    let out = trapline(&["scan", "--rules", SHIPPED, &f]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("honeypot.etc-passwd"), "{stdout}");
+    assert!(!stdout.contains('\x1b') && !stdout.contains('\x07'), "{stdout:?}");
+    assert!(stdout.contains("\\u{1b}"));
+}
+
+/// Bytes that are not UTF-8, NULs and an enormous line are matched, never a crash.
+#[test]
+fn hostile_bytes_do_not_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = Vec::new();
+    data.extend_from_slice(b"203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /\xff\xfe/../../etc/passwd\x00 HTTP/1.1\" 404 1 \"-\" \"\xc3\x28\"\n");
+    data.extend(std::iter::repeat_n(b'A', 3 << 20));
+    data.extend_from_slice(b"/etc/passwd\n\n\n");
+    let p = dir.path().join("a.log");
+    std::fs::write(&p, &data).unwrap();
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("honeypot.traversal"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 lines"), "{stderr}");
+}

@@ -1,0 +1,120 @@
+//! Helpers for tests that drive the real `trapline` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_trapline"))
+}
+
+pub fn trapline(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("run trapline")
+}
+
+/// A combined-format line with a given client IP, time offset (seconds) and request target.
+pub fn access_line(ip: &str, sec: u32, target: &str, status: u16) -> String {
+    format!(
+        "{ip} - - [10/Oct/2024:13:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" {status} 123 \"-\" \"Mozilla/5.0\"",
+        (sec / 60) % 60,
+        sec % 60
+    )
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The detections in a JSON-lines output file.
+pub fn detections(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A running `trapline run`.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let dir = config.parent().unwrap();
+        let n = std::fs::read_dir(dir).unwrap().count();
+        let stderr_path = dir.join(format!("trapline-{n}.stderr"));
+        let child = Command::new(bin())
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .env("TRAPLINE_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start trapline run");
+        let d = Daemon { child: Some(child), stderr_path };
+        // Ready when it logged that it is running (the tailer has then scanned its files).
+        assert!(
+            wait_for(Duration::from_secs(20), || d.stderr().contains("trapline running")),
+            "daemon did not start:\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        d
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `sig` (e.g. "TERM", "INT", "KILL") and waits; returns how long the exit took.
+    pub fn signal(&mut self, sig: &str) -> Duration {
+        let start = Instant::now();
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(_s) = child.try_wait().unwrap() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "trapline did not exit after SIG{sig}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Appends lines to a file (opening it each time, as a logger that reopens would).
+pub fn append(path: &Path, lines: &[String]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    f.sync_data().unwrap();
+}
