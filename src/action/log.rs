@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -25,7 +25,10 @@ use super::console::escape;
 pub struct LogAction {
     path: PathBuf,
     format: LogFormat,
-    out: BufWriter<File>,
+    out: File,
+    /// One serialised detection; written with a single `write` so a crash cannot leave half
+    /// a record between two whole ones.
+    buf: Vec<u8>,
     /// Keys already in the file past the last checkpoint (see module docs).
     seen: HashSet<String>,
     /// Detections written.
@@ -43,9 +46,12 @@ impl LogAction {
         }
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        repair_torn_tail(&file, path, mark.unwrap_or(0))
+            .with_context(|| format!("cannot repair {}", path.display()))?;
         let seen = match mark {
             Some(m) => keys_after(path, m).with_context(|| format!("cannot read {}", path.display()))?,
             None => HashSet::new(),
@@ -53,7 +59,8 @@ impl LogAction {
         Ok(LogAction {
             path: path.to_path_buf(),
             format,
-            out: BufWriter::with_capacity(64 << 10, file),
+            out: file,
+            buf: Vec::with_capacity(4096),
             seen,
             written: 0,
             skipped: 0,
@@ -70,15 +77,16 @@ impl LogAction {
             self.skipped += 1;
             return Ok(());
         }
+        self.buf.clear();
         match self.format {
             LogFormat::Json => {
-                serde_json::to_writer(&mut self.out, d)?;
-                self.out.write_all(b"\n")?;
+                serde_json::to_writer(&mut self.buf, d)?;
+                self.buf.push(b'\n');
             }
             LogFormat::Text => {
                 let ip = d.fields.get("client_ip").map(String::as_str).unwrap_or("-");
                 writeln!(
-                    self.out,
+                    self.buf,
                     "{} {} {} ip={} {}:{} {} key={}",
                     d.event_time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
                     d.rule.severity.as_str(),
@@ -91,17 +99,56 @@ impl LogAction {
                 )?;
             }
         }
+        self.out.write_all(&self.buf)?;
         self.written += 1;
         Ok(())
     }
 
     /// Makes every written detection durable; returns the file length (the checkpoint mark).
     pub fn flush(&mut self) -> std::io::Result<u64> {
-        self.out.flush()?;
-        let f = self.out.get_ref();
-        f.sync_data()?;
-        Ok(f.metadata()?.len())
+        self.out.sync_data()?;
+        Ok(self.out.metadata()?.len())
     }
+}
+
+/// A crash in the middle of a write can leave a last record without its newline. That record
+/// lies after the last checkpoint (the mark is taken after an fsync), so the replay on restart
+/// writes it again in full: cut the torn bytes so the file stays one valid record per line.
+fn repair_torn_tail(file: &File, path: &Path, mark: u64) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut f = file;
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last newline, reading backwards in chunks.
+    let mut end = len;
+    let mut keep = 0;
+    let mut chunk = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut chunk[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &chunk[..n]) {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if keep < mark {
+        // Not ours to cut (written before the last checkpoint): leave it, end it cleanly.
+        f.write_all(b"\n")?;
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), bytes = len - keep, "removing a torn last record left by a crash; it is detected again from the log");
+    file.set_len(keep)?;
+    Ok(())
 }
 
 /// Idempotency keys of the detections stored after byte `mark`.
@@ -129,4 +176,20 @@ fn key_of(line: &[u8]) -> Option<String> {
     }
     let s = std::str::from_utf8(line).ok()?;
     s.rsplit_once(" key=").map(|(_, k)| k.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_after_the_mark_is_cut_and_replay_is_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.txt");
+        let whole = "{\"key\":\"aaaa\"}\n";
+        std::fs::write(&p, format!("{whole}{{\"key\":\"bbbb\"}}\n{{\"key\":\"cc")).unwrap();
+        let log = LogAction::open(&p, LogFormat::Json, Some(whole.len() as u64)).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{whole}{{\"key\":\"bbbb\"}}\n"));
+        assert!(log.seen.contains("bbbb") && !log.seen.contains("aaaa"));
+    }
 }

@@ -56,7 +56,7 @@ pub(crate) struct Followed {
     pub phase: Phase,
     /// Position changed since the last checkpoint.
     pub dirty: bool,
-    /// The last read reached the end of the file.
+    /// The last read reached the end of the file, and `check` has not seen it grow since.
     pub at_eof: bool,
 }
 
@@ -141,7 +141,11 @@ impl Followed {
         let grown = size > self.framer.read_pos;
         let same_head = size >= self.framer.read_pos && self.head.refresh(&self.file, size, verify_head || grown)?;
         if same_head {
-            return Ok(if grown { Change::Grown } else { Change::Unchanged });
+            if grown {
+                self.at_eof = false;
+                return Ok(Change::Grown);
+            }
+            return Ok(Change::Unchanged);
         }
         self.framer.seek(0, 0);
         self.head.clear();

@@ -3,28 +3,35 @@
 //! The design follows `docs/tailing-and-speed.md` §5. In short:
 //!
 //! - **Identity** is `(dev, ino)` plus an xxh3 fingerprint of the first `min(size, 4096)`
-//!   bytes ([`fingerprint`]). A checkpoint is resumed only when both match, so inode reuse and
+//!   bytes (`fingerprint.rs`). A checkpoint is resumed only when both match, so inode reuse and
 //!   identical headers cannot make us resume at a stranger's offset.
-//! - **Checkpoints** ([`checkpoint`]) hold, per file, the offset just past the last delivered
+//! - **Checkpoints** (`checkpoint.rs`) hold, per file, the offset just past the last delivered
 //!   complete line, and the sink's mark. They are written atomically, only right after
 //!   [`LineSink::flush`] made every delivered line durable: a crash replays, never skips.
-//! - **Wake-ups** come from `notify` watches on the *directories* ([`watch`]) and from a
+//! - **Wake-ups** come from `notify` watches on the *directories* (`watch.rs`) and from a
 //!   polling backstop that always runs. Every wake-up `fstat`s the followed files (truncation
 //!   check) and reads what is new; relevant events and every poll also re-run discovery.
 //! - **Rotation**: a file no longer found at any discovered path keeps its descriptor and is
 //!   drained for `rotate_wait` (and at least to EOF) before it is closed; the new file at the
 //!   path is read from 0. Truncation (size below what was read) or a changed head restarts
 //!   the file at 0, counted and checkpointed at once.
-//! - **Framing** ([`framing`]): bytes, '\n'-terminated, never delivered before the '\n';
+//! - **Framing** (`framing.rs`): bytes, '\n'-terminated, never delivered before the '\n';
 //!   over-long lines are cut with `truncated = true`.
 //!
 //! Lines are delivered without their '\n'; a '\r' before it is kept (content is not
 //! interpreted).
 //!
-//! Known limits: the copytruncate window (bytes written between logrotate's copy and its
-//! truncate are lost); a file rotated *and* removed while trapline is down is lost; a file
-//! rewritten in place with an identical first 4 KiB and size at least the old offset is not
-//! seen as new; `StartAt::End` reads existing files once to count their lines.
+//! Known limits:
+//! - the copytruncate window: bytes written between logrotate's copy and its truncate are lost
+//!   (the copy is not matched back to the truncated file);
+//! - a file created *and* rotated away before discovery ever opens it is not read (events make
+//!   that window milliseconds wide, not a polling interval);
+//! - a file rotated *and* removed while trapline is down, or rotated into another directory,
+//!   is not found on restart;
+//! - a file rewritten in place with an identical first 4 KiB is not seen as new;
+//! - `StartAt::End` reads existing files once at start-up to count their lines;
+//! - every wake-up `fstat`s every followed file; symlink targets' directories are not watched
+//!   (the polling backstop notices a repointed link).
 
 mod checkpoint;
 mod discover;
@@ -421,13 +428,17 @@ impl Tailer {
         let pending = std::mem::take(&mut self.pending);
         let now = Instant::now();
         for cp in pending {
+            let Some(source) = self.cfg.sources.iter().position(|s| s.name == cp.source) else {
+                info!(path = %cp.path, source = %cp.source, "source no longer configured; forgetting file");
+                continue;
+            };
             let old = PathBuf::from(&cp.path);
             let Some(dir) = old.parent().filter(|d| d.is_dir()) else {
                 // Directory missing (unmounted?): keep the entry for when it comes back.
                 self.pending.push(cp);
                 continue;
             };
-            match self.find_in_dir(dir, &cp) {
+            match self.find_in_dir(dir, source, &cp) {
                 Some(mut t) => {
                     info!(was = %cp.path, now = %t.info.path.display(), offset = cp.offset,
                         "draining file rotated while stopped");
@@ -442,8 +453,7 @@ impl Tailer {
         self.tracked_paths = self.files.values().map(|t| t.info.path.clone()).collect();
     }
 
-    fn find_in_dir(&self, dir: &Path, cp: &FileCheckpoint) -> Option<Followed> {
-        let source = self.cfg.sources.iter().position(|s| s.name == cp.source).unwrap_or(0);
+    fn find_in_dir(&self, dir: &Path, source: usize, cp: &FileCheckpoint) -> Option<Followed> {
         for entry in fs::read_dir(dir).ok()?.flatten() {
             let Ok(md) = entry.metadata() else { continue };
             if (md.dev(), md.ino()) != (cp.dev, cp.ino) || self.files.contains_key(&(cp.dev, cp.ino)) {
@@ -484,7 +494,9 @@ impl Tailer {
     fn pump(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool, deadline: Instant) -> bool {
         loop {
             let mut more = false;
-            for t in self.files.values_mut() {
+            // Files at EOF are skipped until `check` sees them grow: no read syscall per
+            // idle file per wake-up.
+            for t in self.files.values_mut().filter(|t| !t.at_eof) {
                 match t.read(&mut self.buf, PER_FILE_BUDGET, sink, &self.counters) {
                     Ok(o) => more |= !o.eof,
                     Err(e) => {
