@@ -1,6 +1,6 @@
 //! **tail**: follow files (paths and globs) live, across rotation, truncation and restarts.
 //!
-//! The design follows `docs/tailing-and-speed.md` §5. In short:
+//! In short:
 //!
 //! - **Identity** is `(dev, ino)` plus an xxh3 fingerprint of the first `min(size, 4096)`
 //!   bytes (`fingerprint.rs`). A checkpoint is resumed only when both match, so inode reuse and

@@ -1,0 +1,21 @@
+//! The rule example in the README is real: it loads, compiles and its examples pass.
+
+use std::path::PathBuf;
+
+use trapline::engine::{CompileOptions, RuleSet, examples};
+use trapline::parse::FieldRegistry;
+use trapline::rule::load::{SourceFile, load_sources};
+
+#[test]
+fn readme_rule_example_works() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## The rule language").nth(1).expect("README has a rule language section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+        .unwrap_or_else(|e| panic!("README example does not load: {e}"));
+    let rules = RuleSet::compile(&loaded, &CompileOptions::default(), FieldRegistry::default())
+        .unwrap_or_else(|e| panic!("README example does not compile: {e}"));
+    let report = examples::run(&loaded, &rules, &|_| None);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.passed, 2);
+}
