@@ -2,11 +2,13 @@
 //!
 //! - `run`: the daemon (tail the configured sources, fire actions) — [`run`].
 //! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
+//! - `schema`: the JSON Schema of rule files and config — [`schema`].
 //!
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
 pub mod run;
 pub mod scan;
+pub mod schema;
 pub mod setup;
 
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run the rules over existing files (also .gz, and stdin as `-`), print detections and a summary.
     Scan(scan::ScanArgs),
+    /// Print the JSON Schema of rule files or of the config file.
+    Schema(schema::SchemaArgs),
 }
 
 /// Entry point; returns the process exit code.
@@ -52,6 +56,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Scan(a) => scan::scan(a),
+        Command::Schema(a) => schema::schema(a),
     };
     match result {
         Ok(code) => code,
