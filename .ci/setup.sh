@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian machine, only what is missing:
+#   apache2, logrotate  tests/e2e_apache.rs (real apache + logrotate; CI requires it to run)
+#   procps              `kill`, used by the daemon tests to send signals
+#   gzip                logrotate's compress (Debian's apache rotation config)
+#   gcc, libc6-dev      the linker cargo uses
+#   ca-certificates     fetching crates
+# Run as root (or as a user with sudo).
+set -euo pipefail
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+missing=()
+for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates; do
+    installed "$pkg" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all required packages are installed"
+    exit 0
+fi
+echo "setup: installing ${missing[*]}"
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
