@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::setup::{self, Setup};
+use crate::action::Action;
 use crate::action::console::Console;
 use crate::action::log::LogAction;
 use crate::config;
@@ -70,10 +71,15 @@ pub fn run(a: RunArgs) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
-    let mut sink = Pipeline::new(setup, log, c.actions.log.console.then(Console::for_stdout), c.max_keys);
-    tailer.run(&mut sink, &stop)?;
+    let extra: Vec<Box<dyn Action>> = Vec::new();
+    let mut sink = Pipeline::new(setup, log, extra, c.actions.log.console.then(Console::for_stdout), c.max_keys);
+    let ran = tailer.run(&mut sink, &stop);
     let flushed = sink.flush();
+    for a in &mut sink.actions {
+        a.shutdown();
+    }
     sink.summary();
+    ran?;
     flushed?;
     if stop.load(Ordering::Relaxed) {
         tracing::info!("stopped");
@@ -87,6 +93,8 @@ struct Pipeline {
     detector: Detector,
     scratch: Scratch,
     log: LogAction,
+    /// Every other configured action.
+    actions: Vec<Box<dyn Action>>,
     console: Option<Console>,
     out: Vec<Detection>,
     infos: Vec<(PathBuf, SourceInfo)>,
@@ -96,7 +104,13 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(setup: Setup, log: LogAction, console: Option<Console>, max_keys: usize) -> Pipeline {
+    fn new(
+        setup: Setup,
+        log: LogAction,
+        actions: Vec<Box<dyn Action>>,
+        console: Option<Console>,
+        max_keys: usize,
+    ) -> Pipeline {
         let detector = Detector::new(Arc::clone(&setup.rules), max_keys);
         let scratch = setup.rules.scratch();
         Pipeline {
@@ -104,6 +118,7 @@ impl Pipeline {
             detector,
             scratch,
             log,
+            actions,
             console,
             out: Vec::new(),
             infos: Vec::new(),
@@ -159,15 +174,27 @@ impl LineSink for Pipeline {
             if let Some(c) = &self.console {
                 c.print(&d);
             }
-            if let Err(e) = self.log.write(&d) {
-                // Keep tailing: the detection is still on the console, and the error is loud.
-                self.errors += 1;
-                tracing::error!(error = %e, path = %self.log.path().display(), "cannot write detection");
+            for name in &d.actions {
+                let result = if name == "log" {
+                    self.log.write(&d)
+                } else if let Some(a) = self.actions.iter_mut().find(|a| a.name() == name) {
+                    a.fire(&d)
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    // Keep tailing: the detection is still on the console, and the error is loud.
+                    self.errors += 1;
+                    tracing::error!(action = %name, rule = %d.rule.id, error = %e, "action failed");
+                }
             }
         }
     }
 
     fn flush(&mut self) -> std::io::Result<u64> {
+        for a in &mut self.actions {
+            a.flush()?;
+        }
         self.log.flush()
     }
 }
