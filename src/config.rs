@@ -45,6 +45,9 @@ pub struct Config {
     /// Action settings.
     #[serde(default)]
     pub actions: ActionsDef,
+    /// User variables, available to templates as `vars` (e.g. the honeypot's address).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -124,6 +127,9 @@ fn default_format() -> String {
 pub struct ActionsDef {
     #[serde(default)]
     pub log: LogDef,
+    /// The `xdr-incident` action (Cisco XDR incidents); absent: not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdr: Option<crate::action::xdr::settings::XdrDef>,
 }
 
 /// The `log` action.

@@ -4,6 +4,8 @@
 //!   line) each, durably and exactly once across restarts.
 //! - [`console`]: one readable, coloured line per detection, with attacker-controlled text
 //!   escaped so it cannot drive the terminal.
+//! - [`xdr`]: the `xdr-incident` action (Cisco XDR incidents from templates, via a durable
+//!   outbox).
 //!
 //! A rule names its actions (`actions: [log, ...]`); every configured action is an [`Action`]
 //! registered under its name, and a detection is handed to each action its rule names. The
@@ -11,6 +13,7 @@
 
 pub mod console;
 pub mod log;
+pub mod xdr;
 
 use crate::engine::Detection;
 
@@ -26,6 +29,11 @@ pub trait Action: Send {
     fn fire(&mut self, d: &Detection) -> anyhow::Result<()>;
     /// Makes every fired detection durable; called before each checkpoint.
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Re-reads what the action loads from disk (templates). Must be all-or-nothing: on an
+    /// error the action keeps what it had and returns the error (with file:line).
+    fn reload(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Stops background work, after a last flush.
     fn shutdown(&mut self) {}
 }

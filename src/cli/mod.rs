@@ -3,6 +3,7 @@
 //! - `run`: the daemon (tail the configured sources, fire actions) — [`run`].
 //! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
 //! - `schema`: the JSON Schema of rule files and config — [`schema`].
+//! - `xdr sandbox|check|purge`, `render`: Cisco XDR tooling — [`xdr`].
 //!
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
@@ -10,6 +11,7 @@ pub mod run;
 pub mod scan;
 pub mod schema;
 pub mod setup;
+pub mod xdr;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,10 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Print the JSON Schema of rule files or of the config file.
     Schema(schema::SchemaArgs),
+    /// Cisco XDR: local sandbox, credential check, purge of what trapline created.
+    Xdr(xdr::XdrArgs),
+    /// Print the exact XDR bundle a log line would produce for a rule.
+    Render(xdr::RenderArgs),
 }
 
 /// Entry point; returns the process exit code.
@@ -57,6 +63,8 @@ pub fn main() -> i32 {
         Command::Run(a) => run::run(a),
         Command::Scan(a) => scan::scan(a),
         Command::Schema(a) => schema::schema(a),
+        Command::Xdr(a) => xdr::xdr(a),
+        Command::Render(a) => xdr::render(a),
     };
     match result {
         Ok(code) => code,

@@ -71,7 +71,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
-    let extra: Vec<Box<dyn Action>> = Vec::new();
+    let extra: Vec<Box<dyn Action>> = crate::action::xdr::extra_actions(&cfg, &setup.rules)?;
     let mut sink = Pipeline::new(setup, log, extra, c.actions.log.console.then(Console::for_stdout), c.max_keys);
     let ran = tailer.run(&mut sink, &stop);
     let flushed = sink.flush();

@@ -41,6 +41,10 @@ pub struct CompiledRule {
     pub suppress: Option<SuppressSpec>,
     /// Where the rule was loaded from (for messages).
     pub origin: String,
+    /// Hash of everything that decides which lines match and how they are grouped (condition,
+    /// the lists it uses, threshold, suppression, scope). A reload keeps a rule's window and
+    /// suppression state only when this is unchanged.
+    pub fingerprint: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +74,9 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             formats: crate::parse::FormatKind::ALL.iter().map(|(n, _)| n.to_string()).collect(),
-            actions: ["log".to_string()].into_iter().collect(),
+            // Every implemented action; one a config does not set up is skipped with a warning
+            // by `run` (see `action::xdr::extra_actions`).
+            actions: ["log", crate::action::xdr::ACTION_NAME].into_iter().map(str::to_string).collect(),
         }
     }
 }
@@ -81,6 +87,8 @@ pub(crate) struct Compiler<'a> {
     pub registry: &'a mut FieldRegistry,
     pub views: &'a mut Views,
     pub errors: Vec<RuleError>,
+    /// Lists referenced by the rule being compiled (for its fingerprint).
+    pub used_lists: Vec<String>,
 }
 
 type Compiled = (Node, Requirement);
@@ -103,6 +111,7 @@ impl Compiler<'_> {
 
     pub fn rule(&mut self, r: &LoadedRule) -> Option<(CompiledRule, Requirement)> {
         let before = self.errors.len();
+        self.used_lists.clear();
         let rule = &r.rule;
         if rule.title.trim().is_empty() {
             self.err(r, "title", "title must not be empty");
@@ -155,6 +164,7 @@ impl Compiler<'_> {
             return None;
         }
         let origin = format!("{}", self.loaded.files[r.file].path.display());
+        let fingerprint = self.fingerprint(rule);
         Some((
             CompiledRule {
                 id: rule.id.clone(),
@@ -170,9 +180,18 @@ impl Compiler<'_> {
                 threshold,
                 suppress,
                 origin,
+                fingerprint,
             },
             req,
         ))
+    }
+
+    fn fingerprint(&self, rule: &crate::rule::Rule) -> u64 {
+        let lists: Vec<(&String, Option<&Vec<String>>)> =
+            self.used_lists.iter().map(|n| (n, self.loaded.lists.get(n))).collect();
+        let key = (&rule.condition, &rule.threshold, &rule.suppress, &rule.formats, &rule.sources, lists);
+        let bytes = serde_json::to_vec(&key).unwrap_or_default();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 
     fn condition(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
@@ -336,7 +355,10 @@ impl Compiler<'_> {
             match item {
                 ValueItem::Text(s) => out.push(s.as_bytes().to_vec()),
                 ValueItem::List { list } => match self.loaded.lists.get(list) {
-                    Some(items) => out.extend(items.iter().map(|s| s.as_bytes().to_vec())),
+                    Some(items) => {
+                        self.used_lists.push(list.clone());
+                        out.extend(items.iter().map(|s| s.as_bytes().to_vec()))
+                    }
                     None => {
                         let p = if v.0.len() == 1 { path.to_string() } else { format!("{path}[{i}]") };
                         let known: Vec<&str> = self.loaded.lists.keys().map(String::as_str).collect();
@@ -392,7 +414,7 @@ fn union(reqs: Vec<Requirement>) -> Requirement {
     for r in reqs {
         match r {
             Requirement::Always => return Requirement::Always,
-            Requirement::AnyOf(l) => out.extend(l),
+            Requirement::AnyOf(l) | Requirement::Guarded(l) => out.extend(l),
         }
     }
     Requirement::AnyOf(out)

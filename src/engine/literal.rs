@@ -8,8 +8,10 @@
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 
-/// Upper bound on alternatives kept; beyond it the set is too weak to be worth it.
-const MAX_ALTERNATIVES: usize = 64;
+/// Upper bound on alternatives kept in a literal set (long alternations of names are common
+/// in rules and make good sets); products of sets are bounded by [`MAX_PRODUCT`].
+const MAX_ALTERNATIVES: usize = 512;
+const MAX_PRODUCT: usize = 64;
 
 /// Lower-cased required literals of `pattern`, or `None` when there is no useful set.
 /// `case_insensitive` must match how the regex itself is compiled.
@@ -50,18 +52,99 @@ fn single_byte(h: &Hir) -> Option<u8> {
     }
 }
 
-/// Nodes that match the empty string without consuming anything (anchors, empty).
-fn transparent(h: &Hir) -> bool {
-    matches!(h.kind(), HirKind::Look(_) | HirKind::Empty)
+/// The complete, small, finite language of `h` (case-folded), when it has one: every string
+/// the node can match. `""` is in it when the node can match the empty string.
+fn exact(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    let set = match h.kind() {
+        HirKind::Literal(l) => vec![l.0.to_ascii_lowercase()],
+        HirKind::Class(_) => match single_byte(h) {
+            Some(b) => vec![vec![b]],
+            None => small_class(h)?,
+        },
+        HirKind::Capture(c) => exact(&c.sub)?,
+        HirKind::Look(_) | HirKind::Empty => vec![Vec::new()],
+        HirKind::Repetition(r) if r.min == 0 && r.max == Some(1) => {
+            let mut v = exact(&r.sub)?;
+            v.push(Vec::new());
+            v
+        }
+        HirKind::Repetition(r) if r.min == 1 && r.max == Some(1) => exact(&r.sub)?,
+        HirKind::Repetition(_) => return None,
+        HirKind::Alternation(alts) => {
+            let mut out = Vec::new();
+            for a in alts {
+                out.extend(exact(a)?);
+                if out.len() > MAX_ALTERNATIVES {
+                    return None;
+                }
+            }
+            out
+        }
+        HirKind::Concat(parts) => {
+            let mut acc: Vec<Vec<u8>> = vec![Vec::new()];
+            for p in parts {
+                acc = product(&acc, &exact(p)?)?;
+            }
+            acc
+        }
+    };
+    let mut set = set;
+    set.sort();
+    set.dedup();
+    Some(set)
+}
+
+/// Every byte of a class with at most 4 distinct (case-folded) members, e.g. `[/\\]`.
+fn small_class(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    let HirKind::Class(Class::Bytes(c)) = h.kind() else { return None };
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for r in c.ranges() {
+        if (r.end() - r.start()) as usize >= 8 {
+            return None;
+        }
+        for b in r.start()..=r.end() {
+            let v = vec![b.to_ascii_lowercase()];
+            if !out.contains(&v) {
+                out.push(v);
+            }
+            if out.len() > 4 {
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `a × b` (concatenation of every pair), or `None` when too large to be worth keeping.
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len() * b.len() > MAX_PRODUCT {
+        return None;
+    }
+    let mut out = Vec::with_capacity(a.len() * b.len());
+    for x in a {
+        for y in b {
+            let mut v = x.clone();
+            v.extend_from_slice(y);
+            if v.len() > 64 {
+                return None;
+            }
+            out.push(v);
+        }
+    }
+    Some(out)
 }
 
 fn required(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    if let Some(set) = exact(h)
+        && !set.iter().any(Vec::is_empty)
+    {
+        return Some(set);
+    }
     match h.kind() {
-        HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
-        HirKind::Class(_) => single_byte(h).map(|b| vec![vec![b]]),
+        HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) | HirKind::Empty => None,
         HirKind::Capture(c) => required(&c.sub),
         HirKind::Repetition(r) if r.min >= 1 => required(&r.sub),
-        HirKind::Repetition(_) | HirKind::Look(_) | HirKind::Empty => None,
+        HirKind::Repetition(_) => None,
         HirKind::Alternation(alts) => {
             let mut out = Vec::new();
             for a in alts {
@@ -75,33 +158,33 @@ fn required(h: &Hir) -> Option<Vec<Vec<u8>>> {
             Some(out)
         }
         HirKind::Concat(parts) => {
-            // Runs of single bytes form one literal; every other part is a candidate of its
-            // own. Any one candidate is required, so keep the most selective.
+            // Consecutive parts with a small exact language multiply into one literal set
+            // (`\.(bak|old)` → `.bak`, `.old`); any other part ends the run and offers its own
+            // required set. Any one candidate is required, so keep the most selective.
             let mut best: Option<Vec<Vec<u8>>> = None;
-            let mut run: Vec<u8> = Vec::new();
             let consider = |best: &mut Option<Vec<Vec<u8>>>, cand: Vec<Vec<u8>>| {
                 if score(&cand) > best.as_ref().map_or(0, |b| score(b)) {
                     *best = Some(cand);
                 }
             };
+            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
             for p in parts {
-                if let HirKind::Literal(l) = p.kind() {
-                    run.extend(l.0.iter().map(u8::to_ascii_lowercase));
-                } else if let Some(b) = single_byte(p) {
-                    run.push(b);
-                } else if transparent(p) {
-                } else {
-                    if !run.is_empty() {
-                        consider(&mut best, vec![std::mem::take(&mut run)]);
-                    }
-                    if let Some(c) = required(p) {
-                        consider(&mut best, c);
+                match exact(p) {
+                    Some(set) => match product(&run, &set) {
+                        Some(next) => run = next,
+                        None => {
+                            consider(&mut best, std::mem::replace(&mut run, set));
+                        }
+                    },
+                    None => {
+                        consider(&mut best, std::mem::replace(&mut run, vec![Vec::new()]));
+                        if let Some(c) = required(p) {
+                            consider(&mut best, c);
+                        }
                     }
                 }
             }
-            if !run.is_empty() {
-                consider(&mut best, vec![run]);
-            }
+            consider(&mut best, run);
             best
         }
     }
@@ -127,8 +210,12 @@ mod tests {
     #[test]
     fn extracts_inner_literals() {
         assert_eq!(lits(r"union\s+select"), Some(vec!["select".into()]));
-        assert_eq!(lits(r"(?:etc|proc)/passwd"), Some(vec!["/passwd".into()]));
-        assert_eq!(lits(r"^/wp-(admin|login)"), Some(vec!["admin".into(), "login".into()]));
+        assert_eq!(lits(r"(?:etc|proc)/passwd"), Some(vec!["etc/passwd".into(), "proc/passwd".into()]));
+        assert_eq!(lits(r"^/wp-(admin|login)"), Some(vec!["/wp-admin".into(), "/wp-login".into()]));
+        assert_eq!(lits(r"\.(bak|old)$"), Some(vec![".bak".into(), ".old".into()]));
+        assert_eq!(lits(r"on(error|load)\s*="), Some(vec!["onerror".into(), "onload".into()]));
+        assert_eq!(lits(r"etc[/\\]passwd"), Some(vec!["etc/passwd".into(), "etc\\passwd".into()]));
+        assert_eq!(lits(r"https?://"), Some(vec!["http://".into(), "https://".into()]));
         assert_eq!(lits(r"(sqlmap|nikto)"), Some(vec!["nikto".into(), "sqlmap".into()]));
         assert_eq!(lits(r"\$\{jndi:"), Some(vec!["${jndi:".into()]));
     }

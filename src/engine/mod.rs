@@ -62,23 +62,36 @@ impl RuleSet {
     pub fn compile(loaded: &Loaded, opts: &CompileOptions, registry: FieldRegistry) -> Result<RuleSet, RuleErrors> {
         let mut registry = registry;
         let mut views = Views::default();
-        let mut c = compile::Compiler { loaded, opts, registry: &mut registry, views: &mut views, errors: Vec::new() };
+        let mut c = compile::Compiler {
+            loaded,
+            opts,
+            registry: &mut registry,
+            views: &mut views,
+            errors: Vec::new(),
+            used_lists: Vec::new(),
+        };
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
         for r in &loaded.rules {
             if let Some((rule, req)) = c.rule(r) {
+                // A disabled rule is validated, then kept out of the prefilter entirely.
+                let req = if rule.enabled { req.worth_it(c.views) } else { Requirement::AnyOf(Vec::new()) };
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     tracing::debug!(rule = %rule.id, prefilter = %req.describe(), "compiled");
                 }
-                // A disabled rule is validated, then kept out of the prefilter entirely.
-                reqs.push(if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) });
+                reqs.push(req);
                 rules.push(rule);
             }
         }
         if !c.errors.is_empty() {
             return Err(RuleErrors(c.errors));
         }
-        let prefilter = Prefilter::build(&reqs, rules.len());
+        let prefilter = Prefilter::build(&reqs, rules.len(), &views);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for l in prefilter.layout(&registry, &views) {
+                tracing::debug!("prefilter {l}");
+            }
+        }
         Ok(RuleSet { rules, registry, views, prefilter })
     }
 
@@ -121,8 +134,8 @@ impl RuleSet {
         if s.cand.is_empty() {
             return s.record.parsed;
         }
-        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
         for i in s.cand.ones() {
+            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
             if self.rules[i].node.eval(&mut cx) {
                 s.hits.push(i as u32);
             }
@@ -171,6 +184,9 @@ pub struct Detector {
     suppress: Vec<Option<Suppressor>>,
     pub stats: Vec<RuleStats>,
     key_buf: Vec<u8>,
+    /// The last timestamp text parsed, per parser: consecutive lines mostly share their second,
+    /// and calendar parsing is the costly part of a threshold hit.
+    time_cache: (usize, Vec<u8>, Option<DateTime<Utc>>),
 }
 
 /// Default bound on tracked keys per rule.
@@ -193,11 +209,32 @@ impl Detector {
             .map(|r| r.suppress.as_ref().map(|s| Suppressor::new(s.duration.as_millis() as i64, max_keys)))
             .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
-        Detector { rules, windows, suppress, stats, key_buf: Vec::new() }
+        Detector { rules, windows, suppress, stats, key_buf: Vec::new(), time_cache: (0, Vec::new(), None) }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
+    }
+
+    /// Takes over the threshold and suppression state of `old` for every rule whose id and
+    /// fingerprint (matching and grouping) are unchanged, so a reload does not reset a brute
+    /// force count or re-open a suppressed key. Counters are carried over by id as well.
+    /// Returns how many rules kept their state.
+    pub fn carry_over(&mut self, old: Detector) -> usize {
+        let mut kept = 0;
+        let Detector { rules: old_rules, windows, suppress, stats, .. } = old;
+        let mut windows: Vec<Option<Windows>> = windows;
+        let mut suppress: Vec<Option<Suppressor>> = suppress;
+        for (i, r) in self.rules.rules.iter().enumerate() {
+            let Some(j) = old_rules.rule_index(&r.id) else { continue };
+            self.stats[i] = stats[j].clone();
+            if old_rules.rules[j].fingerprint == r.fingerprint {
+                self.windows[i] = windows[j].take();
+                self.suppress[i] = suppress[j].take();
+                kept += 1;
+            }
+        }
+        kept
     }
 
     /// Feeds the rules that matched one line (`hits`, from [`RuleSet::match_line`] with the
@@ -216,7 +253,7 @@ impl Detector {
         if hits.is_empty() {
             return;
         }
-        let (event_time, time_source) = match parser.event_time(line, rec) {
+        let (event_time, time_source) = match self.event_time(parser, line, rec) {
             Some(t) => (t, "event"),
             None => (meta.arrival, "arrival"),
         };
@@ -228,7 +265,9 @@ impl Detector {
             self.stats[ri].hits += 1;
             let mut threshold = None;
             if let (Some(spec), Some(w)) = (&rule.threshold, self.windows[ri].as_mut()) {
-                let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+                // A line without a group field does not count: lumping all such lines under
+                // one empty key would make unrelated lines reach the threshold together.
+                let Some(key) = group_hash(&mut self.key_buf, &spec.group_by, line, rec) else { continue };
                 let value = spec.distinct.map_or(0, |d| xxhash_rust::xxh3::xxh3_64(rec.get(line, d).unwrap_or(b"")));
                 match w.step(key, t, value) {
                     Step::Pending { .. } => continue,
@@ -246,7 +285,9 @@ impl Detector {
             }
             let mut suppressed = 0;
             if let (Some(spec), Some(s)) = (&rule.suppress, self.suppress[ri].as_mut()) {
-                let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+                // Absent fields count as empty here: suppression must never drop a detection
+                // merely because the key is incomplete, only hold it back with its peers.
+                let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec).unwrap_or(0);
                 match s.admit(key, t) {
                     Some(n) => suppressed = n,
                     None => {
@@ -287,25 +328,35 @@ impl Detector {
         }
     }
 
+    fn event_time(&mut self, parser: &Parser, line: &[u8], rec: &Record) -> Option<DateTime<Utc>> {
+        let raw = rec.get(line, crate::parse::std_fields::TIME)?;
+        let id = parser as *const Parser as usize;
+        if self.time_cache.0 != id || self.time_cache.1 != raw {
+            let t = parser.event_time(line, rec);
+            self.time_cache = (id, raw.to_vec(), t);
+        }
+        self.time_cache.2
+    }
+
     /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
     pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
-        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec);
+        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
         let w = self.windows[ri].as_ref()?;
         let (n, oldest) = w.peek(key).unwrap_or((0, None));
         Some((n, oldest, w.window_ms()))
     }
 }
 
-/// Hash of the group-key fields of a line (absent fields count as empty).
-fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) -> u64 {
+/// Hash of the group-key fields of a line; `None` when one of them is absent.
+fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) -> Option<u64> {
     buf.clear();
     for f in fields {
-        let v = rec.get(line, *f).unwrap_or(b"");
+        let v = rec.get(line, *f)?;
         buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
         buf.extend_from_slice(v);
     }
-    xxhash_rust::xxh3::xxh3_64(buf)
+    Some(xxhash_rust::xxh3::xxh3_64(buf))
 }
 
 fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record) -> BTreeMap<String, String> {

@@ -6,17 +6,20 @@
 //! (pure field predicates, `not`, literal-free regexes) are "always candidates".
 //!
 //! On a line:
-//! 1. one scan of the raw line with the global automaton (all literals, ASCII
+//! 1. for each field some rule's literals aim at (`uri`, `user_agent`, the whole `line`, ...),
+//!    one scan of that field's value with the automaton of all those literals (ASCII
 //!    case-insensitive, overlapping so no literal hides another);
-//! 2. for each view whose value on this line is *not* a verbatim slice of the raw line (it was
-//!    URL-decoded, unescaped by the parser, ...), a scan of that value with the automaton of
-//!    that view's literals. For most lines every view is verbatim and this step is a few
-//!    `memchr` calls;
-//! 3. the candidate rules are then confirmed by evaluating their full condition.
+//! 2. for each view whose transforms change the value on this line (URL-decoding a `%`,
+//!    normalising a `/../`), a scan of the transformed value with that view's automaton. For
+//!    most lines nothing is encoded and this step is a few `memchr` calls;
+//! 3. rules whose literals are too short for those automata (`'`, `<`, `..`) are found by a
+//!    small per-view automaton of short literals over the exact (transformed) view;
+//! 4. the candidate rules are then confirmed by evaluating their full condition. Rules with
+//!    no literal at all are always candidates.
 //!
 //! This is a superset filter by construction: it can only produce extra candidates, never
-//! lose one, because every literal also sits in the global automaton and each non-verbatim
-//! view is scanned with its own.
+//! lose one, because every literal sits in its field's automaton (which sees the value a
+//! transform-free view sees) and every changed view is scanned with its own.
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
 use aho_corasick::dfa::DFA;
@@ -98,6 +101,10 @@ impl Scanner {
         let ac = DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // The skip-ahead prefilter (SIMD search for a few rare literals) pays off for small
+            // sets; over hundreds of literals with common bytes it fires at nearly every
+            // position and costs more than the plain DFA walk (measured: ~20% of match time).
+            .prefilter(patterns.len() <= PREFILTER_MAX_PATTERNS)
             .build(&patterns)
             .expect("literal automaton within size limits");
         Scanner { ac, rules }
@@ -121,12 +128,26 @@ impl Scanner {
 /// The compiled prefilter of a rule set.
 #[derive(Debug)]
 pub struct Prefilter {
-    global: Option<Scanner>,
-    /// Per view with literals: its own scanner, used when the view is not verbatim.
-    views: Vec<(ViewId, Scanner)>,
+    /// Per field (the raw line counts as the field `line`): one automaton over the literals of
+    /// every rule that looks at that field, run over the field's value. Scanning the field
+    /// rather than the whole line keeps text elsewhere on the line (a user agent saying
+    /// "Windows", a referer with "http://") from making URL rules candidates.
+    fields: Vec<(crate::parse::FieldId, Scanner)>,
+    /// Per view with transforms: its own scanner, used when the transforms change the value.
+    views: Vec<ViewScan>,
+    /// Per view: the short literals of guarded rules, always scanned over the exact view.
+    guards: Vec<ViewScan>,
     always: Bits,
     /// Number of distinct literals (for reporting).
     pub literals: usize,
+}
+
+#[derive(Debug)]
+struct ViewScan {
+    view: ViewId,
+    scanner: Scanner,
+    /// Some literal of this view contains a space, so URL-decoding `+` can create a hit.
+    plus_matters: bool,
 }
 
 /// A rule's prefilter requirement.
@@ -135,64 +156,159 @@ pub enum Requirement {
     AnyOf(Vec<(ViewId, Vec<u8>)>),
     /// No literal is required: evaluate on every line.
     Always,
+    /// Like `AnyOf`, but the literals are too short to be worth the field automata (`'`, `<`,
+    /// `..`): they are searched in the exact view, in a small per-view automaton of short
+    /// literals.
+    Guarded(Vec<(ViewId, Vec<u8>)>),
 }
 
+/// Largest literal set for which the automaton's SIMD skip-ahead is switched on.
+const PREFILTER_MAX_PATTERNS: usize = 32;
+
+/// Literals shorter than this match too often to be worth the shared field automata.
+const MIN_LITERAL: usize = 3;
+
 impl Requirement {
+    /// Re-files requirements that would cost more in the field automata than they save: very
+    /// short literals become [`Requirement::Guarded`], and literals aimed only at short token
+    /// fields (status, method, ...) are dropped, since comparing the parsed field directly is
+    /// cheaper than scanning for `404`.
+    pub fn worth_it(self, views: &Views) -> Requirement {
+        use crate::parse::std_fields::*;
+        const TOKEN_FIELDS: &[crate::parse::FieldId] = &[STATUS, METHOD, PROTOCOL, BYTES, IDENT, USER, PID, LEVEL];
+        match self {
+            Requirement::AnyOf(l) if l.is_empty() => Requirement::AnyOf(l),
+            Requirement::AnyOf(l) => {
+                let short = l.iter().any(|(_, s)| s.len() < MIN_LITERAL);
+                let tokens = l.iter().all(|(v, _)| TOKEN_FIELDS.contains(&views.get(*v).field));
+                // A single letter, digit or URL punctuation occurs in nearly every value: such a
+                // "requirement" filters nothing and every occurrence costs a report.
+                let useless = l
+                    .iter()
+                    .any(|(_, s)| s.len() == 1 && (s[0].is_ascii_alphanumeric() || b"/.-_=&?:+ ,".contains(&s[0])));
+                if tokens || useless {
+                    Requirement::Always
+                } else if short {
+                    Requirement::Guarded(l)
+                } else {
+                    Requirement::AnyOf(l)
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Short human form, for debugging rule sets: the literals, or `always`.
     pub fn describe(&self) -> String {
+        let list = |l: &[(ViewId, Vec<u8>)]| {
+            let mut v: Vec<String> = l.iter().map(|(_, s)| format!("{:?}", String::from_utf8_lossy(s))).collect();
+            v.sort();
+            v.dedup();
+            v.join(", ")
+        };
         match self {
             Requirement::Always => "always (no required literal)".to_string(),
-            Requirement::AnyOf(l) => {
-                let mut v: Vec<String> = l.iter().map(|(_, s)| format!("{:?}", String::from_utf8_lossy(s))).collect();
-                v.sort();
-                v.dedup();
-                format!("any of [{}]", v.join(", "))
-            }
+            Requirement::AnyOf(l) => format!("any of [{}]", list(l)),
+            Requirement::Guarded(l) => format!("short literals, any of [{}]", list(l)),
         }
     }
 }
 
 impl Prefilter {
-    pub fn build(reqs: &[Requirement], rule_count: usize) -> Prefilter {
+    pub fn build(reqs: &[Requirement], rule_count: usize, view_table: &Views) -> Prefilter {
+        type Lits = Vec<(Vec<u8>, u32)>;
         let mut always = Bits::new(rule_count);
-        let mut all: Vec<(Vec<u8>, u32)> = Vec::new();
-        let mut per_view: std::collections::BTreeMap<ViewId, Vec<(Vec<u8>, u32)>> = Default::default();
+        let mut per_field: std::collections::BTreeMap<crate::parse::FieldId, Lits> = Default::default();
+        let mut per_view: std::collections::BTreeMap<ViewId, Lits> = Default::default();
+        let mut per_guard: std::collections::BTreeMap<ViewId, Lits> = Default::default();
+        let mut distinct = std::collections::BTreeSet::new();
         for (rule, req) in reqs.iter().enumerate() {
             match req {
                 Requirement::Always => always.set(rule),
                 Requirement::AnyOf(lits) => {
                     for (view, lit) in lits {
-                        all.push((lit.clone(), rule as u32));
-                        per_view.entry(*view).or_default().push((lit.clone(), rule as u32));
+                        distinct.insert(lit.clone());
+                        let v = view_table.get(*view);
+                        per_field.entry(v.field).or_default().push((lit.clone(), rule as u32));
+                        if !v.transforms.is_empty() {
+                            per_view.entry(*view).or_default().push((lit.clone(), rule as u32));
+                        }
+                    }
+                }
+                Requirement::Guarded(lits) => {
+                    for (view, lit) in lits {
+                        distinct.insert(lit.clone());
+                        per_guard.entry(*view).or_default().push((lit.clone(), rule as u32));
                     }
                 }
             }
         }
-        let literals = {
-            let mut l: Vec<&Vec<u8>> = all.iter().map(|(l, _)| l).collect();
-            l.sort();
-            l.dedup();
-            l.len()
-        };
-        let global = (!all.is_empty()).then(|| Scanner::build(&all));
-        let views = per_view.into_iter().map(|(v, lits)| (v, Scanner::build(&lits))).collect();
-        Prefilter { global, views, always, literals }
+        let fields = per_field.into_iter().map(|(f, lits)| (f, Scanner::build(&lits))).collect();
+        let views = per_view
+            .into_iter()
+            .map(|(view, lits)| ViewScan {
+                view,
+                plus_matters: lits.iter().any(|(l, _)| l.contains(&b' ')),
+                scanner: Scanner::build(&lits),
+            })
+            .collect();
+        let guards = per_guard
+            .into_iter()
+            .map(|(view, lits)| ViewScan {
+                view,
+                plus_matters: lits.iter().any(|(l, _)| l.contains(&b' ')),
+                scanner: Scanner::build(&lits),
+            })
+            .collect();
+        Prefilter { fields, views, guards, always, literals: distinct.len() }
     }
 
     /// Sets `out` to the candidate rules for this line.
     pub fn candidates(&self, line: &[u8], rec: &Record, views: &Views, cache: &mut ViewCache, out: &mut Bits) {
         out.copy_from(&self.always);
-        if let Some(g) = &self.global {
-            g.scan(line, out);
-        }
-        for (view, scanner) in &self.views {
-            if ViewCache::covered_by_raw(views, *view, line, rec) {
-                continue;
-            }
-            if let Some(v) = cache.get(*view, views, line, rec) {
+        for (field, scanner) in &self.fields {
+            if let Some(v) = rec.get(line, *field) {
                 scanner.scan(v, out);
             }
         }
+        for vs in &self.views {
+            if ViewCache::unchanged(views, vs.view, line, rec, vs.plus_matters) {
+                continue;
+            }
+            if let Some(v) = cache.get(vs.view, views, line, rec) {
+                vs.scanner.scan(v, out);
+            }
+        }
+        for g in &self.guards {
+            // An unchanged view is the field itself: no need to build it.
+            let v = if ViewCache::unchanged(views, g.view, line, rec, g.plus_matters) {
+                let field = views.get(g.view).field;
+                rec.get(line, field)
+            } else {
+                cache.get(g.view, views, line, rec)
+            };
+            if let Some(v) = v {
+                g.scanner.scan(v, out);
+            }
+        }
+    }
+
+    /// One line per automaton, for debugging rule sets: what it scans and how many literals.
+    pub fn layout(&self, reg: &crate::parse::FieldRegistry, views: &Views) -> Vec<String> {
+        let view_name = |v: ViewId| {
+            let v = views.get(v);
+            let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
+            format!("{}[{}]", reg.name(v.field), t.join(","))
+        };
+        let mut out: Vec<String> =
+            self.fields.iter().map(|(f, s)| format!("field {}: {} literals", reg.name(*f), s.rules.len())).collect();
+        out.extend(
+            self.views.iter().map(|v| format!("view {}: {} literals", view_name(v.view), v.scanner.rules.len())),
+        );
+        out.extend(
+            self.guards.iter().map(|v| format!("short {}: {} literals", view_name(v.view), v.scanner.rules.len())),
+        );
+        out
     }
 
     /// Rules evaluated on every line.

@@ -20,7 +20,7 @@ pub fn apply(chain: &[Transform], input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec
             Transform::Lowercase => out.make_ascii_lowercase(),
             Transform::UrlDecode => {
                 for _ in 0..MAX_URL_ROUNDS {
-                    if !url_may_change(out) {
+                    if memchr::memchr2(b'%', b'+', out).is_none() {
                         break;
                     }
                     tmp.clear();
@@ -28,6 +28,11 @@ pub fn apply(chain: &[Transform], input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec
                     if tmp == out {
                         break;
                     }
+                    std::mem::swap(out, tmp);
+                }
+                if out.iter().any(|&b| b >= 0xc0) {
+                    tmp.clear();
+                    fold_overlong(out, tmp);
                     std::mem::swap(out, tmp);
                 }
             }
@@ -69,7 +74,7 @@ pub fn may_change(t: Transform, input: &[u8]) -> bool {
 }
 
 fn url_may_change(s: &[u8]) -> bool {
-    memchr::memchr2(b'%', b'+', s).is_some()
+    memchr::memchr2(b'%', b'+', s).is_some() || !s.is_ascii()
 }
 
 fn path_may_change(s: &[u8]) -> bool {
@@ -97,10 +102,20 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// One round of `%XX` / `%uXXXX` / `+` decoding. Invalid escapes are kept verbatim.
+///
+/// `+` means a space only in query strings: after a `?`, or anywhere in a value that is not a
+/// path (does not start with `/`), such as a `query` field. In a path it is a literal `+`
+/// (`/+CSCOE+/`).
 pub fn url_decode(s: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
+    let mut in_query = s.first() != Some(&b'/');
     while i < s.len() {
         match s[i] {
+            b'?' => {
+                in_query = true;
+                out.push(b'?');
+                i += 1;
+            }
             b'%' => {
                 if let (Some(h), Some(l)) = (s.get(i + 1).and_then(|&b| hex(b)), s.get(i + 2).and_then(|&b| hex(b))) {
                     out.push(h << 4 | l);
@@ -120,7 +135,7 @@ pub fn url_decode(s: &[u8], out: &mut Vec<u8>) {
                 out.push(b'%');
                 i += 1;
             }
-            b'+' => {
+            b'+' if in_query => {
                 out.push(b' ');
                 i += 1;
             }
@@ -128,6 +143,39 @@ pub fn url_decode(s: &[u8], out: &mut Vec<u8>) {
                 out.push(b);
                 i += 1;
             }
+        }
+    }
+}
+
+/// Folds the encodings that decode to ASCII in lenient decoders but are not ASCII bytes:
+/// overlong UTF-8 (`C0 AE` is `.`, `E0 80 AF` is `/`) and the fullwidth `．／＼`. Attackers use
+/// them (`%c0%ae%c0%ae/`) to smuggle traversal past filters that look for `../`.
+pub fn fold_overlong(s: &[u8], out: &mut Vec<u8>) {
+    let cont = |b: Option<&u8>| b.is_some_and(|b| (0x80..0xc0).contains(b));
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if (b == 0xc0 || b == 0xc1) && cont(s.get(i + 1)) {
+            out.push(((b & 0x01) << 6) | (s[i + 1] & 0x3f));
+            i += 2;
+        } else if b == 0xe0 && s.get(i + 1).is_some_and(|c| (0x80..0xa0).contains(c)) && cont(s.get(i + 2)) {
+            let cp = (((s[i + 1] & 0x3f) as u32) << 6) | (s[i + 2] & 0x3f) as u32;
+            if cp < 0x80 {
+                out.push(cp as u8);
+            } else {
+                out.extend_from_slice(&s[i..i + 3]);
+            }
+            i += 3;
+        } else if b == 0xef && s.get(i + 1) == Some(&0xbc) && matches!(s.get(i + 2), Some(0x8e | 0x8f | 0xbc)) {
+            out.push(match s[i + 2] {
+                0x8e => b'.',
+                0x8f => b'/',
+                _ => b'\\',
+            });
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
         }
     }
 }
@@ -272,6 +320,20 @@ mod tests {
         assert_eq!(run(&[Transform::UrlDecode], "100%"), "100%");
         assert_eq!(run(&[Transform::UrlDecode], "%zz%4"), "%zz%4");
         assert_eq!(run(&[Transform::UrlDecode], "%u003cscript"), "<script");
+    }
+
+    #[test]
+    fn plus_is_a_space_only_in_queries() {
+        assert_eq!(run(&[Transform::UrlDecode], "/+CSCOE+/x?a=b+c"), "/+CSCOE+/x?a=b c");
+        assert_eq!(run(&[Transform::UrlDecode], "id=1+or+1"), "id=1 or 1");
+    }
+
+    #[test]
+    fn overlong_and_fullwidth_fold_to_ascii() {
+        assert_eq!(run(&[Transform::UrlDecode], "%c0%ae%c0%ae%c0%af"), "../");
+        assert_eq!(run(&[Transform::UrlDecode], "%25c0%25ae%25c0%25ae/etc"), "../etc");
+        assert_eq!(run(&[Transform::UrlDecode], "%e0%80%ae%uff0e/"), "../");
+        assert_eq!(run(&[Transform::UrlDecode], "caf%c3%a9"), "café");
     }
 
     #[test]

@@ -80,7 +80,8 @@ impl ViewCache {
     pub fn get<'a>(&'a mut self, id: ViewId, views: &Views, line: &'a [u8], rec: &'a Record) -> Option<&'a [u8]> {
         let v = views.get(id);
         let raw = rec.get(line, v.field)?;
-        if v.transforms.is_empty() {
+        // Most values contain nothing to decode: hand out the field itself, no copy.
+        if v.transforms.iter().all(|t| *t != crate::rule::Transform::Lowercase && !transform::may_change(*t, raw)) {
             return Some(raw);
         }
         let slot = &self.slots[id as usize];
@@ -94,16 +95,21 @@ impl ViewCache {
         Some(&self.buf[range])
     }
 
-    /// True when view `id` on this line is a verbatim (up to ASCII case) slice of the raw line,
-    /// so the raw-line prefilter already covered it and no separate scan is needed.
-    pub fn covered_by_raw(views: &Views, id: ViewId, line: &[u8], rec: &Record) -> bool {
+    /// True when view `id` on this line equals its field's value up to ASCII case (no
+    /// transform changes it), so the field's prefilter scan already covered it.
+    ///
+    /// `plus_matters` is false when no literal of interest contains a space: URL-decoding a
+    /// `+` into a space then cannot create a hit, so a `+` alone does not count as a change.
+    pub fn unchanged(views: &Views, id: ViewId, line: &[u8], rec: &Record, plus_matters: bool) -> bool {
         let v = views.get(id);
-        if !rec.is_raw(v.field) {
-            return false;
-        }
         match rec.get(line, v.field) {
             None => true, // absent: nothing to scan
-            Some(raw) => !v.transforms.iter().any(|t| transform::may_change(*t, raw)),
+            Some(raw) => !v.transforms.iter().any(|t| match t {
+                crate::rule::Transform::UrlDecode if !plus_matters => {
+                    memchr::memchr(b'%', raw).is_some() || !raw.is_ascii()
+                }
+                t => transform::may_change(*t, raw),
+            }),
         }
     }
 }

@@ -16,7 +16,30 @@
 //!   has expired are dropped first, then the least recently seen key. A window holds at most N
 //!   timestamps (or N distinct values), so memory is `O(max_keys × N)` per rule.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Keys here are already xxh3 hashes: hashing them again (SipHash) would be wasted work on a
+/// path that runs for every matching line.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are used; fold anything else in for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<PreHashed>>;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -56,13 +79,13 @@ impl Windows {
             window: window_ms.max(1),
             distinct,
             max_keys: max_keys.max(1),
-            keys: HashMap::new(),
+            keys: HashMap::default(),
         }
     }
 
     /// Feeds a matching line for group `key` at time `t`; `value` is the distinct-field hash.
     pub fn step(&mut self, key: u64, t: Millis, value: u64) -> Step {
-        if !self.keys.contains_key(&key) && self.keys.len() >= self.max_keys {
+        if self.keys.len() >= self.max_keys && !self.keys.contains_key(&key) {
             self.make_room(t);
         }
         let w = self.keys.entry(key).or_default();
@@ -75,7 +98,11 @@ impl Windows {
         if self.distinct {
             let e = w.distinct.entry(value).or_insert(t);
             *e = (*e).max(t);
-            w.distinct.retain(|_, seen| *seen > horizon);
+            // Expiry only matters when the count could reach the threshold, which also keeps
+            // the map at most `count` entries large.
+            if w.distinct.len() as u32 >= self.count {
+                w.distinct.retain(|_, seen| *seen > horizon);
+            }
             let n = w.distinct.len() as u32;
             if n >= self.count {
                 let first = w.distinct.values().copied().min().unwrap_or(t);
@@ -114,8 +141,13 @@ impl Windows {
     /// Current state of a key: (count within window, oldest time).
     pub fn peek(&self, key: u64) -> Option<(u32, Option<Millis>)> {
         let w = self.keys.get(&key)?;
-        let oldest = if self.distinct { w.distinct.values().copied().min() } else { w.times.front().copied() };
-        Some((count_of(w, self.distinct), oldest))
+        let horizon = w.newest - self.window;
+        if self.distinct {
+            let live: Vec<Millis> = w.distinct.values().copied().filter(|&t| t > horizon).collect();
+            return Some((live.len() as u32, live.iter().copied().min()));
+        }
+        let live: Vec<Millis> = w.times.iter().copied().filter(|&t| t > horizon).collect();
+        Some((live.len() as u32, live.first().copied()))
     }
 
     pub fn window_ms(&self) -> Millis {
@@ -125,10 +157,10 @@ impl Windows {
     fn make_room(&mut self, now: Millis) {
         let window = self.window;
         self.keys.retain(|_, w| w.newest > now - window);
-        if self.keys.len() >= self.max_keys {
-            if let Some(oldest) = self.keys.iter().min_by_key(|(_, w)| w.newest).map(|(k, _)| *k) {
-                self.keys.remove(&oldest);
-            }
+        if self.keys.len() >= self.max_keys
+            && let Some(oldest) = self.keys.iter().min_by_key(|(_, w)| w.newest).map(|(k, _)| *k)
+        {
+            self.keys.remove(&oldest);
         }
     }
 }
@@ -149,7 +181,7 @@ pub struct Suppressor {
 
 impl Suppressor {
     pub fn new(duration_ms: Millis, max_keys: usize) -> Suppressor {
-        Suppressor { duration: duration_ms.max(1), max_keys: max_keys.max(1), keys: HashMap::new(), total: 0 }
+        Suppressor { duration: duration_ms.max(1), max_keys: max_keys.max(1), keys: HashMap::default(), total: 0 }
     }
 
     /// Decides whether a detection for `key` at `t` is emitted. `Some(n)`: emit it, `n`
@@ -170,10 +202,10 @@ impl Suppressor {
             // Expired entries first (their held counts are zero or already stale), then the
             // one that expires soonest.
             self.keys.retain(|_, (until, held)| *until > t || *held > 0);
-            if self.keys.len() >= self.max_keys {
-                if let Some(k) = self.keys.iter().min_by_key(|(_, (u, _))| *u).map(|(k, _)| *k) {
-                    self.keys.remove(&k);
-                }
+            if self.keys.len() >= self.max_keys
+                && let Some(k) = self.keys.iter().min_by_key(|(_, (u, _))| *u).map(|(k, _)| *k)
+            {
+                self.keys.remove(&k);
             }
         }
         self.keys.insert(key, (t + self.duration, 0));

@@ -238,10 +238,10 @@ pub(crate) fn derive_request_fields(line: &[u8], rec: &mut Record) {
     if let Some((req, owned)) = located(line, rec, f::REQUEST) {
         let parts = split_request(bytes_of(line, rec, &req, owned));
         for (id, part) in [(f::METHOD, parts.method), (f::URI, parts.uri), (f::PROTOCOL, parts.protocol)] {
-            if let Some(p) = part {
-                if rec.span(id).is_none() {
-                    set_span(rec, id, shift(p, req.start), owned);
-                }
+            if let Some(p) = part
+                && rec.span(id).is_none()
+            {
+                set_span(rec, id, shift(p, req.start), owned);
             }
         }
     }
@@ -250,10 +250,10 @@ pub(crate) fn derive_request_fields(line: &[u8], rec: &mut Record) {
         if rec.span(f::PATH).is_none() {
             set_span(rec, f::PATH, shift(path, uri.start), owned);
         }
-        if let Some(q) = query {
-            if rec.span(f::QUERY).is_none() {
-                set_span(rec, f::QUERY, shift(q, uri.start), owned);
-            }
+        if let Some(q) = query
+            && rec.span(f::QUERY).is_none()
+        {
+            set_span(rec, f::QUERY, shift(q, uri.start), owned);
         }
     }
 }

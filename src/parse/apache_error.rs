@@ -28,15 +28,15 @@ pub fn parse(line: &[u8], rec: &mut Record) -> bool {
     rec.set_raw(f::TIME, 1..close);
     let mut i = skip_spaces(line, close + 1);
     let mut apache24 = false;
-    if let Some((group, next)) = group(line, i) {
-        if let Some(found) = level_group(line, group) {
-            apache24 = found.module_sep;
-            if let Some(m) = found.module {
-                rec.set_raw(f::MODULE, m);
-            }
-            rec.set_raw(f::LEVEL, found.level);
-            i = skip_spaces(line, next);
+    if let Some((group, next)) = group(line, i)
+        && let Some(found) = level_group(line, group)
+    {
+        apache24 = found.module_sep;
+        if let Some(m) = found.module {
+            rec.set_raw(f::MODULE, m);
         }
+        rec.set_raw(f::LEVEL, found.level);
+        i = skip_spaces(line, next);
     }
     i = header_groups(line, i, apache24, rec);
     if i < line.len() {

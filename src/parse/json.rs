@@ -397,11 +397,11 @@ fn unescape_json(src: &[u8], out: &mut Vec<u8>) -> Res<()> {
 fn decode_u(s: &[u8]) -> Res<(char, usize)> {
     let hi = hex4(s).ok_or(Error::Syntax)?;
     if (0xD800..0xDC00).contains(&hi) {
-        if s.get(4..6) == Some(b"\\u") {
-            if let Some(lo) = s.get(6..).and_then(hex4).filter(|lo| (0xDC00..0xE000).contains(lo)) {
-                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                return Ok((char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER), 10));
-            }
+        if s.get(4..6) == Some(b"\\u")
+            && let Some(lo) = s.get(6..).and_then(hex4).filter(|lo| (0xDC00..0xE000).contains(lo))
+        {
+            let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            return Ok((char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER), 10));
         }
         return Ok((char::REPLACEMENT_CHARACTER, 4));
     }

@@ -201,7 +201,7 @@ impl Rng {
         (0..len)
             .map(|_| {
                 let r = self.next_u64();
-                if r % 3 == 0 { (r >> 8) as u8 } else { SPECIAL[((r >> 8) as usize) % SPECIAL.len()] }
+                if r.is_multiple_of(3) { (r >> 8) as u8 } else { SPECIAL[((r >> 8) as usize) % SPECIAL.len()] }
             })
             .collect()
     }

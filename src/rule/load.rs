@@ -266,12 +266,12 @@ fn rule_at_line(text: &str, line: usize) -> Option<String> {
     let index = locate::index(text);
     let mut best: Option<(usize, usize)> = None; // (rule index, start line)
     for (path, pos) in &index {
-        if let Some(rest) = path.strip_prefix("rules[") {
-            if let Some(n) = rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok()) {
-                if pos.line <= line && best.is_none_or(|(_, l)| pos.line > l) {
-                    best = Some((n, pos.line));
-                }
-            }
+        if let Some(rest) = path.strip_prefix("rules[")
+            && let Some(n) = rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok())
+            && pos.line <= line
+            && best.is_none_or(|(_, l)| pos.line > l)
+        {
+            best = Some((n, pos.line));
         }
     }
     let (n, _) = best?;

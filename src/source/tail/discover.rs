@@ -159,10 +159,10 @@ impl Patterns {
 fn static_prefix(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
-        if let Component::Normal(s) = c {
-            if s.to_string_lossy().contains(META) {
-                break;
-            }
+        if let Component::Normal(s) = c
+            && s.to_string_lossy().contains(META)
+        {
+            break;
         }
         out.push(c);
     }

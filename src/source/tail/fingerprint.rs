@@ -122,10 +122,10 @@ impl Head {
 
     /// `LinePos::origin` for a line whose end (after its '\n') is at `end`.
     pub(crate) fn origin(&self, end: u64) -> u64 {
-        if end >= FP_MAX as u64 {
-            if let Some(full) = self.full {
-                return full;
-            }
+        if end >= FP_MAX as u64
+            && let Some(full) = self.full
+        {
+            return full;
         }
         // Should the head be shorter than `end` (a race with a shrinking file), hash what we
         // have rather than fail: the key only loses its stability for that one line.

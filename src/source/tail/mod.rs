@@ -113,6 +113,9 @@ pub trait LineSink {
     /// durable, and return an opaque mark (e.g. the output file length) stored with the
     /// checkpoint. An error skips that checkpoint (the offsets do not move).
     fn flush(&mut self) -> io::Result<u64>;
+    /// Called on every turn of the loop (at least every few hundred milliseconds, lines or
+    /// not), between lines: the place for periodic work such as a rule reload.
+    fn tick(&mut self) {}
 }
 
 /// The file a line comes from.
@@ -306,6 +309,7 @@ impl Tailer {
             let more = self.pump(sink, stop, Instant::now() + PUMP_SLICE);
             self.close_drained(sink);
             self.update_gauges();
+            sink.tick();
             let now = Instant::now();
             let dirty = self.is_dirty();
             if self.urgent || (dirty && now >= next_checkpoint) {
@@ -460,10 +464,10 @@ impl Tailer {
                 continue;
             }
             let path = entry.path();
-            if let Ok(t) = Followed::open(&path, source, self.cfg.max_line_bytes) {
-                if t.matches(cp) {
-                    return Some(t);
-                }
+            if let Ok(t) = Followed::open(&path, source, self.cfg.max_line_bytes)
+                && t.matches(cp)
+            {
+                return Some(t);
             }
         }
         None

@@ -1,0 +1,334 @@
+//! The `xdr-incident` action: detections become Cisco XDR incidents.
+//!
+//! ```text
+//! fire (tailing thread)                         delivery (own thread, tokio)
+//!   aggregate: window per (rule, group) ──┐
+//!   render templates → validated bundle   │     outbox → merge ≤ 100 entities → budget
+//!   outbox: write file (atomic)   ────────┴──▶  → token → bundle import → per-entity results
+//!   channel send (never blocks)                  → remove confirmed / failed/ / retry+backoff
+//! ```
+//!
+//! - [`settings`]: the `actions.xdr` config section, regions and credentials;
+//! - [`aggregate`]: incident windows and deterministic external ids;
+//! - [`bundle`]: minijinja templates → JSON-safe, validated CTIM bundles;
+//! - [`ctim`]: the service's validation rules (shared with the sandbox);
+//! - [`outbox`]: durable, bounded queue in the state directory;
+//! - [`delivery`], [`client`], [`limiter`]: background delivery, HTTP, pacing;
+//! - [`sandbox`]: a local stand-in of the XDR endpoints (`trapline xdr sandbox`).
+//!
+//! Nothing here knows about honeypots or web attacks: what an incident says is in the
+//! templates.
+
+pub mod aggregate;
+pub mod bundle;
+pub mod client;
+pub mod ctim;
+pub mod delivery;
+pub mod limiter;
+pub mod outbox;
+pub mod sandbox;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow};
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::Action;
+use crate::config::Loaded;
+use crate::engine::{Detection, RuleSet};
+use aggregate::{Hit, Windows};
+use bundle::{Ids, Renderer};
+use delivery::{Delivery, Stats};
+use outbox::{Entry, Outbox};
+use settings::Settings;
+
+/// The name rules use in `actions:`.
+pub const ACTION_NAME: &str = "xdr-incident";
+
+/// How often `fire` looks for edited templates.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// How long shutdown waits for an in-flight request.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(700);
+
+fn ms(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Facts about the machine trapline runs on (`host` in templates).
+pub fn host_facts() -> Value {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    // The address of the interface a packet to the outside would leave by (no packet is sent).
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip().to_string());
+    json!({"hostname": hostname, "ip": ip, "os": std::env::consts::OS})
+}
+
+/// Detection → aggregated, rendered, validated bundle. Shared by the action and `render`.
+pub struct Composer {
+    pub settings: Arc<Settings>,
+    renderer: Renderer,
+    windows: Windows,
+    base: Value,
+    last_check: Instant,
+}
+
+impl Composer {
+    /// Loads the templates (failing with file:line on any problem). `persist`: keep incident
+    /// windows in the state directory (the daemon) or only in memory (`render`).
+    pub fn new(settings: Arc<Settings>, persist: bool) -> Result<Composer> {
+        let base = json!({"vars": settings.variables, "host": host_facts()});
+        let renderer = Renderer::load(&settings.templates, &settings.rule_templates, &settings.source, &base)?;
+        let path = settings.state_dir.join("windows.json");
+        let windows = Windows::open(persist.then_some(path.as_path()), &settings.prefix)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Composer { settings, renderer, windows, base, last_check: Instant::now() })
+    }
+
+    /// Reloads edited templates; a broken edit is reported and the old templates stay.
+    pub fn maybe_reload(&mut self) {
+        if self.last_check.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        self.last_check = Instant::now();
+        if !self.renderer.changed() {
+            return;
+        }
+        let s = &self.settings;
+        match Renderer::load(&s.templates, &s.rule_templates, &s.source, &self.base) {
+            Ok(r) => {
+                self.renderer = r;
+                tracing::info!(dir = %s.templates.display(), "XDR templates reloaded");
+            }
+            Err(e) => {
+                // Do not retry until the files change again.
+                self.renderer.mark_seen();
+                tracing::error!(error = %format!("{e:#}"), "XDR templates not reloaded; keeping the previous ones");
+            }
+        }
+    }
+
+    /// The template context of a detection and its aggregation hit.
+    pub fn context(&self, d: &Detection, hit: &Hit) -> Value {
+        let w = &hit.window;
+        let end = w.start + chrono::Duration::seconds(w.window_secs as i64);
+        json!({
+            "rule": d.rule,
+            "detection": d,
+            "fields": d.fields,
+            "line": d.line,
+            "aggregate": {
+                "count": w.count, "first_seen": ms(w.first_seen), "last_seen": ms(w.last_seen),
+                "window_start": ms(w.start), "window_end": ms(end), "samples": w.samples,
+                "group": w.group, "new_incident": hit.new_incident,
+            },
+            "host": self.base["host"],
+            "vars": self.base["vars"],
+            "xids": hit.xids,
+            "ids": Ids::transient(&hit.xids),
+            "source": self.settings.source,
+            "now": ms(Utc::now()),
+        })
+    }
+
+    /// Aggregates and renders one detection.
+    pub fn compose(&mut self, d: &Detection) -> Result<(Hit, Value)> {
+        let g = self.settings.grouping(&d.rule.id).clone();
+        let group: BTreeMap<String, String> =
+            g.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
+        let hit = self.windows.hit(&d.rule.id, group, g.window, d.event_time, &d.key, &d.line);
+        let ctx = self.context(d, &hit);
+        let r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
+        Ok((hit, r.bundle))
+    }
+
+    pub fn save(&mut self) -> std::io::Result<()> {
+        self.windows.save()
+    }
+
+    /// Forgets incident windows (after a purge).
+    pub fn forget(&mut self) -> std::io::Result<()> {
+        self.windows.clear();
+        self.windows.save()
+    }
+}
+
+/// The running action.
+pub struct XdrAction {
+    composer: Composer,
+    outbox: Arc<Outbox>,
+    tx: Option<mpsc::UnboundedSender<Entry>>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub stats: Arc<Stats>,
+    queued: u64,
+    dropped: u64,
+    errors: u64,
+}
+
+impl XdrAction {
+    /// Loads templates and state, and starts the delivery thread. Never waits on the network.
+    pub fn start(settings: Settings) -> Result<XdrAction> {
+        let settings = Arc::new(settings);
+        let composer = Composer::new(Arc::clone(&settings), true)?;
+        if settings.client_id.0.is_empty() || settings.client_secret.0.is_empty() {
+            return Err(anyhow!(
+                "actions.xdr: no credentials: set client_id/client_secret (e.g. ${{TRAPLINE_XDR_CLIENT_ID}}) or the TRAPLINE_XDR_CLIENT_ID and TRAPLINE_XDR_CLIENT_SECRET environment variables"
+            ));
+        }
+        let (outbox, pending) = Outbox::open(&settings.state_dir)
+            .with_context(|| format!("cannot open the XDR outbox in {}", settings.state_dir.display()))?;
+        let outbox = Arc::new(outbox);
+        let client = Arc::new(client::Client::new(
+            settings.endpoints.clone(),
+            settings.client_id.clone(),
+            settings.client_secret.clone(),
+            &settings.prefix,
+            settings.timeout,
+            limiter::Budget::per_hour(settings.budget_per_hour),
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Notify::new());
+        let stats = Arc::new(Stats::default());
+        let delivery = Delivery {
+            client,
+            outbox: Arc::clone(&outbox),
+            stats: Arc::clone(&stats),
+            stop: Arc::clone(&stop),
+            wake: Arc::clone(&wake),
+            state_dir: settings.state_dir.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("xdr-delivery".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+                rt.block_on(delivery.run(pending, rx));
+            })
+            .context("cannot start the XDR delivery thread")?;
+        tracing::info!(
+            import = %settings.endpoints.import_url(),
+            templates = %settings.templates.display(),
+            pending = outbox.pending(),
+            "XDR incident action ready"
+        );
+        Ok(XdrAction {
+            composer,
+            outbox,
+            tx: Some(tx),
+            stop,
+            wake,
+            thread: Some(thread),
+            stats,
+            queued: 0,
+            dropped: 0,
+            errors: 0,
+        })
+    }
+}
+
+impl Action for XdrAction {
+    fn name(&self) -> &str {
+        ACTION_NAME
+    }
+
+    fn fire(&mut self, d: &Detection) -> Result<()> {
+        self.composer.maybe_reload();
+        if self.outbox.pending() >= self.composer.settings.max_pending {
+            self.dropped += 1;
+            if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
+                tracing::warn!(
+                    rule = %d.rule.id,
+                    pending = self.outbox.pending(),
+                    not_queued = self.dropped,
+                    "XDR outbox full (max_pending): detection kept in the log output but not sent to XDR"
+                );
+            }
+            return Ok(());
+        }
+        let (hit, bundle) = match self.composer.compose(d) {
+            Ok(x) => x,
+            Err(e) => {
+                self.errors += 1;
+                return Err(e.context("XDR bundle not rendered"));
+            }
+        };
+        let entry = Entry {
+            id: aggregate::sha256_hex(hit.xids.sighting.as_bytes()),
+            seq: self.outbox.next_seq(),
+            rule: d.rule.id.clone(),
+            queued_at: ms(Utc::now()),
+            bundle,
+        };
+        self.outbox.put(&entry).context("cannot write the XDR outbox")?;
+        self.queued += 1;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(entry);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.composer.save()?;
+        self.outbox.sync()
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.flush();
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + SHUTDOWN_WAIT;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        tracing::info!(
+            queued = self.queued,
+            delivered = self.stats.delivered.load(Ordering::Relaxed),
+            failed = self.stats.failed.load(Ordering::Relaxed),
+            not_queued_outbox_full = self.dropped,
+            render_errors = self.errors,
+            pending = self.outbox.pending(),
+            "XDR summary"
+        );
+    }
+}
+
+/// The actions beyond `log` that `trapline run` fires, built from the config. A rule naming
+/// an action that is not configured gets a warning here, and that action is skipped.
+pub fn extra_actions(cfg: &Loaded, rules: &RuleSet) -> Result<Vec<Box<dyn Action>>> {
+    let mut out: Vec<Box<dyn Action>> = Vec::new();
+    let settings = Settings::from_config(cfg)?;
+    let configured = settings.is_some();
+    let users: Vec<&str> =
+        rules.rules.iter().filter(|r| r.actions.iter().any(|a| a == ACTION_NAME)).map(|r| r.id.as_str()).collect();
+    if !configured && !users.is_empty() {
+        tracing::warn!(
+            rules = ?users,
+            "rules name the {ACTION_NAME} action, which is not configured (actions.xdr in the config): it is skipped"
+        );
+    }
+    if let Some(s) = settings {
+        out.push(Box::new(XdrAction::start(s).map_err(|e| anyhow!("{}: {e:#}", cfg.path.display()))?));
+    }
+    Ok(out)
+}

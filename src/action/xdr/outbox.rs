@@ -1,0 +1,210 @@
+//! The durable outbox: `<state>/xdr/outbox/<id>.json`, one file per detection to deliver.
+//!
+//! A detection is written here (write to a temporary file, rename) by `fire`, on the tailing
+//! thread, *before* the delivery task first tries it, and removed only when XDR has confirmed
+//! every entity of it (`created` or `exists`). The files are fsynced in `flush`, which the
+//! tailer calls before each checkpoint, so an offset never moves past a detection that is
+//! neither delivered nor durably queued. After a crash or restart, [`Outbox::open`] returns
+//! what is still pending and delivery resumes.
+//!
+//! Files are named after the sighting's external id, so a detection replayed after a crash
+//! overwrites its own pending entry instead of adding a second one. Entries XDR rejects for
+//! good (a validation error) move to `failed/` with the service's message, for a human.
+//!
+//! The queue is bounded by `max_pending` (counted in [`Outbox::pending`]); the caller decides
+//! what to do when it is full (see the action).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One pending delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// File stem (hash of the sighting's external id).
+    pub id: String,
+    /// Order of creation (delivery goes oldest first).
+    pub seq: u64,
+    pub rule: String,
+    /// When the detection was queued (UTC).
+    pub queued_at: String,
+    /// The validated bundle.
+    pub bundle: Value,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// With `sync`, the data and the directory entry are fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+    failed: PathBuf,
+    /// Entries on disk, not yet confirmed.
+    pending: Arc<AtomicUsize>,
+    seq: AtomicU64,
+    /// Written since the last `sync`.
+    unsynced: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Outbox {
+    /// Opens (creating) the outbox under `state` and returns the entries still pending, oldest
+    /// first. Leftover temporary files of an interrupted write are removed.
+    pub fn open(state: &Path) -> std::io::Result<(Outbox, Vec<Entry>)> {
+        let dir = state.join("outbox");
+        let failed = state.join("failed");
+        std::fs::create_dir_all(&dir)?;
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&p);
+                continue;
+            }
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) {
+                Some(en) => entries.push(en),
+                None => {
+                    tracing::warn!(path = %p.display(), "unreadable XDR outbox entry; moved to failed/");
+                    let _ = std::fs::create_dir_all(&failed);
+                    let _ = std::fs::rename(&p, failed.join(&name));
+                }
+            }
+        }
+        entries.sort_by_key(|e| e.seq);
+        let next = entries.last().map_or(0, |e| e.seq + 1);
+        let ob = Outbox {
+            dir,
+            failed,
+            pending: Arc::new(AtomicUsize::new(entries.len())),
+            seq: AtomicU64::new(next.max(now_seq_base())),
+            unsynced: Default::default(),
+        };
+        Ok((ob, entries))
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Entries on disk, not yet confirmed.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Persists `e`. Returns false when an entry of that id was already pending (a replay):
+    /// it is replaced, not added.
+    pub fn put(&self, e: &Entry) -> std::io::Result<bool> {
+        let p = self.path(&e.id);
+        let existed = p.exists();
+        write_atomic(&p, &serde_json::to_vec(e)?, false)?;
+        if !existed {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+        }
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        Ok(!existed)
+    }
+
+    /// Makes every `put` so far durable (data and directory).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let files = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
+        if files.is_empty() {
+            return Ok(());
+        }
+        for p in files {
+            // Already delivered and removed: nothing to make durable.
+            if let Ok(f) = File::open(&p) {
+                f.sync_data()?;
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Confirmed by XDR: remove.
+    pub fn remove(&self, id: &str) {
+        if std::fs::remove_file(self.path(id)).is_ok() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rejected for good: move to `failed/` with the reason.
+    pub fn fail(&self, e: &Entry, reason: &str) {
+        let _ = std::fs::create_dir_all(&self.failed);
+        let body = serde_json::json!({"reason": reason, "entry": e});
+        let _ = write_atomic(
+            &self.failed.join(format!("{}.json", e.id)),
+            &serde_json::to_vec_pretty(&body).unwrap_or_default(),
+            false,
+        );
+        self.remove(&e.id);
+    }
+}
+
+/// Sequence numbers start from the clock so that entries of a restarted process sort after
+/// those of the previous one even if its last entries were already delivered.
+fn now_seq_base() -> u64 {
+    (chrono::Utc::now().timestamp_micros().max(0) as u64) << 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ob: &Outbox, id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            seq: ob.next_seq(),
+            rule: "r".into(),
+            queued_at: "2024-01-01T00:00:00.000Z".into(),
+            bundle: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn entries_survive_reopen_in_order_and_replays_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ob, e) = Outbox::open(dir.path()).unwrap();
+        assert!(e.is_empty());
+        assert!(ob.put(&entry(&ob, "b")).unwrap());
+        assert!(ob.put(&entry(&ob, "a")).unwrap());
+        assert!(!ob.put(&entry(&ob, "a")).unwrap(), "same id replaces");
+        assert_eq!(ob.pending(), 2);
+        ob.sync().unwrap();
+        std::fs::write(dir.path().join("outbox/.x.json.tmp"), "torn").unwrap();
+        let (ob2, e) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(e.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert!(ob2.next_seq() > e[1].seq);
+        ob2.remove("b");
+        ob2.fail(&e[1], "bad");
+        assert_eq!(ob2.pending(), 0);
+        assert!(dir.path().join("failed/a.json").exists());
+        assert!(!dir.path().join("outbox/.x.json.tmp").exists());
+    }
+}

@@ -1,0 +1,276 @@
+//! `trapline xdr sandbox|check|purge` and `trapline render`.
+//!
+//! - `xdr sandbox`: the local stand-in of the XDR endpoints ([`crate::action::xdr::sandbox`]).
+//! - `xdr check`: credentials and connectivity (a token, then a harmless count).
+//! - `xdr purge`: removes what trapline created, found by `source` and external-id prefix;
+//!   a dry run that counts unless `--yes`.
+//! - `render`: the exact bundle a line would produce, for template work.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+
+use crate::action::xdr::client::Client;
+use crate::action::xdr::limiter::Budget;
+use crate::action::xdr::sandbox;
+use crate::action::xdr::settings::Settings;
+use crate::action::xdr::{ACTION_NAME, Composer};
+use crate::config;
+use crate::engine::Detector;
+use crate::source::LinePos;
+
+#[derive(Debug, Args)]
+pub struct XdrArgs {
+    #[command(subcommand)]
+    pub command: XdrCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum XdrCommand {
+    /// Run a local stand-in of the XDR endpoints trapline uses (token, bundle import, search, delete).
+    Sandbox(SandboxArgs),
+    /// Check credentials and connectivity: get a token, then count trapline's incidents.
+    Check(ConfigArg),
+    /// Remove the incidents, sightings, relationships and judgements trapline created (dry run unless --yes).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file (default: ./trapline.yml, else the shipped one).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    pub listen: String,
+    /// Lifetime of issued tokens (e.g. 10m, 5s).
+    #[arg(long, default_value = "10m")]
+    pub token_ttl: String,
+    /// Minimum TLP accepted (CTIA's default: green).
+    #[arg(long, default_value = "green")]
+    pub min_tlp: String,
+    /// Most entities per bundle.
+    #[arg(long, default_value_t = 2000)]
+    pub max_size: usize,
+    /// Only accept this client id (default: any).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Only accept this client secret (default: any).
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    /// Keep accepted entities in this JSON file (reloaded on start).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Config file (default: ./trapline.yml, else the shipped one).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Really delete (without it: count what would be deleted).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Config file (default: ./trapline.yml, else the shipped one).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Rule id.
+    #[arg(long)]
+    pub rule: String,
+    /// The log line.
+    #[arg(long)]
+    pub line: String,
+    /// Configured source whose format parses the line (default: the first one the rule applies to).
+    #[arg(long)]
+    pub source: Option<String>,
+}
+
+pub fn xdr(a: XdrArgs) -> Result<i32> {
+    match a.command {
+        XdrCommand::Sandbox(s) => run_sandbox(s),
+        XdrCommand::Check(c) => check(c),
+        XdrCommand::Purge(p) => purge(p),
+    }
+}
+
+fn load(config: Option<PathBuf>) -> Result<(config::Loaded, Settings)> {
+    let path = config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let cfg = config::Loaded::from_file(&path)?;
+    let s = Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;
+    Ok((cfg, s))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn client(s: &Settings) -> Client {
+    Client::new(
+        s.endpoints.clone(),
+        s.client_id.clone(),
+        s.client_secret.clone(),
+        &s.prefix,
+        s.timeout,
+        Budget::per_hour(s.budget_per_hour),
+    )
+}
+
+fn run_sandbox(a: SandboxArgs) -> Result<i32> {
+    let opts = sandbox::Options {
+        token_ttl: humantime::parse_duration(&a.token_ttl).map_err(|e| anyhow!("--token-ttl: {e}"))?,
+        min_tlp: a.min_tlp,
+        max_size: a.max_size,
+        client_id: a.client_id,
+        client_secret: a.client_secret,
+        data: a.data,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port.
+        println!("sandbox listening on http://{addr}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, "XDR sandbox running; Ctrl-C to stop; GET /sandbox/dump shows what it accepted");
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        sandbox::serve(listener, opts, stop).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+fn check(a: ConfigArg) -> Result<i32> {
+    let (_cfg, s) = load(a.config)?;
+    let c = client(&s);
+    let rt = runtime()?;
+    let query = format!("external_ids:{}-*", s.prefix);
+    let r = rt.block_on(async {
+        c.token(true).await.map_err(|e| anyhow!("token: {e}"))?;
+        println!("token: ok ({})", s.endpoints.token_url());
+        let n = c.count("incident", &query, &s.source).await.map_err(|e| anyhow!("search: {e}"))?;
+        println!("search: ok ({} incidents with source {:?} on {})", n, s.source, s.endpoints.private_intel);
+        Ok::<_, anyhow::Error>(())
+    });
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("trapline: xdr check failed: {e:#}");
+            Ok(1)
+        }
+    }
+}
+
+/// Relationships first, so nothing is left pointing at a deleted incident.
+const PURGE_ORDER: &[&str] = &["relationship", "sighting", "judgement", "incident"];
+
+fn purge(a: PurgeArgs) -> Result<i32> {
+    let (_cfg, s) = load(a.config)?;
+    let c = client(&s);
+    let rt = runtime()?;
+    let query = format!("external_ids:{}-*", s.prefix);
+    rt.block_on(async {
+        for ty in PURGE_ORDER {
+            let n = c.count(ty, &query, &s.source).await.map_err(|e| anyhow!("counting {ty}s: {e}"))?;
+            if !a.yes {
+                println!("{ty}s: {n} would be deleted");
+                continue;
+            }
+            // Always take the first page again: deleting shifts later pages, so paging by
+            // offset while deleting (the old script's way) skips entities.
+            let mut deleted = 0u64;
+            loop {
+                let page = c.search(ty, &query, &s.source, 100).await.map_err(|e| anyhow!("searching {ty}s: {e}"))?;
+                if page.is_empty() {
+                    break;
+                }
+                let before = deleted;
+                for e in &page {
+                    if let Some(id) = e.get("id").and_then(|v| v.as_str()) {
+                        c.delete(ty, id).await.map_err(|e| anyhow!("deleting {ty} {id}: {e}"))?;
+                        deleted += 1;
+                    }
+                }
+                if deleted == before {
+                    bail!("search keeps returning {ty}s without ids; stopping");
+                }
+            }
+            println!("{ty}s: {deleted} deleted");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if a.yes {
+        // Incident windows and stored ids name what was just deleted.
+        for f in ["windows.json", "stored.json"] {
+            let _ = std::fs::remove_file(s.state_dir.join(f));
+        }
+        println!("local incident state in {} cleared (stop trapline before purging)", s.state_dir.display());
+    } else {
+        println!("dry run: nothing deleted; run with --yes to delete");
+    }
+    Ok(0)
+}
+
+pub fn render(a: RenderArgs) -> Result<i32> {
+    let path = a.config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let cfg = config::Loaded::from_file(&path)?;
+    let settings =
+        Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;
+    let rule_paths: Vec<PathBuf> = cfg.config.rules.iter().map(|r| cfg.resolve(r)).collect();
+    let setup = super::setup::build(Some(&cfg), &rule_paths, &[])?;
+    let rules = &setup.rules;
+    let idx = rules.rules.iter().position(|r| r.id == a.rule).ok_or_else(|| anyhow!("no rule {:?}", a.rule))?;
+    if !rules.rules[idx].actions.iter().any(|x| x == ACTION_NAME) {
+        eprintln!("note: rule {:?} does not name the {ACTION_NAME} action; rendering anyway", a.rule);
+    }
+    let candidates: Vec<&super::setup::SourceSetup> = match &a.source {
+        Some(n) => setup.sources.iter().filter(|s| &s.name == n).collect(),
+        None => setup.sources.iter().collect(),
+    };
+    if candidates.is_empty() {
+        bail!("no configured source {:?}", a.source.unwrap_or_default());
+    }
+    let mut composer = Composer::new(Arc::new(settings), false)?;
+    let line = a.line.trim_end_matches(['\r', '\n']).as_bytes();
+    for src in candidates {
+        let mut scratch = rules.scratch();
+        rules.match_line(&src.parser, &src.applicable, line, &mut scratch);
+        if !scratch.hits.contains(&(idx as u32)) {
+            continue;
+        }
+        let mut detector = Detector::new(Arc::clone(rules), 16);
+        let info = src.info("(render)");
+        let pos = LinePos { origin: 0, offset: 0, line_number: 1, truncated: false, arrival: chrono::Utc::now() };
+        let mut out = Vec::new();
+        detector.on_hits(&src.parser, &info, &pos, line, &scratch.record, &[idx as u32], &mut out);
+        let Some(d) = out.into_iter().find(|d| d.rule.id == a.rule) else {
+            bail!("rule {:?} matches but does not fire on a single line (threshold?)", a.rule);
+        };
+        let (_, bundle) = composer.compose(&d)?;
+        println!("{}", serde_json::to_string_pretty(&bundle)?);
+        return Ok(0);
+    }
+    eprintln!("trapline: rule {:?} does not match this line in any configured source", a.rule);
+    Ok(1)
+}

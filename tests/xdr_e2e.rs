@@ -1,0 +1,159 @@
+//! The XDR incident action end to end: the real `trapline run` tails a real file, attack lines
+//! are appended, and the real `trapline xdr sandbox` (a child process on loopback) must end up
+//! holding every incident exactly once, whatever faults it injects on the way: an outage,
+//! a 429 storm, 5xx answers, answers lost after processing, tokens expiring, and trapline
+//! killed with deliveries pending.
+
+mod common;
+#[path = "common/xdr.rs"]
+mod xdr_common;
+
+use std::time::{Duration, Instant};
+
+use common::{Daemon, append, wait_for};
+use serde_json::json;
+use xdr_common::{Sandbox, XdrEnv, assert_exactly_once, attack, free_port, wait_delivered};
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn attacks_become_one_incident_per_attacker_with_a_sighting_per_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let env = XdrEnv::new(&sb.url(), "");
+    let mut d = Daemon::start(&env.config());
+
+    // Latency: from the write of one attack line to the sandbox having accepted its incident.
+    let start = Instant::now();
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_for(T, || !sb.entities("incidents").is_empty()), "{}", d.stderr());
+    let latency = start.elapsed();
+    eprintln!("line → incident accepted by the sandbox: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "took {latency:?}");
+
+    append(&env.log(), &[attack("203.0.113.7", 1), attack("198.51.100.9", 2), attack("203.0.113.7", 3)]);
+    append(&env.log(), &[common::access_line("192.0.2.1", 4, "/index.html", 200)]);
+    assert!(wait_delivered(&sb, 2, 4, T), "{}", d.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 2, 4);
+    assert_eq!(env.pending(), 0);
+
+    let incidents = sb.entities("incidents");
+    let mut titles: Vec<&str> = incidents.iter().map(|i| i["title"].as_str().unwrap()).collect();
+    titles.sort();
+    assert_eq!(titles, ["phpMyAdmin login attempt from 198.51.100.9", "phpMyAdmin login attempt from 203.0.113.7"]);
+    for i in &incidents {
+        assert_eq!(i["status"], "New");
+        assert_eq!(i["tlp"], "amber");
+        assert_eq!(i["confidence"], "High");
+        assert_eq!(i["techniques"], json!(["T1110"]));
+        assert_eq!(i["tactics"], json!(["TA0006"]));
+        assert_eq!(i["incident_time"]["opened"].as_str().unwrap().len(), 24, "UTC with ms and Z");
+    }
+    // The three hits of 203.0.113.7 are sightings of the same incident.
+    let inc_a = incidents.iter().find(|i| i["title"].as_str().unwrap().ends_with("203.0.113.7")).unwrap();
+    let members = sb.entities("relationships").iter().filter(|r| r["target_ref"] == inc_a["id"]).count();
+    assert_eq!(members, 3);
+    let s = &sb.entities("sightings")[0];
+    assert_eq!(s["observed_time"]["start_time"].as_str().unwrap().len(), 24);
+    assert!(s["observed_time"]["start_time"].as_str().unwrap().starts_with("2024-10-10T13:00:0"));
+    let target = &s["targets"][0];
+    assert_eq!(
+        target["observables"],
+        json!([{"type": "hostname", "value": "honeypot-1"}, {"type": "ip", "value": "10.0.0.5"}, {"type": "mac_address", "value": "00:11:22:33:44:55"}])
+    );
+    assert_eq!(s["relations"][0]["relation"], "Connected_To");
+    assert!(s["data"]["rows"][0][0].as_str().unwrap().contains("pma_password="));
+    // The secret never reaches trapline's own log.
+    assert!(!d.stderr().contains("s3cret-value"));
+}
+
+#[test]
+fn sandbox_down_for_a_while_then_everything_is_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = XdrEnv::new(&format!("http://127.0.0.1:{port}"), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &(0..6).map(|n| attack(&format!("203.0.113.{}", n % 3), n)).collect::<Vec<_>>());
+    assert!(wait_for(T, || env.pending() == 6), "pending {}", env.pending());
+    std::thread::sleep(Duration::from_millis(1500));
+    let sb = Sandbox::start(&format!("127.0.0.1:{port}"), &dir.path().join("sb.json"), &[]);
+    assert!(wait_delivered(&sb, 3, 6, Duration::from_secs(60)), "{}", d.stderr());
+    assert!(wait_for(T, || env.pending() == 0));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 3, 6);
+}
+
+#[test]
+fn rate_limits_server_errors_and_lost_answers_create_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    sb.faults(json!({"status_429": 3, "retry_after": 1, "status_5xx": 2, "drop": 2}));
+    let env = XdrEnv::new(&sb.url(), "");
+    let mut d = Daemon::start(&env.config());
+    for n in 0..8 {
+        append(&env.log(), &[attack(&format!("198.51.100.{}", n % 4), n)]);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(wait_delivered(&sb, 4, 8, Duration::from_secs(60)), "{}", d.stderr());
+    assert!(wait_for(T, || env.pending() == 0));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 4, 8);
+    assert_eq!(sb.counter("injected_429"), 3);
+    assert_eq!(sb.counter("injected_5xx"), 2);
+    assert_eq!(sb.counter("dropped"), 2);
+    assert!(sb.counter("exists") > 0, "re-sent after a lost answer: answered exists");
+}
+
+#[test]
+fn expired_token_mid_run_is_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let env = XdrEnv::new(&sb.url(), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    sb.expire_tokens();
+    append(&env.log(), &[attack("203.0.113.7", 1), attack("203.0.113.8", 2)]);
+    assert!(wait_delivered(&sb, 2, 3, T), "{}", d.stderr());
+    d.signal("TERM");
+    assert_exactly_once(&sb, 2, 3);
+    assert!(sb.counter("unauthorized_401") >= 1);
+    assert_eq!(sb.counter("token_requests"), 2);
+}
+
+#[test]
+fn killed_with_deliveries_pending_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    // Nothing gets through while trapline runs the first time.
+    sb.faults(json!({"status_5xx": 100000}));
+    let env = XdrEnv::new(&sb.url(), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &(0..10).map(|n| attack(&format!("192.0.2.{}", n % 2), n)).collect::<Vec<_>>());
+    assert!(wait_for(T, || env.pending() == 10), "pending {}", env.pending());
+    d.signal("KILL");
+    sb.faults(json!({}));
+    // Lines written while trapline is down are picked up too.
+    append(&env.log(), &[attack("192.0.2.0", 10), attack("192.0.2.5", 11)]);
+    let mut d = Daemon::start(&env.config());
+    assert!(wait_delivered(&sb, 3, 12, T), "{}", d.stderr());
+    assert!(wait_for(T, || env.pending() == 0));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 3, 12);
+    assert_eq!(env.failed(), 0);
+}
+
+#[test]
+fn run_does_not_stall_without_a_sandbox_and_stops_fast() {
+    let port = free_port();
+    let env = XdrEnv::new(&format!("http://127.0.0.1:{port}"), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_for(T, || common::detections(&env.root.join("out/out.txt")).len() == 1));
+    assert!(wait_for(T, || env.pending() == 1));
+    let took = d.signal("TERM");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert_eq!(env.pending(), 1, "still queued for the next start");
+}
