@@ -88,49 +88,75 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
         let path = file.display().to_string();
         let info = source.info(&path);
         let origin = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
-        loop {
-            // Read a batch of blocks, match them in parallel, then apply state in order.
-            let mut batch = Vec::new();
-            for _ in 0..pool.current_num_threads() * 4 {
-                match reader.next_block(BLOCK).with_context(|| format!("cannot read {}", file.display()))? {
-                    Some(b) => batch.push(b),
-                    None => break,
+        // Two stages, overlapped: a producer thread reads batches of blocks and matches them
+        // in parallel; this thread applies thresholds and suppression to the hits, in file
+        // order, while the next batch is being matched.
+        let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<(Vec<Block>, Vec<BlockHits>)>>(2);
+        let batch_len = pool.current_num_threads() * 4;
+        let max_line = a.max_line_bytes;
+        std::thread::scope(|scope| -> Result<()> {
+            // Owned by each side, so that either side finishing (or failing) ends the other:
+            // a dropped sender ends the receiving loop, a dropped receiver fails the send.
+            let rx = rx;
+            scope.spawn(|| {
+                let tx = tx;
+                loop {
+                    let mut batch = Vec::new();
+                    for _ in 0..batch_len {
+                        match reader.next_block(BLOCK) {
+                            Ok(Some(b)) => batch.push(b),
+                            Ok(None) => break,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let results: Vec<BlockHits> = pool.install(|| {
+                        batch
+                            .par_iter()
+                            .map_init(|| rules.scratch(), |s, b| match_block(rules, source, b, max_line, s))
+                            .collect()
+                    });
+                    if tx.send(Ok((batch, results))).is_err() {
+                        return;
+                    }
                 }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let results: Vec<BlockHits> = pool.install(|| {
-                batch
-                    .par_iter()
-                    .map_init(|| rules.scratch(), |s, b| match_block(rules, source, b, a.max_line_bytes, s))
-                    .collect()
             });
             let mut scratch = rules.scratch();
-            for (b, r) in batch.iter().zip(results) {
-                lines += r.lines;
-                unparsed += r.unparsed;
-                bytes += b.data.len() as u64;
-                for h in r.hits {
-                    let (line, truncated) = cap(&b.data[h.start..h.end], a.max_line_bytes);
-                    source.parser.parse(line, &mut scratch.record, rules.registry.len());
-                    let pos = LinePos {
-                        origin,
-                        offset: b.offset + h.start as u64,
-                        line_number: h.line,
-                        truncated,
-                        arrival: Utc::now(),
-                    };
-                    detector.on_hits(&source.parser, &info, &pos, line, &scratch.record, &h.rules, &mut out);
-                    for d in out.drain(..) {
-                        detections += 1;
-                        if !a.quiet {
-                            print(&mut stdout, &console, &d, a.json)?;
+            for msg in rx.iter() {
+                let (batch, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
+                let arrival = Utc::now();
+                for (b, r) in batch.iter().zip(results) {
+                    lines += r.lines;
+                    unparsed += r.unparsed;
+                    bytes += b.data.len() as u64;
+                    for h in &r.hits {
+                        let (line, truncated) = cap(&b.data[h.start..h.end], a.max_line_bytes);
+                        source.parser.parse(line, &mut scratch.record, rules.registry.len());
+                        let pos = LinePos {
+                            origin,
+                            offset: b.offset + h.start as u64,
+                            line_number: h.line,
+                            truncated,
+                            arrival,
+                        };
+                        let hit_rules = &r.rules[h.rules.clone()];
+                        detector.on_hits(&source.parser, &info, &pos, line, &scratch.record, hit_rules, &mut out);
+                        for d in out.drain(..) {
+                            detections += 1;
+                            if !a.quiet {
+                                print(&mut stdout, &console, &d, a.json)?;
+                            }
                         }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
     }
     stdout.flush()?;
     drop(stdout);
@@ -150,11 +176,12 @@ fn print(out: &mut impl Write, console: &Console, d: &Detection, json: bool) -> 
     }
 }
 
+/// A line with matches: where it is, and its range in [`BlockHits::rules`].
 struct Hit {
     start: usize,
     end: usize,
     line: u64,
-    rules: Vec<u32>,
+    rules: std::ops::Range<usize>,
 }
 
 #[derive(Default)]
@@ -162,6 +189,8 @@ struct BlockHits {
     lines: u64,
     unparsed: u64,
     hits: Vec<Hit>,
+    /// Matching rule indexes of all hits, back to back (one allocation per block, not per hit).
+    rules: Vec<u32>,
 }
 
 fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
@@ -178,7 +207,9 @@ fn match_block(rules: &RuleSet, src: &SourceSetup, b: &Block, max: usize, s: &mu
         }
         if !s.hits.is_empty() {
             let full = start + line.len();
-            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, rules: s.hits.clone() });
+            let from = out.rules.len();
+            out.rules.extend_from_slice(&s.hits);
+            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, rules: from..out.rules.len() });
         }
     }
     out

@@ -414,7 +414,7 @@ fn union(reqs: Vec<Requirement>) -> Requirement {
     for r in reqs {
         match r {
             Requirement::Always => return Requirement::Always,
-            Requirement::AnyOf(l) | Requirement::Guarded(l) => out.extend(l),
+            Requirement::AnyOf(l) => out.extend(l),
         }
     }
     Requirement::AnyOf(out)
@@ -427,9 +427,6 @@ fn best(reqs: Vec<Requirement>) -> Requirement {
             Requirement::AnyOf(l) if !l.is_empty() => Some(l),
             _ => None,
         })
-        .max_by_key(|l| {
-            let min = l.iter().map(|(_, s)| s.len()).min().unwrap_or(0);
-            (min.min(16), usize::MAX - l.len())
-        })
+        .max_by_key(|l| literal::set_score(l.iter().map(|(_, s)| s.as_slice())))
         .map_or(Requirement::Always, Requirement::AnyOf)
 }

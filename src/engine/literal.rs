@@ -192,11 +192,39 @@ fn required(h: &Hir) -> Option<Vec<Vec<u8>>> {
 
 /// Selectivity of a literal set: longer shortest literal first, fewer alternatives second.
 fn score(set: &[Vec<u8>]) -> usize {
-    let min = set.iter().map(Vec::len).min().unwrap_or(0);
-    if min == 0 {
+    set_score(set.iter().map(Vec::as_slice))
+}
+
+/// How unlikely a literal is to occur in ordinary log text, roughly in "letters": a letter or
+/// digit counts 2, URL punctuation 1 (it is everywhere in requests), other punctuation 6
+/// (`;`, `'`, `<`, `$(` are rare outside attacks). Used to pick which of several required
+/// literal sets the prefilter should look for: `;` beats `id`, `/etc/passwd` beats `;`.
+pub fn rarity(lit: &[u8]) -> usize {
+    let base: usize = lit
+        .iter()
+        .map(|&b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => 2,
+            b'/' | b'.' | b'-' | b'_' | b'=' | b'&' | b'?' | b'%' | b'+' | b' ' | b',' | b':' => 1,
+            _ => 6,
+        })
+        .sum();
+    // Runs of punctuation (`&&`, `||`, `--`) are much rarer than their bytes alone.
+    let all_punct = lit.len() >= 2 && !lit.iter().any(u8::is_ascii_alphanumeric);
+    base + if all_punct { 4 } else { 0 }
+}
+
+/// Selectivity of a literal set: the rarity of its most common member first (a set is only
+/// as selective as its weakest literal), fewer members second.
+pub fn set_score<'a>(set: impl Iterator<Item = &'a [u8]>) -> usize {
+    let (mut min, mut n) = (usize::MAX, 0usize);
+    for l in set {
+        min = min.min(rarity(l));
+        n += 1;
+    }
+    if n == 0 || min == 0 {
         return 0;
     }
-    min.min(16) * 1000 - set.len().min(999)
+    min.min(64) * 1000 - n.min(999)
 }
 
 #[cfg(test)]
@@ -216,6 +244,8 @@ mod tests {
         assert_eq!(lits(r"on(error|load)\s*="), Some(vec!["onerror".into(), "onload".into()]));
         assert_eq!(lits(r"etc[/\\]passwd"), Some(vec!["etc/passwd".into(), "etc\\passwd".into()]));
         assert_eq!(lits(r"https?://"), Some(vec!["http://".into(), "https://".into()]));
+        // Rare punctuation beats common short words.
+        assert_eq!(lits(r"(?:;|&&)\s*(?:id|ls)\b"), Some(vec!["&&".into(), ";".into()]));
         assert_eq!(lits(r"(sqlmap|nikto)"), Some(vec!["nikto".into(), "sqlmap".into()]));
         assert_eq!(lits(r"\$\{jndi:"), Some(vec!["${jndi:".into()]));
     }

@@ -12,10 +12,8 @@
 //! 2. for each view whose transforms change the value on this line (URL-decoding a `%`,
 //!    normalising a `/../`), a scan of the transformed value with that view's automaton. For
 //!    most lines nothing is encoded and this step is a few `memchr` calls;
-//! 3. rules whose literals are too short for those automata (`'`, `<`, `..`) are found by a
-//!    small per-view automaton of short literals over the exact (transformed) view;
-//! 4. the candidate rules are then confirmed by evaluating their full condition. Rules with
-//!    no literal at all are always candidates.
+//! 3. the candidate rules are then confirmed by evaluating their full condition. Rules with
+//!    no useful literal at all are always candidates.
 //!
 //! This is a superset filter by construction: it can only produce extra candidates, never
 //! lose one, because every literal sits in its field's automaton (which sees the value a
@@ -26,7 +24,7 @@ use aho_corasick::dfa::DFA;
 use aho_corasick::{Input, MatchKind};
 
 use super::view::{ViewCache, ViewId, Views};
-use crate::parse::Record;
+use crate::parse::{FieldId, Record, std_fields};
 
 /// A fixed-size set of rule indexes.
 #[derive(Debug, Clone, Default)]
@@ -125,21 +123,31 @@ impl Scanner {
     }
 }
 
+/// Largest literal set for which the automaton's SIMD skip-ahead is switched on.
+const PREFILTER_MAX_PATTERNS: usize = 32;
+
 /// The compiled prefilter of a rule set.
 #[derive(Debug)]
 pub struct Prefilter {
-    /// Per field (the raw line counts as the field `line`): one automaton over the literals of
-    /// every rule that looks at that field, run over the field's value. Scanning the field
-    /// rather than the whole line keeps text elsewhere on the line (a user agent saying
-    /// "Windows", a referer with "http://") from making URL rules candidates.
-    fields: Vec<(crate::parse::FieldId, Scanner)>,
+    /// Per scanned field (the raw line counts as the field `line`): one automaton over the
+    /// literals of every rule that looks at that field, run over the field's value. Scanning
+    /// the field rather than the whole line keeps text elsewhere on the line (a user agent
+    /// saying "Windows", a referer with "http://") from making URL rules candidates.
+    fields: Vec<FieldScan>,
     /// Per view with transforms: its own scanner, used when the transforms change the value.
     views: Vec<ViewScan>,
-    /// Per view: the short literals of guarded rules, always scanned over the exact view.
-    guards: Vec<ViewScan>,
     always: Bits,
     /// Number of distinct literals (for reporting).
     pub literals: usize,
+}
+
+#[derive(Debug)]
+struct FieldScan {
+    field: FieldId,
+    scanner: Scanner,
+    /// Set for the scans of `path` and `query` when they were folded into `uri`: they run only
+    /// on lines that have no `uri` (custom formats that capture only a path).
+    only_without_uri: bool,
 }
 
 #[derive(Debug)]
@@ -156,60 +164,45 @@ pub enum Requirement {
     AnyOf(Vec<(ViewId, Vec<u8>)>),
     /// No literal is required: evaluate on every line.
     Always,
-    /// Like `AnyOf`, but the literals are too short to be worth the field automata (`'`, `<`,
-    /// `..`): they are searched in the exact view, in a small per-view automaton of short
-    /// literals.
-    Guarded(Vec<(ViewId, Vec<u8>)>),
 }
 
-/// Largest literal set for which the automaton's SIMD skip-ahead is switched on.
-const PREFILTER_MAX_PATTERNS: usize = 32;
-
-/// Literals shorter than this match too often to be worth the shared field automata.
-const MIN_LITERAL: usize = 3;
+/// Fields that are part of `uri`: their literals are searched in the `uri` scan, so the bytes
+/// of a request target are walked once, not once per field.
+fn folded_into_uri(f: FieldId) -> bool {
+    f == std_fields::PATH || f == std_fields::QUERY
+}
 
 impl Requirement {
-    /// Re-files requirements that would cost more in the field automata than they save: very
-    /// short literals become [`Requirement::Guarded`], and literals aimed only at short token
-    /// fields (status, method, ...) are dropped, since comparing the parsed field directly is
-    /// cheaper than scanning for `404`.
+    /// Drops requirements that would cost more in the automata than they save: a single
+    /// letter, digit or URL punctuation (it occurs in nearly every value, and every occurrence
+    /// costs a report), and literals aimed only at short token fields (status, method, ...),
+    /// where comparing the parsed field directly is cheaper than scanning for `404`.
     pub fn worth_it(self, views: &Views) -> Requirement {
-        use crate::parse::std_fields::*;
-        const TOKEN_FIELDS: &[crate::parse::FieldId] = &[STATUS, METHOD, PROTOCOL, BYTES, IDENT, USER, PID, LEVEL];
+        use std_fields::*;
+        const TOKEN_FIELDS: &[FieldId] = &[STATUS, METHOD, PROTOCOL, BYTES, IDENT, USER, PID, LEVEL];
         match self {
             Requirement::AnyOf(l) if l.is_empty() => Requirement::AnyOf(l),
             Requirement::AnyOf(l) => {
-                let short = l.iter().any(|(_, s)| s.len() < MIN_LITERAL);
                 let tokens = l.iter().all(|(v, _)| TOKEN_FIELDS.contains(&views.get(*v).field));
-                // A single letter, digit or URL punctuation occurs in nearly every value: such a
-                // "requirement" filters nothing and every occurrence costs a report.
                 let useless = l
                     .iter()
                     .any(|(_, s)| s.len() == 1 && (s[0].is_ascii_alphanumeric() || b"/.-_=&?:+ ,".contains(&s[0])));
-                if tokens || useless {
-                    Requirement::Always
-                } else if short {
-                    Requirement::Guarded(l)
-                } else {
-                    Requirement::AnyOf(l)
-                }
+                if tokens || useless { Requirement::Always } else { Requirement::AnyOf(l) }
             }
-            other => other,
+            Requirement::Always => Requirement::Always,
         }
     }
 
     /// Short human form, for debugging rule sets: the literals, or `always`.
     pub fn describe(&self) -> String {
-        let list = |l: &[(ViewId, Vec<u8>)]| {
-            let mut v: Vec<String> = l.iter().map(|(_, s)| format!("{:?}", String::from_utf8_lossy(s))).collect();
-            v.sort();
-            v.dedup();
-            v.join(", ")
-        };
         match self {
-            Requirement::Always => "always (no required literal)".to_string(),
-            Requirement::AnyOf(l) => format!("any of [{}]", list(l)),
-            Requirement::Guarded(l) => format!("short literals, any of [{}]", list(l)),
+            Requirement::Always => "always (no useful required literal)".to_string(),
+            Requirement::AnyOf(l) => {
+                let mut v: Vec<String> = l.iter().map(|(_, s)| format!("{:?}", String::from_utf8_lossy(s))).collect();
+                v.sort();
+                v.dedup();
+                format!("any of [{}]", v.join(", "))
+            }
         }
     }
 }
@@ -218,9 +211,9 @@ impl Prefilter {
     pub fn build(reqs: &[Requirement], rule_count: usize, view_table: &Views) -> Prefilter {
         type Lits = Vec<(Vec<u8>, u32)>;
         let mut always = Bits::new(rule_count);
-        let mut per_field: std::collections::BTreeMap<crate::parse::FieldId, Lits> = Default::default();
+        let mut per_field: std::collections::BTreeMap<FieldId, Lits> = Default::default();
+        let mut fallback: std::collections::BTreeMap<FieldId, Lits> = Default::default();
         let mut per_view: std::collections::BTreeMap<ViewId, Lits> = Default::default();
-        let mut per_guard: std::collections::BTreeMap<ViewId, Lits> = Default::default();
         let mut distinct = std::collections::BTreeSet::new();
         for (rule, req) in reqs.iter().enumerate() {
             match req {
@@ -229,21 +222,29 @@ impl Prefilter {
                     for (view, lit) in lits {
                         distinct.insert(lit.clone());
                         let v = view_table.get(*view);
-                        per_field.entry(v.field).or_default().push((lit.clone(), rule as u32));
-                        if !v.transforms.is_empty() {
-                            per_view.entry(*view).or_default().push((lit.clone(), rule as u32));
+                        let entry = (lit.clone(), rule as u32);
+                        if folded_into_uri(v.field) {
+                            per_field.entry(std_fields::URI).or_default().push(entry.clone());
+                            fallback.entry(v.field).or_default().push(entry.clone());
+                        } else {
+                            per_field.entry(v.field).or_default().push(entry.clone());
                         }
-                    }
-                }
-                Requirement::Guarded(lits) => {
-                    for (view, lit) in lits {
-                        distinct.insert(lit.clone());
-                        per_guard.entry(*view).or_default().push((lit.clone(), rule as u32));
+                        if !v.transforms.is_empty() {
+                            per_view.entry(*view).or_default().push(entry);
+                        }
                     }
                 }
             }
         }
-        let fields = per_field.into_iter().map(|(f, lits)| (f, Scanner::build(&lits))).collect();
+        let mut fields: Vec<FieldScan> = per_field
+            .into_iter()
+            .map(|(field, lits)| FieldScan { field, scanner: Scanner::build(&lits), only_without_uri: false })
+            .collect();
+        fields.extend(fallback.into_iter().map(|(field, lits)| FieldScan {
+            field,
+            scanner: Scanner::build(&lits),
+            only_without_uri: true,
+        }));
         let views = per_view
             .into_iter()
             .map(|(view, lits)| ViewScan {
@@ -252,23 +253,19 @@ impl Prefilter {
                 scanner: Scanner::build(&lits),
             })
             .collect();
-        let guards = per_guard
-            .into_iter()
-            .map(|(view, lits)| ViewScan {
-                view,
-                plus_matters: lits.iter().any(|(l, _)| l.contains(&b' ')),
-                scanner: Scanner::build(&lits),
-            })
-            .collect();
-        Prefilter { fields, views, guards, always, literals: distinct.len() }
+        Prefilter { fields, views, always, literals: distinct.len() }
     }
 
     /// Sets `out` to the candidate rules for this line.
     pub fn candidates(&self, line: &[u8], rec: &Record, views: &Views, cache: &mut ViewCache, out: &mut Bits) {
         out.copy_from(&self.always);
-        for (field, scanner) in &self.fields {
-            if let Some(v) = rec.get(line, *field) {
-                scanner.scan(v, out);
+        let has_uri = rec.get(line, std_fields::URI).is_some();
+        for fs in &self.fields {
+            if fs.only_without_uri && has_uri {
+                continue;
+            }
+            if let Some(v) = rec.get(line, fs.field) {
+                fs.scanner.scan(v, out);
             }
         }
         for vs in &self.views {
@@ -277,18 +274,6 @@ impl Prefilter {
             }
             if let Some(v) = cache.get(vs.view, views, line, rec) {
                 vs.scanner.scan(v, out);
-            }
-        }
-        for g in &self.guards {
-            // An unchanged view is the field itself: no need to build it.
-            let v = if ViewCache::unchanged(views, g.view, line, rec, g.plus_matters) {
-                let field = views.get(g.view).field;
-                rec.get(line, field)
-            } else {
-                cache.get(g.view, views, line, rec)
-            };
-            if let Some(v) = v {
-                g.scanner.scan(v, out);
             }
         }
     }
@@ -300,13 +285,16 @@ impl Prefilter {
             let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
             format!("{}[{}]", reg.name(v.field), t.join(","))
         };
-        let mut out: Vec<String> =
-            self.fields.iter().map(|(f, s)| format!("field {}: {} literals", reg.name(*f), s.rules.len())).collect();
+        let mut out: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| {
+                let when = if f.only_without_uri { " (lines without uri)" } else { "" };
+                format!("field {}{when}: {} literals", reg.name(f.field), f.scanner.rules.len())
+            })
+            .collect();
         out.extend(
             self.views.iter().map(|v| format!("view {}: {} literals", view_name(v.view), v.scanner.rules.len())),
-        );
-        out.extend(
-            self.guards.iter().map(|v| format!("short {}: {} literals", view_name(v.view), v.scanner.rules.len())),
         );
         out
     }

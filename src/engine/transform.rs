@@ -77,15 +77,17 @@ fn url_may_change(s: &[u8]) -> bool {
     memchr::memchr2(b'%', b'+', s).is_some() || !s.is_ascii()
 }
 
+// These run for every view on every line: a few memchr calls, no per-call searcher setup.
 fn path_may_change(s: &[u8]) -> bool {
     memchr::memchr(b'\\', s).is_some()
-        || memchr::memmem::find(s, b"//").is_some()
-        || memchr::memmem::find(s, b"/.").is_some()
         || s.starts_with(b".")
+        || memchr::memchr_iter(b'/', s).any(|i| matches!(s.get(i + 1), Some(b'/' | b'.')))
 }
 
 fn ws_may_change(s: &[u8]) -> bool {
-    s.windows(2).any(|w| is_ws(w[0]) && is_ws(w[1])) || s.iter().any(|&b| is_ws(b) && b != b' ')
+    memchr::memchr3(b'\t', b'\r', b'\n', s).is_some()
+        || memchr::memchr2(0x0b, 0x0c, s).is_some()
+        || memchr::memchr_iter(b' ', s).any(|i| s.get(i + 1).is_some_and(|&b| is_ws(b)))
 }
 
 fn is_ws(b: u8) -> bool {
