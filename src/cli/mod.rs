@@ -7,10 +7,15 @@
 //!
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
+pub mod explain;
+pub mod lint;
+pub mod reload;
 pub mod run;
 pub mod scan;
 pub mod schema;
 pub mod setup;
+pub mod status;
+pub mod test;
 pub mod xdr;
 
 use std::path::PathBuf;
@@ -42,6 +47,14 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Print the JSON Schema of rule files or of the config file.
     Schema(schema::SchemaArgs),
+    /// Show the state of a running `trapline run`: loaded rules, last reload, counters.
+    Status(status::StatusArgs),
+    /// Check rule files, templates and config; report findings for humans or CI.
+    Lint(lint::LintArgs),
+    /// Run the rules' inline examples and test fixtures through the production engine.
+    Test(test::TestArgs),
+    /// Show which rules match a line, and why a rule does not.
+    Explain(explain::ExplainArgs),
     /// Cisco XDR: local sandbox, credential check, purge of what trapline created.
     Xdr(xdr::XdrArgs),
     /// Print the exact XDR bundle a log line would produce for a rule.
@@ -63,6 +76,10 @@ pub fn main() -> i32 {
         Command::Run(a) => run::run(a),
         Command::Scan(a) => scan::scan(a),
         Command::Schema(a) => schema::schema(a),
+        Command::Status(a) => status::status(a),
+        Command::Lint(a) => lint::lint(a),
+        Command::Test(a) => test::test(a),
+        Command::Explain(a) => explain::explain(a),
         Command::Xdr(a) => xdr::xdr(a),
         Command::Render(a) => xdr::render(a),
     };

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::reload::Reloader;
 use super::setup::{self, Setup};
+use super::status::{self, Status};
 use crate::action::Action;
 use crate::action::console::Console;
 use crate::action::log::LogAction;
@@ -55,6 +58,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let mut tailer = Tailer::new(tail)?;
     let log_path = cfg.resolve(&c.actions.log.path);
     let log = LogAction::open(&log_path, c.actions.log.format, tailer.sink_mark())?;
+    let extra: Vec<Box<dyn Action>> = crate::action::xdr::extra_actions(&cfg, &setup.rules)?;
     let (lits, always) = setup.rules.prefilter_stats();
     tracing::info!(
         config = %path.display(),
@@ -71,14 +75,18 @@ pub fn run(a: RunArgs) -> Result<i32> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install signal handler")?;
     }
-    let extra: Vec<Box<dyn Action>> = crate::action::xdr::extra_actions(&cfg, &setup.rules)?;
-    let mut sink = Pipeline::new(setup, log, extra, c.actions.log.console.then(Console::for_stdout), c.max_keys);
+    let mut watched = rule_paths.clone();
+    watched.push(cfg.resolve(&c.templates));
+    let reload = Reload { reloader: Reloader::new(&watched), cfg: cfg.clone(), rule_paths };
+    let mut sink =
+        Pipeline::new(setup, log, extra, c.actions.log.console.then(Console::for_stdout), c.max_keys, reload);
     let ran = tailer.run(&mut sink, &stop);
     let flushed = sink.flush();
     for a in &mut sink.actions {
         a.shutdown();
     }
     sink.summary();
+    sink.write_status();
     ran?;
     flushed?;
     if stop.load(Ordering::Relaxed) {
@@ -101,7 +109,22 @@ struct Pipeline {
     lines: u64,
     unparsed: u64,
     errors: u64,
+    max_keys: usize,
+    reload: Reload,
+    status: Status,
+    status_dir: PathBuf,
+    status_written: Instant,
 }
+
+/// What a reload needs: where the rules are and how to build them.
+struct Reload {
+    reloader: Reloader,
+    cfg: config::Loaded,
+    rule_paths: Vec<PathBuf>,
+}
+
+/// How often the status file is refreshed while running.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 impl Pipeline {
     fn new(
@@ -110,10 +133,20 @@ impl Pipeline {
         actions: Vec<Box<dyn Action>>,
         console: Option<Console>,
         max_keys: usize,
+        reload: Reload,
     ) -> Pipeline {
         let detector = Detector::new(Arc::clone(&setup.rules), max_keys);
         let scratch = setup.rules.scratch();
-        Pipeline {
+        let now = status::now();
+        let status = Status {
+            pid: std::process::id(),
+            started_at: now.clone(),
+            rules: setup.rules.rules.len(),
+            rules_loaded_at: now,
+            ..Status::default()
+        };
+        let status_dir = reload.cfg.resolve(&reload.cfg.config.state_dir);
+        let mut p = Pipeline {
             setup,
             detector,
             scratch,
@@ -125,7 +158,64 @@ impl Pipeline {
             lines: 0,
             unparsed: 0,
             errors: 0,
+            max_keys,
+            reload,
+            status,
+            status_dir,
+            status_written: Instant::now(),
+        };
+        p.write_status();
+        p
+    }
+
+    /// Rebuilds the complete rule set and swaps it in, or keeps the running one (and says
+    /// why, with file:line:col) when anything is invalid. Runs between two lines, so every
+    /// line is evaluated entirely by the old set or entirely by the new one.
+    fn reload(&mut self) {
+        let r = &self.reload;
+        let result = setup::build(Some(&r.cfg), &r.rule_paths, &[]);
+        let mut report = status::Reload { at: status::now(), ..Default::default() };
+        match result {
+            Ok(new) => {
+                let mut errors = Vec::new();
+                for a in &mut self.actions {
+                    if let Err(e) = a.reload() {
+                        errors.push(format!("action {}: {e:#}", a.name()));
+                    }
+                }
+                let mut detector = Detector::new(Arc::clone(&new.rules), self.max_keys);
+                let old = std::mem::replace(&mut self.detector, Detector::new(Arc::clone(&new.rules), 1));
+                report.state_kept = detector.carry_over(old);
+                self.detector = detector;
+                self.scratch = new.rules.scratch();
+                self.status.rules = new.rules.rules.len();
+                self.status.rules_loaded_at = report.at.clone();
+                self.setup = new;
+                self.infos.clear();
+                report.ok = errors.is_empty();
+                report.errors = errors;
+                tracing::info!(rules = self.status.rules, state_kept = report.state_kept, "rules reloaded");
+            }
+            Err(e) => {
+                report.errors = format!("{e:#}").lines().map(str::to_string).collect();
+                for line in &report.errors {
+                    tracing::error!("reload rejected, previous rules keep running: {line}");
+                }
+            }
         }
+        self.status.last_reload = Some(report);
+        self.write_status();
+    }
+
+    fn write_status(&mut self) {
+        self.status.updated_at = status::now();
+        self.status.lines = self.lines;
+        self.status.unparsed = self.unparsed;
+        self.status.detections_written = self.log.written;
+        if let Err(e) = self.status.write(&self.status_dir) {
+            tracing::warn!(error = %e, "cannot write status file");
+        }
+        self.status_written = Instant::now();
     }
 
     fn info(&mut self, file: &FileInfo) -> SourceInfo {
@@ -196,5 +286,13 @@ impl LineSink for Pipeline {
             a.flush()?;
         }
         self.log.flush()
+    }
+
+    fn tick(&mut self) {
+        if self.reload.reloader.due() {
+            self.reload();
+        } else if self.status_written.elapsed() >= STATUS_EVERY {
+            self.write_status();
+        }
     }
 }

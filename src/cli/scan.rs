@@ -64,13 +64,7 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
         Some(p) => Some(config::Loaded::from_file(p)?),
         None => None,
     };
-    let rule_paths = if !a.rules.is_empty() {
-        a.rules.clone()
-    } else if let Some(c) = &cfg {
-        c.config.rules.iter().map(|r| c.resolve(r)).collect()
-    } else {
-        vec![PathBuf::from("rules")]
-    };
+    let rule_paths = rule_paths(&a.rules, cfg.as_ref());
     let tz = a.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
     let setup = setup::build(cfg.as_ref(), &rule_paths, &[AdHoc { name: "scan", format: &a.format, timezone: tz }])?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
@@ -162,6 +156,17 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
     drop(stdout);
     summary(rules, &detector, lines, bytes, unparsed, detections, started.elapsed().as_secs_f64());
     Ok(if a.fail_on_match && detections > 0 { 1 } else { 0 })
+}
+
+/// The rule paths a command uses: the ones given, else the config's, else `rules/`.
+pub fn rule_paths(given: &[PathBuf], cfg: Option<&config::Loaded>) -> Vec<PathBuf> {
+    if !given.is_empty() {
+        given.to_vec()
+    } else if let Some(c) = cfg {
+        c.config.rules.iter().map(|r| c.resolve(r)).collect()
+    } else {
+        vec![PathBuf::from("rules")]
+    }
 }
 
 fn print(out: &mut impl Write, console: &Console, d: &Detection, json: bool) -> Result<()> {

@@ -152,6 +152,45 @@ impl RuleSet {
         self.rules[rule].node.explain(&mut cx, "match")
     }
 
+    /// For an explanation: the value the condition at `path` (as returned by
+    /// [`RuleSet::explain_rule`]) looked at on the line last given to `explain_rule`, as
+    /// `field[transforms] = "value"`, or `field absent`.
+    pub fn describe_condition(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<String> {
+        let mut node = &self.rules[rule].node;
+        let mut rest = path.strip_prefix("match")?;
+        while !rest.is_empty() {
+            let (next, tail) = if let Some(r) = rest.strip_prefix(".not") {
+                match node {
+                    condition::Node::Not(n) => (&**n, r),
+                    _ => return None,
+                }
+            } else {
+                let r = rest.strip_prefix(".any[").or_else(|| rest.strip_prefix(".all["))?;
+                let end = r.find(']')?;
+                let i: usize = r[..end].parse().ok()?;
+                let child = match node {
+                    condition::Node::Any(v) | condition::Node::All(v) => v.get(i)?,
+                    _ => return None,
+                };
+                (child, &r[end + 1..])
+            };
+            node = next;
+            rest = tail;
+        }
+        let condition::Node::Leaf(leaf) = node else { return None };
+        let v = self.views.get(leaf.view);
+        let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
+        let name = if t.is_empty() {
+            self.registry.name(v.field).to_string()
+        } else {
+            format!("{}[{}]", self.registry.name(v.field), t.join(","))
+        };
+        Some(match s.cache.get(leaf.view, &self.views, line, &s.record) {
+            Some(val) => format!("{name} = {:?}", String::from_utf8_lossy(val)),
+            None => format!("{name} is absent"),
+        })
+    }
+
     pub fn rule_index(&self, id: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.id == id)
     }
@@ -339,6 +378,13 @@ impl Detector {
     }
 
     /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
+    /// Until when (ms since the epoch) detections of rule `ri` for this line's key are held back.
+    pub fn suppressed_until(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<i64> {
+        let spec = self.rules.rules[ri].suppress.clone()?;
+        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec).unwrap_or(0);
+        self.suppress[ri].as_ref()?.until(key)
+    }
+
     pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
         let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;

@@ -116,8 +116,12 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // Editors' swap and backup files, and hidden files, are not rules.
-            if name.starts_with('.') || name.ends_with('~') {
+            // Editors' swap and backup files, hidden files and test fixtures are not rules.
+            if name.starts_with('.')
+                || name.ends_with('~')
+                || name.ends_with(".test.yml")
+                || name.ends_with(".test.yaml")
+            {
                 continue;
             }
             if p.is_dir() {

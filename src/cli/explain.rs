@@ -1,0 +1,180 @@
+//! `trapline explain`: which rules match a line and, for a rule that does not, which condition
+//! failed and what it saw; with `--file`, the threshold window and suppression state a rule
+//! has for the last line's key after the whole file went through the engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chrono::{TimeZone, Utc};
+use clap::Args;
+
+use super::setup::{self, AdHoc};
+use crate::action::console::escape;
+use crate::config;
+use crate::engine::{Detector, RuleSet, SourceInfo};
+use crate::source::LinePos;
+use crate::source::read::BlockReader;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The log line to explain.
+    #[arg(long, conflicts_with = "file")]
+    pub line: Option<String>,
+    /// A log file: every line goes through the engine (thresholds included); the last line is
+    /// explained.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Explain this rule (default: list every matching rule).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Rule files or directories (default: the config's, else `rules/`).
+    #[arg(long)]
+    pub rules: Vec<PathBuf>,
+    /// Log format of the line.
+    #[arg(long, default_value = "combined")]
+    pub format: String,
+    /// Config file (custom formats, rules directory, timezone).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn explain(a: ExplainArgs) -> Result<i32> {
+    let cfg = a.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
+    let rule_paths = super::scan::rule_paths(&a.rules, cfg.as_ref());
+    let tz = cfg.as_ref().map(|c| c.config.timezone.as_str());
+    let setup = setup::build(cfg.as_ref(), &rule_paths, &[AdHoc { name: "explain", format: &a.format, timezone: tz }])?;
+    let rules = &setup.rules;
+    let source = &setup.sources[0];
+    let mut detector = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);
+    let mut scratch = rules.scratch();
+    let info = SourceInfo { name: "explain".into(), path: "-".into(), format: source.parser.name.clone() };
+    // With --file, every line but the last feeds the cross-line state first.
+    let line: Vec<u8> = match (&a.line, &a.file) {
+        (Some(l), _) => l.as_bytes().to_vec(),
+        (None, Some(f)) => {
+            let mut reader = BlockReader::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+            let mut last: Option<(Vec<u8>, LinePos)> = None;
+            let mut out = Vec::new();
+            while let Some(b) = reader.next_block(256 << 10)? {
+                for (i, (start, l)) in b.lines().enumerate() {
+                    if let Some((prev, pos)) = last.take() {
+                        rules.match_line(&source.parser, &source.applicable, &prev, &mut scratch);
+                        detector.on_hits(
+                            &source.parser,
+                            &info,
+                            &pos,
+                            &prev,
+                            &scratch.record,
+                            &scratch.hits.clone(),
+                            &mut out,
+                        );
+                    }
+                    let pos = LinePos {
+                        origin: 0,
+                        offset: b.offset + start as u64,
+                        line_number: b.first_line + i as u64,
+                        truncated: false,
+                        arrival: Utc::now(),
+                    };
+                    last = Some((l.to_vec(), pos));
+                }
+            }
+            match last {
+                Some((l, _)) => l,
+                None => bail!("{} is empty", f.display()),
+            }
+        }
+        (None, None) => bail!("give --line '...' or --file FILE"),
+    };
+    rules.match_line(&source.parser, &source.applicable, &line, &mut scratch);
+    let hits: Vec<usize> = scratch.hits.iter().map(|&i| i as usize).collect();
+    println!("line: {}", escape(&String::from_utf8_lossy(&line)));
+    if !scratch.record.parsed {
+        println!("  (not recognised as {}: only raw-line conditions can match)", source.parser.name);
+    }
+    match &a.rule {
+        None => {
+            if hits.is_empty() {
+                println!("no rule matches");
+            }
+            for &i in &hits {
+                let r = &rules.rules[i];
+                println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
+                state(rules, &mut detector, i, &line, &scratch.record);
+            }
+        }
+        Some(id) => {
+            let Some(i) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
+            let r = &rules.rules[i];
+            if !source.applicable.get(i) {
+                println!(
+                    "rule {id} does not apply to format {} (formats: {:?}, enabled: {})",
+                    a.format, r.formats, r.enabled
+                );
+            }
+            match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
+                Ok(()) => {
+                    println!("rule {id}: the condition matches");
+                    state(rules, &mut detector, i, &line, &scratch.record);
+                }
+                Err(path) => {
+                    let what = rules.describe_condition(i, &path, &line, &mut scratch).unwrap_or_default();
+                    println!("rule {id}: no match: {path} is false");
+                    if !what.is_empty() {
+                        println!("  it looked at {}", escape(&what));
+                    }
+                    return Ok(1);
+                }
+            }
+        }
+    }
+    Ok(if hits.is_empty() { 1 } else { 0 })
+}
+
+/// Threshold and suppression state of rule `i` for this line's key (after `--file` history).
+fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate::parse::Record) {
+    let r = &rules.rules[i];
+    let fmt = |ms: i64| Utc.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default();
+    if let Some(t) = &r.threshold {
+        let group: Vec<String> = t
+            .group_by
+            .iter()
+            .map(|f| {
+                format!("{}={}", rules.registry.name(*f), String::from_utf8_lossy(rec.get(line, *f).unwrap_or(b"-")))
+            })
+            .collect();
+        match det.window_state(i, line, rec) {
+            Some((n, oldest, w)) => {
+                let what = if t.distinct.is_some() { "distinct values" } else { "matching lines" };
+                print!(
+                    "  threshold: {n} of {} {what} within {} s for {}",
+                    t.count,
+                    w / 1000,
+                    escape(&group.join(", "))
+                );
+                match oldest {
+                    Some(o) => println!("; oldest expires at {}", fmt(o + w)),
+                    None => println!(),
+                }
+                println!("  (this line would be number {} in the window)", n + 1);
+            }
+            None => println!(
+                "  threshold: {} within {:?}; the line lacks a group field ({})",
+                t.count,
+                t.window,
+                escape(&group.join(", "))
+            ),
+        }
+    }
+    if r.suppress.is_some() {
+        match det.suppressed_until(i, line, rec) {
+            Some(u) => println!("  suppression: this key is quiet until {}", fmt(u)),
+            None => println!("  suppression: not active for this key"),
+        }
+    }
+}
+
+fn list(p: &[PathBuf]) -> String {
+    p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}

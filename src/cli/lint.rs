@@ -1,0 +1,617 @@
+//! `trapline lint`: checks rule files (and the config) and reports every finding with a stable
+//! code and a file:line:col, for humans (with a source snippet) and for CI (`json`, GitHub
+//! workflow annotations, SARIF for code-scanning upload).
+//!
+//! Unlike loading for `run`, which is all-or-nothing and stops at the first broken set, lint
+//! keeps going: it loads each file on its own, merges the ones that parse, compiles every rule
+//! it can and runs the examples of the rules that compile. One broken file therefore never hides
+//! the problems of the others.
+//!
+//! Exit codes: 0 clean (warnings allowed), 1 errors (or warnings with `--deny-warnings`),
+//! 2 usage error (bad flags, unreadable path).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::EXIT_USAGE;
+use crate::config;
+use crate::engine::compile::Compiler;
+use crate::engine::prefilter::Requirement;
+use crate::engine::view::Views;
+use crate::engine::{CompileOptions, RuleSet, examples};
+use crate::parse::{FieldRegistry, Parser};
+use crate::rule::load::{self, SourceFile};
+use crate::rule::{Condition, Loaded, LoadedRule, RuleError, ValueItem};
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Rule files or directories (default: the config's rules directories, else `rules/`).
+    pub paths: Vec<PathBuf>,
+    /// Config file: checked too, and supplies custom formats and the default rules directories.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Exit with status 1 on warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+/// How findings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `file:line:col: error[TL003] ...` with the source line and a caret.
+    Human,
+    /// A JSON array of findings.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=...`), shown as annotations on the diff.
+    Github,
+    /// SARIF 2.1.0, for `github/codeql-action/upload-sarif` and other code-scanning tools.
+    Sarif,
+}
+
+/// Severity of a finding. Only errors (and warnings with `--deny-warnings`) fail the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Error,
+    Warning,
+    Note,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Note => "note",
+        }
+    }
+}
+
+/// The stable finding codes: (code, level, what it means). Codes are never reused for a
+/// different meaning, so CI suppressions and SARIF baselines keep working across versions.
+pub const CODES: &[(&str, Level, &str)] = &[
+    ("TL001", Level::Error, "YAML syntax, unknown key or wrong type in a rule file"),
+    ("TL002", Level::Error, "duplicate rule id or list name"),
+    ("TL003", Level::Error, "regex that does not compile or exceeds the size limit"),
+    ("TL004", Level::Error, "reference to an unknown list, format, action or field"),
+    ("TL005", Level::Error, "inline example that does not behave as declared"),
+    ("TL006", Level::Error, "invalid value (empty title, bad id, count, network, ...)"),
+    ("TL007", Level::Error, "invalid config file"),
+    ("TL101", Level::Warning, "rule without examples"),
+    ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
+    ("TL103", Level::Warning, "regex on the raw line with an unbounded repeat that crosses spaces and quotes"),
+    ("TL104", Level::Note, "disabled rule"),
+];
+
+/// One problem, positioned at the offending value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub code: &'static str,
+    pub severity: Level,
+    pub message: String,
+    pub file: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub col: usize,
+    pub rule: Option<String>,
+}
+
+impl Finding {
+    fn new(code: &'static str, e: RuleError) -> Finding {
+        let severity = CODES.iter().find(|c| c.0 == code).map_or(Level::Error, |c| c.1);
+        Finding {
+            code,
+            severity,
+            message: e.message,
+            file: e.file.display().to_string(),
+            line: e.line,
+            col: e.col,
+            rule: e.rule,
+        }
+    }
+}
+
+pub fn lint(a: LintArgs) -> Result<i32> {
+    let mut findings = Vec::new();
+    let mut texts: HashMap<String, String> = HashMap::new();
+    let cfg = match &a.config {
+        Some(p) if !p.is_file() => return Ok(usage(&format!("cannot read config {}", p.display()))),
+        Some(p) => load_config(p, &mut findings, &mut texts),
+        None => None,
+    };
+    let paths = rule_paths(&a, cfg.as_ref());
+    let sources = match read_sources(&paths) {
+        Ok(s) => s,
+        Err(msg) => return Ok(usage(&msg)),
+    };
+    for s in &sources {
+        texts.insert(s.path.display().to_string(), s.text.clone());
+    }
+    lint_sources(sources, cfg.as_ref(), &mut findings);
+    findings.sort_by(|x, y| (&x.file, x.line, x.col, x.code).cmp(&(&y.file, y.line, y.col, y.code)));
+    print!("{}", render(a.format, &findings, &texts));
+    Ok(exit_code(&findings, a.deny_warnings))
+}
+
+fn usage(msg: &str) -> i32 {
+    eprintln!("trapline: error: {msg}");
+    EXIT_USAGE
+}
+
+/// 1 when anything must fail the build, else 0. Notes never do.
+fn exit_code(findings: &[Finding], deny_warnings: bool) -> i32 {
+    let fails = |f: &Finding| f.severity == Level::Error || (deny_warnings && f.severity == Level::Warning);
+    i32::from(findings.iter().any(fails))
+}
+
+/// Explicit paths win; then the config's rules directories; then `rules/`. When the config is
+/// broken and no path was given there is nothing sensible to lint besides the config itself.
+fn rule_paths(a: &LintArgs, cfg: Option<&config::Loaded>) -> Vec<PathBuf> {
+    if !a.paths.is_empty() {
+        return a.paths.clone();
+    }
+    match (cfg, &a.config) {
+        (Some(c), _) => c.config.rules.iter().map(|r| c.resolve(r)).collect(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => vec![PathBuf::from("rules")],
+    }
+}
+
+/// Loads the config; a config that does not validate becomes a TL007 finding (positioned when
+/// the error message carries `file:line:col`) rather than a usage error, so CI shows it inline.
+fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, String>) -> Option<config::Loaded> {
+    let file = p.display().to_string();
+    if let Ok(t) = std::fs::read_to_string(p) {
+        texts.insert(file.clone(), t);
+    }
+    match config::Loaded::from_file(p) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let rest = msg.strip_prefix(&file).and_then(|r| r.strip_prefix(':')).unwrap_or(&msg).trim_start();
+            let (line, col, message) = split_position(rest);
+            let e = RuleError { file: p.to_path_buf(), line, col, rule: None, message: message.to_string() };
+            out.push(Finding::new("TL007", e));
+            None
+        }
+    }
+}
+
+/// `"12:5: message"` → `(12, 5, "message")`; anything else is a message without position.
+fn split_position(s: &str) -> (usize, usize, &str) {
+    let mut parts = s.splitn(3, ':');
+    if let (Some(l), Some(c), Some(m)) = (parts.next(), parts.next(), parts.next())
+        && let (Ok(l), Ok(c)) = (l.trim().parse(), c.trim().parse())
+    {
+        return (l, c, m.trim_start());
+    }
+    (0, 0, s)
+}
+
+/// Reads every rule file under `paths`. Any path or file that cannot be read is a usage error:
+/// linting "nothing" successfully would let a typo in a CI workflow pass silently.
+fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        let files = load::rule_files(p).map_err(|e| format!("cannot read rules {}: {e}", p.display()))?;
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            out.push(SourceFile { path: f, text });
+        }
+    }
+    Ok(out)
+}
+
+/// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
+fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+    let loaded = load_lenient(sources, out);
+    let mut registry = FieldRegistry::default();
+    let parsers = custom_parsers(cfg, &mut registry);
+    let mut opts = CompileOptions::default();
+    if let Some(c) = cfg {
+        opts.formats = c.format_names();
+    }
+    let compiled = compile_each(&loaded, &opts, registry.clone(), out);
+    for (lr, req) in loaded.rules.iter().zip(&compiled) {
+        rule_warnings(&loaded, lr, req.as_ref(), out);
+    }
+    let good = Loaded {
+        files: loaded.files.clone(),
+        rules: loaded.rules.iter().zip(&compiled).filter(|(_, c)| c.is_some()).map(|(r, _)| r.clone()).collect(),
+        lists: loaded.lists.clone(),
+    };
+    run_examples(&good, &opts, registry, &parsers, out);
+}
+
+/// Loads what can be loaded. Errors of the whole set (which include cross-file duplicates)
+/// become findings; then every file that parses on its own is merged in, keeping the first of
+/// duplicate rules and lists, so the rest of the checks still see all the good rules.
+fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
+    if let Err(errs) = load::load_sources(sources.clone()) {
+        out.extend(errs.0.into_iter().map(|e| Finding::new(load_code(&e.message), e)));
+    }
+    let mut merged = Loaded::default();
+    let mut ids = HashSet::new();
+    for s in sources {
+        let Ok(one) = load::load_sources(vec![s]) else { continue };
+        let file = merged.files.len();
+        merged.files.extend(one.files);
+        for (name, items) in one.lists {
+            merged.lists.entry(name).or_insert(items);
+        }
+        for mut lr in one.rules {
+            if ids.insert(lr.rule.id.clone()) {
+                lr.file = file;
+                merged.rules.push(lr);
+            }
+        }
+    }
+    merged
+}
+
+/// The code of an error found while loading (before compiling).
+fn load_code(msg: &str) -> &'static str {
+    if msg.contains("duplicate rule id") || msg.contains("is already defined in") {
+        "TL002"
+    } else if msg.starts_with("a rule id must") {
+        "TL006"
+    } else {
+        "TL001"
+    }
+}
+
+/// The code of an error found by the compiler. The compiler's messages are the user-facing
+/// contract already (tests pin them), so classifying their prefix is stable enough.
+fn compile_code(msg: &str) -> &'static str {
+    if msg.starts_with("invalid regex") {
+        "TL003"
+    } else if msg.starts_with("unknown ") || msg.starts_with("invalid field name") {
+        "TL004"
+    } else {
+        "TL006"
+    }
+}
+
+/// Parsers for the config's custom formats, built against `registry` so the rules compile with
+/// the field ids those formats produce (the same wiring as [`super::setup::build`]).
+fn custom_parsers(cfg: Option<&config::Loaded>, registry: &mut FieldRegistry) -> BTreeMap<String, Parser> {
+    let Some(c) = cfg else { return BTreeMap::new() };
+    c.config.formats.keys().filter_map(|name| Some((name.clone(), c.parser(name, None, registry).ok()?))).collect()
+}
+
+/// Compiles every rule on its own (the prefilter requirement per rule is what `RuleSet`
+/// keeps private), turning compile errors into findings. `None` for a rule that failed.
+fn compile_each(
+    loaded: &Loaded,
+    opts: &CompileOptions,
+    mut registry: FieldRegistry,
+    out: &mut Vec<Finding>,
+) -> Vec<Option<Requirement>> {
+    let mut views = Views::default();
+    let mut c = Compiler {
+        loaded,
+        opts,
+        registry: &mut registry,
+        views: &mut views,
+        errors: Vec::new(),
+        used_lists: Vec::new(),
+    };
+    let mut reqs = Vec::new();
+    for r in &loaded.rules {
+        let req = c.rule(r).map(|(_, req)| req.worth_it(c.views));
+        reqs.push(req);
+    }
+    out.extend(c.errors.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
+    reqs
+}
+
+/// Runs the inline examples of the rules that compiled; each failure is a TL005 positioned at
+/// the example line.
+fn run_examples(
+    good: &Loaded,
+    opts: &CompileOptions,
+    registry: FieldRegistry,
+    parsers: &BTreeMap<String, Parser>,
+    out: &mut Vec<Finding>,
+) {
+    let rules = match RuleSet::compile(good, opts, registry) {
+        Ok(r) => r,
+        Err(errs) => {
+            // Only rules that compiled alone are here, so this is not expected; report anyway.
+            out.extend(errs.0.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
+            return;
+        }
+    };
+    let report = examples::run(good, &rules, &|name| parsers.get(name).cloned());
+    for f in report.failures {
+        let Some(lr) = good.rules.iter().find(|r| r.rule.id == f.rule) else { continue };
+        let msg = if f.line.is_empty() {
+            format!("example: {}", f.reason)
+        } else {
+            format!("example {}: {}: {:?}", f.path, f.reason, f.line)
+        };
+        out.push(Finding::new("TL005", good.rule_error(lr, &f.path, msg)));
+    }
+}
+
+/// Warnings and notes about one rule that loaded. `req` is its prefilter requirement, `None`
+/// when it did not compile (then only the model-level checks run).
+fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, out: &mut Vec<Finding>) {
+    let r = &lr.rule;
+    if !r.enabled {
+        out.push(Finding::new("TL104", loaded.rule_error(lr, "enabled", "rule is disabled: validated but never run")));
+    }
+    if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() {
+        let msg = "rule has no examples: add `examples: {match: [...], no_match: [...]}` so CI can test it";
+        out.push(Finding::new("TL101", loaded.rule_error(lr, "id", msg)));
+    }
+    // Threshold rules usually count frequent, literal-free events (any 404); paying for a full
+    // evaluation per line is their nature, not a mistake.
+    if r.enabled && r.threshold.is_none() && matches!(req, Some(Requirement::Always)) {
+        let msg = "no usable literal for the prefilter: the rule is evaluated on every line (add a \
+                   `contains` or a regex with a literal of 2+ characters)";
+        out.push(Finding::new("TL102", loaded.rule_error(lr, "match", msg)));
+    }
+    let mut greedy = Vec::new();
+    walk(&r.condition, "match", &mut |c, path| greedy_regexes(loaded, c, path, &mut greedy));
+    for (path, pattern) in greedy {
+        let msg = format!(
+            "regex {pattern:?} on the raw line repeats a class that crosses spaces and quotes: it can match \
+             across fields, so a client-controlled value (user agent, URI) can satisfy it; match a parsed \
+             `field:` or use a bounded class such as [^ \"]*"
+        );
+        out.push(Finding::new("TL103", loaded.rule_error(lr, &path, msg)));
+    }
+}
+
+/// Calls `f` on every condition node with its YAML path (`match.any[1].not`).
+fn walk(c: &Condition, path: &str, f: &mut dyn FnMut(&Condition, &str)) {
+    f(c, path);
+    for (key, list) in [("any", &c.any), ("all", &c.all)] {
+        for (i, sub) in list.iter().flatten().enumerate() {
+            walk(sub, &format!("{path}.{key}[{i}]"), f);
+        }
+    }
+    if let Some(n) = &c.not {
+        walk(n, &format!("{path}.not"), f);
+    }
+}
+
+/// The regexes of `c` that are greedy across fields, as (path, pattern). Only the raw line is
+/// checked: a parsed field has no neighbour to spill into.
+fn greedy_regexes(loaded: &Loaded, c: &Condition, path: &str, out: &mut Vec<(String, String)>) {
+    let raw = c.field.as_deref().is_none_or(|f| f == "line");
+    let Some(values) = c.regex.as_ref().filter(|_| raw) else { return };
+    let cs = c.case_sensitive.unwrap_or(false);
+    for (i, item) in values.0.iter().enumerate() {
+        let patterns: Vec<&String> = match item {
+            ValueItem::Text(p) => vec![p],
+            ValueItem::List { list } => loaded.lists.get(list).map(|l| l.iter().collect()).unwrap_or_default(),
+        };
+        for p in patterns.into_iter().filter(|p| spans_fields(p, cs)) {
+            out.push((format!("{path}.regex[{i}]"), p.clone()));
+        }
+    }
+}
+
+/// Whether `pattern` has an unbounded repetition (`.*`, `.+`, `[^x]*`) of a class that matches
+/// both a space and a double quote: on a raw access-log line such a repeat runs from one field
+/// into the next. Parsed with the same settings as the engine (bytes, no Unicode).
+fn spans_fields(pattern: &str, case_sensitive: bool) -> bool {
+    let parsed = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .case_insensitive(!case_sensitive)
+        .build()
+        .parse(pattern);
+    parsed.is_ok_and(|h| hir_spans(&h))
+}
+
+fn hir_spans(h: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Repetition(rep) => {
+            let crosses = match rep.sub.kind() {
+                HirKind::Class(Class::Bytes(c)) => {
+                    let has = |b: u8| c.ranges().iter().any(|r| r.start() <= b && b <= r.end());
+                    has(b' ') && has(b'"')
+                }
+                HirKind::Class(Class::Unicode(c)) => {
+                    let has = |ch: char| c.ranges().iter().any(|r| r.start() <= ch && ch <= r.end());
+                    has(' ') && has('"')
+                }
+                _ => false,
+            };
+            (rep.max.is_none() && crosses) || hir_spans(&rep.sub)
+        }
+        HirKind::Capture(c) => hir_spans(&c.sub),
+        HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(hir_spans),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+fn render(format: Format, findings: &[Finding], texts: &HashMap<String, String>) -> String {
+    match format {
+        Format::Human => human(findings, texts, colour()),
+        Format::Json => serde_json::to_string_pretty(findings).expect("findings serialise") + "\n",
+        Format::Github => github(findings),
+        Format::Sarif => serde_json::to_string_pretty(&sarif(findings)).expect("sarif serialises") + "\n",
+    }
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn human(findings: &[Finding], texts: &HashMap<String, String>, colour: bool) -> String {
+    let paint = |code: &str, s: &str| if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let mut out = String::new();
+    for f in findings {
+        let level_colour = match f.severity {
+            Level::Error => "1;31",
+            Level::Warning => "1;33",
+            Level::Note => "1;36",
+        };
+        let pos = if f.line > 0 { format!("{}:{}:{}", f.file, f.line, f.col) } else { f.file.clone() };
+        let rule = f.rule.as_ref().map(|r| format!(" rule {r:?}:")).unwrap_or_default();
+        let head = paint(level_colour, &format!("{}[{}]", f.severity.as_str(), f.code));
+        let _ = writeln!(out, "{}: {head}{rule} {}", paint("1", &pos), f.message);
+        if let Some(line) = texts.get(&f.file).and_then(|t| t.lines().nth(f.line.wrapping_sub(1))) {
+            out.push_str(&snippet(line, f.line, f.col, &|s| paint(level_colour, s)));
+        }
+    }
+    let count = |l: Level| findings.iter().filter(|f| f.severity == l).count();
+    let _ = write!(out, "{}, {}", plural(count(Level::Error), "error"), plural(count(Level::Warning), "warning"));
+    let notes = count(Level::Note);
+    if notes > 0 {
+        let _ = write!(out, ", {}", plural(notes, "note"));
+    }
+    out.push('\n');
+    out
+}
+
+/// The source line and a caret under column `col`. Tabs before the column are kept so the caret
+/// lines up whatever the terminal's tab width.
+fn snippet(line: &str, n: usize, col: usize, paint: &dyn Fn(&str) -> String) -> String {
+    let gutter = n.to_string();
+    let pad: String = line.chars().take(col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+    let blank = " ".repeat(gutter.len());
+    format!("{gutter} | {line}\n{blank} | {pad}{}\n", paint("^"))
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// GitHub workflow commands: one annotation per finding, shown on the changed file.
+fn github(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let cmd = match f.severity {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Note => "notice",
+        };
+        let mut props = format!("file={}", gh_escape(&f.file, true));
+        if f.line > 0 {
+            let _ = write!(props, ",line={},col={}", f.line, f.col);
+        }
+        let _ = write!(props, ",title={}", f.code);
+        let _ = writeln!(out, "::{cmd} {props}::{}", gh_escape(&message_with_rule(f), false));
+    }
+    out
+}
+
+/// Escaping of workflow-command data and properties (a newline would end the command early).
+fn gh_escape(s: &str, property: bool) -> String {
+    let mut e = s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    if property {
+        e = e.replace(':', "%3A").replace(',', "%2C");
+    }
+    e
+}
+
+fn message_with_rule(f: &Finding) -> String {
+    match &f.rule {
+        Some(r) => format!("rule {r:?}: {}", f.message),
+        None => f.message.clone(),
+    }
+}
+
+/// A minimal valid SARIF 2.1.0 log: one run, the code table as the driver's rules, one result
+/// per finding.
+fn sarif(findings: &[Finding]) -> serde_json::Value {
+    use serde_json::json;
+    let rules: Vec<_> = CODES
+        .iter()
+        .map(|(code, level, text)| {
+            json!({
+                "id": code,
+                "shortDescription": {"text": text},
+                "defaultConfiguration": {"level": level.as_str()},
+            })
+        })
+        .collect();
+    let results: Vec<_> = findings.iter().map(sarif_result).collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "trapline",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    })
+}
+
+fn sarif_result(f: &Finding) -> serde_json::Value {
+    use serde_json::json;
+    let mut location = json!({"artifactLocation": {"uri": sarif_uri(&f.file)}});
+    if f.line > 0 {
+        location["region"] = json!({"startLine": f.line, "startColumn": f.col.max(1)});
+    }
+    json!({
+        "ruleId": f.code,
+        "ruleIndex": CODES.iter().position(|c| c.0 == f.code).unwrap_or(0),
+        "level": f.severity.as_str(),
+        "message": {"text": message_with_rule(f)},
+        "locations": [{"physicalLocation": location}],
+    })
+}
+
+/// Code scanning resolves relative URIs against the repository root, so paths under the
+/// current directory are made relative; separators are always `/`.
+fn sarif_uri(file: &str) -> String {
+    let p = Path::new(file);
+    let rel = std::env::current_dir().ok().and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    match rel {
+        Some(r) => r.to_string_lossy().replace('\\', "/"),
+        None if p.is_absolute() => format!("file://{}", p.to_string_lossy().replace('\\', "/")),
+        None => file.replace('\\', "/").trim_start_matches("./").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_detection() {
+        assert!(spans_fields("GET .* HTTP", false));
+        assert!(spans_fields("a(b.+c)", false));
+        assert!(spans_fields("x[^/]*y", false));
+        assert!(!spans_fields(r"GET [^ ]* HTTP", false));
+        assert!(!spans_fields(r"\.\*", false));
+        assert!(!spans_fields(r"a.{0,20}b", false));
+        assert!(!spans_fields(r"\S+", false));
+    }
+
+    #[test]
+    fn positions_are_split_from_config_errors() {
+        assert_eq!(split_position("3:7: unknown field `x`"), (3, 7, "unknown field `x`"));
+        assert_eq!(split_position("source \"a\": no paths"), (0, 0, "source \"a\": no paths"));
+    }
+
+    #[test]
+    fn github_escapes() {
+        assert_eq!(gh_escape("a:b,c%\n", true), "a%3Ab%2Cc%25%0A");
+        assert_eq!(gh_escape("a:b", false), "a:b");
+    }
+}

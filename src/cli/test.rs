@@ -1,0 +1,273 @@
+//! `trapline test`: runs every rule's inline examples, and the test fixtures next to the
+//! rules, through the production engine (same parsing, prefilter, thresholds and suppression,
+//! on event time) and reports like a test runner.
+//!
+//! A fixture is a `NAME.test.yml` file anywhere under the rule paths:
+//!
+//! ```yaml
+//! format: combined            # default combined
+//! log: bursts.log             # relative to the fixture (or `lines:` inline)
+//! expect:                     # every detection the log must produce, and nothing else
+//!   - {rule: web.burst.not-found, line: 20}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Args;
+use serde::Deserialize;
+
+use super::setup::{self, AdHoc};
+use crate::config;
+use crate::engine::{Detector, examples};
+use crate::source::LinePos;
+use crate::source::read::BlockReader;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Rule files or directories (default: the config's, else `rules/`).
+    pub paths: Vec<PathBuf>,
+    /// Config file (custom formats, rules directory, timezone).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print passing rules too.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// List every list value that no `match` example exercises (default: just count them).
+    #[arg(long)]
+    pub coverage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    #[serde(default = "combined")]
+    format: String,
+    #[serde(default)]
+    log: Option<PathBuf>,
+    #[serde(default)]
+    lines: Vec<String>,
+    #[serde(default)]
+    expect: Vec<Expected>,
+}
+
+fn combined() -> String {
+    "combined".into()
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
+#[serde(deny_unknown_fields)]
+struct Expected {
+    rule: String,
+    line: u64,
+}
+
+pub fn test(a: TestArgs) -> Result<i32> {
+    let cfg = a.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
+    let paths = super::scan::rule_paths(&a.paths, cfg.as_ref());
+    let loaded = crate::rule::load::load_paths(&paths)?;
+    let tz = cfg.as_ref().map(|c| c.config.timezone.as_str());
+    let setup = setup::build(cfg.as_ref(), &paths, &[AdHoc { name: "test", format: "raw", timezone: tz }])?;
+    let formats = cfg.as_ref().map(|c| c.config.formats.clone()).unwrap_or_default();
+    let parser_for = |name: &str| {
+        let mut reg = setup.rules.registry.clone();
+        config::parser_for(name, &formats, crate::parse::TimeSettings::default(), &mut reg).ok()
+    };
+
+    // Inline examples, grouped per rule.
+    let report = examples::run(&loaded, &setup.rules, &parser_for);
+    let mut failed_rules: BTreeMap<&str, Vec<&examples::ExampleFailure>> = BTreeMap::new();
+    for f in &report.failures {
+        failed_rules.entry(f.rule.as_str()).or_default().push(f);
+    }
+    let (mut passed, mut failed, mut uncovered) = (0usize, 0usize, 0usize);
+    for lr in &loaded.rules {
+        let id = lr.rule.id.as_str();
+        match failed_rules.get(id) {
+            None => {
+                passed += 1;
+                if a.verbose {
+                    let n = lr.rule.examples.should_match.len() + lr.rule.examples.no_match.len();
+                    println!("ok    {id} ({n} examples)");
+                }
+            }
+            Some(fs) => {
+                failed += 1;
+                println!("FAIL  {id}");
+                for f in fs {
+                    let at = loaded.rule_error(lr, &f.path, "");
+                    println!("      {}:{}:{} {}: {}", at.file.display(), at.line, at.col, f.path, f.reason);
+                    if !f.line.is_empty() {
+                        println!("        {}", crate::action::console::escape(&f.line));
+                    }
+                }
+            }
+        }
+        for w in coverage(&lr.rule) {
+            uncovered += 1;
+            if a.coverage {
+                println!("warn  {id}: {w}");
+            }
+        }
+    }
+
+    // Fixtures.
+    for path in fixtures(&paths) {
+        match run_fixture(&path, cfg.as_ref(), &paths) {
+            Ok(None) => {
+                passed += 1;
+                if a.verbose {
+                    println!("ok    {}", path.display());
+                }
+            }
+            Ok(Some(diff)) => {
+                failed += 1;
+                println!("FAIL  {}\n{diff}", path.display());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {}: {e:#}", path.display());
+            }
+        }
+    }
+    if uncovered > 0 && !a.coverage {
+        println!("warn  {uncovered} list values are exercised by no example (--coverage lists them)");
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Literal values of a rule's `contains`/`equals`/... lists that no `match` example contains
+/// (case-insensitively, raw or URL-decoded): alternatives nobody has shown to work.
+fn coverage(rule: &crate::rule::Rule) -> Vec<String> {
+    let examples: Vec<String> = rule
+        .examples
+        .should_match
+        .iter()
+        .flat_map(|l| {
+            let mut dec = Vec::new();
+            let (mut out, mut tmp) = (Vec::new(), Vec::new());
+            crate::engine::transform::apply(&[crate::rule::Transform::UrlDecode], l.as_bytes(), &mut out, &mut tmp);
+            dec.push(l.to_lowercase());
+            dec.push(String::from_utf8_lossy(&out).to_lowercase());
+            dec
+        })
+        .collect();
+    if examples.is_empty() {
+        return vec!["no `match` example".to_string()];
+    }
+    let mut out = Vec::new();
+    let mut walk = vec![("match".to_string(), &rule.condition)];
+    while let Some((path, c)) = walk.pop() {
+        for (k, list) in [("any", &c.any), ("all", &c.all)] {
+            if let Some(list) = list {
+                walk.extend(list.iter().enumerate().map(|(i, c)| (format!("{path}.{k}[{i}]"), c)));
+            }
+        }
+        if let Some(n) = &c.not {
+            // Values under `not` are covered by no_match examples; skip.
+            let _ = n;
+        }
+        for (op, vals) in [
+            ("contains", &c.contains),
+            ("equals", &c.equals),
+            ("starts_with", &c.starts_with),
+            ("ends_with", &c.ends_with),
+        ] {
+            let Some(vals) = vals else { continue };
+            let texts: Vec<&str> = vals
+                .0
+                .iter()
+                .filter_map(|v| match v {
+                    crate::rule::ValueItem::Text(t) => Some(t.as_str()),
+                    crate::rule::ValueItem::List { .. } => None,
+                })
+                .collect();
+            if texts.len() < 2 {
+                continue;
+            }
+            for t in texts {
+                let t = t.to_lowercase();
+                if !examples.iter().any(|e| e.contains(&t)) {
+                    out.push(format!("{path}.{op} value {t:?} is exercised by no example"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn fixtures(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if p.to_str().is_some_and(|s| s.ends_with(".test.yml") || s.ends_with(".test.yaml")) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs one fixture; `Ok(Some(diff))` when the detections differ from the expectation.
+fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let fx: Fixture = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+        Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+        None => anyhow::anyhow!("{}: {e}", path.display()),
+    })?;
+    let tz = cfg.map(|c| c.config.timezone.as_str());
+    let setup = setup::build(cfg, rule_paths, &[AdHoc { name: "test", format: &fx.format, timezone: tz }])?;
+    let rules = &setup.rules;
+    let source = &setup.sources[0];
+    let mut det = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);
+    let mut s = rules.scratch();
+    let info = source.info(&path.display().to_string());
+    let data = match &fx.log {
+        Some(log) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(log);
+            let mut r = BlockReader::open(&p).with_context(|| format!("cannot open {}", p.display()))?;
+            let mut all = Vec::new();
+            while let Some(b) = r.next_block(1 << 20)? {
+                all.extend_from_slice(&b.data);
+            }
+            all
+        }
+        None => fx.lines.join("\n").into_bytes(),
+    };
+    let mut got = Vec::new();
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+        let pos = LinePos { origin: 0, offset, line_number: i as u64 + 1, truncated: false, arrival: Utc::now() };
+        offset += line.len() as u64 + 1;
+        if line.is_empty() {
+            continue;
+        }
+        rules.match_line(&source.parser, &source.applicable, line, &mut s);
+        let hits = s.hits.clone();
+        det.on_hits(&source.parser, &info, &pos, line, &s.record, &hits, &mut out);
+        got.extend(out.drain(..).map(|d| Expected { rule: d.rule.id, line: d.source.line_number }));
+    }
+    let mut want = fx.expect.clone();
+    want.sort();
+    got.sort();
+    if want == got {
+        return Ok(None);
+    }
+    let mut diff = String::new();
+    for w in want.iter().filter(|w| !got.contains(w)) {
+        diff.push_str(&format!("      - missing:    {} at line {}\n", w.rule, w.line));
+    }
+    for g in got.iter().filter(|g| !want.contains(g)) {
+        diff.push_str(&format!("      + unexpected: {} at line {}\n", g.rule, g.line));
+    }
+    Ok(Some(diff))
+}

@@ -1,0 +1,66 @@
+//! `trapline test` and `trapline explain` through the real binary.
+
+mod common;
+
+use common::{access_line, trapline};
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+#[test]
+fn test_command_passes_on_shipped_rules_and_reports_failures() {
+    let out = trapline(&["test", SHIPPED]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.lines().last().unwrap().ends_with(" 0 failed"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "rules:\n  - id: t.x\n    title: x\n    severity: low\n    match: {field: uri, contains: [/admin, /manager]}\n    threshold: {count: 2, within: 1m, group_by: [client_ip]}\n    examples:\n      match: ['1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /index.html HTTP/1.1\" 200 1 \"-\" \"-\"']\n",
+    )
+    .unwrap();
+    let log: Vec<String> = (0..3).map(|s| access_line("192.0.2.1", s, "/admin", 404)).collect();
+    std::fs::write(dir.path().join("a.log"), log.join("\n")).unwrap();
+    std::fs::write(dir.path().join("a.test.yml"), "log: a.log\nexpect:\n  - {rule: t.x, line: 3}\n").unwrap();
+    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  t.x") && stdout.contains("r.yml:8:") && stdout.contains("did not match"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- missing:    t.x at line 3") && stdout.contains("+ unexpected: t.x at line 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"/manager\" is exercised by no example"), "{stdout}");
+    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+}
+
+#[test]
+fn explain_names_the_failing_condition_and_the_window() {
+    let line = access_line("203.0.113.7", 0, "/phpmyadmin/scripts/setup.php", 404);
+    let out = trapline(&["explain", "--rules", SHIPPED, "--rule", "honeypot.xss", "--line", &line]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("no match")
+            && stdout.contains("uri[url_decode,html_decode] = \"/phpmyadmin/scripts/setup.php\""),
+        "{stdout}"
+    );
+
+    let line = access_line("203.0.113.7", 0, "/item.php?id=1+UNION+SELECT+1", 200);
+    let out = trapline(&["explain", "--rules", SHIPPED, "--line", &line]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("matches honeypot.sqli"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log: Vec<String> = (0..4).map(|s| access_line("192.0.2.1", s, &format!("/nope{s}"), 404)).collect();
+    let f = dir.path().join("a.log");
+    std::fs::write(&f, log.join("\n")).unwrap();
+    let out =
+        trapline(&["explain", "--rules", SHIPPED, "--rule", "web.burst.not-found", "--file", f.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 of 20 matching lines within 10 s for client_ip=192.0.2.1"), "{stdout}");
+}

@@ -1,0 +1,220 @@
+//! `trapline lint` through the real binary: codes, positions, output formats, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+/// A combined-format line that the example rules match.
+const LINE: &str = r#"203.0.113.7 - - [10/Oct/2024:13:00:00 +0000] "GET /admin.php HTTP/1.1" 404 12 "-" "curl/8""#;
+
+fn lint(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trapline"))
+        .arg("lint")
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run trapline")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A temp dir with `rules/<name>` holding `text`.
+fn rules_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join("rules").join(name), text).unwrap();
+    }
+    dir
+}
+
+/// A clean rule with examples, then one whose regex does not compile: the bad value sits on
+/// line 14, column 14 (`regex: '(a'` starts with the quote).
+const BROKEN: &str = "\
+rules:
+  - id: ok.admin
+    title: Admin probe
+    severity: low
+    match: {field: path, contains: admin.php}
+    examples:
+      match:
+        - '203.0.113.7 - - [10/Oct/2024:13:00:00 +0000] \"GET /admin.php HTTP/1.1\" 404 12 \"-\" \"curl/8\"'
+  - id: bad.regex
+    title: Broken
+    severity: high
+    match:
+      field: uri
+      regex: '(admin'
+    examples: {match: ['x']}
+";
+
+#[test]
+fn shipped_rules_have_no_errors() {
+    let out = lint(Path::new(env!("CARGO_MANIFEST_DIR")), &[SHIPPED]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("0 errors"), "{}", stdout(&out));
+}
+
+#[test]
+fn default_path_is_rules_dir() {
+    let dir = rules_dir(&[("a.yml", BROKEN)]);
+    let out = lint(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("rules/a.yml:14:14: error[TL003] rule \"bad.regex\""), "{}", stdout(&out));
+}
+
+#[test]
+fn broken_regex_human() {
+    let dir = rules_dir(&[("a.yml", BROKEN)]);
+    let out = lint(dir.path(), &["rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    let i =
+        lines.iter().position(|l| l.starts_with("rules/a.yml:14:14: error[TL003] rule \"bad.regex\": invalid regex"));
+    let i = i.unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(lines[i + 1], "14 |       regex: '(admin'");
+    assert_eq!(lines[i + 2], "   |              ^");
+    assert_eq!(lines.last(), Some(&"1 error, 0 warnings"), "{s}");
+    assert!(!s.contains('\x1b'), "no colour when not a terminal");
+}
+
+#[test]
+fn broken_regex_json() {
+    let dir = rules_dir(&[("a.yml", BROKEN)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = v.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{v:#}");
+    let f = &all[0];
+    assert_eq!(f["code"], "TL003");
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["file"], "rules/a.yml");
+    assert_eq!((f["line"].as_u64(), f["col"].as_u64()), (Some(14), Some(14)));
+    assert_eq!(f["rule"], "bad.regex");
+    assert!(f["message"].as_str().unwrap().starts_with("invalid regex"), "{f}");
+}
+
+#[test]
+fn broken_regex_github() {
+    let dir = rules_dir(&[("a.yml", BROKEN)]);
+    let out = lint(dir.path(), &["--format", "github", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = stdout(&out);
+    assert!(
+        s.lines().any(|l| l.starts_with("::error file=rules/a.yml,line=14,col=14,title=TL003::rule \"bad.regex\"")),
+        "{s}"
+    );
+}
+
+#[test]
+fn broken_regex_sarif() {
+    let dir = rules_dir(&[("a.yml", BROKEN)]);
+    let out = lint(dir.path(), &["--format", "sarif", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "trapline");
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["id"] == "TL003"));
+    let r = &run["results"][0];
+    assert_eq!(r["ruleId"], "TL003");
+    assert_eq!(r["level"], "error");
+    assert_eq!(rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"], "TL003");
+    assert!(r["message"]["text"].as_str().unwrap().contains("invalid regex"));
+    let loc = &r["locations"][0]["physicalLocation"];
+    assert_eq!(loc["artifactLocation"]["uri"], "rules/a.yml");
+    assert_eq!(loc["region"]["startLine"], 14);
+    assert_eq!(loc["region"]["startColumn"], 14);
+}
+
+#[test]
+fn deny_warnings_turns_warning_into_failure() {
+    // Valid, but without examples: TL101 only.
+    let text = "rules:\n  - id: w.noex\n    title: No examples\n    severity: low\n    match: {contains: wp-login}\n";
+    let dir = rules_dir(&[("w.yml", text)]);
+    let out = lint(dir.path(), &["rules"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("rules/w.yml:2:9: warning[TL101] rule \"w.noex\""), "{}", stdout(&out));
+    assert!(stdout(&out).ends_with("0 errors, 1 warning\n"), "{}", stdout(&out));
+    let out = lint(dir.path(), &["--deny-warnings", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn duplicate_ids_across_files_and_other_files_still_checked() {
+    let a = format!(
+        "rules:\n  - id: dup.x\n    title: A\n    severity: low\n    match: {{contains: admin}}\n    examples: {{match: ['{}']}}\n",
+        LINE.replace('\'', "''")
+    );
+    // b.yml repeats the id and also has an unknown list: both are reported in one run.
+    let b = "rules:\n  - id: dup.x\n    title: B\n    severity: low\n    match: {contains: y}\n    examples: {match: [y]}\n  - id: b.list\n    title: L\n    severity: low\n    match: {contains: {list: nope}}\n    examples: {match: [y]}\n";
+    let dir = rules_dir(&[("a.yml", &a), ("b.yml", b)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<(&str, &str, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["code"].as_str().unwrap(), f["file"].as_str().unwrap(), f["line"].as_u64().unwrap()))
+        .collect();
+    assert!(codes.contains(&("TL002", "rules/b.yml", 2)), "{codes:?}");
+    assert!(codes.contains(&("TL004", "rules/b.yml", 10)), "{codes:?}");
+    let dup = v.as_array().unwrap().iter().find(|f| f["code"] == "TL002").unwrap();
+    assert!(dup["message"].as_str().unwrap().contains("rules/a.yml:2"), "{dup}");
+}
+
+#[test]
+fn failing_example_is_positioned_at_the_example() {
+    let text = "rules:\n  - id: ex.fail\n    title: F\n    severity: low\n    match: {field: path, contains: wp-login}\n    examples:\n      match:\n        - 'this line has nothing'\n";
+    let dir = rules_dir(&[("e.yml", text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = v.as_array().unwrap().iter().find(|f| f["code"] == "TL005").unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(f["rule"], "ex.fail");
+    assert_eq!((f["line"].as_u64(), f["col"].as_u64()), (Some(8), Some(11)));
+    assert!(f["message"].as_str().unwrap().contains("examples.match[0]"), "{f}");
+}
+
+#[test]
+fn greedy_raw_regex_and_always_evaluated_rule_warn() {
+    let line = LINE.replace('\'', "''");
+    let text = format!(
+        "rules:\n  - id: g.greedy\n    title: G\n    severity: low\n    match: {{regex: 'GET .*admin'}}\n    examples: {{match: ['{line}']}}\n  - id: g.always\n    title: A\n    severity: low\n    match: {{field: status, gte: 400}}\n    examples: {{match: ['{line}']}}\n"
+    );
+    let dir = rules_dir(&[("g.yml", &text)]);
+    let out = lint(dir.path(), &["rules"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.contains("rules/g.yml:5:20: warning[TL103] rule \"g.greedy\""), "{s}");
+    assert!(s.contains("rules/g.yml:10:12: warning[TL102] rule \"g.always\""), "{s}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = rules_dir(&[]);
+    assert_eq!(lint(dir.path(), &["missing-dir"]).status.code(), Some(2));
+    assert_eq!(lint(dir.path(), &["--format", "xml", "rules"]).status.code(), Some(2));
+    assert_eq!(lint(dir.path(), &["--config", "nope.yml"]).status.code(), Some(2));
+}
+
+#[test]
+fn broken_config_is_a_finding() {
+    let dir = rules_dir(&[]);
+    std::fs::write(dir.path().join("trapline.yml"), "rules: [rules]\nsourcez: []\n").unwrap();
+    let out = lint(dir.path(), &["--config", "trapline.yml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v[0];
+    assert_eq!(f["code"], "TL007", "{v:#}");
+    assert_eq!(f["file"], "trapline.yml");
+    assert_eq!(f["line"], 2, "{v:#}");
+}
