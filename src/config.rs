@@ -191,12 +191,16 @@ impl Loaded {
 
     /// `p` resolved against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        if p.is_absolute() || self.base == Path::new(".") { p.to_path_buf() } else { self.base.join(p) }
     }
 
     /// A glob or path resolved against the config's directory.
     pub fn resolve_pattern(&self, p: &str) -> String {
-        if Path::new(p).is_absolute() { p.to_string() } else { self.base.join(p).display().to_string() }
+        if Path::new(p).is_absolute() || self.base == Path::new(".") {
+            p.to_string()
+        } else {
+            self.base.join(p).display().to_string()
+        }
     }
 
     fn validate(&self) -> Result<()> {
