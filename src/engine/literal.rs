@@ -11,7 +11,7 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 /// Upper bound on alternatives kept in a literal set (long alternations of names are common
 /// in rules and make good sets); products of sets are bounded by [`MAX_PRODUCT`].
 const MAX_ALTERNATIVES: usize = 512;
-const MAX_PRODUCT: usize = 64;
+const MAX_PRODUCT: usize = 256;
 
 /// Lower-cased required literals of `pattern`, or `None` when there is no useful set.
 /// `case_insensitive` must match how the regex itself is compiled.
@@ -94,12 +94,13 @@ fn exact(h: &Hir) -> Option<Vec<Vec<u8>>> {
     Some(set)
 }
 
-/// Every byte of a class with at most 4 distinct (case-folded) members, e.g. `[/\\]`.
+/// Every byte of a class with at most 10 distinct (case-folded) members (`[/\\]`, `\d`), so
+/// that `\.php\d?` still yields `.php5`-style literals.
 fn small_class(h: &Hir) -> Option<Vec<Vec<u8>>> {
     let HirKind::Class(Class::Bytes(c)) = h.kind() else { return None };
     let mut out: Vec<Vec<u8>> = Vec::new();
     for r in c.ranges() {
-        if (r.end() - r.start()) as usize >= 8 {
+        if (r.end() - r.start()) as usize >= 10 {
             return None;
         }
         for b in r.start()..=r.end() {
@@ -107,7 +108,7 @@ fn small_class(h: &Hir) -> Option<Vec<Vec<u8>>> {
             if !out.contains(&v) {
                 out.push(v);
             }
-            if out.len() > 4 {
+            if out.len() > 10 {
                 return None;
             }
         }
@@ -167,24 +168,45 @@ fn required(h: &Hir) -> Option<Vec<Vec<u8>>> {
                     *best = Some(cand);
                 }
             };
-            let mut run: Vec<Vec<u8>> = vec![Vec::new()];
+            // The run is kept as its parts, so that when a new part would make the product
+            // too large, the oldest parts are dropped until it fits: `[\s"']on(error|load|..)`
+            // keeps `onerror`, `onload` rather than falling back to `error`, `load`.
+            let mut run: std::collections::VecDeque<Vec<Vec<u8>>> = Default::default();
+            let product_of = |run: &std::collections::VecDeque<Vec<Vec<u8>>>| -> Option<Vec<Vec<u8>>> {
+                run.iter().try_fold(vec![Vec::new()], |acc, set| product(&acc, set))
+            };
             for p in parts {
                 match exact(p) {
-                    Some(set) => match product(&run, &set) {
-                        Some(next) => run = next,
-                        None => {
-                            consider(&mut best, std::mem::replace(&mut run, set));
+                    Some(set) => {
+                        run.push_back(set);
+                        if product_of(&run).is_none() {
+                            let last = run.pop_back().unwrap_or_default();
+                            if let Some(done) = product_of(&run) {
+                                consider(&mut best, done);
+                            }
+                            run.push_back(last);
+                            while run.len() > 1 && product_of(&run).is_none() {
+                                run.pop_front();
+                            }
+                            if product_of(&run).is_none() {
+                                run.clear();
+                            }
                         }
-                    },
+                    }
                     None => {
-                        consider(&mut best, std::mem::replace(&mut run, vec![Vec::new()]));
+                        if let Some(done) = product_of(&run) {
+                            consider(&mut best, done);
+                        }
+                        run.clear();
                         if let Some(c) = required(p) {
                             consider(&mut best, c);
                         }
                     }
                 }
             }
-            consider(&mut best, run);
+            if let Some(done) = product_of(&run) {
+                consider(&mut best, done);
+            }
             best
         }
     }
@@ -242,6 +264,17 @@ mod tests {
         assert_eq!(lits(r"^/wp-(admin|login)"), Some(vec!["/wp-admin".into(), "/wp-login".into()]));
         assert_eq!(lits(r"\.(bak|old)$"), Some(vec![".bak".into(), ".old".into()]));
         assert_eq!(lits(r"on(error|load)\s*="), Some(vec!["onerror".into(), "onload".into()]));
+        assert_eq!(
+            lits(r"[;'/](?:on)(?:error|load)"),
+            Some(vec![
+                "'onerror".into(),
+                "'onload".into(),
+                "/onerror".into(),
+                "/onload".into(),
+                ";onerror".into(),
+                ";onload".into()
+            ])
+        );
         assert_eq!(lits(r"etc[/\\]passwd"), Some(vec!["etc/passwd".into(), "etc\\passwd".into()]));
         assert_eq!(lits(r"https?://"), Some(vec!["http://".into(), "https://".into()]));
         // Rare punctuation beats common short words.
@@ -253,8 +286,8 @@ mod tests {
     #[test]
     fn gives_up_when_nothing_is_required() {
         assert_eq!(lits(r"a*"), None);
-        assert_eq!(lits(r"[0-9]{3}"), None);
-        assert_eq!(lits(r"(foo|\d+)"), None);
+        assert_eq!(lits(r"[a-z]{3}"), None);
+        assert_eq!(lits(r"(foo|[a-z]+)"), None);
         assert_eq!(lits(r"x?"), None);
     }
 

@@ -21,7 +21,7 @@
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
 use aho_corasick::dfa::DFA;
-use aho_corasick::{Input, MatchKind};
+use aho_corasick::{Anchored, Input, MatchKind};
 
 use super::view::{ViewCache, ViewId, Views};
 use crate::parse::{FieldId, Record, std_fields};
@@ -108,8 +108,33 @@ impl Scanner {
         Scanner { ac, rules }
     }
 
+    /// Marks the rules of every literal that occurs in `hay` (overlapping occurrences
+    /// included).
+    ///
+    /// A hand-written walk over the DFA: in an unanchored Standard DFA every position's state
+    /// already lists all literals ending there, so one table lookup per byte, plus a check of
+    /// the rare match states, finds every literal. That is several times fewer instructions per
+    /// byte than the crate's general overlapping-iterator protocol. With a skip-ahead
+    /// prefilter (small sets), the crate's own search is used, since it can jump over bytes.
     #[inline]
     fn scan(&self, hay: &[u8], out: &mut Bits) {
+        if self.ac.prefilter().is_some() {
+            return self.scan_with_prefilter(hay, out);
+        }
+        let Ok(mut sid) = self.ac.start_state(Anchored::No) else { return };
+        for &b in hay {
+            sid = self.ac.next_state(Anchored::No, sid, b);
+            if self.ac.is_special(sid) && self.ac.is_match(sid) {
+                for i in 0..self.ac.match_len(sid) {
+                    for r in &self.rules[self.ac.match_pattern(sid, i).as_usize()] {
+                        out.set(*r as usize);
+                    }
+                }
+            }
+        }
+    }
+
+    fn scan_with_prefilter(&self, hay: &[u8], out: &mut Bits) {
         let input = Input::new(hay);
         let mut state = OverlappingState::start();
         // Errors are impossible for an unanchored search of a Standard automaton; stopping
