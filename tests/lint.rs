@@ -218,3 +218,24 @@ fn broken_config_is_a_finding() {
     assert_eq!(f["file"], "trapline.yml");
     assert_eq!(f["line"], 2, "{v:#}");
 }
+
+/// The JSON Schema check reports every violation of a file, each at its own position, where
+/// deserialisation alone would stop at the first.
+#[test]
+fn schema_violations_are_all_reported() {
+    let dir = rules_dir(&[(
+        "s.yml",
+        "rules:\n  - id: s.one\n    title: T\n    severity: severe\n    match: {contians: x}\n    enabled: maybe\n",
+    )]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let found: Vec<(String, u64, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["code"].as_str().unwrap().to_string(), f["line"].as_u64().unwrap(), f["col"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 12), ("TL008".into(), 6, 14)], "{v}");
+    assert!(v[0]["rule"] == "s.one" && v[0]["message"].as_str().unwrap().contains("severe"), "{v}");
+}

@@ -86,6 +86,7 @@ pub const CODES: &[(&str, Level, &str)] = &[
     ("TL005", Level::Error, "inline example that does not behave as declared"),
     ("TL006", Level::Error, "invalid value (empty title, bad id, count, network, ...)"),
     ("TL007", Level::Error, "invalid config file"),
+    ("TL008", Level::Error, "rule file does not match the rule language's JSON Schema"),
     ("TL101", Level::Warning, "rule without examples"),
     ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
     ("TL103", Level::Warning, "regex on the raw line with an unbounded repeat that crosses spaces and quotes"),
@@ -214,7 +215,19 @@ fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
 
 /// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
 fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+    let invalid = schema_check(&sources, out);
+    let before = out.len();
     let loaded = load_lenient(sources, out);
+    // A file the schema already rejected would repeat the first of those problems as a type
+    // error; the schema's report is the complete one.
+    let mut i = before;
+    while i < out.len() {
+        if out[i].code == "TL001" && invalid.contains(&out[i].file) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     let mut registry = FieldRegistry::default();
     let parsers = custom_parsers(cfg, &mut registry);
     let mut opts = CompileOptions::default();
@@ -231,6 +244,61 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
         lists: loaded.lists.clone(),
     };
     run_examples(&good, &opts, registry, &parsers, out);
+}
+
+/// Validates every rule file that is well-formed YAML against the generated JSON Schema
+/// (`schema/trapline-rules.schema.json`) with `jsonschema`, which, unlike deserialisation,
+/// reports every violation in a file, not just the first. Returns the files with violations.
+fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<String> {
+    let mut invalid = HashSet::new();
+    let schema: serde_json::Value = match serde_json::from_str(&super::schema::schema_json(super::schema::Which::Rules))
+    {
+        Ok(v) => v,
+        Err(_) => return invalid,
+    };
+    let Ok(compiled) = jsonschema::JSONSchema::compile(&schema) else { return invalid };
+    for src in sources {
+        let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&src.text) else { continue };
+        if yaml.is_null() {
+            continue;
+        }
+        let Ok(json) = serde_json::to_value(&yaml) else { continue };
+        let Err(errors) = compiled.validate(&json) else { continue };
+        let file = src.path.display().to_string();
+        let one = Loaded { files: vec![src.clone()], ..Default::default() };
+        for e in errors {
+            let path = pointer_to_path(&e.instance_path.to_string());
+            let rule = rule_id_at(&json, &path);
+            let msg = format!("{e} (schema path {})", e.schema_path);
+            out.push(Finding::new("TL008", one.error_at(0, &path, rule.as_deref(), msg)));
+            invalid.insert(file.clone());
+        }
+    }
+    invalid
+}
+
+/// `/rules/0/match/any/1` → `rules[0].match.any[1]` (the paths the position index knows).
+fn pointer_to_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg.chars().all(|c| c.is_ascii_digit()) && !seg.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// The id of the rule a path points into, if any.
+fn rule_id_at(json: &serde_json::Value, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("rules[")?;
+    let n: usize = rest[..rest.find(']')?].parse().ok()?;
+    json.get("rules")?.get(n)?.get("id")?.as_str().map(str::to_string)
 }
 
 /// Loads what can be loaded. Errors of the whole set (which include cross-file duplicates)
