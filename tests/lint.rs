@@ -239,3 +239,61 @@ fn schema_violations_are_all_reported() {
     assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 12), ("TL008".into(), 6, 14)], "{v}");
     assert!(v[0]["rule"] == "s.one" && v[0]["message"].as_str().unwrap().contains("severe"), "{v}");
 }
+
+/// With a config that configures XDR, the templates are loaded and rendered against sample
+/// detections: a template producing an invalid incident is an error at its file:line.
+#[test]
+fn broken_xdr_template_is_a_finding() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["rules", "templates", "templates/xdr", "rules/tests"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    for sub in ["rules", "templates/xdr", "rules/tests"] {
+        for e in std::fs::read_dir(repo.join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(repo.join("trapline.yml"), dir.path().join("trapline.yml")).unwrap();
+    let clean = lint(dir.path(), &["--config", "trapline.yml"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+
+    let incident = dir.path().join("templates/xdr/incident.json.j2");
+    let text = std::fs::read_to_string(&incident).unwrap();
+    std::fs::write(&incident, text.replacen("\"status\"", "\"statuz\"", 1)).unwrap();
+    let out = lint(dir.path(), &["--config", "trapline.yml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let f = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "TL009" && f["message"].as_str().unwrap().contains("statuz"))
+        .unwrap_or_else(|| panic!("no TL009 about the bad key: {v}"));
+    assert!(f["file"].as_str().unwrap().ends_with("incident.json.j2"), "{v}");
+    assert!(f["line"].as_u64().unwrap() > 1, "{v}");
+}
+
+/// A syslog source with no `timezone` anywhere gets a warning at its `format:`.
+#[test]
+fn zoneless_source_without_timezone_warns() {
+    let dir = rules_dir(&[]);
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "rules: [rules]\nsources:\n  - name: ssh\n    paths: [auth.log]\n    format: syslog\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "c.yml", "--format", "github"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("::warning file=c.yml,line=5,col=13,title=TL105::"), "{}", stdout(&out));
+    let out = lint(dir.path(), &["--config", "c.yml", "--deny-warnings"]);
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "rules: [rules]\ntimezone: Europe/Paris\nsources:\n  - name: ssh\n    paths: [auth.log]\n    format: syslog\n",
+    )
+    .unwrap();
+    assert_eq!(lint(dir.path(), &["--config", "c.yml", "--deny-warnings"]).status.code(), Some(0));
+}

@@ -87,6 +87,8 @@ pub const CODES: &[(&str, Level, &str)] = &[
     ("TL006", Level::Error, "invalid value (empty title, bad id, count, network, ...)"),
     ("TL007", Level::Error, "invalid config file"),
     ("TL008", Level::Error, "rule file does not match the rule language's JSON Schema"),
+    ("TL009", Level::Error, "XDR template that does not load, or renders an invalid bundle for a sample detection"),
+    ("TL105", Level::Warning, "time stamps without a zone, and no `timezone` set: they are read as UTC"),
     ("TL101", Level::Warning, "rule without examples"),
     ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
     ("TL103", Level::Warning, "regex on the raw line with an unbounded repeat that crosses spaces and quotes"),
@@ -139,6 +141,10 @@ pub fn lint(a: LintArgs) -> Result<i32> {
         texts.insert(s.path.display().to_string(), s.text.clone());
     }
     lint_sources(sources, cfg.as_ref(), &mut findings);
+    if let Some(c) = &cfg {
+        check_templates(c, &mut findings, &mut texts);
+        check_zones(c, &mut findings);
+    }
     findings.sort_by(|x, y| (&x.file, x.line, x.col, x.code).cmp(&(&y.file, y.line, y.col, y.code)));
     print!("{}", render(a.format, &findings, &texts));
     Ok(exit_code(&findings, a.deny_warnings))
@@ -185,6 +191,75 @@ fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, Str
             out.push(Finding::new("TL007", e));
             None
         }
+    }
+}
+
+/// Zone-less time stamps (syslog, the Apache error log, a custom `time_format` without `%z`)
+/// are read in the configured `timezone`; when the config never says which, they are silently
+/// taken as UTC, and thresholds and event times are off by the server's offset.
+fn check_zones(cfg: &config::Loaded, out: &mut Vec<Finding>) {
+    let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+    let index = crate::rule::locate::index(&text);
+    if index.contains_key("timezone") {
+        return;
+    }
+    let zoneless_format = |name: &str| match cfg.config.formats.get(name) {
+        Some(f) => {
+            f.regex.is_some()
+                && f.time_format.as_deref().is_some_and(|t| !["%z", "%:z", "%#z", "%Z"].iter().any(|z| t.contains(z)))
+        }
+        None => matches!(name, "syslog" | "apache_error"),
+    };
+    for (i, s) in cfg.config.sources.iter().enumerate() {
+        if s.timezone.is_some() || !zoneless_format(&s.format) {
+            continue;
+        }
+        let pos = index.get(&format!("sources[{i}].format")).copied();
+        out.push(Finding::new(
+            "TL105",
+            RuleError {
+                file: cfg.path.clone(),
+                line: pos.map_or(0, |p| p.line),
+                col: pos.map_or(0, |p| p.col),
+                rule: None,
+                message: format!("source {:?}: format {:?} has no time zone in its time stamps and no `timezone` is set (global or per source); they are read as UTC", s.name, s.format),
+            },
+        ));
+    }
+}
+
+/// Loads the XDR templates the config names exactly as `trapline run` would, which renders
+/// them with hostile and empty sample detections and validates the bundles against the CTIM
+/// rules; a problem becomes a TL009 at the template's file:line.
+fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut HashMap<String, String>) {
+    use crate::action::xdr::{Composer, settings::Settings};
+    let settings = match Settings::from_config(cfg) {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            let e = RuleError { file: cfg.path.clone(), line: 0, col: 0, rule: None, message: format!("{e:#}") };
+            out.push(Finding::new("TL007", e));
+            return;
+        }
+    };
+    let dir = settings.templates.clone();
+    let Err(e) = Composer::new(std::sync::Arc::new(settings), false) else { return };
+    for msg in format!("{e:#}").lines() {
+        // Template errors read `path:line: message`; anything else is reported on the directory.
+        let (file, line, message) = match msg.split_once(':') {
+            Some((f, rest)) if std::path::Path::new(f).exists() => {
+                let rest = rest.trim_start();
+                match rest.split_once(':').map(|(n, m)| (n.trim().parse::<usize>(), m)) {
+                    Some((Ok(line), m)) => (PathBuf::from(f), line, m.trim().to_string()),
+                    _ => (PathBuf::from(f), 0, rest.to_string()),
+                }
+            }
+            _ => (dir.clone(), 0, msg.to_string()),
+        };
+        if let Ok(t) = std::fs::read_to_string(&file) {
+            texts.insert(file.display().to_string(), t);
+        }
+        out.push(Finding::new("TL009", RuleError { file, line, col: usize::from(line > 0), rule: None, message }));
     }
 }
 
