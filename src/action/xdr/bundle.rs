@@ -470,24 +470,12 @@ pub fn validate(bundle: &Value, min_tlp: &str) -> std::result::Result<(), Vec<Pr
 
 /// Every time-valued field of an entity, with its key.
 fn time_values(v: &Value) -> Vec<(String, String)> {
-    const KEYS: &[&str] = &[
-        "start_time",
-        "end_time",
-        "timestamp",
-        "opened",
-        "discovered",
-        "reported",
-        "remediated",
-        "closed",
-        "rejected",
-        "contained",
-    ];
     let mut out = Vec::new();
     fn walk(v: &Value, out: &mut Vec<(String, String)>) {
         match v {
             Value::Object(o) => {
                 for (k, x) in o {
-                    if KEYS.contains(&k.as_str())
+                    if ctim::TIME_KEYS.contains(&k.as_str())
                         && let Some(s) = x.as_str()
                     {
                         out.push((k.clone(), s.to_string()));

@@ -494,7 +494,8 @@ pub fn is_strict_utc_millis(s: &str) -> bool {
         && parse_time(s).is_some()
 }
 
-const TIME_KEYS: &[&str] = &[
+/// Every CTIM field that holds a time (shared by the sandbox's checks and the bundle's).
+pub const TIME_KEYS: &[&str] = &[
     "start_time",
     "end_time",
     "timestamp",
