@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::EXIT_USAGE;
 use crate::config;
-use crate::engine::compile::Compiler;
+use crate::engine::compile::compile_rules;
 use crate::engine::prefilter::Requirement;
 use crate::engine::view::Views;
 use crate::engine::{CompileOptions, RuleSet, examples};
@@ -441,21 +441,9 @@ fn compile_each(
     out: &mut Vec<Finding>,
 ) -> Vec<Option<Requirement>> {
     let mut views = Views::default();
-    let mut c = Compiler {
-        loaded,
-        opts,
-        registry: &mut registry,
-        views: &mut views,
-        errors: Vec::new(),
-        used_lists: Vec::new(),
-    };
-    let mut reqs = Vec::new();
-    for r in &loaded.rules {
-        let req = c.rule(r).map(|(_, req)| req.worth_it(c.views));
-        reqs.push(req);
-    }
-    out.extend(c.errors.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
-    reqs
+    let (compiled, errors) = compile_rules(loaded, opts, &mut registry, &mut views);
+    out.extend(errors.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
+    compiled.into_iter().map(|c| c.map(|(_, req)| req)).collect()
 }
 
 /// Runs the inline examples of the rules that compiled; each failure is a TL005 positioned at

@@ -383,6 +383,21 @@ impl Compiler<'_> {
     }
 }
 
+/// Compiles every rule of `loaded`, each on its own: one entry per rule (`None` for a rule
+/// with errors), its prefilter requirement already filed by [`Requirement::worth_it`], and
+/// every error found. [`super::RuleSet::compile`] turns this into an all-or-nothing rule set;
+/// `trapline lint` keeps going past broken rules.
+pub fn compile_rules(
+    loaded: &Loaded,
+    opts: &CompileOptions,
+    registry: &mut FieldRegistry,
+    views: &mut Views,
+) -> (Vec<Option<(CompiledRule, Requirement)>>, Vec<RuleError>) {
+    let mut c = Compiler { loaded, opts, registry, views, errors: Vec::new(), used_lists: Vec::new() };
+    let rules = loaded.rules.iter().map(|r| c.rule(r).map(|(rule, req)| (rule, req.worth_it(c.views)))).collect();
+    (rules, c.errors)
+}
+
 pub(crate) fn build_regex(p: &str, case_sensitive: bool) -> Result<regex::bytes::Regex, regex::Error> {
     // Unicode mode off: `.` and classes match any byte, so invalid UTF-8 that an attacker
     // slips into a request cannot make a pattern silently fail.

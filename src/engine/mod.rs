@@ -62,29 +62,20 @@ impl RuleSet {
     pub fn compile(loaded: &Loaded, opts: &CompileOptions, registry: FieldRegistry) -> Result<RuleSet, RuleErrors> {
         let mut registry = registry;
         let mut views = Views::default();
-        let mut c = compile::Compiler {
-            loaded,
-            opts,
-            registry: &mut registry,
-            views: &mut views,
-            errors: Vec::new(),
-            used_lists: Vec::new(),
-        };
+        let (compiled, errors) = compile::compile_rules(loaded, opts, &mut registry, &mut views);
+        if !errors.is_empty() {
+            return Err(RuleErrors(errors));
+        }
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
-        for r in &loaded.rules {
-            if let Some((rule, req)) = c.rule(r) {
-                // A disabled rule is validated, then kept out of the prefilter entirely.
-                let req = if rule.enabled { req.worth_it(c.views) } else { Requirement::AnyOf(Vec::new()) };
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    tracing::debug!(rule = %rule.id, prefilter = %req.describe(), "compiled");
-                }
-                reqs.push(req);
-                rules.push(rule);
+        for (rule, req) in compiled.into_iter().flatten() {
+            // A disabled rule is validated, then kept out of the prefilter entirely.
+            let req = if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) };
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                tracing::debug!(rule = %rule.id, prefilter = %req.describe(), "compiled");
             }
-        }
-        if !c.errors.is_empty() {
-            return Err(RuleErrors(c.errors));
+            reqs.push(req);
+            rules.push(rule);
         }
         let prefilter = Prefilter::build(&reqs, rules.len(), &views);
         if tracing::enabled!(tracing::Level::DEBUG) {
