@@ -27,7 +27,7 @@ use crate::engine::view::Views;
 use crate::engine::{CompileOptions, RuleSet, examples};
 use crate::parse::{FieldRegistry, Parser};
 use crate::rule::load::{self, SourceFile};
-use crate::rule::{Condition, Loaded, LoadedRule, RuleError, ValueItem};
+use crate::rule::{Condition, ErrorKind, Loaded, LoadedRule, RuleError, ValueItem};
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -111,16 +111,27 @@ pub struct Finding {
 
 impl Finding {
     fn new(code: &'static str, e: RuleError) -> Finding {
+        let mut f = Finding::at(code, &e.file, e.line, e.col, e.message);
+        f.rule = e.rule;
+        f
+    }
+
+    /// A finding outside any rule (config, templates).
+    fn at(code: &'static str, file: &Path, line: usize, col: usize, message: impl Into<String>) -> Finding {
         let severity = CODES.iter().find(|c| c.0 == code).map_or(Level::Error, |c| c.1);
-        Finding {
-            code,
-            severity,
-            message: e.message,
-            file: e.file.display().to_string(),
-            line: e.line,
-            col: e.col,
-            rule: e.rule,
-        }
+        Finding { code, severity, message: message.into(), file: file.display().to_string(), line, col, rule: None }
+    }
+
+    /// A finding for a rule-file error, its code chosen by the error's kind.
+    fn from_error(e: RuleError) -> Finding {
+        let code = match e.kind {
+            ErrorKind::Io | ErrorKind::Syntax => "TL001",
+            ErrorKind::Duplicate => "TL002",
+            ErrorKind::Regex => "TL003",
+            ErrorKind::UnknownReference => "TL004",
+            ErrorKind::InvalidValue => "TL006",
+        };
+        Finding::new(code, e)
     }
 }
 
@@ -187,8 +198,7 @@ fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, Str
             let msg = format!("{e:#}");
             let rest = msg.strip_prefix(&file).and_then(|r| r.strip_prefix(':')).unwrap_or(&msg).trim_start();
             let (line, col, message) = split_position(rest);
-            let e = RuleError { file: p.to_path_buf(), line, col, rule: None, message: message.to_string() };
-            out.push(Finding::new("TL007", e));
+            out.push(Finding::at("TL007", p, line, col, message));
             None
         }
     }
@@ -215,16 +225,13 @@ fn check_zones(cfg: &config::Loaded, out: &mut Vec<Finding>) {
             continue;
         }
         let pos = index.get(&format!("sources[{i}].format")).copied();
-        out.push(Finding::new(
-            "TL105",
-            RuleError {
-                file: cfg.path.clone(),
-                line: pos.map_or(0, |p| p.line),
-                col: pos.map_or(0, |p| p.col),
-                rule: None,
-                message: format!("source {:?}: format {:?} has no time zone in its time stamps and no `timezone` is set (global or per source); they are read as UTC", s.name, s.format),
-            },
-        ));
+        let (line, col) = pos.map_or((0, 0), |p| (p.line, p.col));
+        let msg = format!(
+            "source {:?}: format {:?} has no time zone in its time stamps and no `timezone` is set (global or \
+             per source); they are read as UTC",
+            s.name, s.format
+        );
+        out.push(Finding::at("TL105", &cfg.path, line, col, msg));
     }
 }
 
@@ -237,8 +244,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
-            let e = RuleError { file: cfg.path.clone(), line: 0, col: 0, rule: None, message: format!("{e:#}") };
-            out.push(Finding::new("TL007", e));
+            out.push(Finding::at("TL007", &cfg.path, 0, 0, format!("{e:#}")));
             return;
         }
     };
@@ -259,7 +265,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
         if let Ok(t) = std::fs::read_to_string(&file) {
             texts.insert(file.display().to_string(), t);
         }
-        out.push(Finding::new("TL009", RuleError { file, line, col: usize::from(line > 0), rule: None, message }));
+        out.push(Finding::at("TL009", &file, line, usize::from(line > 0), message));
     }
 }
 
@@ -381,7 +387,7 @@ fn rule_id_at(json: &serde_json::Value, path: &str) -> Option<String> {
 /// duplicate rules and lists, so the rest of the checks still see all the good rules.
 fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
     if let Err(errs) = load::load_sources(sources.clone()) {
-        out.extend(errs.0.into_iter().map(|e| Finding::new(load_code(&e.message), e)));
+        out.extend(errs.0.into_iter().map(Finding::from_error));
     }
     let mut merged = Loaded::default();
     let mut ids = HashSet::new();
@@ -402,29 +408,6 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
     merged
 }
 
-/// The code of an error found while loading (before compiling).
-fn load_code(msg: &str) -> &'static str {
-    if msg.contains("duplicate rule id") || msg.contains("is already defined in") {
-        "TL002"
-    } else if msg.starts_with("a rule id must") {
-        "TL006"
-    } else {
-        "TL001"
-    }
-}
-
-/// The code of an error found by the compiler. The compiler's messages are the user-facing
-/// contract already (tests pin them), so classifying their prefix is stable enough.
-fn compile_code(msg: &str) -> &'static str {
-    if msg.starts_with("invalid regex") {
-        "TL003"
-    } else if msg.starts_with("unknown ") || msg.starts_with("invalid field name") {
-        "TL004"
-    } else {
-        "TL006"
-    }
-}
-
 /// Parsers for the config's custom formats, built against `registry` so the rules compile with
 /// the field ids those formats produce (the same wiring as [`super::setup::build`]).
 fn custom_parsers(cfg: Option<&config::Loaded>, registry: &mut FieldRegistry) -> BTreeMap<String, Parser> {
@@ -442,7 +425,7 @@ fn compile_each(
 ) -> Vec<Option<Requirement>> {
     let mut views = Views::default();
     let (compiled, errors) = compile_rules(loaded, opts, &mut registry, &mut views);
-    out.extend(errors.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
+    out.extend(errors.into_iter().map(Finding::from_error));
     compiled.into_iter().map(|c| c.map(|(_, req)| req)).collect()
 }
 
@@ -459,7 +442,7 @@ fn run_examples(
         Ok(r) => r,
         Err(errs) => {
             // Only rules that compiled alone are here, so this is not expected; report anyway.
-            out.extend(errs.0.into_iter().map(|e| Finding::new(compile_code(&e.message), e)));
+            out.extend(errs.0.into_iter().map(Finding::from_error));
             return;
         }
     };

@@ -14,7 +14,7 @@ use super::literal;
 use super::prefilter::Requirement;
 use super::view::{View, ViewId, Views};
 use crate::parse::{FieldId, FieldRegistry, std_fields};
-use crate::rule::{Condition, Loaded, LoadedRule, RuleError, Severity, ValueItem, Values};
+use crate::rule::{Condition, ErrorKind, Loaded, LoadedRule, RuleError, Severity, ValueItem, Values};
 
 /// Regex limits. The NFA limit bounds compile time and memory per regex; the lazy DFA cache is
 /// raised from the 2 MiB default because a thrashing cache makes matching hundreds of times
@@ -95,7 +95,11 @@ type Compiled = (Node, Requirement);
 
 impl Compiler<'_> {
     fn err(&mut self, r: &LoadedRule, path: &str, msg: impl Into<String>) {
-        let e = self.loaded.rule_error(r, path, msg);
+        self.err_of(ErrorKind::InvalidValue, r, path, msg);
+    }
+
+    fn err_of(&mut self, kind: ErrorKind, r: &LoadedRule, path: &str, msg: impl Into<String>) {
+        let e = self.loaded.rule_error(r, path, msg).kind(kind);
         self.errors.push(e);
     }
 
@@ -103,7 +107,7 @@ impl Compiler<'_> {
         let ok = !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'));
         if !ok {
-            self.err(r, path, format!("invalid field name {name:?}"));
+            self.err_of(ErrorKind::UnknownReference, r, path, format!("invalid field name {name:?}"));
             return None;
         }
         Some(self.registry.intern(name))
@@ -119,13 +123,23 @@ impl Compiler<'_> {
         for (i, f) in rule.formats.iter().enumerate() {
             if !self.opts.formats.contains(f) {
                 let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
-                self.err(r, &format!("formats[{i}]"), format!("unknown format {f:?} (known: {})", known.join(", ")));
+                self.err_of(
+                    ErrorKind::UnknownReference,
+                    r,
+                    &format!("formats[{i}]"),
+                    format!("unknown format {f:?} (known: {})", known.join(", ")),
+                );
             }
         }
         for (i, a) in rule.actions.iter().enumerate() {
             if !self.opts.actions.contains(a) {
                 let known: Vec<&str> = self.opts.actions.iter().map(String::as_str).collect();
-                self.err(r, &format!("actions[{i}]"), format!("unknown action {a:?} (known: {})", known.join(", ")));
+                self.err_of(
+                    ErrorKind::UnknownReference,
+                    r,
+                    &format!("actions[{i}]"),
+                    format!("unknown action {a:?} (known: {})", known.join(", ")),
+                );
             }
         }
         let compiled = self.condition(r, &rule.condition, "match");
@@ -326,7 +340,8 @@ impl Compiler<'_> {
         for (i, p) in pats.iter().enumerate() {
             let p = String::from_utf8_lossy(p).into_owned();
             if let Err(e) = build_regex(&p, cs) {
-                self.err(r, &format!("{path}[{i}]"), format!("invalid regex: {}", one_line(&e.to_string())));
+                let msg = format!("invalid regex: {}", one_line(&e.to_string()));
+                self.err_of(ErrorKind::Regex, r, &format!("{path}[{i}]"), msg);
                 ok = false;
                 continue;
             }
@@ -362,7 +377,8 @@ impl Compiler<'_> {
                     None => {
                         let p = if v.0.len() == 1 { path.to_string() } else { format!("{path}[{i}]") };
                         let known: Vec<&str> = self.loaded.lists.keys().map(String::as_str).collect();
-                        self.err(
+                        self.err_of(
+                            ErrorKind::UnknownReference,
                             r,
                             &p,
                             format!(

@@ -22,6 +22,35 @@ pub struct RuleError {
     /// The id of the rule the problem is in, when it is in one.
     pub rule: Option<String>,
     pub message: String,
+    /// What kind of problem this is, for callers that classify errors (lint's finding codes)
+    /// without reading the message.
+    pub kind: ErrorKind,
+}
+
+/// The kinds of rule-file problems. Callers match on this, never on message wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorKind {
+    /// The file could not be read.
+    Io,
+    /// YAML syntax, unknown key or wrong type.
+    Syntax,
+    /// A rule id or list name defined twice.
+    Duplicate,
+    /// A regex that does not compile or exceeds the size limits.
+    Regex,
+    /// A reference to a list, format, action or field that does not exist.
+    UnknownReference,
+    /// Any other invalid value (empty title, bad id, zero count, bad network, ...).
+    #[default]
+    InvalidValue,
+}
+
+impl RuleError {
+    /// The same error, of kind `kind`.
+    pub fn kind(mut self, kind: ErrorKind) -> RuleError {
+        self.kind = kind;
+        self
+    }
 }
 
 impl fmt::Display for RuleError {
@@ -93,6 +122,7 @@ impl Loaded {
             col: pos.map_or(0, |p| p.col),
             rule: rule.map(str::to_string),
             message: message.into(),
+            kind: ErrorKind::default(),
         }
     }
 
@@ -148,6 +178,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
                 col: 0,
                 rule: None,
                 message: format!("cannot read rules: {e}"),
+                kind: ErrorKind::Io,
             }),
         }
     }
@@ -161,6 +192,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
                 col: 0,
                 rule: None,
                 message: format!("cannot read file: {e}"),
+                kind: ErrorKind::Io,
             }),
         }
     }
@@ -200,12 +232,16 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
         for (name, items) in rf.lists {
             if let Some(prev) = list_origin.get(&name) {
                 let prev = loaded.files[*prev].path.display().to_string();
-                errors.push(loaded.error_at(
-                    file,
-                    &format!("lists.{name}"),
-                    None,
-                    format!("list {name:?} is already defined in {prev}"),
-                ));
+                errors.push(
+                    loaded
+                        .error_at(
+                            file,
+                            &format!("lists.{name}"),
+                            None,
+                            format!("list {name:?} is already defined in {prev}"),
+                        )
+                        .kind(ErrorKind::Duplicate),
+                );
                 continue;
             }
             list_origin.insert(name.clone(), file);
@@ -222,11 +258,15 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             }
             if let Some((f, i)) = ids.get(&lr.rule.id) {
                 let other = loaded.error_at(*f, &format!("rules[{i}].id"), None, "");
-                errors.push(loaded.rule_error(
-                    &lr,
-                    "id",
-                    format!("duplicate rule id (first defined at {}:{})", other.file.display(), other.line),
-                ));
+                errors.push(
+                    loaded
+                        .rule_error(
+                            &lr,
+                            "id",
+                            format!("duplicate rule id (first defined at {}:{})", other.file.display(), other.line),
+                        )
+                        .kind(ErrorKind::Duplicate),
+                );
             } else {
                 ids.insert(lr.rule.id.clone(), (file, index));
             }
@@ -252,6 +292,7 @@ fn yaml_error(f: &SourceFile, e: &serde_yaml::Error) -> RuleError {
         rule: rule_at_line(&f.text, line),
         // serde_yaml appends " at line X column Y"; the position is already in front.
         message: strip_position(&e.to_string()),
+        kind: ErrorKind::Syntax,
     }
 }
 
