@@ -64,3 +64,42 @@ fn explain_names_the_failing_condition_and_the_window() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("3 of 20 matching lines within 10 s for client_ip=192.0.2.1"), "{stdout}");
 }
+
+#[test]
+fn coverage_lists_any_alternatives_no_example_exercises() {
+    let dir = tempfile::tempdir().unwrap();
+    let hit = access_line("192.0.2.1", 0, "/wp-login.php", 404).replace('\'', "''");
+    // Three alternatives; the examples exercise the first and the nested second only.
+    std::fs::write(
+        dir.path().join("r.yml"),
+        format!(
+            "rules:
+  - id: t.any
+    title: x
+    severity: low
+    match:
+      any:
+        - {{field: path, ends_with: /wp-login.php}}
+        - all:
+            - {{field: status, equals: '404'}}
+            - any:
+                - {{field: method, equals: GET}}
+                - {{field: method, equals: DELETE}}
+        - {{field: user_agent, contains: sqlmap}}
+    examples:
+      match: ['{hit}']
+"
+        ),
+    )
+    .unwrap();
+    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let warned: Vec<&str> = stdout.lines().filter(|l| l.contains("made true by no `match` example")).collect();
+    assert_eq!(warned.len(), 2, "{stdout}");
+    assert!(warned[0].contains("match.any[1].all[1].any[1] (") && warned[0].contains("r.yml:12:19)"), "{stdout}");
+    assert!(warned[1].contains("match.any[2] (") && warned[1].contains("r.yml:13:11)"), "{stdout}");
+    // Without --coverage only the count is shown.
+    let out = trapline(&["test", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("warn  2 list values or `any` alternatives"));
+}

@@ -176,3 +176,33 @@ fn hostile_bytes_do_not_crash() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("4 lines"), "{stderr}");
 }
+
+/// `trapline scan ... | head -1`: when the reader goes away the command ends quietly like any
+/// Unix filter, without a panic message about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3000).map(|i| access_line("203.0.113.7", i, "/../../etc/passwd", 404)).collect();
+    let f = write(dir.path(), "access.log", &lines.join("\n"));
+    let mut child = Command::new(common::bin())
+        .args(["scan", "--json", "--rules", SHIPPED, &f])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.signal() == Some(libc_sigpipe()) || out.status.success(), "{:?} {stderr}", out.status);
+}
+
+/// SIGPIPE's number on every Unix trapline supports.
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13
+}

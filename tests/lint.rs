@@ -297,3 +297,145 @@ fn zoneless_source_without_timezone_warns() {
     .unwrap();
     assert_eq!(lint(dir.path(), &["--config", "c.yml", "--deny-warnings"]).status.code(), Some(0));
 }
+
+/// Findings of a JSON lint run as (code, line, col, rule).
+fn findings(out: &Output) -> Vec<(String, u64, u64, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stdout(out)));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["line"].as_u64().unwrap(),
+                f["col"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rules_that_can_never_match_are_errors() {
+    // Line numbers matter: each finding must point at the offending member.
+    let text = "\
+rules:
+  - id: never.method
+    title: GET and POST at once
+    severity: low
+    match:
+      all:
+        - {field: method, equals: GET}
+        - {field: status, gte: 400}
+        - {field: method, regex: '^P'}
+  - id: never.case
+    title: capitals on a lowercased view
+    severity: low
+    match: {field: uri, transforms: [lowercase], case_sensitive: true, contains: UNION}
+  - id: dead.alt
+    title: one impossible alternative
+    severity: low
+    match:
+      any:
+        - {field: path, contains: admin}
+        - all:
+            - {field: status, gt: 499}
+            - {field: status, lt: 400}
+    examples: {match: ['203.0.113.7 - - [10/Oct/2024:13:00:00 +0000] \"GET /admin.php HTTP/1.1\" 404 12 \"-\" \"c\"']}
+";
+    let dir = rules_dir(&[("n.yml", text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let f = findings(&out);
+    assert!(f.contains(&("TL010".into(), 9, 11, "never.method".into())), "{f:?}");
+    assert!(f.contains(&("TL010".into(), 13, 12, "never.case".into())), "{f:?}");
+    // The dead alternative is reported at the member that contradicts the rest.
+    assert!(f.contains(&("TL108".into(), 22, 15, "dead.alt".into())), "{f:?}");
+    assert!(!f.iter().any(|x| x.0 == "TL010" && x.3 == "dead.alt"), "{f:?}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(human.contains("rule \"never.method\": the rule can never match: every value match.all[0] can take (\"GET\") rejects here (match.all[2])"), "{human}");
+}
+
+#[test]
+fn fields_no_format_produces_are_flagged_with_a_suggestion() {
+    let line = LINE.replace('\'', "''");
+    let text = format!(
+        "rules:
+  - id: typo.field
+    title: T
+    severity: low
+    formats: [combined]
+    match: {{all: [{{field: path, contains: admin}}, {{field: useragent, contains: curl}}]}}
+    threshold: {{count: 2, within: 1m, group_by: [clientip]}}
+  - id: json.ok
+    title: J
+    severity: low
+    formats: [json]
+    match: {{field: anything.at.all, contains: x}}
+    examples: {{match: ['{{\"anything\": {{\"at\": {{\"all\": \"x\"}}}}}}']}}
+  - id: syslog.ua
+    title: U
+    severity: low
+    match: {{field: user_agent, contains: curl}}
+    examples: {{match: ['{line}']}}
+  - id: unscoped.typo
+    title: U
+    severity: low
+    match: {{field: stauts, equals: '404'}}
+"
+    );
+    let dir = rules_dir(&[("f.yml", &text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    let f = findings(&out);
+    assert!(!f.iter().any(|x| x.0 == "TL005"), "the JSON example must pass: {f:?}");
+    let tl106: Vec<_> = f.iter().filter(|x| x.0 == "TL106").map(|x| (x.1, x.3.as_str())).collect();
+    assert_eq!(tl106, [(6, "typo.field"), (7, "typo.field"), (22, "unscoped.typo")], "{f:?}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(human.contains("produces field \"useragent\" (did you mean \"user_agent\"?)"), "{human}");
+    assert!(human.contains("produces field \"clientip\" (did you mean \"client_ip\"?)"), "{human}");
+    assert!(human.contains("produces field \"stauts\" (did you mean \"status\"?)"), "{human}");
+
+    // With a config, the formats of its sources decide; custom formats bring their captures.
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "rules: [rules]\ntimezone: UTC\nformats:\n  app:\n    regex: '^(?P<client_ip>\\S+) (?P<stauts>\\d+)'\nsources:\n  - {name: web, paths: [a.log], format: combined}\n  - {name: app, paths: [b.log], format: app}\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "c.yml", "--format", "json"]);
+    let f = findings(&out);
+    // `stauts` is a capture of the custom format now; `syslog.ua` is fine for combined lines.
+    let tl106: Vec<_> = f.iter().filter(|x| x.0 == "TL106").map(|x| x.3.as_str()).collect();
+    assert_eq!(tl106, ["typo.field", "typo.field"], "{f:?}");
+}
+
+#[test]
+fn rules_outside_the_configs_sources_are_reported() {
+    let dir = rules_dir(&[(
+        "s.yml",
+        "rules:
+  - id: ssh.only
+    title: S
+    severity: low
+    formats: [syslog]
+    match: {field: program, equals: sshd}
+    examples: {format: syslog, match: ['Oct 11 22:14:15 h sshd[1]: x']}
+  - id: wrong.source
+    title: W
+    severity: low
+    sources: [web, webb]
+    match: {field: path, contains: admin}
+",
+    )]);
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "rules: [rules]\nsources:\n  - {name: web, paths: [a.log], format: combined}\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "c.yml", "--format", "json"]);
+    let f = findings(&out);
+    assert!(f.contains(&("TL109".into(), 5, 14, "ssh.only".into())), "{f:?}");
+    assert!(f.contains(&("TL107".into(), 11, 20, "wrong.source".into())), "{f:?}");
+    // A note never fails the run, even with --deny-warnings; the TL107 warning does.
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lint(dir.path(), &["--config", "c.yml", "--deny-warnings"]).status.code(), Some(1));
+}

@@ -72,6 +72,9 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(&cli.log_level);
+    if !matches!(cli.command, Command::Run(_) | Command::Xdr(_)) {
+        default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Scan(a) => scan::scan(a),
@@ -89,6 +92,18 @@ pub fn main() -> i32 {
             eprintln!("trapline: error: {e:#}");
             EXIT_USAGE
         }
+    }
+}
+
+/// Commands that print a report behave like other Unix filters when the reader goes away
+/// (`trapline test | head`): they end quietly on SIGPIPE. Rust ignores SIGPIPE by default,
+/// which turns the closed pipe into a panic inside `println!`. The daemon (`run`) and the XDR
+/// commands keep ignoring it: a peer closing a socket must not kill them.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

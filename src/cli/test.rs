@@ -36,7 +36,8 @@ pub struct TestArgs {
     /// Print passing rules too.
     #[arg(long, short)]
     pub verbose: bool,
-    /// List every list value that no `match` example exercises (default: just count them).
+    /// List every list value and `any` alternative that no `match` example exercises (default:
+    /// just count them).
     #[arg(long)]
     pub coverage: bool,
 }
@@ -79,6 +80,11 @@ pub fn test(a: TestArgs) -> Result<i32> {
 
     // Inline examples, grouped per rule.
     let report = examples::run(&loaded, &setup.rules, &parser_for);
+    let mut dead_alternatives: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let uncovered_alts = examples::any_coverage(&loaded, &setup.rules, &parser_for);
+    for u in &uncovered_alts {
+        dead_alternatives.entry(u.rule.as_str()).or_default().push(u.path.clone());
+    }
     let mut failed_rules: BTreeMap<&str, Vec<&examples::ExampleFailure>> = BTreeMap::new();
     for f in &report.failures {
         failed_rules.entry(f.rule.as_str()).or_default().push(f);
@@ -106,7 +112,11 @@ pub fn test(a: TestArgs) -> Result<i32> {
                 }
             }
         }
-        for w in coverage(&lr.rule) {
+        let alternatives = dead_alternatives.get(id).into_iter().flatten().map(|path| {
+            let at = loaded.rule_error(lr, path, "");
+            format!("{path} ({}:{}:{}) is made true by no `match` example", at.file.display(), at.line, at.col)
+        });
+        for w in coverage(&lr.rule).into_iter().chain(alternatives) {
             uncovered += 1;
             if a.coverage {
                 println!("warn  {id}: {w}");
@@ -134,7 +144,9 @@ pub fn test(a: TestArgs) -> Result<i32> {
         }
     }
     if uncovered > 0 && !a.coverage {
-        println!("warn  {uncovered} list values are exercised by no example (--coverage lists them)");
+        println!(
+            "warn  {uncovered} list values or `any` alternatives are exercised by no example (--coverage lists them)"
+        );
     }
     println!("{passed} passed, {failed} failed");
     Ok(if failed > 0 { 1 } else { 0 })

@@ -282,7 +282,8 @@ impl Compiler<'_> {
         let (op, req) = if let Some(v) = &c.contains {
             let vals = self.values(r, v, &format!("{path}.contains"))?;
             let ac = AhoCorasickBuilder::new().ascii_case_insensitive(!cs).build(&vals).ok()?;
-            (Op::Contains(ac), literal_req(view, &vals))
+            let req = literal_req(view, &vals);
+            (Op::Contains { ac, values: strings(vals, cs) }, req)
         } else if let Some(v) = &c.equals {
             let vals = self.values(r, v, &format!("{path}.equals"))?;
             let req = literal_req(view, &vals);
@@ -359,7 +360,7 @@ impl Compiler<'_> {
             Some(l) if !l.is_empty() => Requirement::AnyOf(l),
             _ => Requirement::Always,
         };
-        Some((Op::Regex(re), req))
+        Some((Op::Regex { re, case_sensitive: cs }, req))
     }
 
     /// Expands a value list (strings and `{list: NAME}`), reporting unknown lists.

@@ -25,13 +25,20 @@ pub struct Leaf {
 
 #[derive(Debug)]
 pub enum Op {
-    /// Any of several substrings (one automaton for the whole list).
-    Contains(AhoCorasick),
+    /// Any of several substrings (one automaton for the whole list; the values are kept for
+    /// static analysis).
+    Contains {
+        ac: AhoCorasick,
+        values: Strings,
+    },
     Equals(Strings),
     StartsWith(Strings),
     EndsWith(Strings),
     /// Any of several regexes, compiled as one alternation.
-    Regex(Regex),
+    Regex {
+        re: Regex,
+        case_sensitive: bool,
+    },
     Count {
         needle: Vec<u8>,
         case_sensitive: bool,
@@ -124,15 +131,21 @@ impl Node {
 
 impl Leaf {
     fn eval(&self, cx: &mut Ctx<'_>) -> bool {
-        let value = cx.cache.get(self.view, cx.views, cx.line, cx.record);
-        match (&self.op, value) {
+        self.op.test(cx.cache.get(self.view, cx.views, cx.line, cx.record))
+    }
+}
+
+impl Op {
+    /// Whether the operator holds for a view's value (`None`: the field is absent).
+    pub fn test(&self, value: Option<&[u8]>) -> bool {
+        match (self, value) {
             (Op::Exists(want), v) => v.is_some() == *want,
             (_, None) => false,
-            (Op::Contains(ac), Some(v)) => ac.is_match(v),
+            (Op::Contains { ac, .. }, Some(v)) => ac.is_match(v),
             (Op::Equals(s), Some(v)) => s.equals(v),
             (Op::StartsWith(s), Some(v)) => s.starts(v),
             (Op::EndsWith(s), Some(v)) => s.ends(v),
-            (Op::Regex(re), Some(v)) => re.is_match(v),
+            (Op::Regex { re, .. }, Some(v)) => re.is_match(v),
             (Op::Count { needle, case_sensitive, at_least }, Some(v)) => count(v, needle, *case_sensitive) >= *at_least,
             (Op::Number { gt, gte, lt, lte }, Some(v)) => match parse_number(v) {
                 Some(n) => {

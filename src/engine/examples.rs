@@ -24,35 +24,58 @@ pub struct ExampleReport {
     pub failures: Vec<ExampleFailure>,
 }
 
+/// Parsers for the formats examples name, built once per format.
+struct Parsers<'a> {
+    rules: &'a RuleSet,
+    parser_for: &'a dyn Fn(&str) -> Option<Parser>,
+    cache: HashMap<String, Option<Parser>>,
+}
+
+impl Parsers<'_> {
+    /// The parser of a rule's examples: `examples.format`, else the rule's first format, else
+    /// `combined`. `Err(name)` when that format is unknown.
+    fn for_rule(&mut self, r: &crate::rule::Rule) -> Result<Parser, String> {
+        let format =
+            r.examples.format.clone().or_else(|| r.formats.first().cloned()).unwrap_or_else(|| "combined".to_string());
+        let (rules, parser_for) = (self.rules, self.parser_for);
+        self.cache
+            .entry(format.clone())
+            .or_insert_with(|| {
+                let parser = match FormatKind::from_name(&format) {
+                    Some(k) if k != FormatKind::Custom => Some(Parser::builtin(k, TimeSettings::default())),
+                    _ => parser_for(&format),
+                };
+                // JSON looks up exactly the field names rules use: bind it to the rule set's.
+                parser.map(|mut p| {
+                    p.bind(&rules.registry);
+                    p
+                })
+            })
+            .clone()
+            .ok_or(format)
+    }
+}
+
 /// Runs every rule's examples. `parser_for` supplies parsers for custom format names; built-in
 /// formats are handled here.
 pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option<Parser>) -> ExampleReport {
     let mut report = ExampleReport::default();
     let mut scratch = rules.scratch();
-    let mut parsers: HashMap<String, Option<Parser>> = HashMap::new();
+    let mut parsers = Parsers { rules, parser_for, cache: HashMap::new() };
     for lr in &loaded.rules {
         let r = &lr.rule;
         let Some(ri) = rules.rule_index(&r.id) else { continue };
-        let format =
-            r.examples.format.clone().or_else(|| r.formats.first().cloned()).unwrap_or_else(|| "combined".to_string());
-        let parser = parsers
-            .entry(format.clone())
-            .or_insert_with(|| match FormatKind::from_name(&format) {
-                Some(k) if k != FormatKind::Custom => Some(Parser::builtin(k, TimeSettings::default())),
-                _ => parser_for(&format).map(|mut p| {
-                    p.bind(&rules.registry);
-                    p
-                }),
-            })
-            .clone();
-        let Some(parser) = parser else {
-            report.failures.push(ExampleFailure {
-                rule: r.id.clone(),
-                path: "examples.format".into(),
-                line: String::new(),
-                reason: format!("unknown format {format:?}"),
-            });
-            continue;
+        let parser = match parsers.for_rule(r) {
+            Ok(p) => p,
+            Err(format) => {
+                report.failures.push(ExampleFailure {
+                    rule: r.id.clone(),
+                    path: "examples.format".into(),
+                    line: String::new(),
+                    reason: format!("unknown format {format:?}"),
+                });
+                continue;
+            }
         };
         for (i, line) in r.examples.should_match.iter().enumerate() {
             match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
@@ -78,4 +101,38 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
         }
     }
     report
+}
+
+/// An alternative of an `any` that no `match` example of its rule makes true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncovered {
+    pub rule: String,
+    /// `match.any[2]`, relative to the rule.
+    pub path: String,
+}
+
+/// Coverage of alternatives: for every rule with `match` examples, the alternatives of its
+/// `any`s (outside `not`) that none of the examples that match the rule makes true. An
+/// alternative nobody has shown to work is where a typo hides.
+pub fn any_coverage(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option<Parser>) -> Vec<Uncovered> {
+    let mut out = Vec::new();
+    let mut scratch = rules.scratch();
+    let mut parsers = Parsers { rules, parser_for, cache: HashMap::new() };
+    for lr in &loaded.rules {
+        let r = &lr.rule;
+        let Some(ri) = rules.rule_index(&r.id) else { continue };
+        let mut open = rules.any_alternatives(ri);
+        if open.is_empty() || r.examples.should_match.is_empty() {
+            continue;
+        }
+        let Ok(parser) = parsers.for_rule(r) else { continue };
+        for line in &r.examples.should_match {
+            if rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch).is_err() {
+                continue; // a failing example is reported as such, not as coverage
+            }
+            open.retain(|path| rules.eval_at(ri, path, line.as_bytes(), &mut scratch) != Some(true));
+        }
+        out.extend(open.into_iter().map(|path| Uncovered { rule: r.id.clone(), path }));
+    }
+    out
 }

@@ -3,6 +3,7 @@
 //! - [`compile`]: model → compiled rules (conditions over views, thresholds, suppression).
 //! - [`prefilter`]: one literal automaton across all rules; picks candidate rules per line.
 //! - [`condition`], [`view`], [`transform`], [`literal`]: evaluating a candidate rule.
+//! - [`analysis`]: proving parts of a condition can never be true (for `trapline lint`).
 //! - [`window`]: thresholds and suppression across lines.
 //! - [`detection`]: what comes out.
 //!
@@ -10,6 +11,7 @@
 //! cross-line state, owned by one thread) is what lets `scan` match in parallel and still
 //! apply thresholds in file order.
 
+pub mod analysis;
 pub mod compile;
 pub mod condition;
 pub mod detection;
@@ -147,6 +149,55 @@ impl RuleSet {
     /// [`RuleSet::explain_rule`]) looked at on the line last given to `explain_rule`, as
     /// `field[transforms] = "value"`, or `field absent`.
     pub fn describe_condition(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<String> {
+        let condition::Node::Leaf(leaf) = self.node_at(rule, path)? else { return None };
+        let v = self.views.get(leaf.view);
+        let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
+        let name = if t.is_empty() {
+            self.registry.name(v.field).to_string()
+        } else {
+            format!("{}[{}]", self.registry.name(v.field), t.join(","))
+        };
+        Some(match s.cache.get(leaf.view, &self.views, line, &s.record) {
+            Some(val) => format!("{name} = {:?}", String::from_utf8_lossy(val)),
+            None => format!("{name} is absent"),
+        })
+    }
+
+    /// The paths of the alternatives of every `any` in a rule's condition that must be true for
+    /// the rule to match (not those under a `not`): what coverage asks examples to exercise.
+    pub fn any_alternatives(&self, rule: usize) -> Vec<String> {
+        fn walk(n: &condition::Node, path: &str, out: &mut Vec<String>) {
+            match n {
+                condition::Node::Any(v) => {
+                    for (i, c) in v.iter().enumerate() {
+                        let p = format!("{path}.any[{i}]");
+                        out.push(p.clone());
+                        walk(c, &p, out);
+                    }
+                }
+                condition::Node::All(v) => {
+                    for (i, c) in v.iter().enumerate() {
+                        walk(c, &format!("{path}.all[{i}]"), out);
+                    }
+                }
+                condition::Node::Not(_) | condition::Node::Leaf(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.rules[rule].node, "match", &mut out);
+        out
+    }
+
+    /// Evaluates the part of a rule's condition at `path` (`match.any[1]`) on the line last
+    /// given to [`RuleSet::explain_rule`]. `None` when there is no such part.
+    pub fn eval_at(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<bool> {
+        let node = self.node_at(rule, path)?;
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+        Some(node.eval(&mut cx))
+    }
+
+    /// The part of rule `rule`'s condition at a YAML path relative to the rule.
+    fn node_at(&self, rule: usize, path: &str) -> Option<&condition::Node> {
         let mut node = &self.rules[rule].node;
         let mut rest = path.strip_prefix("match")?;
         while !rest.is_empty() {
@@ -168,18 +219,7 @@ impl RuleSet {
             node = next;
             rest = tail;
         }
-        let condition::Node::Leaf(leaf) = node else { return None };
-        let v = self.views.get(leaf.view);
-        let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
-        let name = if t.is_empty() {
-            self.registry.name(v.field).to_string()
-        } else {
-            format!("{}[{}]", self.registry.name(v.field), t.join(","))
-        };
-        Some(match s.cache.get(leaf.view, &self.views, line, &s.record) {
-            Some(val) => format!("{name} = {:?}", String::from_utf8_lossy(val)),
-            None => format!("{name} is absent"),
-        })
+        Some(node)
     }
 
     pub fn rule_index(&self, id: &str) -> Option<usize> {

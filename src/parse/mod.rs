@@ -303,6 +303,28 @@ impl FormatKind {
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("raw")
     }
+
+    /// The fields a built-in format can fill (besides `line`, which every format has), for
+    /// `trapline lint` to catch rule fields no format of the rule produces. `None` for the
+    /// formats whose fields come from the config or the data itself (custom regex, JSON).
+    /// A test parses sample lines of each format and checks they stay within this list.
+    pub fn fields(self) -> Option<&'static [FieldId]> {
+        use std_fields::*;
+        const ACCESS: &[FieldId] =
+            &[CLIENT_IP, IDENT, USER, TIME, METHOD, URI, PATH, QUERY, PROTOCOL, REQUEST, STATUS, BYTES, HOST];
+        const COMBINED: &[FieldId] = &[
+            CLIENT_IP, IDENT, USER, TIME, METHOD, URI, PATH, QUERY, PROTOCOL, REQUEST, STATUS, BYTES, HOST, REFERER,
+            USER_AGENT,
+        ];
+        match self {
+            FormatKind::Combined => Some(COMBINED),
+            FormatKind::Common => Some(ACCESS),
+            FormatKind::ApacheError => Some(&[CLIENT_IP, TIME, LEVEL, MODULE, PID, MESSAGE, REFERER]),
+            FormatKind::Syslog => Some(&[CLIENT_IP, TIME, HOST, PROGRAM, PID, MESSAGE]),
+            FormatKind::Raw => Some(&[]),
+            FormatKind::Json | FormatKind::Custom => None,
+        }
+    }
 }
 
 /// A ready-to-use parser for one source: the format plus its settings (time zone, custom
@@ -377,6 +399,58 @@ impl Parser {
                 None => time::parse_any(text, &self.time),
             },
             FormatKind::Raw => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `FormatKind::fields` is what lint trusts: every field a parser fills on real-looking
+    /// lines (including the variants: vhost prefix, error log with client and referer, syslog
+    /// with an sshd client address) must be in the declared list.
+    #[test]
+    fn declared_fields_cover_what_parsers_fill() {
+        let samples: &[(FormatKind, &[&str])] = &[
+            (
+                FormatKind::Combined,
+                &[
+                    r#"203.0.113.9 - bob [10/Oct/2025:13:55:36 +0000] "GET /a?b=c HTTP/1.1" 200 12 "http://r/" "curl/8""#,
+                    r#"www.example.com:443 192.0.2.5 - - [10/Oct/2025:13:55:36 +0000] "GET / HTTP/1.1" 404 0 "-" "x""#,
+                ],
+            ),
+            (FormatKind::Common, &[r#"203.0.113.9 - - [10/Oct/2025:13:55:36 +0000] "POST /login HTTP/1.0" 302 -"#]),
+            (
+                FormatKind::ApacheError,
+                &[
+                    "[Wed Oct 11 14:32:52.123456 2025] [core:error] [pid 1234:tid 5678] [client 198.51.100.7:4242] AH00126: Invalid URI, referer: http://x/",
+                    "[Wed Oct 11 14:32:52 2025] [error] [client 198.51.100.7] File does not exist: /var/www/x",
+                ],
+            ),
+            (
+                FormatKind::Syslog,
+                &[
+                    "Oct 11 22:14:15 bastion sshd[4123]: Failed password for root from 198.51.100.7 port 22 ssh2",
+                    "<34>1 2025-10-11T22:14:15.003Z mymachine su 77 ID47 - 'su root' failed on /dev/pts/8",
+                ],
+            ),
+            (FormatKind::Raw, &["anything at all"]),
+        ];
+        let registry = FieldRegistry::default();
+        for (kind, lines) in samples {
+            let declared = kind.fields().unwrap();
+            let parser = Parser::builtin(*kind, TimeSettings::default());
+            let mut rec = Record::new(registry.len());
+            for line in *lines {
+                parser.parse(line.as_bytes(), &mut rec, registry.len());
+                assert!(rec.parsed, "{kind:?} did not parse {line}");
+                let filled: Vec<FieldId> = rec.iter(line.as_bytes()).map(|(id, _)| id).collect();
+                assert!(*kind == FormatKind::Raw || filled.len() > 3, "{kind:?} filled too little of {line}");
+                for id in filled {
+                    assert!(declared.contains(&id), "{kind:?} fills {} but does not declare it", registry.name(id));
+                }
+            }
         }
     }
 }

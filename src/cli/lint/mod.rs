@@ -20,7 +20,10 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::EXIT_USAGE;
+
+mod fields;
 use crate::config;
+use crate::engine::analysis;
 use crate::engine::compile::compile_rules;
 use crate::engine::prefilter::Requirement;
 use crate::engine::view::Views;
@@ -88,11 +91,16 @@ pub const CODES: &[(&str, Level, &str)] = &[
     ("TL007", Level::Error, "invalid config file"),
     ("TL008", Level::Error, "rule file does not match the rule language's JSON Schema"),
     ("TL009", Level::Error, "XDR template that does not load, or renders an invalid bundle for a sample detection"),
+    ("TL010", Level::Error, "rule whose condition can never be true"),
     ("TL105", Level::Warning, "time stamps without a zone, and no `timezone` set: they are read as UTC"),
     ("TL101", Level::Warning, "rule without examples"),
     ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
     ("TL103", Level::Warning, "regex on the raw line with an unbounded repeat that crosses spaces and quotes"),
     ("TL104", Level::Note, "disabled rule"),
+    ("TL106", Level::Warning, "field that none of the rule's formats produces"),
+    ("TL107", Level::Warning, "`sources:` entry that names no source of the config"),
+    ("TL108", Level::Warning, "alternative of an `any` that can never be true"),
+    ("TL109", Level::Note, "rule that applies to none of the config's sources, so it never runs"),
 ];
 
 /// One problem, positioned at the offending value.
@@ -318,6 +326,7 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
+        fields::check(&loaded, lr, cfg, out);
     }
     let good = Loaded {
         files: loaded.files.clone(),
@@ -416,7 +425,8 @@ fn custom_parsers(cfg: Option<&config::Loaded>, registry: &mut FieldRegistry) ->
 }
 
 /// Compiles every rule on its own (the prefilter requirement per rule is what `RuleSet`
-/// keeps private), turning compile errors into findings. `None` for a rule that failed.
+/// keeps private), turning compile errors into findings, and analyses each compiled condition
+/// for parts that can never be true. `None` for a rule that failed.
 fn compile_each(
     loaded: &Loaded,
     opts: &CompileOptions,
@@ -426,7 +436,24 @@ fn compile_each(
     let mut views = Views::default();
     let (compiled, errors) = compile_rules(loaded, opts, &mut registry, &mut views);
     out.extend(errors.into_iter().map(Finding::from_error));
-    compiled.into_iter().map(|c| c.map(|(_, req)| req)).collect()
+    let mut reqs = Vec::new();
+    for (lr, c) in loaded.rules.iter().zip(compiled) {
+        let Some((rule, req)) = c else {
+            reqs.push(None);
+            continue;
+        };
+        let report = analysis::analyse(&rule.node, &views);
+        if let Some(x) = report.never {
+            let msg = format!("the rule can never match: {} ({})", x.reason, x.path);
+            out.push(Finding::new("TL010", loaded.rule_error(lr, &x.path, msg)));
+        }
+        for x in report.dead {
+            let msg = format!("this alternative can never be true: {}", x.reason);
+            out.push(Finding::new("TL108", loaded.rule_error(lr, &x.path, msg)));
+        }
+        reqs.push(Some(req));
+    }
+    reqs
 }
 
 /// Runs the inline examples of the rules that compiled; each failure is a TL005 positioned at

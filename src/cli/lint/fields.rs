@@ -1,0 +1,151 @@
+//! Lint checks that need to know what the logs look like: fields no format of a rule produces
+//! (TL106), and, with a config, `sources:` naming no configured source (TL107) and rules that
+//! apply to none of its sources (TL109, a note: a shipped pack often holds rules for logs a
+//! given host does not have).
+//!
+//! The engine accepts any field name, because JSON lines and custom regex formats define their
+//! own; a typo (`clientip`, `useragent`) therefore compiles and silently never matches. The
+//! fixed formats declare what they fill ([`FormatKind::fields`]), custom regex formats their
+//! named captures; a JSON format can carry any key, so a rule that may see JSON is never
+//! flagged.
+
+use std::collections::BTreeSet;
+
+use super::{Finding, walk};
+use crate::config;
+use crate::parse::{FormatKind, std_fields};
+use crate::rule::{Loaded, LoadedRule};
+
+/// The built-in formats with a fixed set of fields, assumed for a rule without `formats:` when
+/// no config says which formats are in use.
+const FIXED: &[&str] = &["combined", "common", "apache_error", "syslog"];
+
+/// What a format can produce.
+enum Produces {
+    /// Any field name (JSON lines).
+    Open,
+    Fixed(BTreeSet<String>),
+}
+
+pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+    let rule = &lr.rule;
+    let in_scope = cfg.map(|c| sources_in_scope(loaded, lr, c, out));
+    let formats: Vec<String> = match in_scope {
+        _ if !rule.formats.is_empty() => rule.formats.clone(),
+        Some(Some(f)) => f,
+        Some(None) => return, // runs nowhere: TL107 said so
+        None => FIXED.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut known = BTreeSet::new();
+    for f in &formats {
+        match produces(f, cfg) {
+            Some(Produces::Open) => return,
+            Some(Produces::Fixed(set)) => known.extend(set),
+            None => return, // unknown format: already a TL004
+        }
+    }
+    known.insert("line".to_string());
+    for (path, name) in used_fields(lr) {
+        if known.contains(&name) {
+            continue;
+        }
+        let hint = suggestion(&name, &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+        let msg = if rule.formats.is_empty() && cfg.is_none() {
+            format!(
+                "no built-in format with fixed fields ({}) produces field {name:?}{hint}; if the rule is meant for \
+                 JSON or custom logs, say so with `formats:`",
+                FIXED.join(", ")
+            )
+        } else {
+            format!("none of the rule's formats ({}) produces field {name:?}{hint}", formats.join(", "))
+        };
+        out.push(Finding::new("TL106", loaded.rule_error(lr, &path, msg)));
+    }
+}
+
+/// With a config: reports `sources:` entries that name no configured source (TL107) and a rule
+/// that applies to no source at all (TL109). Returns the formats of the sources the rule applies to,
+/// `None` when there are none.
+fn sources_in_scope(
+    loaded: &Loaded,
+    lr: &LoadedRule,
+    cfg: &config::Loaded,
+    out: &mut Vec<Finding>,
+) -> Option<Vec<String>> {
+    let rule = &lr.rule;
+    let sources = &cfg.config.sources;
+    let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    for (i, s) in rule.sources.iter().enumerate() {
+        if !names.contains(&s.as_str()) {
+            let msg = format!("no source named {s:?} in {} (sources: {})", cfg.path.display(), names.join(", "));
+            out.push(Finding::new("TL107", loaded.rule_error(lr, &format!("sources[{i}]"), msg)));
+        }
+    }
+    let formats: BTreeSet<String> = sources
+        .iter()
+        .filter(|s| rule.sources.is_empty() || rule.sources.contains(&s.name))
+        .filter(|s| rule.formats.is_empty() || rule.formats.contains(&s.format))
+        .map(|s| s.format.clone())
+        .collect();
+    if formats.is_empty() && rule.enabled && !sources.is_empty() {
+        let list: Vec<String> = sources.iter().map(|s| format!("{} ({})", s.name, s.format)).collect();
+        let at = if rule.formats.is_empty() { "sources" } else { "formats" };
+        let msg = format!(
+            "the rule applies to none of the sources of {}, so it never runs: {}",
+            cfg.path.display(),
+            list.join(", ")
+        );
+        out.push(Finding::new("TL109", loaded.rule_error(lr, at, msg)));
+    }
+    (!formats.is_empty()).then(|| formats.into_iter().collect())
+}
+
+/// What format `name` produces; `None` for an unknown name.
+fn produces(name: &str, cfg: Option<&config::Loaded>) -> Option<Produces> {
+    if let Some(def) = cfg.and_then(|c| c.config.formats.get(name)) {
+        return Some(match &def.regex {
+            Some(re) => {
+                // An invalid format regex is the config check's finding; claim nothing here.
+                let Ok(re) = regex::Regex::new(re) else { return Some(Produces::Open) };
+                Produces::Fixed(re.capture_names().flatten().map(str::to_string).collect())
+            }
+            None => Produces::Open,
+        });
+    }
+    let kind = FormatKind::from_name(name)?;
+    Some(match kind.fields() {
+        Some(ids) => Produces::Fixed(ids.iter().map(|id| std_fields::NAMES[*id as usize].to_string()).collect()),
+        None => Produces::Open,
+    })
+}
+
+/// Every field name the rule refers to, with the YAML path of the reference.
+fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
+    let rule = &lr.rule;
+    let mut out = Vec::new();
+    walk(&rule.condition, "match", &mut |c, path| {
+        if let Some(f) = &c.field {
+            out.push((format!("{path}.field"), f.clone()));
+        }
+    });
+    if let Some(t) = &rule.threshold {
+        out.extend(t.group_by.iter().enumerate().map(|(i, f)| (format!("threshold.group_by[{i}]"), f.clone())));
+        if let Some(d) = &t.distinct {
+            out.push(("threshold.distinct".to_string(), d.clone()));
+        }
+    }
+    if let Some(g) = rule.suppress.as_ref().and_then(|s| s.group_by.as_ref()) {
+        out.extend(g.iter().enumerate().map(|(i, f)| (format!("suppress.group_by[{i}]"), f.clone())));
+    }
+    out
+}
+
+/// The closest known name, when it is close enough to be a plausible typo.
+fn suggestion<'a>(name: &str, known: &'a BTreeSet<String>) -> Option<&'a str> {
+    let candidates = known.iter().map(String::as_str).chain(std_fields::NAMES.iter().copied());
+    candidates
+        .map(|k| (strsim::damerau_levenshtein(&name.to_ascii_lowercase(), k), k))
+        .filter(|(d, k)| *d > 0 && *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
