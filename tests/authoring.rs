@@ -33,7 +33,10 @@ fn test_command_passes_on_shipped_rules_and_reports_failures() {
         stdout.contains("- missing:    t.x at line 3") && stdout.contains("+ unexpected: t.x at line 2"),
         "{stdout}"
     );
-    assert!(stdout.contains("\"/manager\" is exercised by no example"), "{stdout}");
+    assert!(
+        stdout.contains("value \"/manager\" (") && stdout.contains("r.yml:5:35) is exercised by no `match` example"),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
 }
 
@@ -102,4 +105,33 @@ fn coverage_lists_any_alternatives_no_example_exercises() {
     // Without --coverage only the count is shown.
     let out = trapline(&["test", dir.path().to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("warn  2 list values or `any` alternatives"));
+}
+
+#[test]
+fn coverage_of_named_list_values_sees_through_transforms() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example reaches `union select` only after URL decoding; `sleep(` is never shown.
+    let hit = access_line("192.0.2.1", 0, "/item?id=1%20UNION%20SELECT%201", 200).replace('\'', "''");
+    std::fs::write(
+        dir.path().join("r.yml"),
+        format!(
+            "lists:
+  sqli: ['union select', 'sleep(']
+rules:
+  - id: t.list
+    title: x
+    severity: low
+    match: {{field: query, transforms: [url_decode], contains: {{list: sqli}}}}
+    examples:
+      match: ['{hit}']
+"
+        ),
+    )
+    .unwrap();
+    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let warned: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warn  t.list")).collect();
+    assert_eq!(warned.len(), 1, "{stdout}");
+    assert!(warned[0].contains("match.contains value \"sleep(\" ("), "{stdout}");
 }

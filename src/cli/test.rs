@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::setup::{self, AdHoc};
 use crate::config;
-use crate::engine::{Detector, examples};
+use crate::engine::{CoveragePoint, Detector, examples};
 use crate::source::LinePos;
 use crate::source::read::BlockReader;
 
@@ -80,16 +80,13 @@ pub fn test(a: TestArgs) -> Result<i32> {
 
     // Inline examples, grouped per rule.
     let report = examples::run(&loaded, &setup.rules, &parser_for);
-    let mut dead_alternatives: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let uncovered_alts = examples::any_coverage(&loaded, &setup.rules, &parser_for);
-    for u in &uncovered_alts {
-        dead_alternatives.entry(u.rule.as_str()).or_default().push(u.path.clone());
-    }
+    let uncovered: BTreeMap<String, Option<Vec<CoveragePoint>>> =
+        examples::coverage(&loaded, &setup.rules, &parser_for).into_iter().collect();
     let mut failed_rules: BTreeMap<&str, Vec<&examples::ExampleFailure>> = BTreeMap::new();
     for f in &report.failures {
         failed_rules.entry(f.rule.as_str()).or_default().push(f);
     }
-    let (mut passed, mut failed, mut uncovered) = (0usize, 0usize, 0usize);
+    let (mut passed, mut failed, mut gaps) = (0usize, 0usize, 0usize);
     for lr in &loaded.rules {
         let id = lr.rule.id.as_str();
         match failed_rules.get(id) {
@@ -112,12 +109,8 @@ pub fn test(a: TestArgs) -> Result<i32> {
                 }
             }
         }
-        let alternatives = dead_alternatives.get(id).into_iter().flatten().map(|path| {
-            let at = loaded.rule_error(lr, path, "");
-            format!("{path} ({}:{}:{}) is made true by no `match` example", at.file.display(), at.line, at.col)
-        });
-        for w in coverage(&lr.rule).into_iter().chain(alternatives) {
-            uncovered += 1;
+        for w in uncovered.get(id).map(|u| gaps_of(&loaded, lr, u.as_deref())).unwrap_or_default() {
+            gaps += 1;
             if a.coverage {
                 println!("warn  {id}: {w}");
             }
@@ -143,73 +136,39 @@ pub fn test(a: TestArgs) -> Result<i32> {
             }
         }
     }
-    if uncovered > 0 && !a.coverage {
-        println!(
-            "warn  {uncovered} list values or `any` alternatives are exercised by no example (--coverage lists them)"
-        );
+    if gaps > 0 && !a.coverage {
+        println!("warn  {gaps} list values or `any` alternatives are exercised by no example (--coverage lists them)");
     }
     println!("{passed} passed, {failed} failed");
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-/// Literal values of a rule's `contains`/`equals`/... lists that no `match` example contains
-/// (case-insensitively, raw or URL-decoded): alternatives nobody has shown to work.
-fn coverage(rule: &crate::rule::Rule) -> Vec<String> {
-    let examples: Vec<String> = rule
-        .examples
-        .should_match
+/// The coverage gaps of one rule as lines for the report, each with the file:line:col of the
+/// alternative or value list. `points` is `None` when the rule has no `match` example.
+fn gaps_of(
+    loaded: &crate::rule::Loaded,
+    lr: &crate::rule::LoadedRule,
+    points: Option<&[CoveragePoint]>,
+) -> Vec<String> {
+    let Some(points) = points else { return vec!["no `match` example".to_string()] };
+    let at = |path: &str| {
+        let e = loaded.rule_error(lr, path, "");
+        format!("{}:{}:{}", e.file.display(), e.line, e.col)
+    };
+    points
         .iter()
-        .flat_map(|l| {
-            let mut dec = Vec::new();
-            let (mut out, mut tmp) = (Vec::new(), Vec::new());
-            crate::engine::transform::apply(&[crate::rule::Transform::UrlDecode], l.as_bytes(), &mut out, &mut tmp);
-            dec.push(l.to_lowercase());
-            dec.push(String::from_utf8_lossy(&out).to_lowercase());
-            dec
+        .map(|p| match p {
+            CoveragePoint::Alternative(path) => {
+                format!("{path} ({}) is made true by no `match` example", at(path))
+            }
+            CoveragePoint::Value { path, op, value, .. } => {
+                format!(
+                    "{path}.{op} value {value:?} ({}) is exercised by no `match` example",
+                    at(&format!("{path}.{op}"))
+                )
+            }
         })
-        .collect();
-    if examples.is_empty() {
-        return vec!["no `match` example".to_string()];
-    }
-    let mut out = Vec::new();
-    let mut walk = vec![("match".to_string(), &rule.condition)];
-    while let Some((path, c)) = walk.pop() {
-        for (k, list) in [("any", &c.any), ("all", &c.all)] {
-            if let Some(list) = list {
-                walk.extend(list.iter().enumerate().map(|(i, c)| (format!("{path}.{k}[{i}]"), c)));
-            }
-        }
-        if let Some(n) = &c.not {
-            // Values under `not` are covered by no_match examples; skip.
-            let _ = n;
-        }
-        for (op, vals) in [
-            ("contains", &c.contains),
-            ("equals", &c.equals),
-            ("starts_with", &c.starts_with),
-            ("ends_with", &c.ends_with),
-        ] {
-            let Some(vals) = vals else { continue };
-            let texts: Vec<&str> = vals
-                .0
-                .iter()
-                .filter_map(|v| match v {
-                    crate::rule::ValueItem::Text(t) => Some(t.as_str()),
-                    crate::rule::ValueItem::List { .. } => None,
-                })
-                .collect();
-            if texts.len() < 2 {
-                continue;
-            }
-            for t in texts {
-                let t = t.to_lowercase();
-                if !examples.iter().any(|e| e.contains(&t)) {
-                    out.push(format!("{path}.{op} value {t:?} is exercised by no example"));
-                }
-            }
-        }
-    }
-    out
+        .collect()
 }
 
 fn fixtures(paths: &[PathBuf]) -> Vec<PathBuf> {

@@ -136,6 +136,33 @@ impl Leaf {
 }
 
 impl Op {
+    /// For an operator with a list of literal values (`contains`, `equals`, `starts_with`,
+    /// `ends_with`): its name and the values. `None` for the others.
+    pub fn literal_values(&self) -> Option<(&'static str, &Strings)> {
+        match self {
+            Op::Contains { values, .. } => Some(("contains", values)),
+            Op::Equals(s) => Some(("equals", s)),
+            Op::StartsWith(s) => Some(("starts_with", s)),
+            Op::EndsWith(s) => Some(("ends_with", s)),
+            _ => None,
+        }
+    }
+
+    /// For a literal-list operator: whether its `i`-th value alone holds for `value` (for
+    /// coverage reports, not the hot path).
+    pub fn value_holds(&self, i: usize, value: &[u8]) -> bool {
+        let Some((_, s)) = self.literal_values() else { return false };
+        let Some(want) = s.values.get(i) else { return false };
+        let one = Strings { values: vec![want.clone()], case_sensitive: s.case_sensitive };
+        match self {
+            Op::Contains { .. } => want.is_empty() || value.windows(want.len()).any(|w| one.eq(w, want)),
+            Op::Equals(_) => one.equals(value),
+            Op::StartsWith(_) => one.starts(value),
+            Op::EndsWith(_) => one.ends(value),
+            _ => false,
+        }
+    }
+
     /// Whether the operator holds for a view's value (`None`: the field is absent).
     pub fn test(&self, value: Option<&[u8]>) -> bool {
         match (self, value) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::RuleSet;
+use super::{CoveragePoint, RuleSet};
 use crate::parse::{FormatKind, Parser, TimeSettings};
 use crate::rule::Loaded;
 
@@ -103,36 +103,40 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
     report
 }
 
-/// An alternative of an `any` that no `match` example of its rule makes true.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uncovered {
-    pub rule: String,
-    /// `match.any[2]`, relative to the rule.
-    pub path: String,
-}
-
-/// Coverage of alternatives: for every rule with `match` examples, the alternatives of its
-/// `any`s (outside `not`) that none of the examples that match the rule makes true. An
-/// alternative nobody has shown to work is where a typo hides.
-pub fn any_coverage(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option<Parser>) -> Vec<Uncovered> {
+/// Coverage: for every rule with `match` examples, the [`CoveragePoint`]s (alternatives of
+/// `any`s, values of literal lists) that none of the examples that match the rule exercises,
+/// evaluated with the real operators on the transformed field. An alternative or value nobody
+/// has shown to work is where a typo hides. A rule without `match` examples is listed with no
+/// points.
+pub fn coverage(
+    loaded: &Loaded,
+    rules: &RuleSet,
+    parser_for: &dyn Fn(&str) -> Option<Parser>,
+) -> Vec<(String, Option<Vec<CoveragePoint>>)> {
     let mut out = Vec::new();
     let mut scratch = rules.scratch();
     let mut parsers = Parsers { rules, parser_for, cache: HashMap::new() };
     for lr in &loaded.rules {
         let r = &lr.rule;
         let Some(ri) = rules.rule_index(&r.id) else { continue };
-        let mut open = rules.any_alternatives(ri);
-        if open.is_empty() || r.examples.should_match.is_empty() {
+        if r.examples.should_match.is_empty() {
+            out.push((r.id.clone(), None));
             continue;
         }
+        let mut open = rules.coverage_points(ri);
         let Ok(parser) = parsers.for_rule(r) else { continue };
         for line in &r.examples.should_match {
+            if open.is_empty() {
+                break;
+            }
             if rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch).is_err() {
                 continue; // a failing example is reported as such, not as coverage
             }
-            open.retain(|path| rules.eval_at(ri, path, line.as_bytes(), &mut scratch) != Some(true));
+            open.retain(|p| !rules.exercises(ri, p, line.as_bytes(), &mut scratch));
         }
-        out.extend(open.into_iter().map(|path| Uncovered { rule: r.id.clone(), path }));
+        if !open.is_empty() {
+            out.push((r.id.clone(), Some(open)));
+        }
     }
     out
 }

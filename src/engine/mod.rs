@@ -163,15 +163,16 @@ impl RuleSet {
         })
     }
 
-    /// The paths of the alternatives of every `any` in a rule's condition that must be true for
-    /// the rule to match (not those under a `not`): what coverage asks examples to exercise.
-    pub fn any_alternatives(&self, rule: usize) -> Vec<String> {
-        fn walk(n: &condition::Node, path: &str, out: &mut Vec<String>) {
+    /// What coverage asks a rule's `match` examples to exercise: every alternative of an
+    /// `any`, and every value of a literal list with two or more values, in the parts of the
+    /// condition that must be true for the rule to match (not under a `not`).
+    pub fn coverage_points(&self, rule: usize) -> Vec<CoveragePoint> {
+        fn walk(n: &condition::Node, path: &str, out: &mut Vec<CoveragePoint>) {
             match n {
                 condition::Node::Any(v) => {
                     for (i, c) in v.iter().enumerate() {
                         let p = format!("{path}.any[{i}]");
-                        out.push(p.clone());
+                        out.push(CoveragePoint::Alternative(p.clone()));
                         walk(c, &p, out);
                     }
                 }
@@ -180,12 +181,32 @@ impl RuleSet {
                         walk(c, &format!("{path}.all[{i}]"), out);
                     }
                 }
-                condition::Node::Not(_) | condition::Node::Leaf(_) => {}
+                condition::Node::Leaf(l) => {
+                    if let Some((op, s)) = l.op.literal_values().filter(|(_, s)| s.values.len() > 1) {
+                        for (i, v) in s.values.iter().enumerate() {
+                            let value = String::from_utf8_lossy(v).into_owned();
+                            out.push(CoveragePoint::Value { path: path.to_string(), op, index: i, value });
+                        }
+                    }
+                }
+                condition::Node::Not(_) => {}
             }
         }
         let mut out = Vec::new();
         walk(&self.rules[rule].node, "match", &mut out);
         out
+    }
+
+    /// Whether coverage point `p` of rule `rule` is exercised by the line last given to
+    /// [`RuleSet::explain_rule`].
+    pub fn exercises(&self, rule: usize, p: &CoveragePoint, line: &[u8], s: &mut Scratch) -> bool {
+        match p {
+            CoveragePoint::Alternative(path) => self.eval_at(rule, path, line, s) == Some(true),
+            CoveragePoint::Value { path, index, .. } => {
+                let Some(condition::Node::Leaf(leaf)) = self.node_at(rule, path) else { return false };
+                s.cache.get(leaf.view, &self.views, line, &s.record).is_some_and(|v| leaf.op.value_holds(*index, v))
+            }
+        }
     }
 
     /// Evaluates the part of a rule's condition at `path` (`match.any[1]`) on the line last
@@ -225,6 +246,15 @@ impl RuleSet {
     pub fn rule_index(&self, id: &str) -> Option<usize> {
         self.rules.iter().position(|r| r.id == id)
     }
+}
+
+/// Something a rule's examples should exercise (see [`RuleSet::coverage_points`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoveragePoint {
+    /// An alternative of an `any`, by its path (`match.any[2]`).
+    Alternative(String),
+    /// One value of a literal list: the leaf's path, the operator, the value's index and text.
+    Value { path: String, op: &'static str, index: usize, value: String },
 }
 
 /// Where a line came from, for detections and idempotency keys.
