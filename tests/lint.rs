@@ -439,3 +439,34 @@ fn rules_outside_the_configs_sources_are_reported() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(lint(dir.path(), &["--config", "c.yml", "--deny-warnings"]).status.code(), Some(1));
 }
+
+#[test]
+fn config_references_to_rules_and_actions_are_checked() {
+    let line = LINE.replace('\'', "''");
+    let rule = format!(
+        "rules:\n  - id: web.admin\n    title: A\n    severity: low\n    actions: [log, xdr-incident]\n    match: {{field: path, contains: admin}}\n    examples: {{match: ['{line}']}}\n"
+    );
+    let dir = rules_dir(&[("a.yml", &rule)]);
+    let cfg = |xdr: &str| {
+        std::fs::write(
+            dir.path().join("c.yml"),
+            format!(
+                "rules: [rules]\ntimezone: UTC\nsources:\n  - {{name: web, paths: [a.log], format: combined}}\n{xdr}"
+            ),
+        )
+        .unwrap()
+    };
+    // No XDR set up: the rule's xdr-incident action would be skipped by `run`.
+    cfg("");
+    let f = findings(&lint(dir.path(), &["--config", "c.yml", "--format", "json"]));
+    assert!(f.contains(&("TL111".into(), 5, 20, "web.admin".into())), "{f:?}");
+    // XDR set up, with settings for a rule id that does not exist (a typo of web.admin).
+    cfg("actions:\n  xdr:\n    client_id: a\n    client_secret: b\n    rules:\n      web.admn:\n        window: 2h\n");
+    let out = lint(dir.path(), &["--config", "c.yml"]);
+    let s = stdout(&out);
+    assert!(
+        s.contains("c.yml:10:7: warning[TL110] actions.xdr.rules names rule \"web.admn\", which no rule file defines (did you mean \"web.admin\"?)"),
+        "{s}"
+    );
+    assert!(!s.contains("TL111"), "{s}");
+}

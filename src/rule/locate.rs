@@ -35,11 +35,21 @@ pub fn locate(text: &str, path: &str) -> Option<Pos> {
 
 /// Every node of the first document, by path.
 pub fn index(text: &str) -> HashMap<String, Pos> {
+    build(text).out
+}
+
+/// Where the mapping *key* of the entry at `path` is written (`actions.xdr.rules.web.x` →
+/// the `web.x:` key), for findings about a key rather than its value.
+pub fn key(text: &str, path: &str) -> Option<Pos> {
+    build(text).keys.get(path).copied()
+}
+
+fn build(text: &str) -> Builder {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
     // A syntax error leaves a partial index, which is still useful for what came before it.
     let _ = parser.load(&mut b, false);
-    b.out
+    b
 }
 
 enum Frame {
@@ -51,6 +61,7 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     out: HashMap<String, Pos>,
+    keys: HashMap<String, Pos>,
 }
 
 impl Builder {
@@ -86,7 +97,9 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(v, ..) => match self.next_path() {
                 Some(p) => self.mark(&p, m),
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    if let Some(Frame::Map { key, path }) = self.stack.last_mut() {
+                        let full = if path.is_empty() { v.clone() } else { format!("{path}.{v}") };
+                        self.keys.entry(full).or_insert(Pos { line: m.line(), col: m.col() + 1 });
                         *key = Some(v);
                     }
                 }
@@ -122,6 +135,7 @@ mod tests {
         assert_eq!(locate(text, "rules[0].id"), Some(Pos { line: 2, col: 9 }));
         assert_eq!(locate(text, "rules[0].match.any[0].regex"), Some(Pos { line: 5, col: 18 }));
         assert_eq!(locate(text, "rules[0].match.any[1].contains[1]"), Some(Pos { line: 6, col: 25 }));
+        assert_eq!(key(text, "rules[0].match.any"), Some(Pos { line: 4, col: 7 }));
         // Unknown child: falls back to the parent.
         assert_eq!(locate(text, "rules[0].match.any[0].nothing").map(|p| p.line), Some(5));
     }

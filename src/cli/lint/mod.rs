@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::EXIT_USAGE;
 
-mod fields;
+mod scope;
 use crate::config;
 use crate::engine::analysis;
 use crate::engine::compile::compile_rules;
@@ -101,6 +101,8 @@ pub const CODES: &[(&str, Level, &str)] = &[
     ("TL107", Level::Warning, "`sources:` entry that names no source of the config"),
     ("TL108", Level::Warning, "alternative of an `any` that can never be true"),
     ("TL109", Level::Note, "rule that applies to none of the config's sources, so it never runs"),
+    ("TL110", Level::Warning, "per-rule XDR settings (`actions.xdr.rules`) for a rule id no rule file defines"),
+    ("TL111", Level::Warning, "rule naming an action the config does not set up"),
 ];
 
 /// One problem, positioned at the offending value.
@@ -326,7 +328,10 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
-        fields::check(&loaded, lr, cfg, out);
+        scope::check(&loaded, lr, cfg, out);
+    }
+    if let Some(c) = cfg {
+        scope::config_refs(&loaded, c, out);
     }
     let good = Loaded {
         files: loaded.files.clone(),

@@ -1,7 +1,8 @@
-//! Lint checks that need to know what the logs look like: fields no format of a rule produces
-//! (TL106), and, with a config, `sources:` naming no configured source (TL107) and rules that
+//! Lint checks of a rule against the world it runs in: fields no format of the rule produces
+//! (TL106), and, with a config, `sources:` naming no configured source (TL107), rules that
 //! apply to none of its sources (TL109, a note: a shipped pack often holds rules for logs a
-//! given host does not have).
+//! given host does not have), per-rule XDR settings for rule ids that do not exist (TL110) and
+//! rules naming an action the config does not set up (TL111).
 //!
 //! The engine accepts any field name, because JSON lines and custom regex formats define their
 //! own; a typo (`clientip`, `useragent`) therefore compiles and silently never matches. The
@@ -49,7 +50,7 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
         if known.contains(&name) {
             continue;
         }
-        let hint = suggestion(&name, &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+        let hint = field_suggestion(&name, &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
         let msg = if rule.formats.is_empty() && cfg.is_none() {
             format!(
                 "no built-in format with fixed fields ({}) produces field {name:?}{hint}; if the rule is meant for \
@@ -140,12 +141,48 @@ fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
     out
 }
 
-/// The closest known name, when it is close enough to be a plausible typo.
+/// The closest known field name, when it is close enough to be a plausible typo.
+fn field_suggestion<'a>(name: &str, known: &'a BTreeSet<String>) -> Option<&'a str> {
+    suggestion_among(name, known.iter().map(String::as_str).chain(std_fields::NAMES.iter().copied()))
+}
+
+/// The closest known rule id, when it is close enough to be a plausible typo.
 fn suggestion<'a>(name: &str, known: &'a BTreeSet<String>) -> Option<&'a str> {
-    let candidates = known.iter().map(String::as_str).chain(std_fields::NAMES.iter().copied());
+    suggestion_among(name, known.iter().map(String::as_str))
+}
+
+fn suggestion_among<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|k| (strsim::damerau_levenshtein(&name.to_ascii_lowercase(), k), k))
         .filter(|(d, k)| *d > 0 && *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
+}
+
+/// With a config: `actions.xdr.rules.<id>` entries for ids no rule file defines (TL110, in the
+/// config), and rules that name the XDR action while the config does not set it up (TL111).
+pub(super) fn config_refs(loaded: &Loaded, cfg: &config::Loaded, out: &mut Vec<Finding>) {
+    use crate::action::xdr::ACTION_NAME;
+    let xdr = cfg.config.actions.xdr.as_ref();
+    let ids: BTreeSet<String> = loaded.rules.iter().map(|r| r.rule.id.clone()).collect();
+    if let Some(x) = xdr {
+        let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+        for id in x.rules.keys().filter(|id| !ids.contains(*id)) {
+            let pos = crate::rule::locate::key(&text, &format!("actions.xdr.rules.{id}"));
+            let hint = suggestion(id, &ids).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+            let msg = format!("actions.xdr.rules names rule {id:?}, which no rule file defines{hint}");
+            out.push(Finding::at("TL110", &cfg.path, pos.map_or(0, |p| p.line), pos.map_or(0, |p| p.col), msg));
+        }
+    }
+    if xdr.is_none() {
+        for lr in &loaded.rules {
+            for (i, a) in lr.rule.actions.iter().enumerate().filter(|(_, a)| *a == ACTION_NAME) {
+                let msg = format!(
+                    "the rule names the {a:?} action, which {} does not set up (`actions.xdr`): `run` skips it",
+                    cfg.path.display()
+                );
+                out.push(Finding::new("TL111", loaded.rule_error(lr, &format!("actions[{i}]"), msg)));
+            }
+        }
+    }
 }
