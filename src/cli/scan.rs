@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::setup::{self, AdHoc, SourceSetup};
 use crate::action::console::Console;
 use crate::config;
-use crate::engine::{Detection, Detector, RuleSet, Scratch};
+use crate::engine::{Detection, Detector, HitKeys, RuleSet, Scratch};
 use crate::source::LinePos;
 use crate::source::read::{Block, BlockReader};
 
@@ -121,6 +121,7 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
                 }
             });
             let mut scratch = rules.scratch();
+            let mut fired = Vec::new();
             for msg in rx.iter() {
                 let (batch, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
                 let arrival = Utc::now();
@@ -129,6 +130,12 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
                     unparsed += r.unparsed;
                     bytes += b.data.len() as u64;
                     for h in &r.hits {
+                        let hit_rules = &r.rules[h.rules.clone()];
+                        detector.decide(h.time, arrival, hit_rules, &r.keys[h.rules.clone()], &mut fired);
+                        if fired.is_empty() {
+                            continue;
+                        }
+                        // Only a line that emits a detection is parsed again, for its fields.
                         let (line, truncated) = cap(&b.data[h.start..h.end], a.max_line_bytes);
                         source.parser.parse(line, &mut scratch.record, rules.registry.len());
                         let pos = LinePos {
@@ -138,8 +145,10 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
                             truncated,
                             arrival,
                         };
-                        let hit_rules = &r.rules[h.rules.clone()];
-                        detector.on_hits(&source.parser, &info, &pos, line, &scratch.record, hit_rules, &mut out);
+                        let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
+                        for f in &fired {
+                            out.push(detector.detection(f, event, &info, &pos, line, &scratch.record));
+                        }
                         for d in out.drain(..) {
                             detections += 1;
                             if !a.quiet {
@@ -181,14 +190,18 @@ fn print(out: &mut impl Write, console: &Console, d: &Detection, json: bool) -> 
     }
 }
 
-/// A line with matches: where it is, and its range in [`BlockHits::rules`].
+/// A line with matches: where it is, its event time (ms since the epoch, `None` when it has
+/// none), and its range in [`BlockHits::rules`] and [`BlockHits::keys`].
 struct Hit {
     start: usize,
     end: usize,
     line: u64,
+    time: Option<i64>,
     rules: std::ops::Range<usize>,
 }
 
+/// The matching stage's result for one block: everything the ordered stage needs, so it never
+/// parses a line unless that line emits a detection.
 #[derive(Default)]
 struct BlockHits {
     lines: u64,
@@ -196,6 +209,8 @@ struct BlockHits {
     hits: Vec<Hit>,
     /// Matching rule indexes of all hits, back to back (one allocation per block, not per hit).
     rules: Vec<u32>,
+    /// The threshold and suppression keys of each entry of `rules`.
+    keys: Vec<HitKeys>,
 }
 
 fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
@@ -214,7 +229,9 @@ fn match_block(rules: &RuleSet, src: &SourceSetup, b: &Block, max: usize, s: &mu
             let full = start + line.len();
             let from = out.rules.len();
             out.rules.extend_from_slice(&s.hits);
-            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, rules: from..out.rules.len() });
+            rules.hit_keys(line, &s.record, &s.hits, &mut s.key_buf, &mut out.keys);
+            let time = s.time.event_time(&src.parser, line, &s.record).map(|t| t.timestamp_millis());
+            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, time, rules: from..out.rules.len() });
         }
     }
     out

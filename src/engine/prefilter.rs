@@ -19,9 +19,9 @@
 //! lose one, because every literal sits in its field's automaton (which sees the value a
 //! transform-free view sees) and every changed view is scanned with its own.
 
-use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, Input, MatchKind};
+use aho_corasick::{Anchored, MatchKind, Span, StartKind, packed};
 
 use super::view::{ViewCache, ViewId, Views};
 use crate::parse::{FieldId, Record, std_fields};
@@ -78,6 +78,11 @@ impl Bits {
 #[derive(Debug)]
 struct Scanner {
     ac: DFA,
+    /// For sets small enough for a packed SIMD searcher (Teddy, up to 128 literals): it finds
+    /// where a literal may start, many bytes per instruction, and only those positions are
+    /// walked with the (then anchored) DFA. Teddy is case-sensitive, so it runs over a
+    /// lower-cased copy of the value, against the lower-cased literals.
+    packed: Option<packed::Searcher>,
     rules: Vec<Vec<u32>>,
 }
 
@@ -96,60 +101,83 @@ impl Scanner {
                 rules[i].push(*rule);
             }
         }
+        // Literals arrive lower-cased (see `Requirement`); the packed searcher needs them so.
+        let lower: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+        let packed =
+            packed::Config::new().match_kind(packed::MatchKind::LeftmostFirst).builder().extend(&lower).build();
+        let start = if packed.is_some() { StartKind::Anchored } else { StartKind::Unanchored };
         let ac = DFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            // The skip-ahead prefilter (SIMD search for a few rare literals) pays off for small
-            // sets; over hundreds of literals with common bytes it fires at nearly every
-            // position and costs more than the plain DFA walk (measured: ~20% of match time).
-            .prefilter(patterns.len() <= PREFILTER_MAX_PATTERNS)
+            .start_kind(start)
+            // The crate's own skip-ahead prefilters are not used: with ASCII case-insensitivity
+            // they cannot use Teddy, and over hundreds of literals with common bytes they fire
+            // at nearly every position (measured: ~20% of match time).
+            .prefilter(false)
             .build(&patterns)
             .expect("literal automaton within size limits");
-        Scanner { ac, rules }
+        Scanner { ac, packed, rules }
     }
 
     /// Marks the rules of every literal that occurs in `hay` (overlapping occurrences
-    /// included).
-    ///
+    /// included). `lower` is scratch space.
+    #[inline]
+    fn scan(&self, hay: &[u8], lower: &mut Vec<u8>, out: &mut Bits) {
+        match &self.packed {
+            Some(p) => self.scan_packed(p, hay, lower, out),
+            None => self.scan_dfa(hay, out),
+        }
+    }
+
     /// A hand-written walk over the DFA: in an unanchored Standard DFA every position's state
     /// already lists all literals ending there, so one table lookup per byte, plus a check of
     /// the rare match states, finds every literal. That is several times fewer instructions per
-    /// byte than the crate's general overlapping-iterator protocol. With a skip-ahead
-    /// prefilter (small sets), the crate's own search is used, since it can jump over bytes.
-    #[inline]
-    fn scan(&self, hay: &[u8], out: &mut Bits) {
-        if self.ac.prefilter().is_some() {
-            return self.scan_with_prefilter(hay, out);
-        }
+    /// byte than the crate's general overlapping-iterator protocol.
+    fn scan_dfa(&self, hay: &[u8], out: &mut Bits) {
         let Ok(mut sid) = self.ac.start_state(Anchored::No) else { return };
         for &b in hay {
             sid = self.ac.next_state(Anchored::No, sid, b);
             if self.ac.is_special(sid) && self.ac.is_match(sid) {
-                for i in 0..self.ac.match_len(sid) {
-                    for r in &self.rules[self.ac.match_pattern(sid, i).as_usize()] {
-                        out.set(*r as usize);
-                    }
-                }
+                self.mark(sid, out);
             }
         }
     }
 
-    fn scan_with_prefilter(&self, hay: &[u8], out: &mut Bits) {
-        let input = Input::new(hay);
-        let mut state = OverlappingState::start();
-        // Errors are impossible for an unanchored search of a Standard automaton; stopping
-        // early on one would only lose candidates, so it is treated as the end of the scan.
-        while let Ok(()) = self.ac.try_find_overlapping(&input, &mut state) {
-            let Some(m) = state.get_match() else { break };
-            for r in &self.rules[m.pattern().as_usize()] {
+    /// Every position where some literal starts is found by the packed searcher (leftmost
+    /// match, then again from the next byte); from each, an anchored DFA walk reports every
+    /// literal starting there, so overlapping and nested literals are all found.
+    fn scan_packed(&self, p: &packed::Searcher, hay: &[u8], lower: &mut Vec<u8>, out: &mut Bits) {
+        lower.clear();
+        lower.extend(hay.iter().map(u8::to_ascii_lowercase));
+        let Ok(start) = self.ac.start_state(Anchored::Yes) else { return };
+        let mut at = 0;
+        while at < lower.len() {
+            let Some(m) = p.find_in(&lower[..], Span::from(at..lower.len())) else { break };
+            let mut sid = start;
+            for &b in &hay[m.start()..] {
+                sid = self.ac.next_state(Anchored::Yes, sid, b);
+                if self.ac.is_special(sid) {
+                    if self.ac.is_dead(sid) {
+                        break;
+                    }
+                    if self.ac.is_match(sid) {
+                        self.mark(sid, out);
+                    }
+                }
+            }
+            at = m.start() + 1;
+        }
+    }
+
+    #[inline]
+    fn mark(&self, sid: StateID, out: &mut Bits) {
+        for i in 0..self.ac.match_len(sid) {
+            for r in &self.rules[self.ac.match_pattern(sid, i).as_usize()] {
                 out.set(*r as usize);
             }
         }
     }
 }
-
-/// Largest literal set for which the automaton's SIMD skip-ahead is switched on.
-const PREFILTER_MAX_PATTERNS: usize = 32;
 
 /// The compiled prefilter of a rule set.
 #[derive(Debug)]
@@ -281,8 +309,16 @@ impl Prefilter {
         Prefilter { fields, views, always, literals: distinct.len() }
     }
 
-    /// Sets `out` to the candidate rules for this line.
-    pub fn candidates(&self, line: &[u8], rec: &Record, views: &Views, cache: &mut ViewCache, out: &mut Bits) {
+    /// Sets `out` to the candidate rules for this line. `lower` is scratch space.
+    pub fn candidates(
+        &self,
+        line: &[u8],
+        rec: &Record,
+        views: &Views,
+        cache: &mut ViewCache,
+        lower: &mut Vec<u8>,
+        out: &mut Bits,
+    ) {
         out.copy_from(&self.always);
         let has_uri = rec.get(line, std_fields::URI).is_some();
         for fs in &self.fields {
@@ -290,7 +326,7 @@ impl Prefilter {
                 continue;
             }
             if let Some(v) = rec.get(line, fs.field) {
-                fs.scanner.scan(v, out);
+                fs.scanner.scan(v, lower, out);
             }
         }
         for vs in &self.views {
@@ -298,7 +334,7 @@ impl Prefilter {
                 continue;
             }
             if let Some(v) = cache.get(vs.view, views, line, rec) {
-                vs.scanner.scan(v, out);
+                vs.scanner.scan(v, lower, out);
             }
         }
     }
@@ -342,5 +378,30 @@ mod tests {
         }
         assert_eq!(b.ones().collect::<Vec<_>>(), vec![0, 63, 64, 129]);
         assert!(b.get(64) && !b.get(65));
+    }
+
+    /// Both scanning strategies find every literal, overlapping and nested ones included,
+    /// case-insensitively, on short values (below the SIMD block size) and long ones.
+    #[test]
+    fn scanners_find_overlapping_literals_in_any_case() {
+        let words: &[&[u8]] = &[b"()", b"() {", b"{", b"hellothinkphp", b"think", b"%"];
+        let few: Vec<(Vec<u8>, u32)> = words.iter().enumerate().map(|(i, w)| (w.to_vec(), i as u32)).collect();
+        // Over 128 literals: no packed searcher, the plain DFA walk.
+        let mut many = few.clone();
+        many.extend((0..200).map(|i| (format!("zz{i:03}q").into_bytes(), 6 + i)));
+        let mut lower = Vec::new();
+        for (lits, packed) in [(&few, true), (&many, false)] {
+            let s = Scanner::build(lits);
+            assert_eq!(s.packed.is_some(), packed);
+            for pad in [0, 5, 40, 300] {
+                let hay = format!("{}x() {{ HelloThinkPHP %41{}", "a".repeat(pad), "b".repeat(pad));
+                let mut out = Bits::new(lits.len());
+                s.scan(hay.as_bytes(), &mut lower, &mut out);
+                assert_eq!(out.ones().collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5], "pad {pad}, packed {packed}");
+                let mut out = Bits::new(lits.len());
+                s.scan(b"nothing to see", &mut lower, &mut out);
+                assert!(out.is_empty());
+            }
+        }
     }
 }

@@ -1,0 +1,355 @@
+//! The cross-line stage: thresholds, suppression and the detections they let through.
+//!
+//! Deciding whether a matching line fires needs little: the line's event time and, per
+//! matching rule, a hash of its group fields (and of the `distinct` field). Those
+//! [`HitKeys`] are computed where the line was parsed ([`RuleSet::hit_keys`], on any thread);
+//! [`Detector::decide`] then only steps windows, in line order, on the one thread that owns
+//! them. The line is needed again only to build a detection ([`Detector::detection`]), which
+//! is rare. This is what lets `scan` keep every core busy: the ordered stage does hash-map
+//! steps, not parsing. [`Detector::on_hits`] does all of it in one call for the live tailer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::RuleSet;
+use super::detection::{Detection, RuleInfo, SourceRef, ThresholdInfo};
+use super::window::{Step, Suppressor, Windows};
+use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
+use crate::source::LinePos;
+
+/// Where a line came from, for detections and idempotency keys.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub name: String,
+    pub path: String,
+    pub format: String,
+}
+
+/// Per-rule counters.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    /// Lines whose condition matched.
+    pub hits: u64,
+    /// Detections emitted.
+    pub detections: u64,
+    /// Detections held back by suppression.
+    pub suppressed: u64,
+}
+
+/// What the cross-line stage needs about one rule matching one line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HitKeys {
+    /// Hash of the threshold's group fields; `None` when one of them is absent (such a line
+    /// does not count: lumping all of them under one empty key would make unrelated lines
+    /// reach the threshold together). Unused without a threshold.
+    pub group: Option<u64>,
+    /// Hash of the threshold's `distinct` field (0 without one).
+    pub distinct: u64,
+    /// Hash of the suppression's group fields. Absent fields count as empty here: suppression
+    /// must never drop a detection merely because the key is incomplete.
+    pub suppress: u64,
+}
+
+/// A rule that emits a detection on a line (the outcome of [`Detector::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    pub rule: u32,
+    /// For a threshold rule: (count, first seen, last seen), times in ms since the epoch.
+    pub threshold: Option<(u32, i64, i64)>,
+    /// Detections of this rule and key held back by suppression since the previous one.
+    pub suppressed: u64,
+}
+
+impl RuleSet {
+    /// Appends to `out` the [`HitKeys`] of each rule in `hits` for this line and record.
+    /// `buf` is scratch space (reused, so the hot path does not allocate).
+    pub fn hit_keys(&self, line: &[u8], rec: &Record, hits: &[u32], buf: &mut Vec<u8>, out: &mut Vec<HitKeys>) {
+        for &ri in hits {
+            let rule = &self.rules[ri as usize];
+            let mut k = HitKeys::default();
+            if let Some(t) = &rule.threshold {
+                k.group = group_hash(buf, &t.group_by, line, rec);
+                k.distinct = t.distinct.map_or(0, |d| xxhash_rust::xxh3::xxh3_64(rec.get(line, d).unwrap_or(b"")));
+            }
+            if let Some(s) = &rule.suppress {
+                k.suppress = group_hash(buf, &s.group_by, line, rec).unwrap_or(0);
+            }
+            out.push(k);
+        }
+    }
+}
+
+/// The event time of a line, remembering the last timestamp text parsed: consecutive lines
+/// mostly share their second, and calendar parsing is the costly part.
+#[derive(Debug, Default)]
+pub struct TimeCache {
+    parser: usize,
+    raw: Vec<u8>,
+    time: Option<DateTime<Utc>>,
+}
+
+impl TimeCache {
+    pub fn event_time(&mut self, parser: &Parser, line: &[u8], rec: &Record) -> Option<DateTime<Utc>> {
+        let raw = rec.get(line, std_fields::TIME)?;
+        let id = parser as *const Parser as usize;
+        if self.parser != id || self.raw != raw {
+            self.time = parser.event_time(line, rec);
+            self.parser = id;
+            self.raw.clear();
+            self.raw.extend_from_slice(raw);
+        }
+        self.time
+    }
+}
+
+/// Cross-line state (thresholds, suppression) and counters, owned by one thread.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Arc<RuleSet>,
+    windows: Vec<Option<Windows>>,
+    suppress: Vec<Option<Suppressor>>,
+    pub stats: Vec<RuleStats>,
+    key_buf: Vec<u8>,
+    keys: Vec<HitKeys>,
+    fired: Vec<Fired>,
+    time: TimeCache,
+}
+
+/// Default bound on tracked keys per rule.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+impl Detector {
+    pub fn new(rules: Arc<RuleSet>, max_keys: usize) -> Detector {
+        let windows = rules
+            .rules
+            .iter()
+            .map(|r| {
+                r.threshold
+                    .as_ref()
+                    .map(|t| Windows::new(t.count, t.window.as_millis() as i64, t.distinct.is_some(), max_keys))
+            })
+            .collect();
+        let suppress = rules
+            .rules
+            .iter()
+            .map(|r| r.suppress.as_ref().map(|s| Suppressor::new(s.duration.as_millis() as i64, max_keys)))
+            .collect();
+        let stats = vec![RuleStats::default(); rules.rules.len()];
+        Detector {
+            rules,
+            windows,
+            suppress,
+            stats,
+            key_buf: Vec::new(),
+            keys: Vec::new(),
+            fired: Vec::new(),
+            time: TimeCache::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Takes over the threshold and suppression state of `old` for every rule whose id and
+    /// fingerprint (matching and grouping) are unchanged, so a reload does not reset a brute
+    /// force count or re-open a suppressed key. Counters are carried over by id as well.
+    /// Returns how many rules kept their state.
+    pub fn carry_over(&mut self, old: Detector) -> usize {
+        let mut kept = 0;
+        let Detector { rules: old_rules, windows, suppress, stats, .. } = old;
+        let mut windows: Vec<Option<Windows>> = windows;
+        let mut suppress: Vec<Option<Suppressor>> = suppress;
+        for (i, r) in self.rules.rules.iter().enumerate() {
+            let Some(j) = old_rules.rule_index(&r.id) else { continue };
+            self.stats[i] = stats[j].clone();
+            if old_rules.rules[j].fingerprint == r.fingerprint {
+                self.windows[i] = windows[j].take();
+                self.suppress[i] = suppress[j].take();
+                kept += 1;
+            }
+        }
+        kept
+    }
+
+    /// Feeds the rules that matched one line (`hits`, from [`RuleSet::match_line`] with the
+    /// same record) and appends the resulting detections to `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_hits(
+        &mut self,
+        parser: &Parser,
+        src: &SourceInfo,
+        meta: &LinePos,
+        line: &[u8],
+        rec: &Record,
+        hits: &[u32],
+        out: &mut Vec<Detection>,
+    ) {
+        if hits.is_empty() {
+            return;
+        }
+        let event = self.time.event_time(parser, line, rec);
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        self.rules.hit_keys(line, rec, hits, &mut self.key_buf, &mut keys);
+        let mut fired = std::mem::take(&mut self.fired);
+        self.decide(event.map(|t| t.timestamp_millis()), meta.arrival, hits, &keys, &mut fired);
+        for f in &fired {
+            out.push(self.detection(f, event, src, meta, line, rec));
+        }
+        self.keys = keys;
+        self.fired = fired;
+    }
+
+    /// The ordered, cross-line decision for one line: steps the threshold and suppression of
+    /// every rule in `hits` (with its `keys`, same order) at the line's event time (`event`,
+    /// ms since the epoch; the `arrival` time when the line had none), updates the counters,
+    /// and sets `out` to the rules that emit a detection.
+    pub fn decide(
+        &mut self,
+        event: Option<i64>,
+        arrival: DateTime<Utc>,
+        hits: &[u32],
+        keys: &[HitKeys],
+        out: &mut Vec<Fired>,
+    ) {
+        out.clear();
+        let t = event.unwrap_or_else(|| arrival.timestamp_millis());
+        for (&ri, k) in hits.iter().zip(keys) {
+            let r = ri as usize;
+            self.stats[r].hits += 1;
+            let mut threshold = None;
+            if let Some(w) = self.windows[r].as_mut() {
+                let Some(group) = k.group else { continue };
+                match w.step(group, t, k.distinct) {
+                    Step::Pending { .. } => continue,
+                    Step::Fire { count, first_seen, last_seen } => threshold = Some((count, first_seen, last_seen)),
+                }
+            }
+            let mut suppressed = 0;
+            if let Some(s) = self.suppress[r].as_mut() {
+                match s.admit(k.suppress, t) {
+                    Some(n) => suppressed = n,
+                    None => {
+                        self.stats[r].suppressed += 1;
+                        continue;
+                    }
+                }
+            }
+            self.stats[r].detections += 1;
+            out.push(Fired { rule: ri, threshold, suppressed });
+        }
+    }
+
+    /// The detection of `f` (from [`Detector::decide`]) on its line, parsed into `rec`.
+    /// `event` is the line's event time, `None` when it had none (then arrival time is used).
+    pub fn detection(
+        &self,
+        f: &Fired,
+        event: Option<DateTime<Utc>>,
+        src: &SourceInfo,
+        meta: &LinePos,
+        line: &[u8],
+        rec: &Record,
+    ) -> Detection {
+        let rules = &self.rules;
+        let rule = &rules.rules[f.rule as usize];
+        let (event_time, time_source) = match event {
+            Some(t) => (t, "event"),
+            None => (meta.arrival, "arrival"),
+        };
+        let threshold = match (f.threshold, &rule.threshold) {
+            (Some((count, first, last)), Some(spec)) => Some(ThresholdInfo {
+                count,
+                within_seconds: spec.window.as_secs_f64(),
+                group: group_map(&rules.registry, &spec.group_by, line, rec),
+                distinct: spec.distinct.map(|d| rules.registry.name(d).to_string()),
+                first_seen: millis(first),
+                last_seen: millis(last),
+            }),
+            _ => None,
+        };
+        Detection {
+            key: idempotency_key(meta.origin, meta.offset, &rule.id),
+            rule: RuleInfo {
+                id: rule.id.clone(),
+                title: rule.title.clone(),
+                severity: rule.severity,
+                tags: rule.tags.clone(),
+            },
+            source: SourceRef {
+                name: src.name.clone(),
+                path: src.path.clone(),
+                format: src.format.clone(),
+                line_number: meta.line_number,
+                offset: meta.offset,
+            },
+            event_time,
+            time_source,
+            detected_at: Utc::now(),
+            fields: rec
+                .iter(line)
+                .map(|(id, v)| (rules.registry.name(id).to_string(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            line: String::from_utf8_lossy(line).into_owned(),
+            line_truncated: meta.truncated,
+            threshold,
+            suppressed: f.suppressed,
+            actions: rule.actions.clone(),
+        }
+    }
+
+    /// Until when (ms since the epoch) detections of rule `ri` for this line's key are held back.
+    pub fn suppressed_until(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<i64> {
+        let spec = self.rules.rules[ri].suppress.clone()?;
+        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec).unwrap_or(0);
+        self.suppress[ri].as_ref()?.until(key)
+    }
+
+    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
+    pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
+        let spec = self.rules.rules[ri].threshold.clone()?;
+        let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
+        let w = self.windows[ri].as_ref()?;
+        let (n, oldest) = w.peek(key).unwrap_or((0, None));
+        Some((n, oldest, w.window_ms()))
+    }
+}
+
+/// Hash of the group-key fields of a line; `None` when one of them is absent.
+fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) -> Option<u64> {
+    buf.clear();
+    for f in fields {
+        let v = rec.get(line, *f)?;
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(v);
+    }
+    Some(xxhash_rust::xxh3::xxh3_64(buf))
+}
+
+fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record) -> BTreeMap<String, String> {
+    fields
+        .iter()
+        .map(|f| {
+            (
+                reg.name(*f).to_string(),
+                rec.get(line, *f).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// `(origin, offset, rule id)` → 16 hex digits.
+pub fn idempotency_key(origin: u64, offset: u64, rule: &str) -> String {
+    let mut buf = Vec::with_capacity(16 + rule.len());
+    buf.extend_from_slice(&origin.to_le_bytes());
+    buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(rule.as_bytes());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&buf))
+}
