@@ -28,7 +28,7 @@ pub use compile::{CompileOptions, CompiledRule};
 use condition::Ctx;
 pub use detection::Detection;
 pub use detector::{DEFAULT_MAX_KEYS, Detector, Fired, HitKeys, RuleStats, SourceInfo, TimeCache, idempotency_key};
-use prefilter::{Bits, Prefilter, Requirement};
+use prefilter::{Bits, Prefilter, PrefilterScratch, Requirement};
 use view::{ViewCache, Views};
 
 use crate::parse::{FieldRegistry, Parser, Record};
@@ -54,8 +54,7 @@ pub struct Scratch {
     /// For callers that prepare the cross-line stage on this thread (see [`detector`]).
     pub time: TimeCache,
     pub key_buf: Vec<u8>,
-    /// Lower-cased copy of a value, for the packed literal searchers.
-    lower: Vec<u8>,
+    prefilter: PrefilterScratch,
 }
 
 impl RuleSet {
@@ -114,7 +113,7 @@ impl RuleSet {
             hits: Vec::new(),
             time: TimeCache::default(),
             key_buf: Vec::new(),
-            lower: Vec::new(),
+            prefilter: PrefilterScratch::default(),
         }
     }
 
@@ -125,7 +124,7 @@ impl RuleSet {
         parser.parse(line, &mut s.record, self.registry.len());
         s.hits.clear();
         s.cache.next_line(self.views.len());
-        self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.lower, &mut s.cand);
+        self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.prefilter, &mut s.cand);
         s.cand.and(applicable);
         if s.cand.is_empty() {
             return s.record.parsed;

@@ -23,6 +23,7 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, Span, StartKind, packed};
 
+use super::transform;
 use super::view::{ViewCache, ViewId, Views};
 use crate::parse::{FieldId, Record, std_fields};
 
@@ -189,6 +190,9 @@ pub struct Prefilter {
     fields: Vec<FieldScan>,
     /// Per view with transforms: its own scanner, used when the transforms change the value.
     views: Vec<ViewScan>,
+    /// The fields under those views, with the union of their views' change bits: each is
+    /// tested once per line.
+    view_fields: Vec<(FieldId, u8)>,
     always: Bits,
     /// Number of distinct literals (for reporting).
     pub literals: usize,
@@ -207,8 +211,21 @@ struct FieldScan {
 struct ViewScan {
     view: ViewId,
     scanner: Scanner,
-    /// Some literal of this view contains a space, so URL-decoding `+` can create a hit.
-    plus_matters: bool,
+    /// Index of the view's field in [`Prefilter::view_fields`].
+    field_slot: usize,
+    /// The [`transform::change`] bits of the view's transforms: the view differs from its
+    /// field's value (and must be scanned on its own) only when one of them is set on the line.
+    /// URL-decoding a `+` counts only when some literal contains a space.
+    mask: u8,
+}
+
+/// Per-line scratch space of the prefilter, reused from line to line.
+#[derive(Debug, Default)]
+pub struct PrefilterScratch {
+    /// Lower-cased copy of a value, for the packed searchers.
+    lower: Vec<u8>,
+    /// Per entry of [`Prefilter::view_fields`]: the change bits of the field on this line.
+    masks: Vec<u8>,
 }
 
 /// A rule's prefilter requirement.
@@ -298,25 +315,35 @@ impl Prefilter {
             scanner: Scanner::build(&lits),
             only_without_uri: true,
         }));
+        let mut view_fields: Vec<(FieldId, u8)> = Vec::new();
         let views = per_view
             .into_iter()
-            .map(|(view, lits)| ViewScan {
-                view,
-                plus_matters: lits.iter().any(|(l, _)| l.contains(&b' ')),
-                scanner: Scanner::build(&lits),
+            .map(|(view, lits)| {
+                let v = view_table.get(view);
+                let plus_matters = lits.iter().any(|(l, _)| l.contains(&b' '));
+                let mask = transform::chain_mask(&v.transforms, plus_matters);
+                let field_slot = match view_fields.iter().position(|(f, _)| *f == v.field) {
+                    Some(i) => i,
+                    None => {
+                        view_fields.push((v.field, 0));
+                        view_fields.len() - 1
+                    }
+                };
+                view_fields[field_slot].1 |= mask;
+                ViewScan { view, field_slot, mask, scanner: Scanner::build(&lits) }
             })
             .collect();
-        Prefilter { fields, views, always, literals: distinct.len() }
+        Prefilter { fields, views, view_fields, always, literals: distinct.len() }
     }
 
-    /// Sets `out` to the candidate rules for this line. `lower` is scratch space.
+    /// Sets `out` to the candidate rules for this line.
     pub fn candidates(
         &self,
         line: &[u8],
         rec: &Record,
         views: &Views,
         cache: &mut ViewCache,
-        lower: &mut Vec<u8>,
+        s: &mut PrefilterScratch,
         out: &mut Bits,
     ) {
         out.copy_from(&self.always);
@@ -326,15 +353,21 @@ impl Prefilter {
                 continue;
             }
             if let Some(v) = rec.get(line, fs.field) {
-                fs.scanner.scan(v, lower, out);
+                fs.scanner.scan(v, &mut s.lower, out);
             }
         }
+        s.masks.clear();
+        s.masks.extend(self.view_fields.iter().map(|&(f, needed)| match rec.get(line, f) {
+            Some(v) => transform::change_mask(v, needed),
+            None => 0, // absent: no view of it to scan
+        }));
         for vs in &self.views {
-            if ViewCache::unchanged(views, vs.view, line, rec, vs.plus_matters) {
+            // Unchanged up to ASCII case: the field's own scan already covered the view.
+            if s.masks[vs.field_slot] & vs.mask == 0 {
                 continue;
             }
             if let Some(v) = cache.get(vs.view, views, line, rec) {
-                vs.scanner.scan(v, lower, out);
+                vs.scanner.scan(v, &mut s.lower, out);
             }
         }
     }

@@ -73,6 +73,115 @@ pub fn may_change(t: Transform, input: &[u8]) -> bool {
     }
 }
 
+/// Bit flags naming the transforms that may change a value (see [`change_mask`]).
+pub mod change {
+    /// URL decoding of a `%` escape, or overlong UTF-8 folding (non-ASCII bytes).
+    pub const URL: u8 = 1;
+    /// URL decoding of a `+` (into a space).
+    pub const PLUS: u8 = 2;
+    pub const HTML: u8 = 4;
+    pub const PATH: u8 = 8;
+    pub const WS: u8 = 16;
+}
+
+/// The [`change`] bits a chain of transforms cares about. `plus_matters`: whether decoding a
+/// `+` into a space matters (it does only when some literal looked for contains a space).
+pub fn chain_mask(chain: &[Transform], plus_matters: bool) -> u8 {
+    chain.iter().fold(0, |m, t| {
+        m | match t {
+            Transform::Lowercase => 0,
+            Transform::UrlDecode => change::URL | if plus_matters { change::PLUS } else { 0 },
+            Transform::HtmlDecode => change::HTML,
+            Transform::NormalizePath => change::PATH,
+            Transform::CompressWhitespace => change::WS,
+        }
+    })
+}
+
+/// Of the [`change`] bits in `needed`, those whose transform may change `input`. One value is
+/// tested once per line for all the views over it, instead of once per view and transform.
+pub fn change_mask(input: &[u8], needed: u8) -> u8 {
+    // Short values (a path, a query) are classified in one pass over a byte table; for long
+    // ones (a whole line) a few SIMD `memchr` scans are cheaper than touching every byte.
+    if input.len() <= SHORT {
+        return change_mask_short(input) & needed;
+    }
+    change_mask_long(input, needed)
+}
+
+const SHORT: usize = 96;
+
+/// Byte classes for [`change_mask_short`]: the low bits are [`change`] bits a byte sets on its
+/// own; `SLASH`/`AFTER_SLASH` and `SPACE`/`AFTER_SPACE` are pairs (a byte with the first
+/// followed by one with the second), laid out so `(prev << 1) & cur` finds them.
+const SLASH: u16 = 1 << 8;
+const AFTER_SLASH: u16 = 1 << 9;
+const SPACE: u16 = 1 << 10;
+const AFTER_SPACE: u16 = 1 << 11;
+
+static CLASSES: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut b = 0x80;
+    while b < 256 {
+        t[b] = change::URL as u16;
+        b += 1;
+    }
+    t[b'%' as usize] = change::URL as u16;
+    t[b'+' as usize] = change::PLUS as u16;
+    t[b'&' as usize] = change::HTML as u16;
+    t[b'\\' as usize] = change::PATH as u16;
+    t[b'/' as usize] = SLASH | AFTER_SLASH;
+    t[b'.' as usize] = AFTER_SLASH;
+    t[b' ' as usize] = SPACE | AFTER_SPACE;
+    let ws = [b'\t', b'\r', b'\n', 0x0b, 0x0c];
+    let mut i = 0;
+    while i < ws.len() {
+        t[ws[i] as usize] = change::WS as u16 | AFTER_SPACE;
+        i += 1;
+    }
+    t
+};
+
+fn change_mask_short(input: &[u8]) -> u8 {
+    let mut all = 0u16;
+    let mut pairs = 0u16;
+    let mut prev = 0u16;
+    for &b in input {
+        let c = CLASSES[b as usize];
+        all |= c;
+        pairs |= (prev << 1) & c;
+        prev = c;
+    }
+    let mut m = (all & 0xff) as u8;
+    if pairs & AFTER_SLASH != 0 || input.first() == Some(&b'.') {
+        m |= change::PATH;
+    }
+    if pairs & AFTER_SPACE != 0 {
+        m |= change::WS;
+    }
+    m
+}
+
+fn change_mask_long(input: &[u8], needed: u8) -> u8 {
+    let mut m = 0;
+    if needed & change::URL != 0 && (memchr::memchr(b'%', input).is_some() || !input.is_ascii()) {
+        m |= change::URL;
+    }
+    if needed & change::PLUS != 0 && memchr::memchr(b'+', input).is_some() {
+        m |= change::PLUS;
+    }
+    if needed & change::HTML != 0 && memchr::memchr(b'&', input).is_some() {
+        m |= change::HTML;
+    }
+    if needed & change::PATH != 0 && path_may_change(input) {
+        m |= change::PATH;
+    }
+    if needed & change::WS != 0 && ws_may_change(input) {
+        m |= change::WS;
+    }
+    m
+}
+
 fn url_may_change(s: &[u8]) -> bool {
     memchr::memchr2(b'%', b'+', s).is_some() || !s.is_ascii()
 }
@@ -363,6 +472,33 @@ mod tests {
             {
                 let changed = run(&[t], s) != s;
                 assert!(!changed || may_change(t, s.as_bytes()), "{t:?} changed {s:?} but may_change said no");
+            }
+        }
+    }
+
+    /// The one-pass byte-table classification of short values and the `memchr` one of long
+    /// values agree, and both agree with `may_change` transform by transform.
+    #[test]
+    fn change_masks_agree() {
+        let alphabet: &[u8] = b"ab/.%+& \t\n\\\xc3";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 12) as usize;
+            let v: Vec<u8> =
+                (0..len).map(|i| alphabet[((seed >> (i * 4 + 8)) % alphabet.len() as u64) as usize]).collect();
+            let all = change::URL | change::PLUS | change::HTML | change::PATH | change::WS;
+            let short = change_mask_short(&v);
+            assert_eq!(short, change_mask_long(&v, all), "{:?}", String::from_utf8_lossy(&v));
+            for (t, bits) in [
+                (Transform::HtmlDecode, change::HTML),
+                (Transform::NormalizePath, change::PATH),
+                (Transform::CompressWhitespace, change::WS),
+                (Transform::UrlDecode, change::URL | change::PLUS),
+            ] {
+                assert_eq!(short & bits != 0, may_change(t, &v), "{t:?} on {:?}", String::from_utf8_lossy(&v));
             }
         }
     }

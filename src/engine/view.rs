@@ -94,22 +94,4 @@ impl ViewCache {
         let range = self.slots[id as usize].1.clone()?;
         Some(&self.buf[range])
     }
-
-    /// True when view `id` on this line equals its field's value up to ASCII case (no
-    /// transform changes it), so the field's prefilter scan already covered it.
-    ///
-    /// `plus_matters` is false when no literal of interest contains a space: URL-decoding a
-    /// `+` into a space then cannot create a hit, so a `+` alone does not count as a change.
-    pub fn unchanged(views: &Views, id: ViewId, line: &[u8], rec: &Record, plus_matters: bool) -> bool {
-        let v = views.get(id);
-        match rec.get(line, v.field) {
-            None => true, // absent: nothing to scan
-            Some(raw) => !v.transforms.iter().any(|t| match t {
-                crate::rule::Transform::UrlDecode if !plus_matters => {
-                    memchr::memchr(b'%', raw).is_some() || !raw.is_ascii()
-                }
-                t => transform::may_change(*t, raw),
-            }),
-        }
-    }
 }
