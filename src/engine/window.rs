@@ -55,8 +55,12 @@ pub enum Step {
 
 #[derive(Debug, Default)]
 struct KeyWindow {
-    /// Times of matching lines, ascending (count mode).
-    times: VecDeque<Millis>,
+    /// Times of matching lines, ascending, with how many lines had each time (count mode).
+    /// Log time stamps mostly have one-second resolution, so a burst of lines shares a few
+    /// entries: the window stays small and cache-friendly however high `count` is.
+    times: VecDeque<(Millis, u32)>,
+    /// Sum of the counts in `times`.
+    total: u32,
     /// Distinct value hash → newest time (distinct mode).
     distinct: HashMap<u64, Millis>,
     newest: Millis,
@@ -113,16 +117,24 @@ impl Windows {
             Step::Pending { count: n }
         } else {
             // Insert in time order (out-of-order lines are rare; this stays O(1) for in-order).
-            let pos = w.times.iter().rposition(|&x| x <= t).map_or(0, |p| p + 1);
-            w.times.insert(pos, t);
-            while w.times.front().is_some_and(|&x| x <= horizon) {
+            match w.times.iter().rposition(|&(x, _)| x <= t) {
+                Some(p) if w.times[p].0 == t => w.times[p].1 += 1,
+                Some(p) => w.times.insert(p + 1, (t, 1)),
+                None => w.times.push_front((t, 1)),
+            }
+            w.total += 1;
+            while let Some(&(x, n)) = w.times.front()
+                && x <= horizon
+            {
+                w.total -= n;
                 w.times.pop_front();
             }
-            let n = w.times.len() as u32;
+            let n = w.total;
             if n >= self.count {
-                let first = *w.times.front().unwrap_or(&t);
-                let last = *w.times.back().unwrap_or(&t);
+                let first = w.times.front().map_or(t, |e| e.0);
+                let last = w.times.back().map_or(t, |e| e.0);
                 w.times.clear();
+                w.total = 0;
                 return Step::Fire { count: n, first_seen: first, last_seen: last };
             }
             Step::Pending { count: n }
@@ -146,8 +158,9 @@ impl Windows {
             let live: Vec<Millis> = w.distinct.values().copied().filter(|&t| t > horizon).collect();
             return Some((live.len() as u32, live.iter().copied().min()));
         }
-        let live: Vec<Millis> = w.times.iter().copied().filter(|&t| t > horizon).collect();
-        Some((live.len() as u32, live.first().copied()))
+        let live = w.times.iter().filter(|&&(t, _)| t > horizon);
+        let count = live.clone().map(|&(_, n)| n).sum();
+        Some((count, live.map(|&(t, _)| t).next()))
     }
 
     pub fn window_ms(&self) -> Millis {
@@ -166,7 +179,7 @@ impl Windows {
 }
 
 fn count_of(w: &KeyWindow, distinct: bool) -> u32 {
-    if distinct { w.distinct.len() as u32 } else { w.times.len() as u32 }
+    if distinct { w.distinct.len() as u32 } else { w.total }
 }
 
 /// Suppression state of one rule.
@@ -250,6 +263,21 @@ mod tests {
         // Slightly out of order but inside: counted.
         assert_eq!(w.step(1, 19_000, 0), Step::Pending { count: 2 });
         assert!(matches!(w.step(1, 20_500, 0), Step::Fire { count: 3, first_seen: 19_000, .. }));
+    }
+
+    /// Lines sharing a time stamp (one-second log resolution) are counted one by one.
+    #[test]
+    fn equal_times_count_each_line() {
+        let mut w = Windows::new(4, 10_000, false, 100);
+        assert_eq!(w.step(1, 1_000, 0), Step::Pending { count: 1 });
+        assert_eq!(w.step(1, 1_000, 0), Step::Pending { count: 2 });
+        assert_eq!(w.step(1, 500, 0), Step::Pending { count: 3 });
+        assert_eq!(w.peek(1), Some((3, Some(500))));
+        // At 11_000 the window is (1_000, 11_000]: the 500 and both 1_000 lines have left it.
+        assert_eq!(w.step(1, 11_000, 0), Step::Pending { count: 1 });
+        assert_eq!(w.step(1, 11_000, 0), Step::Pending { count: 2 });
+        assert_eq!(w.step(1, 11_001, 0), Step::Pending { count: 3 });
+        assert_eq!(w.step(1, 11_001, 0), Step::Fire { count: 4, first_seen: 11_000, last_seen: 11_001 });
     }
 
     #[test]
