@@ -68,15 +68,23 @@ fn explain_names_the_failing_condition_and_the_window() {
     assert!(stdout.contains("3 of 20 matching lines within 10 s for client_ip=192.0.2.1"), "{stdout}");
 }
 
+/// Runs `trapline test --coverage` on a directory holding `rules` as `r.yml`; returns stdout
+/// (the run must pass) and the directory.
+fn coverage_run(rules: &str) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.yml"), rules).unwrap();
+    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    (stdout, dir)
+}
+
 #[test]
 fn coverage_lists_any_alternatives_no_example_exercises() {
-    let dir = tempfile::tempdir().unwrap();
     let hit = access_line("192.0.2.1", 0, "/wp-login.php", 404).replace('\'', "''");
     // Three alternatives; the examples exercise the first and the nested second only.
-    std::fs::write(
-        dir.path().join("r.yml"),
-        format!(
-            "rules:
+    let (stdout, dir) = coverage_run(&format!(
+        "rules:
   - id: t.any
     title: x
     severity: low
@@ -92,12 +100,7 @@ fn coverage_lists_any_alternatives_no_example_exercises() {
     examples:
       match: ['{hit}']
 "
-        ),
-    )
-    .unwrap();
-    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    ));
     let warned: Vec<&str> = stdout.lines().filter(|l| l.contains("made true by no `match` example")).collect();
     assert_eq!(warned.len(), 2, "{stdout}");
     assert!(warned[0].contains("match.any[1].all[1].any[1] (") && warned[0].contains("r.yml:12:19)"), "{stdout}");
@@ -109,13 +112,10 @@ fn coverage_lists_any_alternatives_no_example_exercises() {
 
 #[test]
 fn coverage_of_named_list_values_sees_through_transforms() {
-    let dir = tempfile::tempdir().unwrap();
     // The example reaches `union select` only after URL decoding; `sleep(` is never shown.
     let hit = access_line("192.0.2.1", 0, "/item?id=1%20UNION%20SELECT%201", 200).replace('\'', "''");
-    std::fs::write(
-        dir.path().join("r.yml"),
-        format!(
-            "lists:
+    let (stdout, _dir) = coverage_run(&format!(
+        "lists:
   sqli: ['union select', 'sleep(']
 rules:
   - id: t.list
@@ -125,12 +125,7 @@ rules:
     examples:
       match: ['{hit}']
 "
-        ),
-    )
-    .unwrap();
-    let out = trapline(&["test", "--coverage", dir.path().to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    ));
     let warned: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warn  t.list")).collect();
     assert_eq!(warned.len(), 1, "{stdout}");
     assert!(warned[0].contains("match.contains value \"sleep(\" ("), "{stdout}");
