@@ -66,15 +66,17 @@ impl RuleSet {
     /// Appends to `out` the [`HitKeys`] of each rule in `hits` for this line and record.
     /// `buf` is scratch space (reused, so the hot path does not allocate).
     pub fn hit_keys(&self, line: &[u8], rec: &Record, hits: &[u32], buf: &mut Vec<u8>, out: &mut Vec<HitKeys>) {
+        // Most rules group by the same fields (`client_ip`): hash each grouping once per line.
+        let mut last: Option<(&[FieldId], Option<u64>)> = None;
         for &ri in hits {
             let rule = &self.rules[ri as usize];
             let mut k = HitKeys::default();
             if let Some(t) = &rule.threshold {
-                k.group = group_hash(buf, &t.group_by, line, rec);
+                k.group = memo_hash(&mut last, &t.group_by, buf, line, rec);
                 k.distinct = t.distinct.map_or(0, |d| xxhash_rust::xxh3::xxh3_64(rec.get(line, d).unwrap_or(b"")));
             }
             if let Some(s) = &rule.suppress {
-                k.suppress = group_hash(buf, &s.group_by, line, rec).unwrap_or(0);
+                k.suppress = memo_hash(&mut last, &s.group_by, buf, line, rec).unwrap_or(0);
             }
             out.push(k);
         }
@@ -315,6 +317,24 @@ impl Detector {
         let w = self.windows[ri].as_ref()?;
         let (n, oldest) = w.peek(key).unwrap_or((0, None));
         Some((n, oldest, w.window_ms()))
+    }
+}
+
+/// [`group_hash`], reusing the previous result when `fields` is the same grouping.
+fn memo_hash<'r>(
+    last: &mut Option<(&'r [FieldId], Option<u64>)>,
+    fields: &'r [FieldId],
+    buf: &mut Vec<u8>,
+    line: &[u8],
+    rec: &Record,
+) -> Option<u64> {
+    match *last {
+        Some((f, h)) if f == fields => h,
+        _ => {
+            let h = group_hash(buf, fields, line, rec);
+            *last = Some((fields, h));
+            h
+        }
     }
 }
 
