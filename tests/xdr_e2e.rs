@@ -157,3 +157,43 @@ fn run_does_not_stall_without_a_sandbox_and_stops_fast() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
     assert_eq!(env.pending(), 1, "still queued for the next start");
 }
+
+/// XDR refuses a bundle for good (here: the sandbox demands TLP red, the templates say amber),
+/// so it lands in `failed/`. After the cause is fixed, `trapline xdr failed` lists it with the
+/// reason and `--requeue` hands it back to the running trapline, which delivers it at once.
+#[test]
+fn refused_deliveries_are_listed_and_requeued_into_the_running_trapline() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let strict = Sandbox::start(&format!("127.0.0.1:{port}"), &dir.path().join("strict.json"), &["--min-tlp", "red"]);
+    let env = XdrEnv::new(&strict.url(), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_for(T, || env.failed() == 1), "{}", d.stderr());
+    assert!(wait_for(T, || env.pending() == 0));
+    drop(strict);
+
+    let sb = Sandbox::start(&format!("127.0.0.1:{port}"), &dir.path().join("sb.json"), &[]);
+    let cfg = env.config();
+    let xdr_failed = |extra: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(["xdr", "failed", "--config", cfg.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = xdr_failed(&[]);
+    assert!(listed.contains("t.pma") && listed.to_lowercase().contains("tlp"), "{listed}");
+    assert!(listed.contains("1 failed; `trapline xdr failed --requeue`"), "{listed}");
+
+    let requeued = xdr_failed(&["--requeue"]);
+    assert!(requeued.contains("1 requeued; trapline (pid"), "{requeued}");
+    assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    assert!(wait_for(T, || env.pending() == 0));
+    assert_eq!(env.failed(), 0);
+    assert!(xdr_failed(&[]).starts_with("no failed XDR deliveries"));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 1, 1);
+}

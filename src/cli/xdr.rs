@@ -35,6 +35,19 @@ pub enum XdrCommand {
     Check(ConfigArg),
     /// Remove the incidents, sightings, relationships and judgements trapline created (dry run unless --yes).
     Purge(PurgeArgs),
+    /// List the detections XDR refused for good (state/xdr/failed/), with the reason; --requeue
+    /// puts them back in the outbox (and tells a running trapline to deliver them now).
+    Failed(FailedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FailedArgs {
+    /// Config file (default: ./trapline.yml, else the shipped one).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Move them back to the outbox for delivery (after fixing the cause: templates, TLP, ...).
+    #[arg(long)]
+    pub requeue: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +113,7 @@ pub fn xdr(a: XdrArgs) -> Result<i32> {
         XdrCommand::Sandbox(s) => run_sandbox(s),
         XdrCommand::Check(c) => check(c),
         XdrCommand::Purge(p) => purge(p),
+        XdrCommand::Failed(f) => failed(f),
     }
 }
 
@@ -273,4 +287,68 @@ pub fn render(a: RenderArgs) -> Result<i32> {
     }
     eprintln!("trapline: rule {:?} does not match this line in any configured source", a.rule);
     Ok(1)
+}
+
+/// `trapline xdr failed [--requeue]`. Exit 0; 1 when some `failed/` file cannot be read.
+fn failed(a: FailedArgs) -> Result<i32> {
+    use crate::action::console::escape;
+    use crate::action::xdr::outbox;
+    let (cfg, s) = load(a.config)?;
+    let list = outbox::failed(&s.state_dir)
+        .with_context(|| format!("cannot read {}", s.state_dir.join("failed").display()))?;
+    if list.is_empty() {
+        println!("no failed XDR deliveries in {}", s.state_dir.join("failed").display());
+        return Ok(0);
+    }
+    let (mut requeued, mut unreadable) = (0usize, 0usize);
+    for (path, f) in &list {
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                unreadable += 1;
+                println!("unreadable {}: {e}", path.display());
+                continue;
+            }
+        };
+        // The reason and rule come from the service and the rule files; escape them anyway,
+        // they are printed to a terminal.
+        println!("{}  {}  queued {}: {}", f.entry.id, escape(&f.entry.rule), f.entry.queued_at, escape(&f.reason));
+        if a.requeue {
+            outbox::requeue(&s.state_dir, path, f).with_context(|| format!("cannot requeue {}", path.display()))?;
+            requeued += 1;
+        }
+    }
+    if a.requeue {
+        match running_trapline(&cfg) {
+            Some(pid) if signal_reload(pid) => {
+                println!("{requeued} requeued; trapline (pid {pid}) told to deliver them now (SIGHUP)")
+            }
+            _ => println!("{requeued} requeued; they are delivered when `trapline run` starts"),
+        }
+    } else {
+        println!("{} failed; `trapline xdr failed --requeue` puts them back in the outbox", list.len());
+    }
+    Ok(i32::from(unreadable > 0))
+}
+
+/// The pid of a `trapline run` using this config's state directory, if one is alive.
+fn running_trapline(cfg: &crate::config::Loaded) -> Option<u32> {
+    let file = cfg.resolve(&cfg.config.state_dir).join(super::status::FILE);
+    let status: super::status::Status = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    let pid = status.pid;
+    // A stale status file can name a pid the system has since given to another program.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline).contains("trapline").then_some(pid)
+}
+
+#[cfg(unix)]
+fn signal_reload(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill(2) with a valid signal number has no memory-safety requirements.
+    unsafe { libc::kill(pid, libc::SIGHUP) == 0 }
+}
+
+#[cfg(not(unix))]
+fn signal_reload(_pid: u32) -> bool {
+    false
 }

@@ -287,6 +287,20 @@ impl Action for XdrAction {
         self.outbox.sync()
     }
 
+    /// On a reload (SIGHUP, rule or template change): templates as on every detection, and
+    /// entries put back into the outbox from outside (`trapline xdr failed --requeue`).
+    fn reload(&mut self) -> Result<()> {
+        self.composer.maybe_reload();
+        let entries = self.outbox.rescan().context("cannot read the XDR outbox")?;
+        if let Some(tx) = &self.tx {
+            for e in entries {
+                let _ = tx.send(e);
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
     fn shutdown(&mut self) {
         let _ = self.flush();
         self.stop.store(true, Ordering::Relaxed);

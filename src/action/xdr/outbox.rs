@@ -147,6 +147,25 @@ impl Outbox {
         File::open(&self.dir)?.sync_all()
     }
 
+    /// Every entry now on disk (oldest first), recounting [`Outbox::pending`]: picks up entries
+    /// put back by `trapline xdr failed --requeue` while trapline runs. Handing an entry that
+    /// is already queued to the delivery task again is harmless: it replaces its twin.
+    pub fn rescan(&self) -> std::io::Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            if let Some(en) = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) {
+                entries.push(en);
+            }
+        }
+        entries.sort_by_key(|e| e.seq);
+        self.pending.store(entries.len(), Ordering::Relaxed);
+        Ok(entries)
+    }
+
     /// Confirmed by XDR: remove.
     pub fn remove(&self, id: &str) {
         if std::fs::remove_file(self.path(id)).is_ok() {
@@ -165,6 +184,47 @@ impl Outbox {
         );
         self.remove(&e.id);
     }
+}
+
+/// An entry XDR rejected for good, as kept in `failed/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failed {
+    /// The service's message.
+    pub reason: String,
+    pub entry: Entry,
+}
+
+/// The entries in `<state>/failed/`, oldest first, with their files. Unreadable files are
+/// returned as errors with their path, not skipped: a human is looking at this list.
+pub fn failed(state: &Path) -> std::io::Result<Vec<(PathBuf, Result<Failed, String>)>> {
+    let dir = state.join("failed");
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let p = e?.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let parsed = std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Failed>(&b).map_err(|e| e.to_string()));
+        out.push((p, parsed));
+    }
+    out.sort_by_key(|(_, f)| f.as_ref().map_or(u64::MAX, |f| f.entry.seq));
+    Ok(out)
+}
+
+/// Moves a failed entry back into the outbox (durably), for delivery by the next
+/// [`Outbox::rescan`] or start. The `failed/` file is removed only once the outbox file is on
+/// disk, so a crash in between leaves a duplicate at worst, never a loss.
+pub fn requeue(state: &Path, file: &Path, f: &Failed) -> std::io::Result<()> {
+    let target = state.join("outbox").join(format!("{}.json", f.entry.id));
+    write_atomic(&target, &serde_json::to_vec(&f.entry)?, true)?;
+    std::fs::remove_file(file)
 }
 
 /// Sequence numbers start from the clock so that entries of a restarted process sort after
