@@ -53,17 +53,37 @@ pub enum Step {
     Fire { count: u32, first_seen: Millis, last_seen: Millis },
 }
 
-#[derive(Debug, Default)]
+/// One key's window. A rule counts either lines or distinct values, never both, so a key
+/// holds only what its mode needs: the smaller the entry, the more keys share a cache line on
+/// a path that runs for every matching line.
+#[derive(Debug)]
 struct KeyWindow {
-    /// Times of matching lines, ascending, with how many lines had each time (count mode).
-    /// Log time stamps mostly have one-second resolution, so a burst of lines shares a few
-    /// entries: the window stays small and cache-friendly however high `count` is.
-    times: VecDeque<(Millis, u32)>,
-    /// Sum of the counts in `times`.
-    total: u32,
-    /// Distinct value hash → newest time (distinct mode).
-    distinct: HashMap<u64, Millis>,
+    track: Track,
     newest: Millis,
+}
+
+#[derive(Debug)]
+enum Track {
+    /// Times of matching lines, ascending, with how many lines had each time, and their sum.
+    /// Log time stamps mostly have one-second resolution, so a burst of lines shares a few
+    /// entries: the window stays small however high `count` is.
+    Lines(VecDeque<(Millis, u32)>, u32),
+    /// Distinct value hash → newest time.
+    Values(HashMap<u64, Millis>),
+}
+
+impl KeyWindow {
+    fn new(distinct: bool) -> KeyWindow {
+        let track = if distinct { Track::Values(HashMap::default()) } else { Track::Lines(VecDeque::new(), 0) };
+        KeyWindow { track, newest: Millis::MIN }
+    }
+
+    fn count(&self) -> u32 {
+        match &self.track {
+            Track::Lines(_, total) => *total,
+            Track::Values(v) => v.len() as u32,
+        }
+    }
 }
 
 /// The threshold windows of one rule.
@@ -92,52 +112,55 @@ impl Windows {
         if self.keys.len() >= self.max_keys && !self.keys.contains_key(&key) {
             self.make_room(t);
         }
-        let w = self.keys.entry(key).or_default();
+        let distinct = self.distinct;
+        let w = self.keys.entry(key).or_insert_with(|| KeyWindow::new(distinct));
         w.newest = w.newest.max(t);
         let horizon = w.newest - self.window;
         if t <= horizon {
             // Older than the window relative to what this key has already seen.
-            return Step::Pending { count: count_of(w, self.distinct) };
+            return Step::Pending { count: w.count() };
         }
-        if self.distinct {
-            let e = w.distinct.entry(value).or_insert(t);
-            *e = (*e).max(t);
-            // Expiry only matters when the count could reach the threshold, which also keeps
-            // the map at most `count` entries large.
-            if w.distinct.len() as u32 >= self.count {
-                w.distinct.retain(|_, seen| *seen > horizon);
+        match &mut w.track {
+            Track::Values(values) => {
+                let e = values.entry(value).or_insert(t);
+                *e = (*e).max(t);
+                // Expiry only matters when the count could reach the threshold, which also
+                // keeps the map at most `count` entries large.
+                if values.len() as u32 >= self.count {
+                    values.retain(|_, seen| *seen > horizon);
+                }
+                let n = values.len() as u32;
+                if n >= self.count {
+                    let first = values.values().copied().min().unwrap_or(t);
+                    values.clear();
+                    return Step::Fire { count: n, first_seen: first, last_seen: w.newest };
+                }
+                Step::Pending { count: n }
             }
-            let n = w.distinct.len() as u32;
-            if n >= self.count {
-                let first = w.distinct.values().copied().min().unwrap_or(t);
-                let last = w.newest;
-                w.distinct.clear();
-                return Step::Fire { count: n, first_seen: first, last_seen: last };
+            Track::Lines(times, total) => {
+                // Insert in time order (out-of-order lines are rare; O(1) for in-order ones).
+                match times.iter().rposition(|&(x, _)| x <= t) {
+                    Some(p) if times[p].0 == t => times[p].1 += 1,
+                    Some(p) => times.insert(p + 1, (t, 1)),
+                    None => times.push_front((t, 1)),
+                }
+                *total += 1;
+                while let Some(&(x, n)) = times.front()
+                    && x <= horizon
+                {
+                    *total -= n;
+                    times.pop_front();
+                }
+                let n = *total;
+                if n >= self.count {
+                    let first = times.front().map_or(t, |e| e.0);
+                    let last = times.back().map_or(t, |e| e.0);
+                    times.clear();
+                    *total = 0;
+                    return Step::Fire { count: n, first_seen: first, last_seen: last };
+                }
+                Step::Pending { count: n }
             }
-            Step::Pending { count: n }
-        } else {
-            // Insert in time order (out-of-order lines are rare; this stays O(1) for in-order).
-            match w.times.iter().rposition(|&(x, _)| x <= t) {
-                Some(p) if w.times[p].0 == t => w.times[p].1 += 1,
-                Some(p) => w.times.insert(p + 1, (t, 1)),
-                None => w.times.push_front((t, 1)),
-            }
-            w.total += 1;
-            while let Some(&(x, n)) = w.times.front()
-                && x <= horizon
-            {
-                w.total -= n;
-                w.times.pop_front();
-            }
-            let n = w.total;
-            if n >= self.count {
-                let first = w.times.front().map_or(t, |e| e.0);
-                let last = w.times.back().map_or(t, |e| e.0);
-                w.times.clear();
-                w.total = 0;
-                return Step::Fire { count: n, first_seen: first, last_seen: last };
-            }
-            Step::Pending { count: n }
         }
     }
 
@@ -154,13 +177,16 @@ impl Windows {
     pub fn peek(&self, key: u64) -> Option<(u32, Option<Millis>)> {
         let w = self.keys.get(&key)?;
         let horizon = w.newest - self.window;
-        if self.distinct {
-            let live: Vec<Millis> = w.distinct.values().copied().filter(|&t| t > horizon).collect();
-            return Some((live.len() as u32, live.iter().copied().min()));
-        }
-        let live = w.times.iter().filter(|&&(t, _)| t > horizon);
-        let count = live.clone().map(|&(_, n)| n).sum();
-        Some((count, live.map(|&(t, _)| t).next()))
+        Some(match &w.track {
+            Track::Values(values) => {
+                let live = values.values().copied().filter(|&t| t > horizon);
+                (live.clone().count() as u32, live.min())
+            }
+            Track::Lines(times, _) => {
+                let live = times.iter().filter(|&&(t, _)| t > horizon);
+                (live.clone().map(|&(_, n)| n).sum(), live.map(|&(t, _)| t).next())
+            }
+        })
     }
 
     pub fn window_ms(&self) -> Millis {
@@ -176,10 +202,6 @@ impl Windows {
             self.keys.remove(&oldest);
         }
     }
-}
-
-fn count_of(w: &KeyWindow, distinct: bool) -> u32 {
-    if distinct { w.distinct.len() as u32 } else { w.total }
 }
 
 /// Suppression state of one rule.
