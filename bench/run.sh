@@ -81,3 +81,14 @@ t1000 = next((float(r[2]) for r in rows if r[0].startswith("trapline, 1000 gener
 if t10 and t1000:
     print(f"\n10 → 1000 rules: time ×{t1000 / t10:.2f}")
 PY
+
+# Robustness: 250,000 client addresses never seen before, all inside one second (a botnet,
+# rotating IPv6 sources), against the threshold rules' bounded key tables (max_keys 100,000).
+FLOOD=$OUT/flood-250000.log
+[ -s "$FLOOD" ] || python3 -c '
+for i in range(250000):
+    ip = "10.%d.%d.%d" % ((i >> 16) & 255, (i >> 8) & 255, i & 255)
+    print("%s - - [10/Oct/2024:13:00:00 +0000] \"GET /p%d HTTP/1.1\" 404 12 \"-\" \"x\"" % (ip, i))
+' > "$FLOOD"
+/usr/bin/time -f "%e" -o "$OUT/time.txt" $BIN scan -q --rules rules "$FLOOD" > /dev/null 2>&1 || true
+echo "key flood (250,000 new client addresses within one second, shipped rules): $(cat "$OUT/time.txt") s" | tee -a "$OUT/results.md"

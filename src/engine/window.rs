@@ -13,8 +13,9 @@
 //!   the suppression time are not emitted but counted; the count is reported on the next
 //!   detection for the key and in the run summary.
 //! - **Memory bound**: each rule tracks at most `max_keys` keys. When full, keys whose window
-//!   has expired are dropped first, then the least recently seen key. A window holds at most N
-//!   timestamps (or N distinct values), so memory is `O(max_keys × N)` per rule.
+//!   has expired are dropped first, then the least recently seen tenth, in one pass (see
+//!   [`evict_oldest`]). A window holds at most N time stamps (or N distinct values), so memory
+//!   is `O(max_keys × N)` per rule.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -94,6 +95,8 @@ pub struct Windows {
     distinct: bool,
     max_keys: usize,
     keys: HashMap<u64, KeyWindow>,
+    /// Times the table was full and pruned.
+    passes: u64,
 }
 
 impl Windows {
@@ -104,6 +107,7 @@ impl Windows {
             distinct,
             max_keys: max_keys.max(1),
             keys: HashMap::default(),
+            passes: 0,
         }
     }
 
@@ -196,12 +200,35 @@ impl Windows {
     fn make_room(&mut self, now: Millis) {
         let window = self.window;
         self.keys.retain(|_, w| w.newest > now - window);
-        if self.keys.len() >= self.max_keys
-            && let Some(oldest) = self.keys.iter().min_by_key(|(_, w)| w.newest).map(|(k, _)| *k)
-        {
-            self.keys.remove(&oldest);
+        if self.keys.len() >= self.max_keys {
+            evict_oldest(&mut self.keys, |w| w.newest);
         }
+        self.passes += 1;
     }
+
+    /// How many times the table was full and had to be pruned (each prune is one pass over it).
+    pub fn prune_passes(&self) -> u64 {
+        self.passes
+    }
+}
+
+/// Removes about a tenth of `map`'s entries, those with the smallest `age` (at least one).
+/// A full table thus pays one O(n) pass per n/10 new keys rather than one per key: a flood of
+/// new addresses (a botnet, rotating IPv6 sources, all inside the window) cannot turn every
+/// line into a scan of the whole table.
+fn evict_oldest<V>(map: &mut HashMap<u64, V>, age: impl Fn(&V) -> Millis) {
+    let k = (map.len() / 10).max(1);
+    let mut ages: Vec<Millis> = map.values().map(&age).collect();
+    if ages.is_empty() {
+        return;
+    }
+    let cutoff = *ages.select_nth_unstable(k - 1).1;
+    let mut removed = 0;
+    map.retain(|_, v| {
+        let evict = removed < k && age(v) <= cutoff;
+        removed += usize::from(evict);
+        !evict
+    });
 }
 
 /// Suppression state of one rule.
@@ -212,11 +239,19 @@ pub struct Suppressor {
     keys: HashMap<u64, (Millis, u64)>,
     /// Detections held back since start.
     pub total: u64,
+    /// Times the table was full and pruned.
+    passes: u64,
 }
 
 impl Suppressor {
     pub fn new(duration_ms: Millis, max_keys: usize) -> Suppressor {
-        Suppressor { duration: duration_ms.max(1), max_keys: max_keys.max(1), keys: HashMap::default(), total: 0 }
+        Suppressor {
+            duration: duration_ms.max(1),
+            max_keys: max_keys.max(1),
+            keys: HashMap::default(),
+            total: 0,
+            passes: 0,
+        }
     }
 
     /// Decides whether a detection for `key` at `t` is emitted. `Some(n)`: emit it, `n`
@@ -234,17 +269,21 @@ impl Suppressor {
             return Some(n);
         }
         if self.keys.len() >= self.max_keys {
-            // Expired entries first (their held counts are zero or already stale), then the
-            // one that expires soonest.
+            // Expired entries first (their held counts are zero or already stale), then those
+            // that expire soonest.
             self.keys.retain(|_, (until, held)| *until > t || *held > 0);
-            if self.keys.len() >= self.max_keys
-                && let Some(k) = self.keys.iter().min_by_key(|(_, (u, _))| *u).map(|(k, _)| *k)
-            {
-                self.keys.remove(&k);
+            if self.keys.len() >= self.max_keys {
+                evict_oldest(&mut self.keys, |(until, _)| *until);
             }
+            self.passes += 1;
         }
         self.keys.insert(key, (t + self.duration, 0));
         Some(0)
+    }
+
+    /// How many times the table was full and had to be pruned.
+    pub fn prune_passes(&self) -> u64 {
+        self.passes
     }
 
     /// Suppressed and not yet reported, per key (for the summary).
@@ -318,6 +357,27 @@ mod tests {
             w.step(k, k as i64, 0);
         }
         assert!(w.len() <= 10);
+    }
+
+    /// A flood of new keys, all live (same time), into full tables: the tables stay bounded and
+    /// are pruned once per tenth of their size, not once per key (which made each line a scan
+    /// of 100,000 entries under a botnet or rotating IPv6 sources).
+    #[test]
+    fn full_tables_prune_in_bulk() {
+        let (max, n) = (1_000usize, 20_000u64);
+        let mut w = Windows::new(50, 60_000, false, max);
+        let mut s = Suppressor::new(60_000, max);
+        for k in 0..n {
+            w.step(k, 5_000, 0);
+            s.admit(k, 5_000);
+            assert!(w.len() <= max);
+        }
+        let bound = (n - max as u64) / (max as u64 / 10) + 1;
+        assert!(w.prune_passes() <= bound, "{} passes for {n} keys", w.prune_passes());
+        assert!(s.prune_passes() <= bound, "{} passes for {n} keys", s.prune_passes());
+        // The newest keys survive; a key seen again keeps counting.
+        assert_eq!(w.step(n - 1, 5_001, 0), Step::Pending { count: 2 });
+        assert_eq!(s.admit(n - 1, 5_001), None);
     }
 
     #[test]
