@@ -73,7 +73,7 @@ impl RuleSet {
             let mut k = HitKeys::default();
             if let Some(t) = &rule.threshold {
                 k.group = memo_hash(&mut last, &t.group_by, buf, line, rec);
-                k.distinct = t.distinct.map_or(0, |d| xxhash_rust::xxh3::xxh3_64(rec.get(line, d).unwrap_or(b"")));
+                k.distinct = t.distinct.map_or(0, |d| key_hash(rec.get(line, d).unwrap_or(b"")));
             }
             if let Some(s) = &rule.suppress {
                 k.suppress = memo_hash(&mut last, &s.group_by, buf, line, rec).unwrap_or(0);
@@ -346,7 +346,17 @@ fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) 
         buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
         buf.extend_from_slice(v);
     }
-    Some(xxhash_rust::xxh3::xxh3_64(buf))
+    Some(key_hash(buf))
+}
+
+/// Hash of a key or distinct value for the window and suppression tables, seeded with a
+/// secret chosen at start-up. The keyed values come from log lines, and some are
+/// client-controlled (a `client_ip` taken from `X-Forwarded-For`, a path): with a fixed hash,
+/// values crafted to collide would turn every table lookup into a long probe. The hashes live
+/// only in memory, so a per-process seed costs nothing.
+fn key_hash(bytes: &[u8]) -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, *SEED.get_or_init(|| fastrand::u64(..)))
 }
 
 fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record) -> BTreeMap<String, String> {
