@@ -194,6 +194,13 @@ fn refused_deliveries_are_listed_and_requeued_into_the_running_trapline() {
     assert!(wait_for(T, || env.pending() == 0));
     assert_eq!(env.failed(), 0);
     assert!(xdr_failed(&[]).starts_with("no failed XDR deliveries"));
+    // Purging under a running trapline would leave it with windows naming deleted incidents.
+    let purge = std::process::Command::new(common::bin())
+        .args(["xdr", "purge", "--yes", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(purge.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&purge.stderr).contains("is running with this state directory"));
     d.signal("TERM");
     assert_exactly_once(&sb, 1, 1);
 }

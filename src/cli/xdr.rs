@@ -200,7 +200,14 @@ fn check(a: ConfigArg) -> Result<i32> {
 const PURGE_ORDER: &[&str] = &["relationship", "sighting", "judgement", "incident"];
 
 fn purge(a: PurgeArgs) -> Result<i32> {
-    let (_cfg, s) = load(a.config)?;
+    let (cfg, s) = load(a.config)?;
+    if a.yes
+        && let Some(pid) = running_trapline(&cfg)
+    {
+        // Its in-memory incident windows and stored ids would outlive the purge: new sightings
+        // would point at deleted incidents and the windows file would be written back.
+        bail!("trapline (pid {pid}) is running with this state directory; stop it, then purge");
+    }
     let c = client(&s);
     let rt = runtime()?;
     let query = format!("external_ids:{}-*", s.prefix);
@@ -239,7 +246,7 @@ fn purge(a: PurgeArgs) -> Result<i32> {
         for f in ["windows.json", "stored.json"] {
             let _ = std::fs::remove_file(s.state_dir.join(f));
         }
-        println!("local incident state in {} cleared (stop trapline before purging)", s.state_dir.display());
+        println!("local incident state in {} cleared", s.state_dir.display());
     } else {
         println!("dry run: nothing deleted; run with --yes to delete");
     }
