@@ -261,12 +261,9 @@ pub(crate) fn derive_request_fields(line: &[u8], rec: &mut Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::FieldRegistry;
 
     fn run(line: &[u8]) -> (bool, Record) {
-        let mut rec = Record::new(FieldRegistry::default().len());
-        let ok = parse(line, &mut rec);
-        (ok, rec)
+        crate::parse::test_util::run(parse, line)
     }
 
     fn field<'a>(line: &'a [u8], rec: &'a Record, id: FieldId) -> Option<&'a [u8]> {

@@ -166,16 +166,12 @@ fn set_referer(line: &[u8], msg_start: usize, rec: &mut Record) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{FieldId, FieldRegistry, std_fields as f};
+    use crate::parse::std_fields as f;
+
+    use crate::parse::test_util::field;
 
     fn run(line: &[u8]) -> (bool, Record) {
-        let mut rec = Record::new(FieldRegistry::default().len());
-        let ok = parse(line, &mut rec);
-        (ok, rec)
-    }
-
-    fn field<'a>(line: &'a [u8], rec: &'a Record, id: FieldId) -> Option<&'a str> {
-        rec.get(line, id).map(|b| std::str::from_utf8(b).unwrap())
+        crate::parse::test_util::run(parse, line)
     }
 
     #[test]

@@ -403,6 +403,24 @@ impl Parser {
     }
 }
 
+/// Helpers shared by the parsers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{FieldId, FieldRegistry, Record};
+
+    /// Runs a format's `parse` on `line` into a fresh record: (parsed, record).
+    pub fn run(parse: fn(&[u8], &mut Record) -> bool, line: &[u8]) -> (bool, Record) {
+        let mut rec = Record::new(FieldRegistry::default().len());
+        let ok = parse(line, &mut rec);
+        (ok, rec)
+    }
+
+    /// A field as text (test lines are UTF-8).
+    pub fn field<'a>(line: &'a [u8], rec: &'a Record, id: FieldId) -> Option<&'a str> {
+        rec.get(line, id).map(|b| std::str::from_utf8(b).unwrap())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,16 +247,11 @@ fn address_at(line: &[u8], mut a: usize) -> Option<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{FieldId, FieldRegistry};
+
+    use crate::parse::test_util::field;
 
     fn run(line: &[u8]) -> (bool, Record) {
-        let mut rec = Record::new(FieldRegistry::default().len());
-        let ok = parse(line, &mut rec);
-        (ok, rec)
-    }
-
-    fn field<'a>(line: &'a [u8], rec: &'a Record, id: FieldId) -> Option<&'a str> {
-        rec.get(line, id).map(|b| std::str::from_utf8(b).unwrap())
+        crate::parse::test_util::run(parse, line)
     }
 
     #[test]
