@@ -9,9 +9,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{TimeZone, Utc};
 use clap::Args;
 
-use super::setup::{self, AdHoc};
+use super::setup::InputArgs;
 use crate::action::console::escape;
-use crate::config;
 use crate::engine::{Detector, RuleSet, SourceInfo};
 use crate::source::LinePos;
 use crate::source::read::BlockReader;
@@ -28,22 +27,13 @@ pub struct ExplainArgs {
     /// Explain this rule (default: list every matching rule).
     #[arg(long)]
     pub rule: Option<String>,
-    /// Rule files or directories (default: the config's, else `rules/`).
-    #[arg(long)]
-    pub rules: Vec<PathBuf>,
-    /// Log format of the line.
-    #[arg(long, default_value = "combined")]
-    pub format: String,
-    /// Config file (custom formats, rules directory, timezone).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 pub fn explain(a: ExplainArgs) -> Result<i32> {
-    let cfg = a.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
-    let rule_paths = super::scan::rule_paths(&a.rules, cfg.as_ref());
-    let tz = cfg.as_ref().map(|c| c.config.timezone.as_str());
-    let setup = setup::build(cfg.as_ref(), &rule_paths, &[AdHoc { name: "explain", format: &a.format, timezone: tz }])?;
+    let (cfg, setup) = a.input.setup("explain")?;
+    let rule_paths = super::scan::rule_paths(&a.input.rules, cfg.as_ref());
     let rules = &setup.rules;
     let source = &setup.sources[0];
     let mut detector = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);
@@ -110,7 +100,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             if !source.applicable.get(i) {
                 println!(
                     "rule {id} does not apply to format {} (formats: {:?}, enabled: {})",
-                    a.format, r.formats, r.enabled
+                    a.input.format, r.formats, r.enabled
                 );
             }
             match rules.explain_rule(i, &source.parser, &line, &mut scratch) {

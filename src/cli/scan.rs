@@ -14,7 +14,7 @@ use chrono::Utc;
 use clap::Args;
 use rayon::prelude::*;
 
-use super::setup::{self, AdHoc, SourceSetup};
+use super::setup::{InputArgs, SourceSetup};
 use crate::action::console::Console;
 use crate::config;
 use crate::engine::{Detection, Detector, HitKeys, RuleSet, Scratch};
@@ -26,19 +26,8 @@ pub struct ScanArgs {
     /// Files to scan (`-` for stdin; `.gz` is decompressed).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Rule files or directories (default: the config's, else `rules/`).
-    #[arg(long)]
-    pub rules: Vec<PathBuf>,
-    /// Log format of the files: combined, common, apache_error, syslog, json, raw, or a custom
-    /// format from the config.
-    #[arg(long, default_value = "combined")]
-    pub format: String,
-    /// Config file (for custom formats, rules directory and timezone).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Time zone for timestamps without one.
-    #[arg(long)]
-    pub timezone: Option<String>,
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Print detections as JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -60,13 +49,7 @@ pub struct ScanArgs {
 const BLOCK: usize = 256 << 10;
 
 pub fn scan(a: ScanArgs) -> Result<i32> {
-    let cfg = match &a.config {
-        Some(p) => Some(config::Loaded::from_file(p)?),
-        None => None,
-    };
-    let rule_paths = rule_paths(&a.rules, cfg.as_ref());
-    let tz = a.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
-    let setup = setup::build(cfg.as_ref(), &rule_paths, &[AdHoc { name: "scan", format: &a.format, timezone: tz }])?;
+    let (cfg, setup) = a.input.setup("scan")?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
     let source = &setup.sources[0];
     let rules = &setup.rules;

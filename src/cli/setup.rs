@@ -39,6 +39,36 @@ pub struct AdHoc<'a> {
 
 /// Loads the rules under `rule_paths` and builds parsers for every source of `cfg` (or for
 /// the ad-hoc sources when given).
+/// The arguments of the commands that run rules over one ad-hoc input (`scan`, `explain`):
+/// where the rules are, the input's format and time zone, and an optional config.
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// Rule files or directories (default: the config's, else `rules/`).
+    #[arg(long)]
+    pub rules: Vec<PathBuf>,
+    /// Log format of the input: combined, common, apache_error, syslog, json, raw, or a custom
+    /// format from the config.
+    #[arg(long, default_value = "combined")]
+    pub format: String,
+    /// Config file (custom formats, rules directory, timezone).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Time zone for timestamps without one (default: the config's, else UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+}
+
+impl InputArgs {
+    /// Loads the config (if any) and builds the rules and the input's source, named `name`.
+    pub fn setup(&self, name: &str) -> Result<(Option<config::Loaded>, Setup)> {
+        let cfg = self.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
+        let rule_paths = super::scan::rule_paths(&self.rules, cfg.as_ref());
+        let tz = self.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
+        let setup = build(cfg.as_ref(), &rule_paths, &[AdHoc { name, format: &self.format, timezone: tz }])?;
+        Ok((cfg, setup))
+    }
+}
+
 pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHoc<'_>]) -> Result<Setup> {
     let mut registry = FieldRegistry::default();
     let formats = cfg.map(|c| c.config.formats.clone()).unwrap_or_default();
