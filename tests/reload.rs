@@ -10,16 +10,10 @@ use std::time::Duration;
 use common::{Daemon, access_line, append, detections, wait_for};
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    std::fs::create_dir_all(root.join("rules")).unwrap();
-    std::fs::create_dir_all(root.join("logs")).unwrap();
-    std::fs::write(
-        root.join("trapline.yml"),
+    common::project(
+        None,
         "rules: [rules]\nstate_dir: state\ntemplates: templates\nsources:\n  - name: web\n    paths: [logs/access.log]\n    format: combined\n    start: beginning\nactions:\n  log: {path: out/out.txt, format: json, console: false}\n",
     )
-    .unwrap();
-    (dir, root)
 }
 
 /// Writes a rule file the way editors do: a temporary file renamed over the target.

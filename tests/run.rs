@@ -17,22 +17,14 @@ struct Env {
 
 impl Env {
     fn new(start: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::create_dir_all(root.join("rules")).unwrap();
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        std::fs::write(
-            root.join("rules/t.yml"),
-            "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n",
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("trapline.yml"),
-            format!(
+        let (dir, root) = common::project(
+            Some(
+                "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n",
+            ),
+            &format!(
                 "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/*.log]\n    format: combined\n    start: {start}\nactions:\n  log: {{path: out/out.txt, format: json, console: false}}\n"
             ),
-        )
-        .unwrap();
+        );
         Env { _dir: dir, root }
     }
     fn config(&self) -> PathBuf {

@@ -22,6 +22,20 @@ pub fn access_line(ip: &str, sec: u32, target: &str, status: u16) -> String {
     )
 }
 
+/// A temporary project: `rules/` (holding `rules/t.yml` when `rule` is given), `logs/`, and
+/// `trapline.yml` with `config`. Returns the directory guard and its path.
+pub fn project(rule: Option<&str>, config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    std::fs::create_dir_all(root.join("rules")).unwrap();
+    std::fs::create_dir_all(root.join("logs")).unwrap();
+    if let Some(r) = rule {
+        std::fs::write(root.join("rules/t.yml"), r).unwrap();
+    }
+    std::fs::write(root.join("trapline.yml"), config).unwrap();
+    (dir, root)
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

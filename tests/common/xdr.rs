@@ -133,24 +133,16 @@ pub struct XdrEnv {
 
 impl XdrEnv {
     pub fn new(base_url: &str, extra_xdr: &str) -> XdrEnv {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        std::fs::create_dir_all(root.join("rules")).unwrap();
-        std::fs::create_dir_all(root.join("logs")).unwrap();
-        std::fs::write(
-            root.join("rules/t.yml"),
-            "rules:\n  - id: t.pma\n    title: phpMyAdmin login attempt\n    severity: high\n    tags: [attack.t1110, attack.credential-access]\n    match: {all: [{field: path, contains: /phpmyadmin}, {field: query, contains: pma_password=}]}\n    actions: [log, xdr-incident]\n",
-        )
-        .unwrap();
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        std::fs::write(
-            root.join("trapline.yml"),
-            format!(
+        let (dir, root) = crate::common::project(
+            Some(
+                "rules:\n  - id: t.pma\n    title: phpMyAdmin login attempt\n    severity: high\n    tags: [attack.t1110, attack.credential-access]\n    match: {all: [{field: path, contains: /phpmyadmin}, {field: query, contains: pma_password=}]}\n    actions: [log, xdr-incident]\n",
+            ),
+            &format!(
                 "rules: [rules]\ntemplates: {}\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/access.log]\n    format: combined\n    start: beginning\nactions:\n  log: {{path: out/out.txt, format: json, console: false}}\n  xdr:\n    base_url: {base_url}\n    client_id: client-test\n    client_secret: s3cret-value\n    timeout: 2s\n{extra_xdr}variables:\n  target: {{hostname: honeypot-1, ip: 10.0.0.5, mac: \"00:11:22:33:44:55\"}}\n",
                 templates.display()
             ),
-        )
-        .unwrap();
+        );
         XdrEnv { dir, root }
     }
 
