@@ -54,7 +54,8 @@ pub enum Op {
     Exists(bool),
 }
 
-/// Literal values of equals / starts_with / ends_with, lower-cased when case-insensitive.
+/// Literal values of contains / equals / starts_with / ends_with, compared ignoring ASCII case
+/// unless `case_sensitive`.
 #[derive(Debug)]
 pub struct Strings {
     pub values: Vec<Vec<u8>>,
@@ -65,14 +66,26 @@ impl Strings {
     fn eq(&self, a: &[u8], b: &[u8]) -> bool {
         if self.case_sensitive { a == b } else { a.eq_ignore_ascii_case(b) }
     }
+    fn equals_one(&self, s: &[u8], v: &[u8]) -> bool {
+        s.len() == v.len() && self.eq(s, v)
+    }
+    fn starts_one(&self, s: &[u8], v: &[u8]) -> bool {
+        v.len() >= s.len() && self.eq(s, &v[..s.len()])
+    }
+    fn ends_one(&self, s: &[u8], v: &[u8]) -> bool {
+        v.len() >= s.len() && self.eq(s, &v[v.len() - s.len()..])
+    }
+    fn contains_one(&self, s: &[u8], v: &[u8]) -> bool {
+        s.is_empty() || v.windows(s.len()).any(|w| self.eq(w, s))
+    }
     fn equals(&self, v: &[u8]) -> bool {
-        self.values.iter().any(|s| s.len() == v.len() && self.eq(s, v))
+        self.values.iter().any(|s| self.equals_one(s, v))
     }
     fn starts(&self, v: &[u8]) -> bool {
-        self.values.iter().any(|s| v.len() >= s.len() && self.eq(s, &v[..s.len()]))
+        self.values.iter().any(|s| self.starts_one(s, v))
     }
     fn ends(&self, v: &[u8]) -> bool {
-        self.values.iter().any(|s| v.len() >= s.len() && self.eq(s, &v[v.len() - s.len()..]))
+        self.values.iter().any(|s| self.ends_one(s, v))
     }
 }
 
@@ -153,12 +166,11 @@ impl Op {
     pub fn value_holds(&self, i: usize, value: &[u8]) -> bool {
         let Some((_, s)) = self.literal_values() else { return false };
         let Some(want) = s.values.get(i) else { return false };
-        let one = Strings { values: vec![want.clone()], case_sensitive: s.case_sensitive };
         match self {
-            Op::Contains { .. } => want.is_empty() || value.windows(want.len()).any(|w| one.eq(w, want)),
-            Op::Equals(_) => one.equals(value),
-            Op::StartsWith(_) => one.starts(value),
-            Op::EndsWith(_) => one.ends(value),
+            Op::Contains { .. } => s.contains_one(want, value),
+            Op::Equals(_) => s.equals_one(want, value),
+            Op::StartsWith(_) => s.starts_one(want, value),
+            Op::EndsWith(_) => s.ends_one(want, value),
             _ => false,
         }
     }
