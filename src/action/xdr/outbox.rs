@@ -74,27 +74,7 @@ impl Outbox {
         let dir = state.join("outbox");
         let failed = state.join("failed");
         std::fs::create_dir_all(&dir)?;
-        let mut entries = Vec::new();
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-            if name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(&p);
-                continue;
-            }
-            if !name.ends_with(".json") {
-                continue;
-            }
-            match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) {
-                Some(en) => entries.push(en),
-                None => {
-                    tracing::warn!(path = %p.display(), "unreadable XDR outbox entry; moved to failed/");
-                    let _ = std::fs::create_dir_all(&failed);
-                    let _ = std::fs::rename(&p, failed.join(&name));
-                }
-            }
-        }
-        entries.sort_by_key(|e| e.seq);
+        let entries = read_entries(&dir, Some(&failed))?;
         let next = entries.last().map_or(0, |e| e.seq + 1);
         let ob = Outbox {
             dir,
@@ -151,17 +131,7 @@ impl Outbox {
     /// put back by `trapline xdr failed --requeue` while trapline runs. Handing an entry that
     /// is already queued to the delivery task again is harmless: it replaces its twin.
     pub fn rescan(&self) -> std::io::Result<Vec<Entry>> {
-        let mut entries = Vec::new();
-        for e in std::fs::read_dir(&self.dir)? {
-            let p = e?.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            if let Some(en) = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) {
-                entries.push(en);
-            }
-        }
-        entries.sort_by_key(|e| e.seq);
+        let entries = read_entries(&self.dir, None)?;
         self.pending.store(entries.len(), Ordering::Relaxed);
         Ok(entries)
     }
@@ -184,6 +154,39 @@ impl Outbox {
         );
         self.remove(&e.id);
     }
+}
+
+/// The entries in the outbox directory `dir`, oldest first. With `failed` (at start-up, when
+/// nothing else writes there): leftover temporary files of an interrupted write are removed and
+/// unreadable entries moved to `failed`. Without it (while running), both are left alone: a
+/// temporary file may be a write in progress.
+fn read_entries(dir: &Path, failed: Option<&Path>) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if name.ends_with(".tmp") {
+            if failed.is_some() {
+                let _ = std::fs::remove_file(&p);
+            }
+            continue;
+        }
+        if !name.ends_with(".json") {
+            continue;
+        }
+        match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) {
+            Some(en) => entries.push(en),
+            None => {
+                if let Some(failed) = failed {
+                    tracing::warn!(path = %p.display(), "unreadable XDR outbox entry; moved to failed/");
+                    let _ = std::fs::create_dir_all(failed);
+                    let _ = std::fs::rename(&p, failed.join(&name));
+                }
+            }
+        }
+    }
+    entries.sort_by_key(|e| e.seq);
+    Ok(entries)
 }
 
 /// An entry XDR rejected for good, as kept in `failed/`.
