@@ -32,8 +32,7 @@ pub struct ExplainArgs {
 }
 
 pub fn explain(a: ExplainArgs) -> Result<i32> {
-    let (cfg, setup) = a.input.setup("explain")?;
-    let rule_paths = super::scan::rule_paths(&a.input.rules, cfg.as_ref());
+    let (_cfg, rule_paths, setup) = a.input.setup("explain")?;
     let rules = &setup.rules;
     let source = &setup.sources[0];
     let mut detector = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);

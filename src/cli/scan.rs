@@ -49,7 +49,7 @@ pub struct ScanArgs {
 const BLOCK: usize = 256 << 10;
 
 pub fn scan(a: ScanArgs) -> Result<i32> {
-    let (cfg, setup) = a.input.setup("scan")?;
+    let (cfg, _, setup) = a.input.setup("scan")?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
     let source = &setup.sources[0];
     let rules = &setup.rules;

@@ -60,12 +60,13 @@ pub struct InputArgs {
 
 impl InputArgs {
     /// Loads the config (if any) and builds the rules and the input's source, named `name`.
-    pub fn setup(&self, name: &str) -> Result<(Option<config::Loaded>, Setup)> {
+    /// Returns the config, the rule paths used and the setup.
+    pub fn setup(&self, name: &str) -> Result<(Option<config::Loaded>, Vec<PathBuf>, Setup)> {
         let cfg = self.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
         let rule_paths = super::scan::rule_paths(&self.rules, cfg.as_ref());
         let tz = self.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
         let setup = build(cfg.as_ref(), &rule_paths, &[AdHoc { name, format: &self.format, timezone: tz }])?;
-        Ok((cfg, setup))
+        Ok((cfg, rule_paths, setup))
     }
 }
 

@@ -313,13 +313,19 @@ fn failed(a: FailedArgs) -> Result<i32> {
             Ok(f) => f,
             Err(e) => {
                 unreadable += 1;
-                println!("unreadable {}: {e}", path.display());
+                println!("unreadable {}: {}", escape(&path.display().to_string()), escape(e));
                 continue;
             }
         };
-        // The reason and rule come from the service and the rule files; escape them anyway,
-        // they are printed to a terminal.
-        println!("{}  {}  queued {}: {}", f.entry.id, escape(&f.entry.rule), f.entry.queued_at, escape(&f.reason));
+        // Everything here is read back from a file and the reason is the service's text: all
+        // of it is escaped before it reaches the terminal.
+        println!(
+            "{}  {}  queued {}: {}",
+            escape(&f.entry.id),
+            escape(&f.entry.rule),
+            escape(&f.entry.queued_at),
+            escape(&f.reason)
+        );
         if a.requeue {
             outbox::requeue(&s.state_dir, path, f).with_context(|| format!("cannot requeue {}", path.display()))?;
             requeued += 1;
