@@ -1,25 +1,40 @@
 //! # trapline
 //!
-//! A detection engine for text logs. A line travels **source → parse → engine → action**, and
-//! the crate is laid out the same way:
+//! A detection engine for logs and other events. An event travels
+//! **source → parse → engine → action**, and the crate is laid out the same way:
 //!
-//! - [`source`]: where lines come from. The tailer follows files across rotation and restarts
-//!   (offsets checkpointed on disk); the reader feeds `scan` from files, `.gz` and stdin.
-//! - [`parse`]: one line (`&[u8]`) → named fields, for the built-in formats (combined/common,
+//! - [`event`]: what the engine evaluates — a line of a file, a message, a file's state or
+//!   content — with the origin its idempotency keys derive from.
+//! - [`source`]: where events come from. The tailer follows files across rotation and
+//!   restarts (offsets checkpointed on disk); the reader feeds `scan` from files, `.gz` and
+//!   stdin.
+//! - [`parse`]: raw bytes (`&[u8]`) → named fields, for the built-in formats (combined/common,
 //!   Apache error, syslog, JSON lines) and custom regex formats. No allocation per line.
 //! - [`rule`]: the rule language as written (serde + schemars model) and its loading, with
 //!   file:line:col errors.
 //! - [`engine`]: the compiled rule set (one literal prefilter across all rules, then exact
 //!   confirmation) and the cross-line state (thresholds, suppression) that turns matches into
 //!   [`engine::Detection`]s.
-//! - [`action`]: what happens to a detection (the JSON-lines log, the console).
+//! - [`action`]: what happens to a detection (the JSON-lines log, the console, Cisco XDR),
+//!   behind one registry; transient failures retried, never skipped.
+//! - [`pipeline`]: events → detections → a sink, the one path every command uses, plus the
+//!   wiring from config to a ready rule set.
+//! - [`daemon`]: `trapline run`: tailer → pipeline → actions, reloads, status.
+//! - [`shutdown`]: the one stop signal of the process.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
-//! - [`cli`]: the `trapline` command line (`run`, `scan`).
+//! - [`cli`]: the `trapline` command line: argument parsing and printing.
+//!
+//! Dependencies point one way: rule model and engine ← sources and actions ← pipeline and
+//! daemon ← cli.
 
 pub mod action;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod event;
 pub mod parse;
+pub mod pipeline;
 pub mod rule;
+pub mod shutdown;
 pub mod source;

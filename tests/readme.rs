@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use trapline::engine::{CompileOptions, RuleSet, examples};
+use trapline::engine::{RuleSet, examples};
 use trapline::parse::FieldRegistry;
 use trapline::rule::load::{SourceFile, load_sources};
 
@@ -13,7 +13,7 @@ fn readme_rule_example_works() {
     let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
     let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
         .unwrap_or_else(|e| panic!("README example does not load: {e}"));
-    let rules = RuleSet::compile(&loaded, &CompileOptions::default(), FieldRegistry::default())
+    let rules = RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
         .unwrap_or_else(|e| panic!("README example does not compile: {e}"));
     let report = examples::run(&loaded, &rules, &|_| None);
     assert!(report.failures.is_empty(), "{:?}", report.failures);

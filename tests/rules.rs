@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use trapline::engine::{CompileOptions, RuleSet, examples};
+use trapline::engine::{RuleSet, examples};
 use trapline::parse::{FieldRegistry, FormatKind, Parser, TimeSettings};
 use trapline::rule::load;
 
 fn shipped() -> (load::Loaded, RuleSet) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
     let loaded = load::load_paths(&[dir]).unwrap_or_else(|e| panic!("shipped rules do not load:\n{e}"));
-    let rules = RuleSet::compile(&loaded, &CompileOptions::default(), FieldRegistry::default())
+    let rules = RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
         .unwrap_or_else(|e| panic!("shipped rules do not compile:\n{e}"));
     (loaded, rules)
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use trapline::source::LinePos;
 use trapline::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, TailStats, Tailer};
+use trapline::source::{LinePos, Mark};
 use xxhash_rust::xxh3::xxh3_64;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -33,14 +33,15 @@ struct Rec {
 }
 
 impl LineSink for Rec {
-    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()> {
         self.got.lock().unwrap().push(Got { path: file.path.clone(), line: line.to_vec(), pos });
+        Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<u64> {
+    fn flush(&mut self) -> std::io::Result<Mark> {
         let mark = self.base + self.got.lock().unwrap().len() as u64;
         *self.last_mark.lock().unwrap() = Some(mark);
-        Ok(mark)
+        Ok(mark.into())
     }
 }
 
@@ -552,8 +553,8 @@ fn sink_mark_round_trips_and_corrupt_checkpoint_is_an_error() {
     let tailer = run.stop();
     let last = rec.last_mark.lock().unwrap().expect("flushed");
     assert_eq!(last, 1002);
-    assert_eq!(tailer.sink_mark(), Some(last));
-    assert_eq!(Tailer::new(cfg.clone()).unwrap().sink_mark(), Some(last));
+    assert_eq!(tailer.sink_mark(), Some(&Mark::from(last)));
+    assert_eq!(Tailer::new(cfg.clone()).unwrap().sink_mark(), Some(&Mark::from(last)));
 
     let state = dir.path().join("state");
     let ckpt = fs::read_dir(&state).unwrap().next().unwrap().unwrap().path();

@@ -2,8 +2,12 @@
 
 use std::io::Write;
 
+use super::{Action, ActionError};
 use crate::engine::Detection;
 use crate::rule::Severity;
+
+/// The name rules use in `actions:`.
+pub const NAME: &str = "console";
 
 /// Prints detections as single lines. Colour only when asked (i.e. on a terminal).
 pub struct Console {
@@ -50,6 +54,22 @@ impl Console {
         let mut out = std::io::stdout().lock();
         // A closed pipe (`trapline scan | head`) is not an error worth a panic.
         let _ = writeln!(out, "{line}");
+    }
+}
+
+/// As configured by `actions.log.console`, the console echoes every detection.
+impl Action for Console {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn takes_all(&self) -> bool {
+        true
+    }
+
+    fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
+        self.print(d);
+        Ok(())
     }
 }
 

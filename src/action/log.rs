@@ -4,28 +4,59 @@
 //! object (default) or a short text line that still ends with its idempotency key.
 //!
 //! # Exactly once across restarts
-//! The tailer calls [`LogAction::flush`] before each checkpoint; it fsyncs the file and returns
-//! its length, which the checkpoint stores. If trapline dies after writing detections but
-//! before the next checkpoint, the lines after the checkpoint are read again on restart and
-//! would be detected twice. So on start, the log reads the part of the file written after the
-//! stored length, collects those detections' keys, and skips them when they come again.
+//! The tailer calls [`Action::flush`] before each checkpoint; it fsyncs the file and returns
+//! its identity and length, which the checkpoint stores. If trapline dies after writing
+//! detections but before the next checkpoint, the lines after the checkpoint are read again
+//! on restart and would be detected twice. So on start, the log reads what was written after
+//! the stored mark, collects those detections' keys, and skips them when they come again.
+//! When the file was rotated meanwhile (the path holds another file), everything in the new
+//! file is after the mark, and the rotated file is found by its identity in the same
+//! directory.
+//!
+//! # Never a partial record
+//! A write that fails half-way (disk full) is cut back to the last whole record before the
+//! error is returned: the action's caller retries the same detection later, and the file
+//! holds whole records only.
+//!
+//! # Rotation of the output
+//! The path is checked on every tick: when it no longer names the open file (renamed by
+//! logrotate, deleted), the open file is made durable and closed, and the path is created
+//! again. A reload (SIGHUP) reopens it too.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
+use super::console::escape;
+use super::{Action, ActionError};
 use crate::config::LogFormat;
 use crate::engine::Detection;
 
-use super::console::escape;
+/// The name rules use in `actions:`.
+pub const NAME: &str = "log";
+
+/// What the checkpoint stores: which file, and how much of it was durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Mark {
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
 
 pub struct LogAction {
     path: PathBuf,
     format: LogFormat,
     out: File,
+    /// Identity of the open file.
+    id: (u64, u64),
+    /// Length of the file after the last whole record written: where a failed write is cut
+    /// back to.
+    len: u64,
     /// One serialised detection; written with a single `write` so a crash cannot leave half
     /// a record between two whole ones.
     buf: Vec<u8>,
@@ -35,35 +66,46 @@ pub struct LogAction {
     pub written: u64,
     /// Replayed detections skipped because they were already written.
     pub skipped: u64,
+    /// Times the output was reopened (rotated, removed, SIGHUP).
+    pub reopened: u64,
 }
 
 impl LogAction {
-    /// Opens (creating parent directories) `path` for appending. `mark` is the file length
-    /// stored at the last checkpoint, if any.
-    pub fn open(path: &Path, format: LogFormat, mark: Option<u64>) -> Result<LogAction> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        repair_torn_tail(&file, path, mark.unwrap_or(0))
-            .with_context(|| format!("cannot repair {}", path.display()))?;
-        let seen = match mark {
-            Some(m) => keys_after(path, m).with_context(|| format!("cannot read {}", path.display()))?,
-            None => HashSet::new(),
+    /// Opens (creating parent directories) `path` for appending. `mark` is what the last
+    /// checkpoint stored for this action, if any.
+    pub fn open(path: &Path, format: LogFormat, mark: Option<&serde_json::Value>) -> Result<LogAction> {
+        let (file, id) = open_append(path)?;
+        let mark = mark.and_then(|m| parse_mark(m, id));
+        let len = file.metadata()?.len();
+        // Where in the file at `path` the records after the checkpoint begin.
+        let from = match mark {
+            Some(Mark { dev, ino, len }) if (dev, ino) == id => len,
+            Some(_) => 0,
+            None => len,
         };
+        repair_torn_tail(&file, path, from).with_context(|| format!("cannot repair {}", path.display()))?;
+        let mut seen = HashSet::new();
+        if mark.is_some() {
+            keys_after(path, from, &mut seen).with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        if let Some(m) = mark.filter(|m| (m.dev, m.ino) != id)
+            && let Some(rotated) = find_by_id(path, (m.dev, m.ino))
+        {
+            keys_after(&rotated, m.len, &mut seen).with_context(|| format!("cannot read {}", rotated.display()))?;
+            tracing::info!(rotated = %rotated.display(), replayed = seen.len(), "output was rotated since the last checkpoint");
+        }
+        let len = file.metadata()?.len();
         Ok(LogAction {
             path: path.to_path_buf(),
             format,
             out: file,
+            id,
+            len,
             buf: Vec::with_capacity(4096),
             seen,
             written: 0,
             skipped: 0,
+            reopened: 0,
         })
     }
 
@@ -71,8 +113,8 @@ impl LogAction {
         &self.path
     }
 
-    /// Appends one detection (buffered; see [`LogAction::flush`]).
-    pub fn write(&mut self, d: &Detection) -> Result<()> {
+    /// Appends one detection (durable at the next [`Action::flush`]).
+    pub fn write(&mut self, d: &Detection) -> Result<(), ActionError> {
         if !self.seen.is_empty() && self.seen.remove(&d.key) {
             self.skipped += 1;
             return Ok(());
@@ -80,7 +122,7 @@ impl LogAction {
         self.buf.clear();
         match self.format {
             LogFormat::Json => {
-                serde_json::to_writer(&mut self.buf, d)?;
+                serde_json::to_writer(&mut self.buf, d).map_err(|e| ActionError::Permanent(e.into()))?;
                 self.buf.push(b'\n');
             }
             LogFormat::Text => {
@@ -99,16 +141,114 @@ impl LogAction {
                 )?;
             }
         }
-        self.out.write_all(&self.buf)?;
+        if let Err(e) = self.out.write_all(&self.buf) {
+            // Cut what part of the record made it, so the file holds whole records only. If
+            // even that fails, the next attempt starts by cutting again (see `ensure_len`).
+            let _ = self.out.set_len(self.len);
+            return Err(ActionError::Transient(
+                anyhow::Error::new(e).context(format!("cannot write to {}", self.path.display())),
+            ));
+        }
+        self.len += self.buf.len() as u64;
         self.written += 1;
         Ok(())
     }
 
-    /// Makes every written detection durable; returns the file length (the checkpoint mark).
-    pub fn flush(&mut self) -> std::io::Result<u64> {
-        self.out.sync_data()?;
-        Ok(self.out.metadata()?.len())
+    /// Before a write: a failed cut-back may have left a partial record; cut it now.
+    fn ensure_len(&mut self) -> std::io::Result<()> {
+        let actual = self.out.metadata()?.len();
+        if actual > self.len {
+            self.out.set_len(self.len)?;
+        } else if actual < self.len {
+            // Someone truncated the output (copytruncate): follow it.
+            self.len = actual;
+        }
+        Ok(())
     }
+
+    /// Reopens the path when it no longer names the open file. The open file is made durable
+    /// first: a checkpoint taken later only vouches for the new one.
+    fn reopen_if_moved(&mut self, force: bool) -> Result<()> {
+        let current = std::fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
+        if !force && current == Some(self.id) {
+            return Ok(());
+        }
+        self.out.sync_data().with_context(|| format!("cannot sync {}", self.path.display()))?;
+        let (file, id) = open_append(&self.path)?;
+        if id != self.id {
+            tracing::info!(path = %self.path.display(), "output file reopened (rotated or removed)");
+        }
+        self.len = file.metadata()?.len();
+        self.out = file;
+        self.id = id;
+        self.reopened += 1;
+        Ok(())
+    }
+}
+
+impl Action for LogAction {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
+        self.ensure_len()?;
+        self.write(d)
+    }
+
+    /// Makes every written detection durable; the mark is the file's identity and length.
+    fn flush(&mut self) -> std::io::Result<Option<serde_json::Value>> {
+        self.out.sync_data()?;
+        let m = Mark { dev: self.id.0, ino: self.id.1, len: self.len };
+        Ok(Some(serde_json::to_value(m).map_err(std::io::Error::other)?))
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        self.reopen_if_moved(true)
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.reopen_if_moved(false) {
+            tracing::warn!(error = format!("{e:#}"), "cannot reopen the output file; retrying");
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.out.sync_data();
+        tracing::info!(written = self.written, replay_skipped = self.skipped, path = %self.path.display(), "log output closed");
+    }
+}
+
+/// A checkpoint's mark: `{dev, ino, len}`, or a bare length as written by earlier versions
+/// (then the file is assumed to be the one at the path).
+fn parse_mark(v: &serde_json::Value, current: (u64, u64)) -> Option<Mark> {
+    match v.as_u64() {
+        Some(len) => Some(Mark { dev: current.0, ino: current.1, len }),
+        None => serde_json::from_value(v.clone()).ok(),
+    }
+}
+
+fn open_append(path: &Path) -> Result<(File, (u64, u64))> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let md = file.metadata()?;
+    Ok((file, (md.dev(), md.ino())))
+}
+
+/// The file with identity `id` in the directory of `path` (where logrotate leaves it).
+fn find_by_id(path: &Path, id: (u64, u64)) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let md = e.metadata().ok()?;
+        ((md.dev(), md.ino()) == id).then(|| e.path())
+    })
 }
 
 /// A crash in the middle of a write can leave a last record without its newline. That record
@@ -151,13 +291,12 @@ fn repair_torn_tail(file: &File, path: &Path, mark: u64) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Idempotency keys of the detections stored after byte `mark`.
-fn keys_after(path: &Path, mark: u64) -> std::io::Result<HashSet<String>> {
+/// Adds the idempotency keys of the detections stored after byte `mark`.
+fn keys_after(path: &Path, mark: u64, keys: &mut HashSet<String>) -> std::io::Result<()> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
-    let mut keys = HashSet::new();
     if mark >= len {
-        return Ok(keys);
+        return Ok(());
     }
     f.seek(SeekFrom::Start(mark))?;
     for line in BufReader::new(f).split(b'\n') {
@@ -166,7 +305,7 @@ fn keys_after(path: &Path, mark: u64) -> std::io::Result<HashSet<String>> {
             keys.insert(k);
         }
     }
-    Ok(keys)
+    Ok(())
 }
 
 fn key_of(line: &[u8]) -> Option<String> {
@@ -188,7 +327,7 @@ mod tests {
         let p = dir.path().join("out.txt");
         let whole = "{\"key\":\"aaaa\"}\n";
         std::fs::write(&p, format!("{whole}{{\"key\":\"bbbb\"}}\n{{\"key\":\"cc")).unwrap();
-        let log = LogAction::open(&p, LogFormat::Json, Some(whole.len() as u64)).unwrap();
+        let log = LogAction::open(&p, LogFormat::Json, Some(&(whole.len() as u64).into())).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{whole}{{\"key\":\"bbbb\"}}\n"));
         assert!(log.seen.contains("bbbb") && !log.seen.contains("aaaa"));
     }

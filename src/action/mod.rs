@@ -7,33 +7,224 @@
 //! - [`xdr`]: the `xdr-incident` action (Cisco XDR incidents from templates, via a durable
 //!   outbox).
 //!
-//! A rule names its actions (`actions: [log, ...]`); every configured action is an [`Action`]
-//! registered under its name, and a detection is handed to each action its rule names. The
-//! names a rule may use are the names of the configured actions, so a typo is a load error.
+//! Every action is an [`Action`] registered under its name in [`Actions`], which builds them
+//! from their config sections and hands each detection to the actions its rule names. The
+//! engine knows no action by name: the names a rule may use are [`NAMES`], so a typo is a
+//! load error.
+//!
+//! # Failures
+//! An action that cannot do its work says whether trying again can help
+//! ([`ActionError::Transient`]: disk full, EIO, a lock) or not ([`ActionError::Permanent`]:
+//! a template that does not render). [`Actions::dispatch`] retries transient failures with
+//! backoff, loudly, for as long as it takes, and only returns an error when told to shut
+//! down meanwhile: the caller then stops *without* moving its checkpoint past the event, so
+//! nothing is lost and the event is handled again after the restart.
 
 pub mod console;
 pub mod log;
 pub mod xdr;
 
-use crate::engine::Detection;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::config;
+use crate::engine::{Detection, RuleSet};
+use crate::shutdown::Shutdown;
+
+/// Every action a rule may name.
+pub const NAMES: &[&str] = &[log::NAME, console::NAME, xdr::ACTION_NAME];
+
+/// Why an action failed, and so what its caller does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The cause may go away (disk full, I/O error): try the same detection again later.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Trying again cannot help (the detection cannot be rendered): report and go on.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl From<std::io::Error> for ActionError {
+    fn from(e: std::io::Error) -> Self {
+        ActionError::Transient(e.into())
+    }
+}
 
 /// Something a detection can trigger.
 ///
-/// `fire` runs on the tailing thread: it must not wait on the network. An action that
-/// delivers remotely persists the detection (e.g. to an outbox) and delivers in the
-/// background.
+/// `fire` runs on the thread that reads the sources: it must not wait on the network. An
+/// action that delivers remotely persists the detection (e.g. to an outbox) and delivers in
+/// the background.
 pub trait Action: Send {
     /// The name rules use in `actions:`.
     fn name(&self) -> &str;
-    /// Handles one detection.
-    fn fire(&mut self, d: &Detection) -> anyhow::Result<()>;
-    /// Makes every fired detection durable; called before each checkpoint.
-    fn flush(&mut self) -> std::io::Result<()>;
-    /// Re-reads what the action loads from disk (templates). Must be all-or-nothing: on an
-    /// error the action keeps what it had and returns the error (with file:line).
-    fn reload(&mut self) -> anyhow::Result<()> {
+    /// Whether this action takes every detection, whatever its rule names (the console).
+    fn takes_all(&self) -> bool {
+        false
+    }
+    /// Handles one detection. On a transient error nothing of it may stay half-done: the same
+    /// detection is fired again.
+    fn fire(&mut self, d: &Detection) -> Result<(), ActionError>;
+    /// Makes every fired detection durable; called before each checkpoint. Returns the
+    /// action's mark (what it needs after a crash to recognise detections already handled),
+    /// stored with the checkpoint.
+    fn flush(&mut self) -> std::io::Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+    /// Re-reads what the action loads from disk (templates) and reopens its outputs (after
+    /// log rotation). Must be all-or-nothing: on an error the action keeps what it had and
+    /// returns the error (with file:line).
+    fn reload(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Periodic work between events (e.g. noticing a renamed output file).
+    fn tick(&mut self) {}
     /// Stops background work, after a last flush.
     fn shutdown(&mut self) {}
+}
+
+/// The configured actions, by name.
+pub struct Actions {
+    list: Vec<Box<dyn Action>>,
+    shutdown: Shutdown,
+    /// Detections no action could handle for good (permanent failures), and transient
+    /// failures retried.
+    pub permanent_errors: u64,
+    pub retries: u64,
+}
+
+/// Marks of the actions, by action name, as stored with a checkpoint.
+pub type Marks = serde_json::Map<String, serde_json::Value>;
+
+/// First wait after a transient failure; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a persisting failure is reported again.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+impl Actions {
+    pub fn new(list: Vec<Box<dyn Action>>, shutdown: Shutdown) -> Actions {
+        Actions { list, shutdown, permanent_errors: 0, retries: 0 }
+    }
+
+    /// Builds every action the config sets up: `log` (always; its console echo when
+    /// `actions.log.console`), and `xdr-incident` when `actions.xdr` is configured. `marks`
+    /// are the marks of the last checkpoint. A rule naming an action that is not configured
+    /// gets a warning here, and that action is skipped for it.
+    pub fn from_config(
+        cfg: &config::Loaded,
+        rules: &RuleSet,
+        marks: Option<&Marks>,
+        runtime: &tokio::runtime::Handle,
+        shutdown: Shutdown,
+    ) -> Result<Actions> {
+        let c = &cfg.config;
+        let mut list: Vec<Box<dyn Action>> = Vec::new();
+        let log_path = cfg.resolve(&c.actions.log.path);
+        let mark = marks.and_then(|m| m.get(log::NAME));
+        list.push(Box::new(log::LogAction::open(&log_path, c.actions.log.format, mark)?));
+        if c.actions.log.console {
+            list.push(Box::new(console::Console::for_stdout()));
+        }
+        list.extend(xdr::from_config(cfg, runtime)?);
+        let configured: Vec<&str> = list.iter().map(|a| a.name()).collect();
+        for r in &rules.rules {
+            for a in r.actions.iter().filter(|a| !configured.contains(&a.as_str())) {
+                tracing::warn!(rule = %r.id, action = %a, "rule names an action that is not configured: skipped");
+            }
+        }
+        Ok(Actions::new(list, shutdown))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Action> {
+        self.list.iter().map(|a| &**a)
+    }
+
+    /// Hands `d` to every action its rule names (and to those that take all). Transient
+    /// failures are retried with backoff until they clear; an error is returned only when
+    /// shutdown was requested while one persisted (the detection is not done: do not
+    /// checkpoint past it).
+    pub fn dispatch(&mut self, d: &Detection) -> Result<()> {
+        for a in &mut self.list {
+            if !(a.takes_all() || d.actions.iter().any(|n| n == a.name())) {
+                continue;
+            }
+            let mut backoff = FIRST_BACKOFF;
+            let mut failing_since: Option<(Instant, Instant)> = None;
+            loop {
+                match a.fire(d) {
+                    Ok(()) => {
+                        if let Some((since, _)) = failing_since {
+                            tracing::warn!(action = %a.name(), after = ?since.elapsed(), "action recovered; nothing was lost");
+                        }
+                        break;
+                    }
+                    Err(ActionError::Permanent(e)) => {
+                        self.permanent_errors += 1;
+                        tracing::error!(action = %a.name(), rule = %d.rule.id, key = %d.key, error = format!("{e:#}"), "action failed for this detection");
+                        break;
+                    }
+                    Err(ActionError::Transient(e)) => {
+                        self.retries += 1;
+                        let now = Instant::now();
+                        match &mut failing_since {
+                            None => {
+                                failing_since = Some((now, now));
+                                tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and the detection is retried until it succeeds");
+                            }
+                            Some((since, reported)) if now.duration_since(*reported) >= REPORT_EVERY => {
+                                *reported = now;
+                                tracing::error!(action = %a.name(), error = format!("{e:#}"), failing_for = ?since.elapsed(), "action still failing; still retrying");
+                            }
+                            Some(_) => {}
+                        }
+                        if self.shutdown.wait_timeout(backoff) {
+                            return Err(anyhow::anyhow!(
+                                "stopped while the {} action was failing ({e:#}); the detection is handled again after a restart",
+                                a.name()
+                            ));
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every action; their marks, by name.
+    pub fn flush(&mut self) -> std::io::Result<Marks> {
+        let mut marks = Marks::new();
+        for a in &mut self.list {
+            if let Some(m) = a.flush()? {
+                marks.insert(a.name().to_string(), m);
+            }
+        }
+        Ok(marks)
+    }
+
+    /// Reloads every action; the errors, one per failing action.
+    pub fn reload(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for a in &mut self.list {
+            if let Err(e) = a.reload() {
+                errors.push(format!("action {}: {e:#}", a.name()));
+            }
+        }
+        errors
+    }
+
+    pub fn tick(&mut self) {
+        for a in &mut self.list {
+            a.tick();
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        for a in &mut self.list {
+            a.shutdown();
+        }
+    }
 }

@@ -11,8 +11,9 @@ use clap::Args;
 
 use super::setup::InputArgs;
 use crate::action::console::escape;
-use crate::engine::{Detector, RuleSet, SourceInfo};
-use crate::source::LinePos;
+use crate::engine::{Detector, RuleSet};
+use crate::event::{Event, Origin};
+use crate::pipeline::Pipeline;
 use crate::source::read::BlockReader;
 
 #[derive(Debug, Args)]
@@ -33,40 +34,27 @@ pub struct ExplainArgs {
 
 pub fn explain(a: ExplainArgs) -> Result<i32> {
     let (_cfg, rule_paths, setup) = a.input.setup("explain")?;
-    let rules = &setup.rules;
-    let source = &setup.sources[0];
-    let mut detector = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);
+    let mut pipeline = Pipeline::new(setup, crate::engine::DEFAULT_MAX_KEYS);
+    let setup = Arc::clone(pipeline.setup());
+    let (rules, source) = (&setup.rules, &setup.sources[0]);
     let mut scratch = rules.scratch();
-    let info = SourceInfo { name: "explain".into(), path: "-".into(), format: source.parser.name.clone() };
     // With --file, every line but the last feeds the cross-line state first.
     let line: Vec<u8> = match (&a.line, &a.file) {
         (Some(l), _) => l.as_bytes().to_vec(),
         (None, Some(f)) => {
+            let info = source.info(&f.display().to_string());
+            let content = xxhash_rust::xxh3::xxh3_64(f.display().to_string().as_bytes());
             let mut reader = BlockReader::open(f).with_context(|| format!("cannot open {}", f.display()))?;
-            let mut last: Option<(Vec<u8>, LinePos)> = None;
-            let mut out = Vec::new();
+            let mut last: Option<(Vec<u8>, Origin)> = None;
             while let Some(b) = reader.next_block(256 << 10)? {
                 for (i, (start, l)) in b.lines().enumerate() {
-                    if let Some((prev, pos)) = last.take() {
-                        rules.match_line(&source.parser, &source.applicable, &prev, &mut scratch);
-                        detector.on_hits(
-                            &source.parser,
-                            &info,
-                            &pos,
-                            &prev,
-                            &scratch.record,
-                            &scratch.hits.clone(),
-                            &mut out,
-                        );
+                    if let Some((prev, origin)) = last.take() {
+                        let ev = Event::line(&prev, origin, Utc::now(), false);
+                        pipeline.process(0, &info, &ev, &mut |_| Ok(()))?;
                     }
-                    let pos = LinePos {
-                        origin: 0,
-                        offset: b.offset + start as u64,
-                        line_number: b.first_line + i as u64,
-                        truncated: false,
-                        arrival: Utc::now(),
-                    };
-                    last = Some((l.to_vec(), pos));
+                    let origin =
+                        Origin::Line { content, offset: b.offset + start as u64, line_number: b.first_line + i as u64 };
+                    last = Some((l.to_vec(), origin));
                 }
             }
             match last {
@@ -76,6 +64,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
         }
         (None, None) => bail!("give --line '...' or --file FILE"),
     };
+    let detector = pipeline.detector_mut();
     rules.match_line(&source.parser, &source.applicable, &line, &mut scratch);
     let hits: Vec<usize> = scratch.hits.iter().map(|&i| i as usize).collect();
     println!("line: {}", escape(&String::from_utf8_lossy(&line)));
@@ -90,7 +79,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             for &i in &hits {
                 let r = &rules.rules[i];
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
-                state(rules, &mut detector, i, &line, &scratch.record);
+                state(rules, detector, i, &line, &scratch.record);
             }
         }
         Some(id) => {
@@ -105,7 +94,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
                 Ok(()) => {
                     println!("rule {id}: the condition matches");
-                    state(rules, &mut detector, i, &line, &scratch.record);
+                    state(rules, detector, i, &line, &scratch.record);
                 }
                 Err(path) => {
                     let what = rules.describe_condition(i, &path, &line, &mut scratch).unwrap_or_default();

@@ -14,11 +14,12 @@ use chrono::Utc;
 use clap::Args;
 use rayon::prelude::*;
 
-use super::setup::{InputArgs, SourceSetup};
+use super::setup::InputArgs;
 use crate::action::console::Console;
 use crate::config;
-use crate::engine::{Detection, Detector, HitKeys, RuleSet, Scratch};
-use crate::source::LinePos;
+use crate::engine::Detection;
+use crate::pipeline::Pipeline;
+use crate::pipeline::batch::{self, BlockHits};
 use crate::source::read::{Block, BlockReader};
 
 #[derive(Debug, Args)]
@@ -51,20 +52,19 @@ const BLOCK: usize = 256 << 10;
 pub fn scan(a: ScanArgs) -> Result<i32> {
     let (cfg, _, setup) = a.input.setup("scan")?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
-    let source = &setup.sources[0];
-    let rules = &setup.rules;
-    let mut detector =
-        Detector::new(Arc::clone(rules), cfg.as_ref().map_or(crate::engine::DEFAULT_MAX_KEYS, |c| c.config.max_keys));
+    let max_keys = cfg.as_ref().map_or(crate::engine::DEFAULT_MAX_KEYS, |c| c.config.max_keys);
+    let mut pipeline = Pipeline::new(setup, max_keys);
+    let setup = Arc::clone(pipeline.setup());
+    let (rules, source) = (&setup.rules, &setup.sources[0]);
     let console = Console::for_stdout();
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let started = Instant::now();
-    let (mut lines, mut bytes, mut unparsed, mut detections) = (0u64, 0u64, 0u64, 0u64);
-    let mut out = Vec::new();
+    let mut bytes = 0u64;
     for file in &a.files {
         let mut reader = BlockReader::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         let path = file.display().to_string();
         let info = source.info(&path);
-        let origin = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
+        let content = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
         // Two stages, overlapped: a producer thread reads batches of blocks and matches them
         // in parallel; this thread applies thresholds and suppression to the hits, in file
         // order, while the next batch is being matched.
@@ -78,10 +78,10 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
             scope.spawn(|| {
                 let tx = tx;
                 loop {
-                    let mut batch = Vec::new();
+                    let mut blocks = Vec::new();
                     for _ in 0..batch_len {
                         match reader.next_block(BLOCK) {
-                            Ok(Some(b)) => batch.push(b),
+                            Ok(Some(b)) => blocks.push(b),
                             Ok(None) => break,
                             Err(e) => {
                                 let _ = tx.send(Err(e));
@@ -89,56 +89,32 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
                             }
                         }
                     }
-                    if batch.is_empty() {
+                    if blocks.is_empty() {
                         return;
                     }
                     let results: Vec<BlockHits> = pool.install(|| {
-                        batch
+                        blocks
                             .par_iter()
-                            .map_init(|| rules.scratch(), |s, b| match_block(rules, source, b, max_line, s))
+                            .map_init(|| rules.scratch(), |s, b| batch::match_block(rules, source, b, max_line, s))
                             .collect()
                     });
-                    if tx.send(Ok((batch, results))).is_err() {
+                    if tx.send(Ok((blocks, results))).is_err() {
                         return;
                     }
                 }
             });
-            let mut scratch = rules.scratch();
-            let mut fired = Vec::new();
+            let mut sink = |d: Detection| -> Result<()> {
+                if !a.quiet {
+                    print(&mut stdout, &console, &d, a.json)?;
+                }
+                Ok(())
+            };
             for msg in rx.iter() {
-                let (batch, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
+                let (blocks, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
                 let arrival = Utc::now();
-                for (b, r) in batch.iter().zip(results) {
-                    lines += r.lines;
-                    unparsed += r.unparsed;
+                for (b, r) in blocks.iter().zip(&results) {
                     bytes += b.data.len() as u64;
-                    for h in &r.hits {
-                        let hit_rules = &r.rules[h.rules.clone()];
-                        detector.decide(h.time, arrival, hit_rules, &r.keys[h.rules.clone()], &mut fired);
-                        if fired.is_empty() {
-                            continue;
-                        }
-                        // Only a line that emits a detection is parsed again, for its fields.
-                        let (line, truncated) = cap(&b.data[h.start..h.end], a.max_line_bytes);
-                        source.parser.parse(line, &mut scratch.record, rules.registry.len());
-                        let pos = LinePos {
-                            origin,
-                            offset: b.offset + h.start as u64,
-                            line_number: h.line,
-                            truncated,
-                            arrival,
-                        };
-                        let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
-                        for f in &fired {
-                            out.push(detector.detection(f, event, &info, &pos, line, &scratch.record));
-                        }
-                        for d in out.drain(..) {
-                            detections += 1;
-                            if !a.quiet {
-                                print(&mut stdout, &console, &d, a.json)?;
-                            }
-                        }
-                    }
+                    pipeline.decide_block(0, &info, b, r, content, arrival, &mut sink)?;
                 }
             }
             Ok(())
@@ -146,8 +122,8 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
     }
     stdout.flush()?;
     drop(stdout);
-    summary(rules, &detector, lines, bytes, unparsed, detections, started.elapsed().as_secs_f64());
-    Ok(if a.fail_on_match && detections > 0 { 1 } else { 0 })
+    summary(&pipeline, bytes, started.elapsed().as_secs_f64());
+    Ok(if a.fail_on_match && pipeline.counts.detections > 0 { 1 } else { 0 })
 }
 
 /// The rule paths a command uses: the ones given, else the config's, else `rules/`.
@@ -173,54 +149,9 @@ fn print(out: &mut impl Write, console: &Console, d: &Detection, json: bool) -> 
     }
 }
 
-/// A line with matches: where it is, its event time (ms since the epoch, `None` when it has
-/// none), and its range in [`BlockHits::rules`] and [`BlockHits::keys`].
-struct Hit {
-    start: usize,
-    end: usize,
-    line: u64,
-    time: Option<i64>,
-    rules: std::ops::Range<usize>,
-}
-
-/// The matching stage's result for one block: everything the ordered stage needs, so it never
-/// parses a line unless that line emits a detection.
-#[derive(Default)]
-struct BlockHits {
-    lines: u64,
-    unparsed: u64,
-    hits: Vec<Hit>,
-    /// Matching rule indexes of all hits, back to back (one allocation per block, not per hit).
-    rules: Vec<u32>,
-    /// The threshold and suppression keys of each entry of `rules`.
-    keys: Vec<HitKeys>,
-}
-
-fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
-    if line.len() > max { (&line[..max], true) } else { (line, false) }
-}
-
-fn match_block(rules: &RuleSet, src: &SourceSetup, b: &Block, max: usize, s: &mut Scratch) -> BlockHits {
-    let mut out = BlockHits::default();
-    for (i, (start, line)) in b.lines().enumerate() {
-        let (line, _) = cap(line, max);
-        out.lines += 1;
-        if !rules.match_line(&src.parser, &src.applicable, line, s) {
-            out.unparsed += 1;
-        }
-        if !s.hits.is_empty() {
-            let full = start + line.len();
-            let from = out.rules.len();
-            out.rules.extend_from_slice(&s.hits);
-            rules.hit_keys(line, &s.record, &s.hits, &mut s.key_buf, &mut out.keys);
-            let time = s.time.event_time(&src.parser, line, &s.record).map(|t| t.timestamp_millis());
-            out.hits.push(Hit { start, end: full, line: b.first_line + i as u64, time, rules: from..out.rules.len() });
-        }
-    }
-    out
-}
-
-fn summary(rules: &RuleSet, det: &Detector, lines: u64, bytes: u64, unparsed: u64, detections: u64, secs: f64) {
+fn summary(p: &Pipeline, bytes: u64, secs: f64) {
+    let (rules, det) = (p.rules(), p.detector());
+    let crate::pipeline::Counts { events: lines, unparsed, detections } = p.counts;
     let mut e = std::io::stderr().lock();
     let secs = secs.max(1e-9);
     let _ = writeln!(e, "\n{:<44} {:>10} {:>10} {:>10}", "rule", "hits", "detected", "suppressed");

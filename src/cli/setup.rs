@@ -1,44 +1,12 @@
-//! Wiring shared by the commands: config → parsers → compiled rule set.
+//! The arguments shared by the commands that run rules over one ad-hoc input.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 use crate::config;
-use crate::engine::prefilter::Bits;
-use crate::engine::{CompileOptions, RuleSet, SourceInfo};
-use crate::parse::{FieldRegistry, Parser};
-use crate::rule;
+pub use crate::pipeline::setup::{AdHoc, Setup, SourceSetup, build};
 
-/// One configured input, ready to match.
-pub struct SourceSetup {
-    pub name: String,
-    pub parser: Parser,
-    pub applicable: Bits,
-}
-
-/// A compiled rule set and the parsers of the sources it serves.
-pub struct Setup {
-    pub rules: Arc<RuleSet>,
-    pub sources: Vec<SourceSetup>,
-}
-
-impl SourceSetup {
-    pub fn info(&self, path: &str) -> SourceInfo {
-        SourceInfo { name: self.name.clone(), path: path.to_string(), format: self.parser.name.clone() }
-    }
-}
-
-/// A source that is not in a config (scan of files with `--format`).
-pub struct AdHoc<'a> {
-    pub name: &'a str,
-    pub format: &'a str,
-    pub timezone: Option<&'a str>,
-}
-
-/// Loads the rules under `rule_paths` and builds parsers for every source of `cfg` (or for
-/// the ad-hoc sources when given).
 /// The arguments of the commands that run rules over one ad-hoc input (`scan`, `explain`):
 /// where the rules are, the input's format and time zone, and an optional config.
 #[derive(Debug, clap::Args)]
@@ -68,37 +36,4 @@ impl InputArgs {
         let setup = build(cfg.as_ref(), &rule_paths, &[AdHoc { name, format: &self.format, timezone: tz }])?;
         Ok((cfg, rule_paths, setup))
     }
-}
-
-pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHoc<'_>]) -> Result<Setup> {
-    let mut registry = FieldRegistry::default();
-    let formats = cfg.map(|c| c.config.formats.clone()).unwrap_or_default();
-    let global_tz = cfg.map_or("UTC", |c| c.config.timezone.as_str());
-    let mut parsers = Vec::new();
-    let specs: Vec<(String, String, Option<String>)> = if adhoc.is_empty() {
-        cfg.map(|c| c.config.sources.iter().map(|s| (s.name.clone(), s.format.clone(), s.timezone.clone())).collect())
-            .unwrap_or_default()
-    } else {
-        adhoc.iter().map(|a| (a.name.to_string(), a.format.to_string(), a.timezone.map(str::to_string))).collect()
-    };
-    for (name, format, tz) in &specs {
-        let time = crate::parse::TimeSettings::from_zone(tz.as_deref().unwrap_or(global_tz))
-            .map_err(|e| anyhow!("source {name:?}: {e}"))?;
-        let p =
-            config::parser_for(format, &formats, time, &mut registry).map_err(|e| anyhow!("source {name:?}: {e}"))?;
-        parsers.push((name.clone(), p));
-    }
-    let loaded = rule::load::load_paths(rule_paths)?;
-    let mut opts = CompileOptions::default();
-    opts.formats.extend(formats.keys().cloned());
-    let rules = Arc::new(RuleSet::compile(&loaded, &opts, registry)?);
-    let sources = parsers
-        .into_iter()
-        .map(|(name, mut parser)| {
-            parser.bind(&rules.registry);
-            let applicable = rules.applicable(&name, &parser.name);
-            SourceSetup { name, parser, applicable }
-        })
-        .collect();
-    Ok(Setup { rules, sources })
 }

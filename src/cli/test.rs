@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -22,8 +21,9 @@ use serde::Deserialize;
 
 use super::setup::{self, AdHoc};
 use crate::config;
-use crate::engine::{CoveragePoint, Detector, examples};
-use crate::source::LinePos;
+use crate::engine::{CoveragePoint, Detection, examples};
+use crate::event::{Event, Origin};
+use crate::pipeline::Pipeline;
 use crate::source::read::BlockReader;
 
 #[derive(Debug, Args)]
@@ -196,11 +196,8 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
     })?;
     let tz = cfg.map(|c| c.config.timezone.as_str());
     let setup = setup::build(cfg, rule_paths, &[AdHoc { name: "test", format: &fx.format, timezone: tz }])?;
-    let rules = &setup.rules;
-    let source = &setup.sources[0];
-    let mut det = Detector::new(Arc::clone(rules), crate::engine::DEFAULT_MAX_KEYS);
-    let mut s = rules.scratch();
-    let info = source.info(&path.display().to_string());
+    let info = setup.sources[0].info(&path.display().to_string());
+    let mut pipeline = Pipeline::new(setup, crate::engine::DEFAULT_MAX_KEYS);
     let data = match &fx.log {
         Some(log) => {
             let p = path.parent().unwrap_or(Path::new(".")).join(log);
@@ -214,18 +211,18 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
         None => fx.lines.join("\n").into_bytes(),
     };
     let mut got = Vec::new();
-    let mut out = Vec::new();
     let mut offset = 0u64;
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        let pos = LinePos { origin: 0, offset, line_number: i as u64 + 1, truncated: false, arrival: Utc::now() };
+        let origin = Origin::Line { content: 0, offset, line_number: i as u64 + 1 };
         offset += line.len() as u64 + 1;
         if line.is_empty() {
             continue;
         }
-        rules.match_line(&source.parser, &source.applicable, line, &mut s);
-        let hits = s.hits.clone();
-        det.on_hits(&source.parser, &info, &pos, line, &s.record, &hits, &mut out);
-        got.extend(out.drain(..).map(|d| Expected { rule: d.rule.id, line: d.source.line_number }));
+        let ev = Event::line(line, origin, Utc::now(), false);
+        pipeline.process(0, &info, &ev, &mut |d: Detection| {
+            got.push(Expected { rule: d.rule.id, line: d.source.line_number });
+            Ok(())
+        })?;
     }
     let mut want = fx.expect.clone();
     want.sort();

@@ -18,8 +18,9 @@ use crate::action::xdr::sandbox;
 use crate::action::xdr::settings::Settings;
 use crate::action::xdr::{ACTION_NAME, Composer};
 use crate::config;
-use crate::engine::Detector;
-use crate::source::LinePos;
+use crate::engine::Detection;
+use crate::event::{Event, Origin};
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, Args)]
 pub struct XdrArgs {
@@ -265,26 +266,28 @@ pub fn render(a: RenderArgs) -> Result<i32> {
     if !rules.rules[idx].actions.iter().any(|x| x == ACTION_NAME) {
         eprintln!("note: rule {:?} does not name the {ACTION_NAME} action; rendering anyway", a.rule);
     }
-    let candidates: Vec<&super::setup::SourceSetup> = match &a.source {
-        Some(n) => setup.sources.iter().filter(|s| &s.name == n).collect(),
-        None => setup.sources.iter().collect(),
+    let candidates: Vec<usize> = match &a.source {
+        Some(n) => (0..setup.sources.len()).filter(|&i| &setup.sources[i].name == n).collect(),
+        None => (0..setup.sources.len()).collect(),
     };
     if candidates.is_empty() {
         bail!("no configured source {:?}", a.source.unwrap_or_default());
     }
     let mut composer = Composer::new(Arc::new(settings), false)?;
     let line = a.line.trim_end_matches(['\r', '\n']).as_bytes();
-    for src in candidates {
-        let mut scratch = rules.scratch();
-        rules.match_line(&src.parser, &src.applicable, line, &mut scratch);
-        if !scratch.hits.contains(&(idx as u32)) {
+    let infos: Vec<_> = setup.sources.iter().map(|s| s.info("(render)")).collect();
+    let mut pipeline = Pipeline::new(setup, 16);
+    for i in candidates {
+        let origin = Origin::Line { content: 0, offset: 0, line_number: 1 };
+        let ev = Event::line(line, origin, chrono::Utc::now(), false);
+        let mut out = Vec::new();
+        pipeline.process(i, &infos[i], &ev, &mut |d: Detection| {
+            out.push(d);
+            Ok(())
+        })?;
+        if !pipeline.last_match().0.contains(&(idx as u32)) {
             continue;
         }
-        let mut detector = Detector::new(Arc::clone(rules), 16);
-        let info = src.info("(render)");
-        let pos = LinePos { origin: 0, offset: 0, line_number: 1, truncated: false, arrival: chrono::Utc::now() };
-        let mut out = Vec::new();
-        detector.on_hits(&src.parser, &info, &pos, line, &scratch.record, &[idx as u32], &mut out);
         let Some(d) = out.into_iter().find(|d| d.rule.id == a.rule) else {
             bail!("rule {:?} matches but does not fire on a single line (threshold?)", a.rule);
         };

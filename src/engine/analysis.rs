@@ -327,8 +327,9 @@ mod tests {
         let text = format!("version: 1\nrules:\n  - id: r\n    title: t\n    severity: low\n    match: {condition}\n");
         let loaded = load_sources(vec![SourceFile { path: "r.yml".into(), text }]).expect("loads");
         let mut views = Views::default();
-        let (rules, errors) =
-            compile_rules(&loaded, &CompileOptions::default(), &mut FieldRegistry::default(), &mut views);
+        let mut opts = CompileOptions::default();
+        opts.actions.insert("log".into());
+        let (rules, errors) = compile_rules(&loaded, &opts, &mut FieldRegistry::default(), &mut views);
         assert!(errors.is_empty(), "{errors:?}");
         let (rule, _) = rules.into_iter().next().flatten().expect("compiles");
         analyse(&rule.node, &views)

@@ -6,7 +6,8 @@
 //! [`Detector::decide`] then only steps windows, in line order, on the one thread that owns
 //! them. The line is needed again only to build a detection ([`Detector::detection`]), which
 //! is rare. This is what lets `scan` keep every core busy: the ordered stage does hash-map
-//! steps, not parsing. [`Detector::on_hits`] does all of it in one call for the live tailer.
+//! steps, not parsing. [`crate::pipeline::Pipeline`] puts the pieces together for every
+//! command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::RuleSet;
 use super::detection::{Detection, RuleInfo, SourceRef, ThresholdInfo};
 use super::window::{Step, Suppressor, Windows};
+use crate::event::Event;
 use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
-use crate::source::LinePos;
 
 /// Where a line came from, for detections and idempotency keys.
 #[derive(Debug, Clone)]
@@ -114,9 +115,6 @@ pub struct Detector {
     suppress: Vec<Option<Suppressor>>,
     pub stats: Vec<RuleStats>,
     key_buf: Vec<u8>,
-    keys: Vec<HitKeys>,
-    fired: Vec<Fired>,
-    time: TimeCache,
 }
 
 /// Default bound on tracked keys per rule.
@@ -139,16 +137,7 @@ impl Detector {
             .map(|r| r.suppress.as_ref().map(|s| Suppressor::new(s.duration.as_millis() as i64, max_keys)))
             .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
-        Detector {
-            rules,
-            windows,
-            suppress,
-            stats,
-            key_buf: Vec::new(),
-            keys: Vec::new(),
-            fired: Vec::new(),
-            time: TimeCache::default(),
-        }
+        Detector { rules, windows, suppress, stats, key_buf: Vec::new() }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -174,35 +163,6 @@ impl Detector {
             }
         }
         kept
-    }
-
-    /// Feeds the rules that matched one line (`hits`, from [`RuleSet::match_line`] with the
-    /// same record) and appends the resulting detections to `out`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_hits(
-        &mut self,
-        parser: &Parser,
-        src: &SourceInfo,
-        meta: &LinePos,
-        line: &[u8],
-        rec: &Record,
-        hits: &[u32],
-        out: &mut Vec<Detection>,
-    ) {
-        if hits.is_empty() {
-            return;
-        }
-        let event = self.time.event_time(parser, line, rec);
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        self.rules.hit_keys(line, rec, hits, &mut self.key_buf, &mut keys);
-        let mut fired = std::mem::take(&mut self.fired);
-        self.decide(event.map(|t| t.timestamp_millis()), meta.arrival, hits, &keys, &mut fired);
-        for f in &fired {
-            out.push(self.detection(f, event, src, meta, line, rec));
-        }
-        self.keys = keys;
-        self.fired = fired;
     }
 
     /// The ordered, cross-line decision for one line: steps the threshold and suppression of
@@ -245,22 +205,22 @@ impl Detector {
         }
     }
 
-    /// The detection of `f` (from [`Detector::decide`]) on its line, parsed into `rec`.
-    /// `event` is the line's event time, `None` when it had none (then arrival time is used).
+    /// The detection of `f` (from [`Detector::decide`]) on its event, parsed into `rec`.
+    /// `event` is the event time, `None` when it had none (then arrival time is used).
     pub fn detection(
         &self,
         f: &Fired,
         event: Option<DateTime<Utc>>,
         src: &SourceInfo,
-        meta: &LinePos,
-        line: &[u8],
+        ev: &Event<'_>,
         rec: &Record,
     ) -> Detection {
+        let line = ev.raw;
         let rules = &self.rules;
         let rule = &rules.rules[f.rule as usize];
         let (event_time, time_source) = match event {
             Some(t) => (t, "event"),
-            None => (meta.arrival, "arrival"),
+            None => (ev.arrival, "arrival"),
         };
         let threshold = match (f.threshold, &rule.threshold) {
             (Some((count, first, last)), Some(spec)) => Some(ThresholdInfo {
@@ -274,7 +234,7 @@ impl Detector {
             _ => None,
         };
         Detection {
-            key: idempotency_key(meta.origin, meta.offset, &rule.id),
+            key: ev.origin.idempotency_key(&rule.id),
             rule: RuleInfo {
                 id: rule.id.clone(),
                 title: rule.title.clone(),
@@ -285,8 +245,8 @@ impl Detector {
                 name: src.name.clone(),
                 path: src.path.clone(),
                 format: src.format.clone(),
-                line_number: meta.line_number,
-                offset: meta.offset,
+                line_number: ev.origin.number(),
+                offset: ev.origin.offset(),
             },
             event_time,
             time_source,
@@ -296,7 +256,7 @@ impl Detector {
                 .map(|(id, v)| (rules.registry.name(id).to_string(), String::from_utf8_lossy(v).into_owned()))
                 .collect(),
             line: String::from_utf8_lossy(line).into_owned(),
-            line_truncated: meta.truncated,
+            line_truncated: ev.truncated,
             threshold,
             suppressed: f.suppressed,
             actions: rule.actions.clone(),
@@ -373,13 +333,4 @@ fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record)
 
 fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
-/// `(origin, offset, rule id)` → 16 hex digits.
-pub fn idempotency_key(origin: u64, offset: u64, rule: &str) -> String {
-    let mut buf = Vec::with_capacity(16 + rule.len());
-    buf.extend_from_slice(&origin.to_le_bytes());
-    buf.extend_from_slice(&offset.to_le_bytes());
-    buf.extend_from_slice(rule.as_bytes());
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&buf))
 }

@@ -27,7 +27,7 @@ pub mod window;
 pub use compile::{CompileOptions, CompiledRule};
 use condition::Ctx;
 pub use detection::Detection;
-pub use detector::{DEFAULT_MAX_KEYS, Detector, Fired, HitKeys, RuleStats, SourceInfo, TimeCache, idempotency_key};
+pub use detector::{DEFAULT_MAX_KEYS, Detector, Fired, HitKeys, RuleStats, SourceInfo, TimeCache};
 use prefilter::{Bits, Prefilter, PrefilterScratch, Requirement};
 use view::{ViewCache, Views};
 
@@ -122,6 +122,11 @@ impl RuleSet {
     /// parsed.
     pub fn match_line(&self, parser: &Parser, applicable: &Bits, line: &[u8], s: &mut Scratch) -> bool {
         parser.parse(line, &mut s.record, self.registry.len());
+        self.match_parsed(applicable, line, s)
+    }
+
+    /// The matching part of [`RuleSet::match_line`], on a record already filled.
+    fn match_parsed(&self, applicable: &Bits, line: &[u8], s: &mut Scratch) -> bool {
         s.hits.clear();
         s.cache.next_line(self.views.len());
         self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.prefilter, &mut s.cand);
@@ -136,6 +141,28 @@ impl RuleSet {
             }
         }
         s.record.parsed
+    }
+
+    /// [`RuleSet::match_line`] for an event: its raw bytes are parsed, then the fields the
+    /// source produced itself are added (they win over parsed ones of the same name). Fields
+    /// no rule names are not stored: nothing could look at them.
+    pub fn match_event(
+        &self,
+        parser: &Parser,
+        applicable: &Bits,
+        ev: &crate::event::Event<'_>,
+        s: &mut Scratch,
+    ) -> bool {
+        if ev.fields.is_empty() {
+            return self.match_line(parser, applicable, ev.raw, s);
+        }
+        parser.parse(ev.raw, &mut s.record, self.registry.len());
+        for (name, value) in ev.fields {
+            if let Some(id) = self.registry.get(name) {
+                s.record.set_owned(id, value);
+            }
+        }
+        self.match_parsed(applicable, ev.raw, s)
     }
 
     /// Evaluates one rule's condition only (no prefilter, no thresholds), explaining a miss

@@ -12,6 +12,12 @@ pub mod tail;
 
 use chrono::{DateTime, Utc};
 
+use crate::event::{Event, Origin};
+
+/// What a sink hands back when it made its effects durable, stored with the source's
+/// checkpoint and given back after a restart. Opaque to the source.
+pub type Mark = serde_json::Value;
+
 /// Where a line sits, as reported by a source.
 #[derive(Debug, Clone, Copy)]
 pub struct LinePos {
@@ -27,4 +33,16 @@ pub struct LinePos {
     pub truncated: bool,
     /// When the line was read.
     pub arrival: DateTime<Utc>,
+}
+
+impl LinePos {
+    /// The event's origin: this line of this file content.
+    pub fn origin(&self) -> Origin {
+        Origin::Line { content: self.origin, offset: self.offset, line_number: self.line_number }
+    }
+
+    /// The event of line `raw` at this position.
+    pub fn event<'a>(&self, raw: &'a [u8]) -> Event<'a> {
+        Event::line(raw, self.origin(), self.arrival, self.truncated)
+    }
 }

@@ -1,4 +1,4 @@
-//! The background delivery task: outbox → bundle imports, on its own thread and tokio runtime.
+//! The background delivery task: outbox → bundle imports, on the daemon's tokio runtime.
 //!
 //! The tailing thread only writes outbox files and sends their entries over an unbounded
 //! channel (never blocks); this task owns everything that waits on the network:

@@ -1,7 +1,7 @@
 //! The `xdr-incident` action: detections become Cisco XDR incidents.
 //!
 //! ```text
-//! fire (tailing thread)                         delivery (own thread, tokio)
+//! fire (reading thread)                        delivery (task on the daemon's tokio runtime)
 //!   aggregate: window per (rule, group) ──┐
 //!   render templates → validated bundle   │     outbox → merge ≤ 100 entities → budget
 //!   outbox: write file (atomic)   ────────┴──▶  → token → bundle import → per-entity results
@@ -39,9 +39,9 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-use super::Action;
+use super::{Action, ActionError};
 use crate::config::Loaded;
-use crate::engine::{Detection, RuleSet};
+use crate::engine::Detection;
 use aggregate::{Hit, Windows};
 use bundle::{Ids, Renderer};
 use delivery::{Delivery, Stats};
@@ -173,7 +173,7 @@ pub struct XdrAction {
     tx: Option<mpsc::UnboundedSender<Entry>>,
     stop: Arc<AtomicBool>,
     wake: Arc<Notify>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
     pub stats: Arc<Stats>,
     queued: u64,
     dropped: u64,
@@ -181,8 +181,9 @@ pub struct XdrAction {
 }
 
 impl XdrAction {
-    /// Loads templates and state, and starts the delivery thread. Never waits on the network.
-    pub fn start(settings: Settings) -> Result<XdrAction> {
+    /// Loads templates and state, and starts the delivery task on `runtime`. Never waits on
+    /// the network.
+    pub fn start(settings: Settings, runtime: &tokio::runtime::Handle) -> Result<XdrAction> {
         let settings = Arc::new(settings);
         let composer = Composer::new(Arc::clone(&settings), true)?;
         if settings.client_id.0.is_empty() || settings.client_secret.0.is_empty() {
@@ -213,13 +214,7 @@ impl XdrAction {
             wake: Arc::clone(&wake),
             state_dir: settings.state_dir.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("xdr-delivery".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-                rt.block_on(delivery.run(pending, rx));
-            })
-            .context("cannot start the XDR delivery thread")?;
+        let task = runtime.spawn(delivery.run(pending, rx));
         tracing::info!(
             import = %settings.endpoints.import_url(),
             templates = %settings.templates.display(),
@@ -232,7 +227,7 @@ impl XdrAction {
             tx: Some(tx),
             stop,
             wake,
-            thread: Some(thread),
+            task: Some(task),
             stats,
             queued: 0,
             dropped: 0,
@@ -246,7 +241,7 @@ impl Action for XdrAction {
         ACTION_NAME
     }
 
-    fn fire(&mut self, d: &Detection) -> Result<()> {
+    fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
         self.composer.maybe_reload();
         if self.outbox.pending() >= self.composer.settings.max_pending {
             self.dropped += 1;
@@ -264,7 +259,7 @@ impl Action for XdrAction {
             Ok(x) => x,
             Err(e) => {
                 self.errors += 1;
-                return Err(e.context("XDR bundle not rendered"));
+                return Err(ActionError::Permanent(e.context("XDR bundle not rendered")));
             }
         };
         let entry = Entry {
@@ -274,7 +269,7 @@ impl Action for XdrAction {
             queued_at: ms(Utc::now()),
             bundle,
         };
-        self.outbox.put(&entry).context("cannot write the XDR outbox")?;
+        self.outbox.put(&entry).context("cannot write the XDR outbox").map_err(ActionError::Transient)?;
         self.queued += 1;
         if let Some(tx) = &self.tx {
             let _ = tx.send(entry);
@@ -282,9 +277,10 @@ impl Action for XdrAction {
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<Option<Value>> {
         self.composer.save()?;
-        self.outbox.sync()
+        self.outbox.sync()?;
+        Ok(None)
     }
 
     /// On a reload (SIGHUP, rule or template change): templates as on every detection, and
@@ -306,13 +302,14 @@ impl Action for XdrAction {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_one();
         self.tx = None;
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.task.take() {
             let deadline = Instant::now() + SHUTDOWN_WAIT;
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if t.is_finished() {
-                let _ = t.join();
+            if !t.is_finished() {
+                // An in-flight request: what it carried stays in the outbox for next time.
+                t.abort();
             }
         }
         tracing::info!(
@@ -327,22 +324,13 @@ impl Action for XdrAction {
     }
 }
 
-/// The actions beyond `log` that `trapline run` fires, built from the config. A rule naming
-/// an action that is not configured gets a warning here, and that action is skipped.
-pub fn extra_actions(cfg: &Loaded, rules: &RuleSet) -> Result<Vec<Box<dyn Action>>> {
-    let mut out: Vec<Box<dyn Action>> = Vec::new();
-    let settings = Settings::from_config(cfg)?;
-    let configured = settings.is_some();
-    let users: Vec<&str> =
-        rules.rules.iter().filter(|r| r.actions.iter().any(|a| a == ACTION_NAME)).map(|r| r.id.as_str()).collect();
-    if !configured && !users.is_empty() {
-        tracing::warn!(
-            rules = ?users,
-            "rules name the {ACTION_NAME} action, which is not configured (actions.xdr in the config): it is skipped"
-        );
+/// The `xdr-incident` action when the config sets it up (`actions.xdr`), its delivery task
+/// started on `runtime`.
+pub fn from_config(cfg: &Loaded, runtime: &tokio::runtime::Handle) -> Result<Option<Box<dyn Action>>> {
+    match Settings::from_config(cfg)? {
+        Some(s) => {
+            Ok(Some(Box::new(XdrAction::start(s, runtime).map_err(|e| anyhow!("{}: {e:#}", cfg.path.display()))?)))
+        }
+        None => Ok(None),
     }
-    if let Some(s) = settings {
-        out.push(Box::new(XdrAction::start(s).map_err(|e| anyhow!("{}: {e:#}", cfg.path.display()))?));
-    }
-    Ok(out)
 }

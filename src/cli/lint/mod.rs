@@ -321,7 +321,7 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     }
     let mut registry = FieldRegistry::default();
     let parsers = custom_parsers(cfg, &mut registry);
-    let mut opts = CompileOptions::default();
+    let mut opts = crate::pipeline::setup::compile_options();
     if let Some(c) = cfg {
         opts.formats = c.format_names();
     }

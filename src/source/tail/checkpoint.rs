@@ -17,11 +17,12 @@ const FILE_NAME: &str = "tail-checkpoints.json";
 const TMP_NAME: &str = "tail-checkpoints.json.tmp";
 
 /// The whole checkpoint document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Checkpoints {
     pub version: u32,
-    /// What `LineSink::flush` returned just before this document was written.
-    pub sink_mark: Option<u64>,
+    /// What `LineSink::flush` returned just before this document was written (opaque to the
+    /// tailer; earlier versions stored a bare number, still valid here).
+    pub sink_mark: Option<serde_json::Value>,
     /// Names of the sources configured when written. On restart, a file of a known source
     /// without a checkpoint appeared while trapline was down, so it is read from 0 instead of
     /// following the start policy.
@@ -136,7 +137,7 @@ mod tests {
     fn sample() -> Checkpoints {
         Checkpoints {
             version: VERSION,
-            sink_mark: Some(77),
+            sink_mark: Some(77.into()),
             sources: vec!["web".into()],
             files: vec![FileCheckpoint {
                 source: "web".into(),
@@ -175,9 +176,9 @@ mod tests {
         store.save(&Checkpoints::default()).unwrap();
         let mut doc = sample();
         store.save(&doc).unwrap();
-        doc.sink_mark = Some(78);
+        doc.sink_mark = Some(78.into());
         store.save(&doc).unwrap();
-        assert_eq!(store.load().unwrap().unwrap().sink_mark, Some(78));
+        assert_eq!(store.load().unwrap().unwrap().sink_mark, Some(78.into()));
     }
 
     #[test]

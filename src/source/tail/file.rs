@@ -39,11 +39,14 @@ pub(crate) enum Change {
 }
 
 /// Result of one bounded read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct ReadOutcome {
     pub bytes: u64,
     /// The last read returned less than asked: caught up with the writer.
     pub eof: bool,
+    /// The sink refused a line: nothing after it was delivered, and the tailer must stop
+    /// without checkpointing past it.
+    pub halt: Option<anyhow::Error>,
 }
 
 #[derive(Debug)]
@@ -180,7 +183,11 @@ impl Followed {
             let arrival = Utc::now();
             let (head, info) = (&self.head, &self.info);
             let (mut lines, mut cut) = (0u64, 0u64);
+            let halt = &mut out.halt;
             self.framer.feed(chunk, |line, f| {
+                if halt.is_some() {
+                    return;
+                }
                 lines += 1;
                 cut += f.truncated as u64;
                 let pos = LinePos {
@@ -190,8 +197,13 @@ impl Followed {
                     truncated: f.truncated,
                     arrival,
                 };
-                sink.line(info, line, pos);
+                if let Err(e) = sink.line(info, line, pos) {
+                    *halt = Some(e);
+                }
             });
+            if out.halt.is_some() {
+                return Ok(out);
+            }
             self.head.compact(self.framer.read_pos);
             counters.lines.fetch_add(lines, Relaxed);
             counters.long_lines.fetch_add(cut, Relaxed);
@@ -208,8 +220,9 @@ impl Followed {
     }
 
     /// The file is being closed for good: deliver a final line without '\n', if any.
-    pub(crate) fn finish(&mut self, sink: &mut dyn LineSink, counters: &Counters) {
+    pub(crate) fn finish(&mut self, sink: &mut dyn LineSink, counters: &Counters) -> anyhow::Result<()> {
         let arrival = Utc::now();
+        let mut result = Ok(());
         let (head, info) = (&self.head, &self.info);
         self.framer.finish(|line, f| {
             counters.lines.fetch_add(1, Relaxed);
@@ -220,8 +233,9 @@ impl Followed {
                 truncated: false,
                 arrival,
             };
-            sink.line(info, line, pos);
+            result = sink.line(info, line, pos);
         });
+        result
     }
 
     pub(crate) fn checkpoint(&self, source_name: &str) -> FileCheckpoint {

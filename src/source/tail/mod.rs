@@ -53,9 +53,9 @@ use tracing::{debug, info, warn};
 
 use self::checkpoint::{CheckpointStore, Checkpoints, FileCheckpoint, VERSION};
 use self::discover::{Found, Patterns};
-use self::file::{Change, FileKey, Followed, Phase};
+use self::file::{Change, FileKey, Followed, Phase, ReadOutcome};
 use self::watch::{Wake, Watch};
-use crate::source::LinePos;
+use crate::source::{LinePos, Mark};
 
 /// Where to start in a file that exists at start-up and has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,11 +108,14 @@ impl Default for TailConfig {
 
 /// Receives lines, in file order per file.
 pub trait LineSink {
-    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos);
+    /// Handles one line. An error means the line was not (completely) handled: the tailer
+    /// delivers nothing more, writes no checkpoint past it, and returns the error from
+    /// [`Tailer::run`]; after a restart the line is delivered again.
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()>;
     /// Called before every checkpoint write: make the effects of every line delivered so far
-    /// durable, and return an opaque mark (e.g. the output file length) stored with the
-    /// checkpoint. An error skips that checkpoint (the offsets do not move).
-    fn flush(&mut self) -> io::Result<u64>;
+    /// durable, and return an opaque mark (e.g. the output file's identity and length) stored
+    /// with the checkpoint. An error skips that checkpoint (the offsets do not move).
+    fn flush(&mut self) -> io::Result<Mark>;
     /// Called on every turn of the loop (at least every few hundred milliseconds, lines or
     /// not), between lines: the place for periodic work such as a rule reload.
     fn tick(&mut self) {}
@@ -216,7 +219,7 @@ pub struct Tailer {
     pending: Vec<FileCheckpoint>,
     /// Sources named in the loaded checkpoint.
     known_sources: HashSet<String>,
-    sink_mark: Option<u64>,
+    sink_mark: Option<Mark>,
     /// Initial discovery done.
     started: bool,
     /// Paths present at start-up that could not be opened: they keep the start policy.
@@ -261,8 +264,8 @@ impl Tailer {
     }
 
     /// The mark stored by the last checkpoint (loaded or written), if any.
-    pub fn sink_mark(&self) -> Option<u64> {
-        self.sink_mark
+    pub fn sink_mark(&self) -> Option<&Mark> {
+        self.sink_mark.as_ref()
     }
 
     pub fn stats(&self) -> TailStats {
@@ -306,8 +309,9 @@ impl Tailer {
             if poll || wake.any {
                 self.check_all(poll);
             }
-            let more = self.pump(sink, stop, Instant::now() + PUMP_SLICE);
-            self.close_drained(sink);
+            // A sink error ends the run here, before any checkpoint could pass the line.
+            let more = self.pump(sink, stop, Instant::now() + PUMP_SLICE)?;
+            self.close_drained(sink)?;
             self.update_gauges();
             sink.tick();
             let now = Instant::now();
@@ -330,7 +334,7 @@ impl Tailer {
         // Final read: one bounded pass, so that stopping stays prompt under a backlog (the
         // rest is read after the restart, from the checkpoint).
         self.check_all(false);
-        self.pump(sink, stop, Instant::now());
+        self.pump(sink, stop, Instant::now())?;
         self.update_gauges();
         self.checkpoint(sink)
     }
@@ -494,14 +498,16 @@ impl Tailer {
     }
 
     /// Reads all files round-robin, at most [`PER_FILE_BUDGET`] each per pass, until all are
-    /// caught up, `stop` is set or `deadline` passes. Returns whether data is left.
-    fn pump(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool, deadline: Instant) -> bool {
+    /// caught up, `stop` is set or `deadline` passes. Returns whether data is left, or the
+    /// sink's error.
+    fn pump(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool, deadline: Instant) -> anyhow::Result<bool> {
         loop {
             let mut more = false;
             // Files at EOF are skipped until `check` sees them grow: no read syscall per
             // idle file per wake-up.
             for t in self.files.values_mut().filter(|t| !t.at_eof) {
                 match t.read(&mut self.buf, PER_FILE_BUDGET, sink, &self.counters) {
+                    Ok(ReadOutcome { halt: Some(e), .. }) => return Err(e),
                     Ok(o) => more |= !o.eof,
                     Err(e) => {
                         self.counters.errors.fetch_add(1, Relaxed);
@@ -512,14 +518,14 @@ impl Tailer {
                 }
             }
             if !more || stop.load(Relaxed) || Instant::now() >= deadline {
-                return more;
+                return Ok(more);
             }
         }
     }
 
     /// Closes rotated or deleted files once `rotate_wait` has passed and they are at EOF,
     /// delivering a final line without '\n' if there is one.
-    fn close_drained(&mut self, sink: &mut dyn LineSink) {
+    fn close_drained(&mut self, sink: &mut dyn LineSink) -> anyhow::Result<()> {
         let wait = self.cfg.rotate_wait;
         let done: Vec<FileKey> = self
             .files
@@ -530,13 +536,16 @@ impl Tailer {
         for key in done {
             if let Some(mut t) = self.files.remove(&key) {
                 // One last look: the writer may have appended since the last read.
-                let _ = t.read(&mut self.buf, u64::MAX, sink, &self.counters);
-                t.finish(sink, &self.counters);
+                if let Ok(ReadOutcome { halt: Some(e), .. }) = t.read(&mut self.buf, u64::MAX, sink, &self.counters) {
+                    return Err(e);
+                }
+                t.finish(sink, &self.counters)?;
                 info!(path = %t.info.path.display(), "closed rotated file");
                 self.tracked_paths.remove(&t.info.path);
                 self.dirty = true;
             }
         }
+        Ok(())
     }
 
     fn is_dirty(&self) -> bool {
@@ -552,7 +561,7 @@ impl Tailer {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let doc = Checkpoints {
             version: VERSION,
-            sink_mark: Some(mark),
+            sink_mark: Some(mark.clone()),
             sources: self.cfg.sources.iter().map(|s| s.name.clone()).collect(),
             files,
         };

@@ -1,0 +1,241 @@
+//! **daemon**: `trapline run` — sources → pipeline → actions, until told to stop.
+//!
+//! The reading thread owns the [`Tailer`], the [`Pipeline`] and the [`Actions`]; background
+//! work (XDR delivery, and later the HTTP server and the NATS client) runs on one tokio
+//! runtime; one [`Shutdown`] stops all of it. Between lines the loop reloads rules and
+//! templates when they changed (or on SIGHUP), lets actions notice a rotated output, and
+//! refreshes the status file.
+//!
+//! Durability contract: a line's detections are handed to the actions before the next line
+//! is read; a transient action failure (disk full) pauses reading and is retried until it
+//! clears; checkpoints are written only after every action made its effects durable, and
+//! carry the actions' marks, so after a crash a replayed line is recognised and not acted on
+//! twice.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::action::{Actions, Marks};
+use crate::cli::reload::Reloader;
+use crate::cli::status::{self, Status};
+use crate::config;
+use crate::engine::SourceInfo;
+use crate::pipeline::{Pipeline, setup};
+use crate::shutdown::Shutdown;
+use crate::source::Mark;
+use crate::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, Tailer};
+
+/// How often the status file is refreshed while running.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the daemon with the config at `cfg` until `shutdown` is triggered.
+pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
+    let c = &cfg.config;
+    if c.sources.is_empty() {
+        bail!("{}: no sources configured", cfg.path.display());
+    }
+    let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
+    let built = setup::build(Some(&cfg), &rule_paths, &[])?;
+    let tail = TailConfig {
+        sources: c
+            .sources
+            .iter()
+            .map(|s| TailSource {
+                name: s.name.clone(),
+                patterns: s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect(),
+                start: match s.start {
+                    config::Start::End => StartAt::End,
+                    config::Start::Beginning => StartAt::Beginning,
+                },
+            })
+            .collect(),
+        state_dir: cfg.resolve(&c.state_dir),
+        max_line_bytes: c.max_line_bytes,
+        ..TailConfig::default()
+    };
+    let mut tailer = Tailer::new(tail)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("trapline-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let marks = marks_of(tailer.sink_mark());
+    let actions = Actions::from_config(&cfg, &built.rules, Some(&marks), runtime.handle(), shutdown.clone())?;
+    let (lits, always) = built.rules.prefilter_stats();
+    tracing::info!(
+        config = %cfg.path.display(),
+        rules = built.rules.rules.len(),
+        literals = lits,
+        unfiltered_rules = always,
+        output = %cfg.resolve(&c.actions.log.path).display(),
+        "trapline running; Ctrl-C to stop"
+    );
+    for s in &c.sources {
+        tracing::info!(source = %s.name, format = %s.format, paths = ?s.paths, "watching");
+    }
+    let mut watched = rule_paths.clone();
+    watched.push(cfg.resolve(&c.templates));
+    let reloader = Reloader::new(&watched);
+    let pipeline = Pipeline::new(built, c.max_keys);
+    let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader);
+    let ran = tailer.run(&mut daemon, shutdown.flag());
+    shutdown.trigger();
+    let flushed = if ran.is_ok() { daemon.actions.flush().map(|_| ()) } else { Ok(()) };
+    daemon.actions.shutdown();
+    daemon.summary();
+    daemon.write_status();
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    ran?;
+    flushed?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The actions' marks from a checkpoint. Earlier versions stored the log output's length
+/// alone.
+fn marks_of(mark: Option<&Mark>) -> Marks {
+    match mark {
+        Some(Mark::Object(m)) => m.clone(),
+        Some(v @ Mark::Number(_)) => Marks::from_iter([(crate::action::log::NAME.to_string(), v.clone())]),
+        _ => Marks::new(),
+    }
+}
+
+/// The per-line path of `run`: the pipeline, the actions, reloads and status.
+struct Daemon {
+    cfg: config::Loaded,
+    rule_paths: Vec<PathBuf>,
+    pipeline: Pipeline,
+    actions: Actions,
+    /// Source descriptions by (source index, path), built once per file.
+    infos: Vec<(usize, PathBuf, SourceInfo)>,
+    reloader: Reloader,
+    status: Status,
+    status_dir: PathBuf,
+    status_written: Instant,
+}
+
+impl Daemon {
+    fn new(
+        cfg: config::Loaded,
+        rule_paths: Vec<PathBuf>,
+        pipeline: Pipeline,
+        actions: Actions,
+        reloader: Reloader,
+    ) -> Daemon {
+        let now = status::now();
+        let status = Status {
+            pid: std::process::id(),
+            started_at: now.clone(),
+            rules: pipeline.rules().rules.len(),
+            rules_loaded_at: now,
+            ..Status::default()
+        };
+        let status_dir = cfg.resolve(&cfg.config.state_dir);
+        let mut d = Daemon {
+            cfg,
+            rule_paths,
+            pipeline,
+            actions,
+            infos: Vec::new(),
+            reloader,
+            status,
+            status_dir,
+            status_written: Instant::now(),
+        };
+        d.write_status();
+        d
+    }
+
+    /// Rebuilds the complete rule set and swaps it in, or keeps the running one (and says
+    /// why, with file:line:col) when anything is invalid. Runs between two lines, so every
+    /// line is evaluated entirely by the old set or entirely by the new one.
+    fn reload(&mut self) {
+        let result = setup::build(Some(&self.cfg), &self.rule_paths, &[]);
+        let mut report = status::Reload { at: status::now(), ..Default::default() };
+        match result {
+            Ok(new) => {
+                let errors = self.actions.reload();
+                report.state_kept = self.pipeline.replace(new);
+                self.status.rules = self.pipeline.rules().rules.len();
+                self.status.rules_loaded_at = report.at.clone();
+                self.infos.clear();
+                report.ok = errors.is_empty();
+                report.errors = errors;
+                tracing::info!(rules = self.status.rules, state_kept = report.state_kept, "rules reloaded");
+            }
+            Err(e) => {
+                report.errors = format!("{e:#}").lines().map(str::to_string).collect();
+                for line in &report.errors {
+                    tracing::error!("reload rejected, previous rules keep running: {line}");
+                }
+            }
+        }
+        self.status.last_reload = Some(report);
+        self.write_status();
+    }
+
+    fn write_status(&mut self) {
+        self.status.updated_at = status::now();
+        self.status.lines = self.pipeline.counts.events;
+        self.status.unparsed = self.pipeline.counts.unparsed;
+        self.status.detections_written = self.pipeline.counts.detections;
+        if let Err(e) = self.status.write(&self.status_dir) {
+            tracing::warn!(error = %e, "cannot write status file");
+        }
+        self.status_written = Instant::now();
+    }
+
+    /// Index into `infos` of the description of this file.
+    fn info(&mut self, file: &FileInfo) -> usize {
+        if let Some(i) = self.infos.iter().position(|(s, p, _)| *s == file.source && *p == file.path) {
+            return i;
+        }
+        let info = self.pipeline.sources()[file.source].info(&file.path.display().to_string());
+        self.infos.push((file.source, file.path.clone(), info));
+        self.infos.len() - 1
+    }
+
+    fn summary(&self) {
+        let rules = self.pipeline.rules();
+        for (r, st) in rules.rules.iter().zip(&self.pipeline.detector().stats) {
+            if st.hits > 0 {
+                tracing::info!(rule = %r.id, hits = st.hits, detections = st.detections, suppressed = st.suppressed, "rule summary");
+            }
+        }
+        let c = self.pipeline.counts;
+        tracing::info!(
+            lines = c.events,
+            unparsed = c.unparsed,
+            detections = c.detections,
+            action_retries = self.actions.retries,
+            action_errors = self.actions.permanent_errors,
+            "summary"
+        );
+    }
+}
+
+impl LineSink for Daemon {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: crate::source::LinePos) -> Result<()> {
+        let i = self.info(file);
+        let ev = pos.event(line);
+        let actions = &mut self.actions;
+        self.pipeline.process(file.source, &self.infos[i].2, &ev, &mut |d| actions.dispatch(&d))
+    }
+
+    fn flush(&mut self) -> std::io::Result<Mark> {
+        Ok(Mark::Object(self.actions.flush()?))
+    }
+
+    fn tick(&mut self) {
+        self.actions.tick();
+        if self.reloader.due() {
+            self.reload();
+        } else if self.status_written.elapsed() >= STATUS_EVERY {
+            self.write_status();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! **pipeline**: events in, detections out — the one path every command uses.
+//!
+//! ```text
+//! Event ──▶ parse (the source's format) + the source's own fields
+//!       ──▶ RuleSet::match_event   (stateless: prefilter, conditions; any thread)
+//!       ──▶ Detector::decide       (ordered: thresholds, suppression, on event time)
+//!       ──▶ Detection ──▶ DetectionSink (the actions of `run`, the printer of `scan`,
+//!                                         the collector of `test`)
+//! ```
+//!
+//! [`Pipeline::process`] does all of it for one event. `scan` splits it in two to keep every
+//! core busy: [`batch::match_block`] runs the stateless part on blocks in parallel, and
+//! [`Pipeline::decide_block`] the ordered part in file order. Both give the same detections.
+//!
+//! - [`setup`]: config → parsers → compiled rules (a [`Setup`]);
+//! - [`batch`]: the parallel stage over newline-aligned blocks.
+
+pub mod batch;
+pub mod setup;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+pub use setup::{AdHoc, Setup, SourceSetup};
+
+use crate::engine::{Detection, Detector, Fired, HitKeys, RuleSet, Scratch, SourceInfo};
+use crate::event::Event;
+
+/// Where detections go. Returning an error stops the caller before it moves past the event
+/// (a checkpoint never passes an event whose detections were not handled).
+pub trait DetectionSink {
+    fn detection(&mut self, d: Detection) -> Result<()>;
+}
+
+impl<F: FnMut(Detection) -> Result<()>> DetectionSink for F {
+    fn detection(&mut self, d: Detection) -> Result<()> {
+        self(d)
+    }
+}
+
+/// Counters of a pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub events: u64,
+    /// Events whose raw bytes the source's format did not recognise.
+    pub unparsed: u64,
+    pub detections: u64,
+}
+
+/// A compiled rule set with its cross-line state: turns events into detections.
+pub struct Pipeline {
+    setup: Arc<Setup>,
+    detector: Detector,
+    scratch: Scratch,
+    keys: Vec<HitKeys>,
+    fired: Vec<Fired>,
+    max_keys: usize,
+    pub counts: Counts,
+}
+
+impl Pipeline {
+    /// `max_keys`: most group keys tracked per threshold or suppression rule.
+    pub fn new(setup: Setup, max_keys: usize) -> Pipeline {
+        let detector = Detector::new(Arc::clone(&setup.rules), max_keys);
+        let scratch = setup.rules.scratch();
+        Pipeline {
+            setup: Arc::new(setup),
+            detector,
+            scratch,
+            keys: Vec::new(),
+            fired: Vec::new(),
+            max_keys,
+            counts: Counts::default(),
+        }
+    }
+
+    /// The rules and sources, shareable with threads that match in parallel.
+    pub fn setup(&self) -> &Arc<Setup> {
+        &self.setup
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.setup.rules
+    }
+
+    pub fn sources(&self) -> &[SourceSetup] {
+        &self.setup.sources
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
+    /// The rules that matched the last event given to [`Pipeline::process`] (ascending), and
+    /// its parsed record.
+    pub fn last_match(&self) -> (&[u32], &crate::parse::Record) {
+        (&self.scratch.hits, &self.scratch.record)
+    }
+
+    /// Swaps in a new rule set, keeping the threshold and suppression state of every rule
+    /// whose matching and grouping did not change. Returns how many rules kept their state.
+    pub fn replace(&mut self, setup: Setup) -> usize {
+        let mut detector = Detector::new(Arc::clone(&setup.rules), self.max_keys);
+        let old = std::mem::replace(&mut self.detector, Detector::new(Arc::clone(&setup.rules), 1));
+        let kept = detector.carry_over(old);
+        self.detector = detector;
+        self.scratch = setup.rules.scratch();
+        self.setup = Arc::new(setup);
+        kept
+    }
+
+    /// One event of source `src` (an index into [`Pipeline::sources`]): match, thresholds,
+    /// suppression; every detection goes to `sink`, in rule order. Stops at the first error
+    /// of the sink.
+    pub fn process(
+        &mut self,
+        src: usize,
+        info: &SourceInfo,
+        ev: &Event<'_>,
+        sink: &mut (impl DetectionSink + ?Sized),
+    ) -> Result<()> {
+        self.counts.events += 1;
+        let rules = &self.setup.rules;
+        let source = &self.setup.sources[src];
+        let s = &mut self.scratch;
+        if !rules.match_event(&source.parser, &source.applicable, ev, s) {
+            self.counts.unparsed += 1;
+        }
+        if s.hits.is_empty() {
+            return Ok(());
+        }
+        let event = ev.time.or_else(|| s.time.event_time(&source.parser, ev.raw, &s.record));
+        self.keys.clear();
+        rules.hit_keys(ev.raw, &s.record, &s.hits, &mut s.key_buf, &mut self.keys);
+        self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
+        for f in &self.fired {
+            self.counts.detections += 1;
+            sink.detection(self.detector.detection(f, event, info, ev, &s.record))?;
+        }
+        Ok(())
+    }
+
+    /// The ordered stage for the events of one block matched by [`batch::match_block`]:
+    /// thresholds and suppression in order; an event that emits a detection is parsed again
+    /// (the only time the ordered stage parses).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_block(
+        &mut self,
+        src: usize,
+        info: &SourceInfo,
+        block: &crate::source::read::Block,
+        hits: &batch::BlockHits,
+        content: u64,
+        arrival: chrono::DateTime<chrono::Utc>,
+        sink: &mut (impl DetectionSink + ?Sized),
+    ) -> Result<()> {
+        self.counts.events += hits.lines;
+        self.counts.unparsed += hits.unparsed;
+        let rules = &self.setup.rules;
+        let source = &self.setup.sources[src];
+        for h in &hits.hits {
+            let range = h.rules.clone();
+            self.detector.decide(h.time, arrival, &hits.rules[range.clone()], &hits.keys[range], &mut self.fired);
+            if self.fired.is_empty() {
+                continue;
+            }
+            let (raw, truncated) = batch::cap(&block.data[h.start..h.end], hits.max_line_bytes);
+            let origin =
+                crate::event::Origin::Line { content, offset: block.offset + h.start as u64, line_number: h.line };
+            let ev = Event::line(raw, origin, arrival, truncated);
+            source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
+            let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
+            for f in &self.fired {
+                self.counts.detections += 1;
+                sink.detection(self.detector.detection(f, event, info, &ev, &self.scratch.record))?;
+            }
+        }
+        Ok(())
+    }
+}
