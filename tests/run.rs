@@ -38,8 +38,12 @@ impl Env {
     }
     /// Detections per attack marker.
     fn counts(&self) -> BTreeMap<u32, usize> {
+        self.counts_in(&[self.out()])
+    }
+    /// Detections per attack marker over several output files (the live one and rotated ones).
+    fn counts_in(&self, files: &[PathBuf]) -> BTreeMap<u32, usize> {
         let mut m = BTreeMap::new();
-        for d in detections(&self.out()) {
+        for d in files.iter().flat_map(|f| detections(f)) {
             let uri = d["fields"]["uri"].as_str().unwrap().to_string();
             let n: u32 = uri.rsplit("ATTACK-").next().unwrap().parse().unwrap();
             *m.entry(n).or_default() += 1;
@@ -51,7 +55,10 @@ impl Env {
         assert!(ok, "only {} of {upto} attacks detected: {:?}", self.counts().len(), self.counts());
     }
     fn assert_exactly_once(&self, upto: u32) {
-        let c = self.counts();
+        self.assert_exactly_once_in(upto, &[self.out()]);
+    }
+    fn assert_exactly_once_in(&self, upto: u32, files: &[PathBuf]) {
+        let c = self.counts_in(files);
         let missing: Vec<u32> = (0..upto).filter(|n| !c.contains_key(n)).collect();
         let dup: Vec<(&u32, &usize)> = c.iter().filter(|(_, v)| **v != 1).collect();
         assert!(
@@ -181,4 +188,95 @@ fn start_at_end_skips_history_and_reads_new_files_whole() {
     d.signal("TERM");
     let c = env.counts();
     assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn renamed_output_is_reopened_and_kill_9_writes_nothing_twice() {
+    let env = Env::new("beginning");
+    write(&env.log(), 0..500);
+    let mut d = Daemon::start(&env.config());
+    env.wait_all(500);
+    // logrotate's default: rename the output away; trapline must write to a new file at the
+    // path, without a signal.
+    let rotated = env.root.join("out/out.txt.1");
+    std::fs::rename(env.out(), &rotated).unwrap();
+    assert!(wait_for(Duration::from_secs(10), || env.out().exists()), "output not reopened after rename");
+    write(&env.log(), 500..1000);
+    assert!(
+        wait_for(Duration::from_secs(15), || env.counts().len() == 500),
+        "new output holds {} detections",
+        env.counts().len()
+    );
+    // Killed right away: the last checkpoint may predate the rename; the restart replays
+    // what came after it and must recognise it in both files.
+    d.signal("KILL");
+    let mut d = Daemon::start(&env.config());
+    write(&env.log(), 1000..1010);
+    let files = [rotated.clone(), env.out()];
+    assert!(wait_for(Duration::from_secs(15), || env.counts_in(&files).len() == 1010));
+    // SIGHUP reopens too (logrotate's postrotate).
+    let again = env.root.join("out/out.txt.2");
+    std::fs::rename(env.out(), &again).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    assert!(wait_for(Duration::from_secs(10), || env.out().exists()), "output not reopened on SIGHUP");
+    write(&env.log(), 1010..1020);
+    let files = [rotated, again, env.out()];
+    assert!(wait_for(Duration::from_secs(15), || env.counts_in(&files).len() == 1020));
+    d.signal("TERM");
+    env.assert_exactly_once_in(1020, &files);
+}
+
+/// A small tmpfs mounted over a directory for the life of the guard (needs root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+    fn resize(&self, size: &str) {
+        let s = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(s.success(), "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_pauses_loses_nothing_and_never_writes_a_partial_record() {
+    let env = Env::new("beginning");
+    let Some(fs) = Tmpfs::mount(&env.root.join("out"), "16k") else {
+        assert!(std::env::var_os("TRAPLINE_E2E_REQUIRED").is_none(), "cannot mount a tmpfs (root needed)");
+        eprintln!("skipped: cannot mount a tmpfs (root needed)");
+        return;
+    };
+    write(&env.log(), 0..1000);
+    let mut d = Daemon::start(&env.config());
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("reading is paused")),
+        "no write failure reported:\n{}",
+        d.stderr()
+    );
+    // Mid-outage: whole records only (detections() fails on a fragment).
+    let during = env.counts().len();
+    assert!(during < 1000, "the disk was not full ({during} written)");
+    // Space comes back: everything held back is written, once.
+    fs.resize("64m");
+    env.wait_all(1000);
+    assert!(d.stderr().contains("action recovered"), "{}", d.stderr());
+    d.signal("TERM");
+    env.assert_exactly_once(1000);
 }
