@@ -15,12 +15,15 @@ struct Env {
     root: PathBuf,
 }
 
+const ATTACK_RULE: &str = "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n";
+
 impl Env {
     fn new(start: &str) -> Env {
+        Env::with_rules(start, ATTACK_RULE)
+    }
+    fn with_rules(start: &str, rules: &str) -> Env {
         let (dir, root) = common::project(
-            Some(
-                "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n",
-            ),
+            Some(rules),
             &format!(
                 "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/*.log]\n    format: combined\n    start: {start}\nactions:\n  log: {{path: out/out.txt, format: json, console: false}}\n"
             ),
@@ -279,4 +282,65 @@ fn full_disk_pauses_loses_nothing_and_never_writes_a_partial_record() {
     assert!(d.stderr().contains("action recovered"), "{}", d.stderr());
     d.signal("TERM");
     env.assert_exactly_once(1000);
+}
+
+#[test]
+fn threshold_and_suppression_state_survive_restarts() {
+    let rules = "rules:
+  - id: t.burst
+    title: three attacks within an hour
+    severity: high
+    match: {field: uri, contains: ATTACK-}
+    threshold: {count: 3, within: 1h, group_by: [client_ip]}
+  - id: t.quiet
+    title: one alert per hour per client
+    severity: low
+    match: {field: uri, contains: QUIET-}
+    suppress: {for: 1h, group_by: [client_ip]}
+  - id: t.mark
+    title: marks how far trapline has read
+    severity: info
+    match: {field: uri, contains: MARK-}
+";
+    let env = Env::with_rules("beginning", rules);
+    let count = |id: &str| detections(&env.out()).iter().filter(|d| d["rule"]["id"] == id).count();
+    let quiet = |sec: u32| access_line("198.51.100.9", sec, &format!("/q?QUIET-{sec}"), 404);
+    let attack = |sec: u32| access_line("203.0.113.7", sec, &format!("/x?id=ATTACK-{sec}"), 404);
+    // Appends `lines` and a marker, and waits until the marker is detected (so are the lines).
+    let feed = |lines: Vec<String>, n: usize| {
+        let mut all = lines;
+        all.push(access_line("192.0.2.1", 0, &format!("/MARK-{n}"), 200));
+        append(&env.log(), &all);
+        assert!(wait_for(Duration::from_secs(15), || count("t.mark") == n), "marker {n} not detected");
+    };
+    let engine_generation = || {
+        let cp = std::fs::read_to_string(env.root.join("state/tail-checkpoints.json")).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&cp)
+            .ok()
+            .and_then(|v| v["sink_mark"]["engine"]["generation"].as_u64())
+    };
+
+    let mut d = Daemon::start(&env.config());
+    // Two of three attacks, and one alert that opens a suppression window.
+    feed(vec![attack(0), attack(1), quiet(2)], 1);
+    assert_eq!(count("t.quiet"), 1);
+    d.signal("TERM");
+
+    // After a clean stop: the third attack completes the restored window; the suppressed
+    // client stays quiet.
+    let mut d = Daemon::start(&env.config());
+    feed(vec![quiet(3), attack(4)], 2);
+    assert_eq!(count("t.burst"), 1, "the half-full window was not restored:\n{}", d.stderr());
+    assert_eq!(count("t.quiet"), 1, "re-alert inside the suppression window after a restart");
+
+    // Two more attacks, then kill -9 once a checkpoint holds them.
+    let before = engine_generation();
+    feed(vec![attack(5), attack(6)], 3);
+    assert!(wait_for(Duration::from_secs(15), || engine_generation() > before), "no checkpoint after the attacks");
+    d.signal("KILL");
+    let mut d = Daemon::start(&env.config());
+    feed(vec![quiet(7), attack(8)], 4);
+    d.signal("TERM");
+    assert_eq!(count("t.quiet"), 1, "re-alert inside the suppression window after kill -9");
+    assert_eq!(count("t.burst"), 2, "the window of two attacks was lost with kill -9");
 }

@@ -12,6 +12,8 @@
 //! carry the actions' marks, so after a crash a replayed line is recognised and not acted on
 //! twice.
 
+mod state;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,9 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let marks = marks_of(tailer.sink_mark());
+    // Before anything is hashed: the saved state brings its own hash seed.
+    let mut engine_store = state::EngineStore::new(&cfg.resolve(&c.state_dir));
+    let saved = engine_store.load(marks.get(state::MARK))?;
     let actions = Actions::from_config(&cfg, &built.rules, Some(&marks), runtime.handle(), shutdown.clone())?;
     let (lits, always) = built.rules.prefilter_stats();
     tracing::info!(
@@ -79,8 +84,12 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let mut watched = rule_paths.clone();
     watched.push(cfg.resolve(&c.templates));
     let reloader = Reloader::new(&watched);
-    let pipeline = Pipeline::new(built, c.max_keys);
-    let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader);
+    let mut pipeline = Pipeline::new(built, c.max_keys);
+    if let Some(saved) = saved {
+        let rules = pipeline.detector_mut().restore(saved);
+        tracing::info!(rules, "threshold and suppression state restored");
+    }
+    let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader, engine_store);
     let ran = tailer.run(&mut daemon, shutdown.flag());
     shutdown.trigger();
     let flushed = if ran.is_ok() { daemon.actions.flush().map(|_| ()) } else { Ok(()) };
@@ -113,6 +122,7 @@ struct Daemon {
     /// Source descriptions by (source index, path), built once per file.
     infos: Vec<(usize, PathBuf, SourceInfo)>,
     reloader: Reloader,
+    engine_store: state::EngineStore,
     status: Status,
     status_dir: PathBuf,
     status_written: Instant,
@@ -125,6 +135,7 @@ impl Daemon {
         pipeline: Pipeline,
         actions: Actions,
         reloader: Reloader,
+        engine_store: state::EngineStore,
     ) -> Daemon {
         let now = status::now();
         let status = Status {
@@ -142,6 +153,7 @@ impl Daemon {
             actions,
             infos: Vec::new(),
             reloader,
+            engine_store,
             status,
             status_dir,
             status_written: Instant::now(),
@@ -227,7 +239,9 @@ impl LineSink for Daemon {
     }
 
     fn flush(&mut self) -> std::io::Result<Mark> {
-        Ok(Mark::Object(self.actions.flush()?))
+        let mut marks = self.actions.flush()?;
+        marks.insert(state::MARK.to_string(), self.engine_store.save(self.pipeline.detector())?);
+        Ok(Mark::Object(marks))
     }
 
     fn tick(&mut self) {

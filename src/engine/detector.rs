@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::RuleSet;
 use super::detection::{Detection, RuleInfo, SourceRef, ThresholdInfo};
-use super::window::{Step, Suppressor, Windows};
+use super::window::{Step, Suppressor, SuppressorState, Windows, WindowsState};
 use crate::event::Event;
 use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
 
@@ -315,8 +315,91 @@ fn group_hash(buf: &mut Vec<u8>, fields: &[FieldId], line: &[u8], rec: &Record) 
 /// values crafted to collide would turn every table lookup into a long probe. The hashes live
 /// only in memory, so a per-process seed costs nothing.
 fn key_hash(bytes: &[u8]) -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, *SEED.get_or_init(|| fastrand::u64(..)))
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed())
+}
+
+static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The secret seed of the key hashes.
+pub fn seed() -> u64 {
+    *SEED.get_or_init(|| fastrand::u64(..))
+}
+
+/// Uses `seed` for the key hashes (that of a saved state, so its keys mean the same). Only
+/// possible before the first hash; returns whether the seed is now `seed`.
+pub fn use_seed(seed: u64) -> bool {
+    let _ = SEED.set(seed);
+    self::seed() == seed
+}
+
+/// The cross-line state of a [`Detector`], for saving across restarts.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct DetectorState {
+    /// The key-hash seed the keys below were hashed with.
+    pub seed: u64,
+    pub rules: Vec<RuleState>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RuleState {
+    pub id: String,
+    /// The rule's fingerprint (matching and grouping): state is restored only to the same rule.
+    pub fingerprint: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<SuppressorState>,
+}
+
+impl Detector {
+    /// The threshold and suppression state of every rule that has some.
+    pub fn save(&self) -> DetectorState {
+        let rules = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let windows = self.windows[i].as_ref().filter(|w| !w.is_empty()).map(Windows::save);
+                let suppress = self.suppress[i].as_ref().map(Suppressor::save).filter(|s| !s.keys.is_empty());
+                (windows.is_some() || suppress.is_some()).then(|| RuleState {
+                    id: r.id.clone(),
+                    fingerprint: r.fingerprint,
+                    windows,
+                    suppress,
+                })
+            })
+            .collect();
+        DetectorState { seed: seed(), rules }
+    }
+
+    /// Restores saved state into the rules with the same id and fingerprint. Returns how many
+    /// rules got their state back; 0 when the state was hashed with another seed.
+    pub fn restore(&mut self, state: DetectorState) -> usize {
+        if state.seed != seed() {
+            return 0;
+        }
+        let mut n = 0;
+        for rs in state.rules {
+            let Some(i) = self.rules.rule_index(&rs.id) else { continue };
+            if self.rules.rules[i].fingerprint != rs.fingerprint {
+                continue;
+            }
+            if let (Some(w), Some(saved)) = (self.windows[i].as_mut(), rs.windows) {
+                w.restore(saved);
+            }
+            if let (Some(s), Some(saved)) = (self.suppress[i].as_mut(), rs.suppress) {
+                s.restore(saved);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Lines that matched some rule so far: changes whenever the state may have.
+    pub fn generation(&self) -> u64 {
+        self.stats.iter().map(|s| s.hits).sum()
+    }
 }
 
 fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record) -> BTreeMap<String, String> {

@@ -212,6 +212,67 @@ impl Windows {
     }
 }
 
+/// What a [`Windows`] holds, for saving across restarts: per key its newest time and either
+/// its (time, lines) entries or its (distinct value hash, time) pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowsState {
+    pub keys: Vec<(u64, Millis, Vec<(i64, u64)>)>,
+}
+
+/// What a [`Suppressor`] holds: per key (until, held back), and the total held back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SuppressorState {
+    pub keys: Vec<(u64, Millis, u64)>,
+    pub total: u64,
+}
+
+impl Windows {
+    pub fn save(&self) -> WindowsState {
+        let keys = self
+            .keys
+            .iter()
+            .map(|(&k, w)| {
+                let entries = match &w.track {
+                    Track::Lines(times, _) => times.iter().map(|&(t, n)| (t, u64::from(n))).collect(),
+                    Track::Values(values) => values.iter().map(|(&v, &t)| (t, v)).collect(),
+                };
+                (k, w.newest, entries)
+            })
+            .collect();
+        WindowsState { keys }
+    }
+
+    /// Takes over a saved state (of a rule with the same threshold), within this table's
+    /// key bound.
+    pub fn restore(&mut self, state: WindowsState) {
+        for (k, newest, entries) in state.keys.into_iter().take(self.max_keys) {
+            let track = if self.distinct {
+                Track::Values(entries.into_iter().map(|(t, v)| (v, t)).collect())
+            } else {
+                let mut times: Vec<(Millis, u32)> =
+                    entries.into_iter().map(|(t, n)| (t, u32::try_from(n).unwrap_or(u32::MAX))).collect();
+                times.sort_unstable();
+                let total = times.iter().map(|e| e.1).fold(0u32, u32::saturating_add);
+                Track::Lines(times.into(), total)
+            };
+            self.keys.insert(k, KeyWindow { track, newest });
+        }
+    }
+}
+
+impl Suppressor {
+    pub fn save(&self) -> SuppressorState {
+        SuppressorState { keys: self.keys.iter().map(|(&k, &(u, h))| (k, u, h)).collect(), total: self.total }
+    }
+
+    pub fn restore(&mut self, state: SuppressorState) {
+        for (k, until, held) in state.keys.into_iter().take(self.max_keys) {
+            self.keys.insert(k, (until, held));
+        }
+        self.total = state.total;
+    }
+}
+
 /// Removes about a tenth of `map`'s entries, those with the smallest `age` (at least one).
 /// A full table thus pays one O(n) pass per n/10 new keys rather than one per key: a flood of
 /// new addresses (a botnet, rotating IPv6 sources, all inside the window) cannot turn every

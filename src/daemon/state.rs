@@ -1,0 +1,101 @@
+//! The engine's cross-line state (threshold windows, suppression) across restarts.
+//!
+//! Saved with every checkpoint at which it changed, into one of two slot files
+//! (`engine-0.json`, `engine-1.json`, alternating), and the checkpoint's mark names the slot
+//! and generation. A crash between writing a slot and writing the checkpoint leaves the
+//! previous slot — the one the previous checkpoint names — intact, so the state restored is
+//! always that of exactly the lines before the checkpoint; the lines after it are read again
+//! and step the windows again. The file also holds the secret seed of the key hashes (the
+//! keys are hashes): the state directory must stay private, as it already holds offsets and
+//! the XDR outbox.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::engine::Detector;
+use crate::engine::detector::DetectorState;
+
+/// Name of the engine's entry in a checkpoint's marks.
+pub const MARK: &str = "engine";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    generation: u64,
+    state: DetectorState,
+}
+
+pub struct EngineStore {
+    dir: PathBuf,
+    generation: u64,
+    /// The detector's generation at the last save, and the mark of that save.
+    last: Option<(u64, serde_json::Value)>,
+}
+
+impl EngineStore {
+    pub fn new(dir: &Path) -> EngineStore {
+        EngineStore { dir: dir.to_path_buf(), generation: 0, last: None }
+    }
+
+    fn slot(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("engine-{}.json", generation % 2))
+    }
+
+    /// The state named by a checkpoint's `mark`, if it is there and is that generation.
+    /// Also uses its hash seed for this process, so the saved keys mean the same.
+    pub fn load(&mut self, mark: Option<&serde_json::Value>) -> Result<Option<DetectorState>> {
+        let Some(generation) = mark.and_then(|m| m.get("generation")).and_then(|g| g.as_u64()) else {
+            return Ok(None);
+        };
+        self.generation = generation;
+        let path = self.slot(generation);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "saved engine state missing; thresholds and suppression start empty");
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let saved: Saved = serde_json::from_slice(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+        if saved.generation != generation {
+            tracing::warn!(path = %path.display(), "saved engine state is not the checkpoint's; thresholds and suppression start empty");
+            return Ok(None);
+        }
+        if !crate::engine::detector::use_seed(saved.state.seed) {
+            tracing::warn!("key hashes already seeded; saved engine state not restored");
+            return Ok(None);
+        }
+        Ok(Some(saved.state))
+    }
+
+    /// Saves the detector's state if it changed since the last save; returns the mark to
+    /// store with the checkpoint.
+    pub fn save(&mut self, det: &Detector) -> std::io::Result<serde_json::Value> {
+        let g = det.generation();
+        if let Some((last, mark)) = &self.last
+            && *last == g
+        {
+            return Ok(mark.clone());
+        }
+        self.generation += 1;
+        let saved = Saved { generation: self.generation, state: det.save() };
+        let path = self.slot(self.generation);
+        let tmp = path.with_extension("json.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            serde_json::to_writer(&mut f, &saved).map_err(std::io::Error::other)?;
+            f.flush()?;
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        let mark = json!({ "generation": self.generation });
+        self.last = Some((g, mark.clone()));
+        Ok(mark)
+    }
+}
