@@ -216,8 +216,11 @@ impl Windows {
 /// its (time, lines) entries or its (distinct value hash, time) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowsState {
-    pub keys: Vec<(u64, Millis, Vec<(i64, u64)>)>,
+    pub keys: Vec<SavedKey>,
 }
+
+/// One key of a [`WindowsState`]: (key hash, newest time, entries).
+pub type SavedKey = (u64, Millis, Vec<(i64, u64)>);
 
 /// What a [`Suppressor`] holds: per key (until, held back), and the total held back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
