@@ -44,7 +44,7 @@ pub struct Config {
     pub sources: Vec<SourceDef>,
     /// Action settings.
     #[serde(default)]
-    pub actions: ActionsDef,
+    pub actions: crate::action::ActionsDef,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,
@@ -119,53 +119,6 @@ pub struct SourceDef {
 
 fn default_format() -> String {
     "combined".to_string()
-}
-
-/// Settings of the actions.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ActionsDef {
-    #[serde(default)]
-    pub log: LogDef,
-    /// The `xdr-incident` action (Cisco XDR incidents); absent: not configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub xdr: Option<crate::action::xdr::settings::XdrDef>,
-}
-
-/// The `log` action.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LogDef {
-    /// File detections are appended to (never truncated).
-    #[serde(default = "default_out")]
-    pub path: PathBuf,
-    /// `json` (one object per line) or `text` (one short human line).
-    #[serde(default)]
-    pub format: LogFormat,
-    /// Also print each detection on the console.
-    #[serde(default = "yes")]
-    pub console: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_out() -> PathBuf {
-    PathBuf::from("logs/out.txt")
-}
-
-impl Default for LogDef {
-    fn default() -> Self {
-        LogDef { path: default_out(), format: LogFormat::Json, console: true }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Text,
 }
 
 /// A loaded config and the file it came from.

@@ -17,10 +17,13 @@
 //!   [`engine::Detection`]s.
 //! - [`action`]: what happens to a detection (the JSON-lines log, the console, Cisco XDR),
 //!   behind one registry; transient failures retried, never skipped.
+//! - [`authoring`]: explain, example coverage and lint proofs for rule authors, kept out of
+//!   the per-line path.
 //! - [`pipeline`]: events → detections → a sink, the one path every command uses, plus the
 //!   wiring from config to a ready rule set.
 //! - [`daemon`]: `trapline run`: tailer → pipeline → actions, reloads, status.
 //! - [`shutdown`]: the one stop signal of the process.
+//! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
 //! - [`cli`]: the `trapline` command line: argument parsing and printing.
 //!
@@ -28,6 +31,7 @@
 //! daemon ← cli.
 
 pub mod action;
+pub mod authoring;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -36,5 +40,6 @@ pub mod event;
 pub mod parse;
 pub mod pipeline;
 pub mod rule;
+pub mod sandbox;
 pub mod shutdown;
 pub mod source;

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use trapline::engine::{RuleSet, examples};
+use trapline::authoring::examples;
+use trapline::engine::RuleSet;
 use trapline::parse::FieldRegistry;
 use trapline::rule::load::{SourceFile, load_sources};
 

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use trapline::engine::{RuleSet, examples};
+use trapline::authoring::examples;
+use trapline::engine::RuleSet;
 use trapline::parse::{FieldRegistry, FormatKind, Parser, TimeSettings};
 use trapline::rule::load;
 

@@ -30,15 +30,51 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::console::escape;
 use super::{Action, ActionError};
-use crate::config::LogFormat;
 use crate::engine::Detection;
 
 /// The name rules use in `actions:`.
 pub const NAME: &str = "log";
+
+/// The `log` action.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogDef {
+    /// File detections are appended to (never truncated).
+    #[serde(default = "default_out")]
+    pub path: PathBuf,
+    /// `json` (one object per line) or `text` (one short human line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Also print each detection on the console.
+    #[serde(default = "yes")]
+    pub console: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_out() -> PathBuf {
+    PathBuf::from("logs/out.txt")
+}
+
+impl Default for LogDef {
+    fn default() -> Self {
+        LogDef { path: default_out(), format: LogFormat::Json, console: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
 
 /// What the checkpoint stores: which file, and how much of it was durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,8 @@ pub mod xdr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::config;
 use crate::engine::{Detection, RuleSet};
@@ -93,6 +95,18 @@ pub struct Actions {
     /// failures retried.
     pub permanent_errors: u64,
     pub retries: u64,
+}
+
+/// The `actions:` section of the config: each action's own settings, validated by the
+/// action that owns them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsDef {
+    #[serde(default)]
+    pub log: log::LogDef,
+    /// The `xdr-incident` action (Cisco XDR incidents); absent: not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdr: Option<xdr::settings::XdrDef>,
 }
 
 /// Marks of the actions, by action name, as stored with a checkpoint.

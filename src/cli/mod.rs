@@ -9,7 +9,6 @@
 
 pub mod explain;
 pub mod lint;
-pub mod reload;
 pub mod run;
 pub mod scan;
 pub mod schema;

@@ -20,8 +20,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::setup::{self, AdHoc};
+use crate::authoring::{CoveragePoint, examples};
 use crate::config;
-use crate::engine::{CoveragePoint, Detection, examples};
+use crate::engine::Detection;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
 use crate::source::read::BlockReader;

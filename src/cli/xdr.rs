@@ -1,6 +1,6 @@
 //! `trapline xdr sandbox|check|purge` and `trapline render`.
 //!
-//! - `xdr sandbox`: the local stand-in of the XDR endpoints ([`crate::action::xdr::sandbox`]).
+//! - `xdr sandbox`: the local stand-in of the XDR endpoints ([`crate::sandbox::xdr`]).
 //! - `xdr check`: credentials and connectivity (a token, then a harmless count).
 //! - `xdr purge`: removes what trapline created, found by `source` and external-id prefix;
 //!   a dry run that counts unless `--yes`.
@@ -14,13 +14,13 @@ use clap::{Args, Subcommand};
 
 use crate::action::xdr::client::Client;
 use crate::action::xdr::limiter::Budget;
-use crate::action::xdr::sandbox;
 use crate::action::xdr::settings::Settings;
 use crate::action::xdr::{ACTION_NAME, Composer};
 use crate::config;
 use crate::engine::Detection;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
+use crate::sandbox::xdr as sandbox;
 
 #[derive(Debug, Args)]
 pub struct XdrArgs {

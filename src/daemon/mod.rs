@@ -12,6 +12,7 @@
 //! carry the actions' marks, so after a crash a replayed line is recognised and not acted on
 //! twice.
 
+pub mod reload;
 mod state;
 
 use std::path::PathBuf;
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::action::{Actions, Marks};
-use crate::cli::reload::Reloader;
 use crate::cli::status::{self, Status};
 use crate::config;
 use crate::engine::SourceInfo;
@@ -28,6 +28,7 @@ use crate::pipeline::{Pipeline, setup};
 use crate::shutdown::Shutdown;
 use crate::source::Mark;
 use crate::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, Tailer};
+use reload::Reloader;
 
 /// How often the status file is refreshed while running.
 const STATUS_EVERY: Duration = Duration::from_secs(5);

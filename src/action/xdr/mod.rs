@@ -14,7 +14,9 @@
 //! - [`ctim`]: the service's validation rules (shared with the sandbox);
 //! - [`outbox`]: durable, bounded queue in the state directory;
 //! - [`delivery`], [`client`], [`limiter`]: background delivery, HTTP, pacing;
-//! - [`sandbox`]: a local stand-in of the XDR endpoints (`trapline xdr sandbox`).
+//!
+//! A local stand-in of the XDR endpoints (`trapline xdr sandbox`) lives apart, in
+//! [`crate::sandbox::xdr`].
 //!
 //! Nothing here knows about honeypots or web attacks: what an incident says is in the
 //! templates.
@@ -26,7 +28,6 @@ pub mod ctim;
 pub mod delivery;
 pub mod limiter;
 pub mod outbox;
-pub mod sandbox;
 pub mod settings;
 
 use std::collections::BTreeMap;

@@ -22,12 +22,13 @@ use serde::Serialize;
 use super::EXIT_USAGE;
 
 mod scope;
+use crate::authoring::analysis;
+use crate::authoring::examples;
 use crate::config;
-use crate::engine::analysis;
 use crate::engine::compile::compile_rules;
 use crate::engine::prefilter::Requirement;
 use crate::engine::view::Views;
-use crate::engine::{CompileOptions, RuleSet, examples};
+use crate::engine::{CompileOptions, RuleSet};
 use crate::parse::{FieldRegistry, Parser};
 use crate::rule::load::{self, SourceFile};
 use crate::rule::{Condition, ErrorKind, Loaded, LoadedRule, RuleError, ValueItem};

@@ -28,8 +28,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::ctim;
-use super::outbox::write_atomic;
+use crate::action::xdr::ctim;
+use crate::action::xdr::outbox::write_atomic;
 
 /// Sandbox settings (the §14 "config knobs").
 #[derive(Debug, Clone)]

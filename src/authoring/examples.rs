@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use super::{CoveragePoint, RuleSet};
+use super::CoveragePoint;
+use crate::engine::RuleSet;
 use crate::parse::{FormatKind, Parser, TimeSettings};
 use crate::rule::Loaded;
 

@@ -18,8 +18,8 @@
 
 use ipnet::IpNet;
 
-use super::condition::{Leaf, Node, Op};
-use super::view::{View, Views};
+use crate::engine::condition::{Leaf, Node, Op};
+use crate::engine::view::{View, Views};
 use crate::parse::std_fields;
 use crate::rule::Transform;
 
