@@ -15,8 +15,10 @@
 //! - [`action`]: what happens to a detection (the JSON-lines log, the console).
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
 //! - [`cli`]: the `trapline` command line (`run`, `scan`).
+//! - [`assets`]: the shipped rules, templates and default config, built into the binary.
 
 pub mod action;
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod engine;

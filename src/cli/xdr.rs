@@ -42,7 +42,7 @@ pub enum XdrCommand {
 
 #[derive(Debug, Args)]
 pub struct FailedArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Move them back to the outbox for delivery (after fixing the cause: templates, TLP, ...).
@@ -52,7 +52,7 @@ pub struct FailedArgs {
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
@@ -84,7 +84,7 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Really delete (without it: count what would be deleted).
@@ -94,7 +94,7 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Rule id.
@@ -118,7 +118,7 @@ pub fn xdr(a: XdrArgs) -> Result<i32> {
 }
 
 fn load(config: Option<PathBuf>) -> Result<(config::Loaded, Settings)> {
-    let path = config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let path = config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
     let s = Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;
     Ok((cfg, s))
@@ -254,7 +254,7 @@ fn purge(a: PurgeArgs) -> Result<i32> {
 }
 
 pub fn render(a: RenderArgs) -> Result<i32> {
-    let path = a.config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let path = a.config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
     let settings =
         Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;
