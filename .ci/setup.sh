@@ -5,8 +5,17 @@
 #   gzip                logrotate's compress (Debian's apache rotation config)
 #   gcc, libc6-dev      the linker cargo uses
 #   ca-certificates     fetching crates
+#   cargo-deb           .ci/package-test.sh (a cargo subcommand, from crates.io, pinned)
 # Run as root (or as a user with sudo).
 set -euo pipefail
+
+# Pinned: the package test relies on its `--profile dev` (see .ci/package-test.sh). Installed
+# before the apt packages are checked, since that check ends the script when nothing is missing.
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'

@@ -258,3 +258,19 @@ fn no_source_file_depends_on_the_build_tree() {
     }
     assert!(offenders.is_empty(), "build-tree paths in {offenders:?}");
 }
+
+#[test]
+fn packaged_config_loads_and_uses_the_built_in_rules() {
+    // The Debian package's /etc/trapline/trapline.yml; its only finding is the XDR rule while
+    // XDR is left to set up (TL111).
+    let env = Env::new();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/trapline.yml");
+    let out = env.run(&["lint", "--format", "json", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> =
+        findings.iter().filter(|f| f["severity"] != "note").filter_map(|f| f["code"].as_str()).collect();
+    assert_eq!(codes, ["TL111"], "{findings:?}");
+    let out = env.run_with(&["scan", "--config", config.to_str().unwrap(), "--fail-on-match", "-"], ATTACK);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
