@@ -384,6 +384,25 @@ mod tests {
     }
 
     #[test]
+    fn built_in_rules_load_from_memory_with_their_names() {
+        let loaded = load_paths(&[PathBuf::from("<built-in>/rules")]).unwrap();
+        assert!(loaded.rules.len() > 10);
+        for f in &loaded.files {
+            let name = f.path.display().to_string();
+            assert!(name.starts_with("<built-in>/rules/") && name.ends_with(".yml"), "{name}");
+            assert!(!name.ends_with(".test.yml"), "fixtures are not rules: {name}");
+        }
+        // Positions in built-in files read like positions on disk.
+        let r = &loaded.rules[0];
+        let e = loaded.rule_error(r, "id", "x");
+        assert!(e.line > 0 && e.to_string().starts_with(&format!("{}:{}:", e.file.display(), e.line)), "{e}");
+        // A missing built-in path is an Io error naming it, with the hint.
+        let err = load_paths(&[PathBuf::from("<built-in>/nope")]).unwrap_err();
+        assert_eq!(err.0[0].kind, ErrorKind::Io);
+        assert!(err.to_string().contains("<built-in>/nope") && err.to_string().contains("trapline init"), "{err}");
+    }
+
+    #[test]
     fn bad_severity_names_rule() {
         let text = "rules:\n  - id: x.y\n    title: T\n    severity: severe\n    match: {contains: q}\n";
         let err = load_sources(src(text)).unwrap_err();
