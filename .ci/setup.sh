@@ -5,6 +5,8 @@
 #   gzip                logrotate's compress (Debian's apache rotation config)
 #   gcc, libc6-dev      the linker cargo uses
 #   ca-certificates     fetching crates
+#   dpkg-dev, binutils  cargo-deb: dpkg-shlibdeps (the package's Depends), strip
+#   cargo-deb           .ci/package-test.sh (a cargo subcommand, from crates.io, pinned)
 # Run as root (or as a user with sudo).
 set -euo pipefail
 
@@ -13,19 +15,26 @@ installed() {
 }
 
 missing=()
-for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates; do
+for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils; do
     installed "$pkg" || missing+=("$pkg")
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "setup: all required packages are installed"
-    exit 0
+else
+    echo "setup: installing ${missing[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
 
-sudo=()
-[ "$(id -u)" -eq 0 ] || sudo=(sudo)
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+# After the apt packages: building it needs the linker. Pinned: the package test relies on its
+# `--profile dev` (see .ci/package-test.sh).
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi

@@ -133,7 +133,8 @@ pub struct Loaded {
 impl Loaded {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Loaded> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let text =
+            crate::assets::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let config = parse(&text, &path.display().to_string())?;
@@ -142,18 +143,34 @@ impl Loaded {
         Ok(l)
     }
 
-    /// `p` resolved against the config's directory.
+    /// `p` resolved against the config's directory. Built-in paths (`<built-in>/rules`) stay as
+    /// they are. In the built-in config, a relative path names the built-in file or directory
+    /// when there is one (its `rules` and `templates`), and otherwise the current directory (its
+    /// state, output and demo source), as if the config were `./trapline.yml`.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() || self.base == Path::new(".") { p.to_path_buf() } else { self.base.join(p) }
+        if p.is_absolute() || crate::assets::is_builtin(p) || self.base == Path::new(".") {
+            return p.to_path_buf();
+        }
+        let joined = self.base.join(p);
+        if crate::assets::is_builtin(&self.base) && !crate::assets::builtin_exists(&joined) {
+            return p.to_path_buf();
+        }
+        joined
     }
 
-    /// A glob or path resolved against the config's directory.
+    /// A glob or path resolved against the config's directory (as [`Loaded::resolve`]).
     pub fn resolve_pattern(&self, p: &str) -> String {
-        if Path::new(p).is_absolute() || self.base == Path::new(".") {
-            p.to_string()
-        } else {
-            self.base.join(p).display().to_string()
-        }
+        self.resolve(Path::new(p)).display().to_string()
+    }
+
+    /// The built-in config (`<built-in>/trapline.yml`).
+    pub fn builtin() -> Result<Loaded> {
+        Loaded::from_file(Path::new(crate::assets::CONFIG))
+    }
+
+    /// True for the built-in config.
+    pub fn is_builtin(&self) -> bool {
+        crate::assets::is_builtin(&self.path)
     }
 
     fn validate(&self) -> Result<()> {

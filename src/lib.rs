@@ -26,11 +26,13 @@
 //! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
 //! - [`cli`]: the `trapline` command line: argument parsing and printing.
+//! - [`assets`]: the shipped rules, templates and default config, built into the binary.
 //!
 //! Dependencies point one way: rule model and engine ← sources and actions ← pipeline and
 //! daemon ← cli.
 
 pub mod action;
+pub mod assets;
 pub mod authoring;
 pub mod cli;
 pub mod config;

@@ -4,10 +4,15 @@
 //! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
 //! - `schema`: the JSON Schema of rule files and config — [`schema`].
 //! - `xdr sandbox|check|purge`, `render`: Cisco XDR tooling — [`xdr`].
+//! - `init`: a starter config, rules and templates to edit — [`init`].
+//!
+//! Without `--config`, the config is found by [`default_config`]: `./trapline.yml`, the
+//! user's, the system's, else the one built into the binary.
 //!
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
 pub mod explain;
+pub mod init;
 pub mod lint;
 pub mod run;
 pub mod scan;
@@ -17,7 +22,7 @@ pub mod status;
 pub mod test;
 pub mod xdr;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +63,8 @@ pub enum Command {
     Xdr(xdr::XdrArgs),
     /// Print the exact XDR bundle a log line would produce for a rule.
     Render(xdr::RenderArgs),
+    /// Write a starter trapline.yml, rules/ and templates/ to edit (refuses to overwrite).
+    Init(init::InitArgs),
 }
 
 /// Entry point; returns the process exit code.
@@ -84,6 +91,7 @@ pub fn main() -> i32 {
         Command::Explain(a) => explain::explain(a),
         Command::Xdr(a) => xdr::xdr(a),
         Command::Render(a) => xdr::render(a),
+        Command::Init(a) => init::init(a),
     };
     match result {
         Ok(code) => code,
@@ -113,13 +121,43 @@ fn init_tracing(level: &str) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
-/// The config to use when none is given: `./trapline.yml`, else the one shipped in the
-/// source tree (so `cargo run -- run` works on a fresh clone from any directory).
-pub fn default_config() -> Option<PathBuf> {
-    let local = PathBuf::from("trapline.yml");
-    if local.is_file() {
-        return Some(local);
+/// Where a config is looked for when none is given, in this order: `./trapline.yml`, the
+/// user's (`$XDG_CONFIG_HOME/trapline/trapline.yml`, else `~/.config/trapline/trapline.yml`),
+/// then the system's (`/etc/trapline/trapline.yml`).
+pub fn config_search_path() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("trapline.yml")];
+    // The XDG base directory spec ignores a relative $XDG_CONFIG_HOME.
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(dir) = xdg.or_else(|| home.map(|h| h.join(".config"))) {
+        out.push(dir.join("trapline").join("trapline.yml"));
     }
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("trapline.yml");
-    shipped.is_file().then_some(shipped)
+    out.push(PathBuf::from("/etc/trapline/trapline.yml"));
+    out
+}
+
+/// The config to use when none is given: the first file of [`config_search_path`], else the
+/// built-in one (`<built-in>/trapline.yml`: the built-in rules and templates, with state,
+/// output and the demo source relative to the current directory).
+pub fn default_config() -> PathBuf {
+    let searched = config_search_path();
+    if let Some(p) = searched.iter().find(|p| p.is_file()) {
+        tracing::debug!(config = %p.display(), "using config");
+        return p.clone();
+    }
+    let looked: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    tracing::debug!(looked = %looked.join(", "), "no config file found; using the built-in config");
+    PathBuf::from(crate::assets::CONFIG)
+}
+
+/// The config of a command that runs rules (`scan`, `lint`, `test`, `explain`) when it is
+/// given neither a config nor rule paths: `./trapline.yml`; else `None` when `./rules/` is a
+/// directory (those rules, without a config, as trapline has always done); else
+/// [`default_config`] (the user's, the system's or the built-in config).
+pub fn rules_default_config() -> Option<PathBuf> {
+    let local = Path::new("trapline.yml");
+    if !local.is_file() && Path::new("rules").is_dir() {
+        return None;
+    }
+    Some(default_config())
 }

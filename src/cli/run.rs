@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::config;
@@ -10,17 +10,22 @@ use crate::shutdown::Shutdown;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
-    let path = match a.config.or_else(super::default_config) {
-        Some(p) => p,
-        None => bail!("no config: pass --config FILE or create ./trapline.yml"),
-    };
+    let path = a.config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
+    if cfg.is_builtin() {
+        let looked: Vec<String> = super::config_search_path().iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(
+            looked = %looked.join(", "),
+            "no config file found; using the built-in config (built-in rules and templates; state, output and \
+             the demo source relative to the current directory). `trapline init` writes one to edit"
+        );
+    }
     let shutdown = Shutdown::new();
     shutdown.on_signals().context("cannot install signal handlers")?;
     crate::daemon::run(cfg, shutdown)?;

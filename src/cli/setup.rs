@@ -11,7 +11,8 @@ pub use crate::pipeline::setup::{AdHoc, Setup, SourceSetup, build};
 /// where the rules are, the input's format and time zone, and an optional config.
 #[derive(Debug, clap::Args)]
 pub struct InputArgs {
-    /// Rule files or directories (default: the config's, else `rules/`).
+    /// Rule files or directories (default: the config's; without --config: ./trapline.yml's,
+    /// else ./rules/, else the user's or system config's, else the built-in rules).
     #[arg(long)]
     pub rules: Vec<PathBuf>,
     /// Log format of the input: combined, common, apache_error, syslog, json, raw, or a custom
@@ -30,7 +31,9 @@ impl InputArgs {
     /// Loads the config (if any) and builds the rules and the input's source, named `name`.
     /// Returns the config, the rule paths used and the setup.
     pub fn setup(&self, name: &str) -> Result<(Option<config::Loaded>, Vec<PathBuf>, Setup)> {
-        let cfg = self.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
+        let path =
+            self.config.clone().or_else(|| if self.rules.is_empty() { super::rules_default_config() } else { None });
+        let cfg = path.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
         let rule_paths = super::scan::rule_paths(&self.rules, cfg.as_ref());
         let tz = self.timezone.as_deref().or(cfg.as_ref().map(|c| c.config.timezone.as_str()));
         let setup = build(cfg.as_ref(), &rule_paths, &[AdHoc { name, format: &self.format, timezone: tz }])?;

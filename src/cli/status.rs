@@ -55,7 +55,7 @@ pub fn now() -> String {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Print the raw JSON.
@@ -64,7 +64,7 @@ pub struct StatusArgs {
 }
 
 pub fn status(a: StatusArgs) -> Result<i32> {
-    let path = a.config.or_else(super::default_config).context("no config: pass --config FILE")?;
+    let path = a.config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
     let file = cfg.resolve(&cfg.config.state_dir).join(FILE);
     let text = std::fs::read_to_string(&file)

@@ -29,7 +29,8 @@ use crate::source::read::BlockReader;
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Rule files or directories (default: the config's, else `rules/`).
+    /// Rule files or directories (default: the config's; without --config: ./trapline.yml's,
+    /// else ./rules/, else the user's or system config's, else the built-in rules).
     pub paths: Vec<PathBuf>,
     /// Config file (custom formats, rules directory, timezone).
     #[arg(long)]
@@ -68,7 +69,8 @@ struct Expected {
 }
 
 pub fn test(a: TestArgs) -> Result<i32> {
-    let cfg = a.config.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
+    let path = a.config.clone().or_else(|| if a.paths.is_empty() { super::rules_default_config() } else { None });
+    let cfg = path.as_ref().map(|p| config::Loaded::from_file(p)).transpose()?;
     let paths = super::scan::rule_paths(&a.paths, cfg.as_ref());
     let loaded = crate::rule::load::load_paths(&paths)?;
     let tz = cfg.as_ref().map(|c| c.config.timezone.as_str());

@@ -43,7 +43,7 @@ pub enum XdrCommand {
 
 #[derive(Debug, Args)]
 pub struct FailedArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Move them back to the outbox for delivery (after fixing the cause: templates, TLP, ...).
@@ -53,7 +53,7 @@ pub struct FailedArgs {
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
 }
@@ -85,7 +85,7 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Really delete (without it: count what would be deleted).
@@ -95,7 +95,7 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// Config file (default: ./trapline.yml, else the shipped one).
+    /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Rule id.
@@ -119,7 +119,7 @@ pub fn xdr(a: XdrArgs) -> Result<i32> {
 }
 
 fn load(config: Option<PathBuf>) -> Result<(config::Loaded, Settings)> {
-    let path = config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let path = config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
     let s = Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;
     Ok((cfg, s))
@@ -255,7 +255,7 @@ fn purge(a: PurgeArgs) -> Result<i32> {
 }
 
 pub fn render(a: RenderArgs) -> Result<i32> {
-    let path = a.config.or_else(super::default_config).ok_or_else(|| anyhow!("no config: pass --config FILE"))?;
+    let path = a.config.unwrap_or_else(super::default_config);
     let cfg = config::Loaded::from_file(&path)?;
     let settings =
         Settings::from_config(&cfg)?.ok_or_else(|| anyhow!("{}: actions.xdr is not configured", path.display()))?;

@@ -42,7 +42,8 @@ impl Reloader {
         });
         let watcher = match watcher {
             Ok(mut w) => {
-                for p in paths {
+                // Built-in rules and templates are part of the binary: they never change.
+                for p in paths.iter().filter(|p| !crate::assets::is_builtin(p)) {
                     if let Err(e) = w.watch(p, RecursiveMode::Recursive) {
                         tracing::warn!(path = %p.display(), error = %e, "cannot watch for hot reload");
                     }

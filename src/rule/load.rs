@@ -135,7 +135,19 @@ impl Loaded {
 
 /// The rule files under `path`: the file itself, or every `*.yml` / `*.yaml` below the
 /// directory (recursively, in name order so results are stable).
+/// Built-in paths (`<built-in>/rules`) list the rules compiled into the binary.
 pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if let Some(listed) = crate::assets::list_files(path) {
+        let mut out = listed?;
+        // A file named directly is read whatever its name, as on disk.
+        if !crate::assets::is_file(path) {
+            out.retain(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                is_rule_file_name(name) && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+            });
+        }
+        return Ok(out);
+    }
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -146,12 +158,7 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // Editors' swap and backup files, hidden files and test fixtures are not rules.
-            if name.starts_with('.')
-                || name.ends_with('~')
-                || name.ends_with(".test.yml")
-                || name.ends_with(".test.yaml")
-            {
+            if !is_rule_file_name(name) {
                 continue;
             }
             if p.is_dir() {
@@ -163,6 +170,25 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Editors' swap and backup files, hidden files and test fixtures are not rules.
+fn is_rule_file_name(name: &str) -> bool {
+    !(name.starts_with('.') || name.ends_with('~') || name.ends_with(".test.yml") || name.ends_with(".test.yaml"))
+}
+
+/// How to fix rules that cannot be found, for errors that name the path looked at.
+pub const NOT_FOUND_HINT: &str = "give rule files or directories with --rules (lint and test: as arguments) or \
+    --config, or run `trapline init` to write a config with rules/ to edit; with none of them, trapline uses \
+    ./trapline.yml, ./rules/, the user's or /etc/trapline/trapline.yml, else its built-in rules";
+
+/// `p`, made absolute against the current directory when relative, to say where exactly
+/// trapline looked.
+pub fn display_abs(p: &Path) -> String {
+    match std::path::absolute(p) {
+        Ok(abs) if abs != p && !crate::assets::is_builtin(p) => format!("{} ({})", p.display(), abs.display()),
+        _ => p.display().to_string(),
+    }
 }
 
 /// Loads every rule file under each of `paths`.
@@ -177,14 +203,18 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
                 line: 0,
                 col: 0,
                 rule: None,
-                message: format!("cannot read rules: {e}"),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("cannot read rules at {}: {e}; {NOT_FOUND_HINT}", display_abs(p))
+                } else {
+                    format!("cannot read rules: {e}")
+                },
                 kind: ErrorKind::Io,
             }),
         }
     }
     let mut sources = Vec::new();
     for f in files {
-        match std::fs::read_to_string(&f) {
+        match crate::assets::read_to_string(&f) {
             Ok(text) => sources.push(SourceFile { path: f, text }),
             Err(e) => errors.push(RuleError {
                 file: f,
@@ -351,6 +381,25 @@ mod tests {
         let err = load_sources(src(text)).unwrap_err();
         assert!(err.0[0].message.contains("duplicate rule id"), "{}", err);
         assert_eq!(err.0[0].line, 3);
+    }
+
+    #[test]
+    fn built_in_rules_load_from_memory_with_their_names() {
+        let loaded = load_paths(&[PathBuf::from("<built-in>/rules")]).unwrap();
+        assert!(loaded.rules.len() > 10);
+        for f in &loaded.files {
+            let name = f.path.display().to_string();
+            assert!(name.starts_with("<built-in>/rules/") && name.ends_with(".yml"), "{name}");
+            assert!(!name.ends_with(".test.yml"), "fixtures are not rules: {name}");
+        }
+        // Positions in built-in files read like positions on disk.
+        let r = &loaded.rules[0];
+        let e = loaded.rule_error(r, "id", "x");
+        assert!(e.line > 0 && e.to_string().starts_with(&format!("{}:{}:", e.file.display(), e.line)), "{e}");
+        // A missing built-in path is an Io error naming it, with the hint.
+        let err = load_paths(&[PathBuf::from("<built-in>/nope")]).unwrap_err();
+        assert_eq!(err.0[0].kind, ErrorKind::Io);
+        assert!(err.to_string().contains("<built-in>/nope") && err.to_string().contains("trapline init"), "{err}");
     }
 
     #[test]

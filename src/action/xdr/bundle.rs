@@ -161,22 +161,29 @@ pub fn mitre_tactics(tags: &[String]) -> Vec<String> {
     out
 }
 
+/// The files directly in `dir`, on disk or built in (`<built-in>/templates/xdr`).
+fn template_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    match crate::assets::list_files(dir) {
+        Some(listed) => Ok(listed?.into_iter().filter(|p| p.parent() == Some(dir)).collect()),
+        None => Ok(std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+    }
+}
+
 impl TemplateSet {
     fn load(dirs: &[&Path]) -> Result<TemplateSet> {
         let mut env = build_env();
         let mut files = BTreeMap::new();
         // Later directories fill in what earlier ones lack.
         for dir in dirs {
-            let rd =
-                std::fs::read_dir(dir).map_err(|e| anyhow!("cannot read template directory {}: {e}", dir.display()))?;
-            let mut names: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut names =
+                template_files(dir).map_err(|e| anyhow!("cannot read template directory {}: {e}", dir.display()))?;
             names.sort();
             for p in names {
                 let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
                 if !name.ends_with(".j2") || files.contains_key(&name) {
                     continue;
                 }
-                let src = std::fs::read_to_string(&p).map_err(|e| anyhow!("cannot read {}: {e}", p.display()))?;
+                let src = crate::assets::read_to_string(&p).map_err(|e| anyhow!("cannot read {}: {e}", p.display()))?;
                 files.insert(name, (p, src));
             }
         }

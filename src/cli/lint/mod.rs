@@ -35,7 +35,8 @@ use crate::rule::{Condition, ErrorKind, Loaded, LoadedRule, RuleError, ValueItem
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// Rule files or directories (default: the config's rules directories, else `rules/`).
+    /// Rule files or directories (default: the config's; without --config: ./trapline.yml's,
+    /// else ./rules/, else the user's or system config's, else the built-in rules).
     pub paths: Vec<PathBuf>,
     /// Config file: checked too, and supplies custom formats and the default rules directories.
     #[arg(long)]
@@ -149,12 +150,13 @@ impl Finding {
 pub fn lint(a: LintArgs) -> Result<i32> {
     let mut findings = Vec::new();
     let mut texts: HashMap<String, String> = HashMap::new();
-    let cfg = match &a.config {
-        Some(p) if !p.is_file() => return Ok(usage(&format!("cannot read config {}", p.display()))),
+    let config = a.config.clone().or_else(|| if a.paths.is_empty() { super::rules_default_config() } else { None });
+    let cfg = match &config {
+        Some(p) if !crate::assets::is_file(p) => return Ok(usage(&format!("cannot read config {}", p.display()))),
         Some(p) => load_config(p, &mut findings, &mut texts),
         None => None,
     };
-    let paths = rule_paths(&a, cfg.as_ref());
+    let paths = rule_paths(&a, config.as_deref(), cfg.as_ref());
     let sources = match read_sources(&paths) {
         Ok(s) => s,
         Err(msg) => return Ok(usage(&msg)),
@@ -185,11 +187,11 @@ fn exit_code(findings: &[Finding], deny_warnings: bool) -> i32 {
 
 /// Explicit paths win; then the config's rules directories; then `rules/`. When the config is
 /// broken and no path was given there is nothing sensible to lint besides the config itself.
-fn rule_paths(a: &LintArgs, cfg: Option<&config::Loaded>) -> Vec<PathBuf> {
+fn rule_paths(a: &LintArgs, config: Option<&Path>, cfg: Option<&config::Loaded>) -> Vec<PathBuf> {
     if !a.paths.is_empty() {
         return a.paths.clone();
     }
-    match (cfg, &a.config) {
+    match (cfg, config) {
         (Some(c), _) => c.config.rules.iter().map(|r| c.resolve(r)).collect(),
         (None, Some(_)) => Vec::new(),
         (None, None) => vec![PathBuf::from("rules")],
@@ -200,7 +202,7 @@ fn rule_paths(a: &LintArgs, cfg: Option<&config::Loaded>) -> Vec<PathBuf> {
 /// the error message carries `file:line:col`) rather than a usage error, so CI shows it inline.
 fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, String>) -> Option<config::Loaded> {
     let file = p.display().to_string();
-    if let Ok(t) = std::fs::read_to_string(p) {
+    if let Ok(t) = crate::assets::read_to_string(p) {
         texts.insert(file.clone(), t);
     }
     match config::Loaded::from_file(p) {
@@ -219,7 +221,7 @@ fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, Str
 /// are read in the configured `timezone`; when the config never says which, they are silently
 /// taken as UTC, and thresholds and event times are off by the server's offset.
 fn check_zones(cfg: &config::Loaded, out: &mut Vec<Finding>) {
-    let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+    let text = crate::assets::read_to_string(&cfg.path).unwrap_or_default();
     let index = crate::rule::locate::index(&text);
     if index.contains_key("timezone") {
         return;
@@ -264,7 +266,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
     for msg in format!("{e:#}").lines() {
         // Template errors read `path:line: message`; anything else is reported on the directory.
         let (file, line, message) = match msg.split_once(':') {
-            Some((f, rest)) if std::path::Path::new(f).exists() => {
+            Some((f, rest)) if crate::assets::is_file(Path::new(f)) => {
                 let rest = rest.trim_start();
                 match rest.split_once(':').map(|(n, m)| (n.trim().parse::<usize>(), m)) {
                     Some((Ok(line), m)) => (PathBuf::from(f), line, m.trim().to_string()),
@@ -273,7 +275,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
             }
             _ => (dir.clone(), 0, msg.to_string()),
         };
-        if let Ok(t) = std::fs::read_to_string(&file) {
+        if let Ok(t) = crate::assets::read_to_string(&file) {
             texts.insert(file.display().to_string(), t);
         }
         out.push(Finding::at("TL009", &file, line, usize::from(line > 0), message));
@@ -296,9 +298,14 @@ fn split_position(s: &str) -> (usize, usize, &str) {
 fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
     let mut out = Vec::new();
     for p in paths {
-        let files = load::rule_files(p).map_err(|e| format!("cannot read rules {}: {e}", p.display()))?;
+        let files = load::rule_files(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("cannot read rules at {}: {e}; {}", load::display_abs(p), load::NOT_FOUND_HINT)
+            }
+            _ => format!("cannot read rules {}: {e}", p.display()),
+        })?;
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let text = crate::assets::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
             out.push(SourceFile { path: f, text });
         }
     }

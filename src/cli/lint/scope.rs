@@ -166,7 +166,7 @@ pub(super) fn config_refs(loaded: &Loaded, cfg: &config::Loaded, out: &mut Vec<F
     let xdr = cfg.config.actions.xdr.as_ref();
     let ids: BTreeSet<String> = loaded.rules.iter().map(|r| r.rule.id.clone()).collect();
     if let Some(x) = xdr {
-        let text = std::fs::read_to_string(&cfg.path).unwrap_or_default();
+        let text = crate::assets::read_to_string(&cfg.path).unwrap_or_default();
         for id in x.rules.keys().filter(|id| !ids.contains(*id)) {
             let pos = crate::rule::locate::key(&text, &format!("actions.xdr.rules.{id}"));
             let hint = suggestion(id, &ids).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
