@@ -14,6 +14,7 @@
 //!   [`engine::Detection`]s.
 //! - [`action`]: what happens to a detection (the JSON-lines log, the console).
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
+//! - [`state`]: the lock that keeps a state directory to one process at a time.
 //! - [`cli`]: the `trapline` command line (`run`, `scan`).
 
 pub mod action;
@@ -23,3 +24,4 @@ pub mod engine;
 pub mod parse;
 pub mod rule;
 pub mod source;
+pub mod state;
