@@ -31,11 +31,12 @@
 //! - the copytruncate window: bytes written between logrotate's copy and its truncate are in
 //!   neither file and are lost (inherent to copytruncate); lines not yet read when the copy
 //!   was taken are read from the copy;
-//! - a copytruncate copy is found only uncompressed (`compress` without `delaycompress` leaves
-//!   just `.1.gz`), in the same directory, under the file's name plus a numeric or date suffix
-//!   (not `dateext` with `extension`, which puts the date before the extension); if several
-//!   truncations happened while trapline was down, only the copy of the content it was
-//!   reading is found, not the intermediate generations;
+//! - a copytruncate copy is found only uncompressed, in the same directory, under the file's
+//!   name plus a numeric or date suffix (not `dateext` with `extension`, which puts the date
+//!   before the extension). With `compress` and no `delaycompress`, the copy is found only if
+//!   the truncation is noticed before gzip replaces `.1` (a race a running tailer may lose;
+//!   across a restart it is always lost). If several truncations happened while trapline was
+//!   down, only the copy of the content it was reading is found, not the generations between;
 //! - a pattern that also matches the rotated copies (`access.log*`) discovers a fresh copy as
 //!   a new file and reads it from 0;
 //! - a file created *and* rotated away before discovery ever opens it is not read (events make
