@@ -25,6 +25,7 @@
 //! - [`shutdown`]: the one stop signal of the process.
 //! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
+//! - [`state`]: the lock that keeps a state directory to one process at a time.
 //! - [`cli`]: the `trapline` command line: argument parsing and printing.
 //! - [`assets`]: the shipped rules, templates and default config, built into the binary.
 //!
@@ -45,3 +46,4 @@ pub mod rule;
 pub mod sandbox;
 pub mod shutdown;
 pub mod source;
+pub mod state;

@@ -344,3 +344,50 @@ fn threshold_and_suppression_state_survive_restarts() {
     assert_eq!(count("t.quiet"), 1, "re-alert inside the suppression window after kill -9");
     assert_eq!(count("t.burst"), 2, "the window of two attacks was lost with kill -9");
 }
+
+#[test]
+fn a_second_run_on_the_same_state_is_refused_until_the_first_dies() {
+    let env = Env::new("beginning");
+    write(&env.log(), 0..5);
+    let mut first = Daemon::start(&env.config());
+    env.wait_all(5);
+
+    // Same config, same state directory: refused, naming the holder and the directory.
+    let err_path = env.root.join("second.stderr");
+    let mut second = std::process::Command::new(common::bin())
+        .args(["run", "--config", env.config().to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("start a second trapline run");
+    let mut status = None;
+    wait_for(Duration::from_secs(15), || {
+        status = second.try_wait().unwrap();
+        status.is_some()
+    });
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("the second run did not exit: two instances ran on one state directory\n{err}");
+    }
+    assert_eq!(status.unwrap().code(), Some(2), "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(err.contains(&env.root.join("state").display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(env.root.join("state/lock")).unwrap().trim(),
+        first.pid().to_string(),
+        "the refused run left the holder's pid alone"
+    );
+    write(&env.log(), 5..10);
+    env.wait_all(10);
+
+    // kill -9 leaves no cleanup behind, yet the kernel released the lock: a new run starts.
+    first.signal("KILL");
+    let mut third = Daemon::start(&env.config());
+    write(&env.log(), 10..15);
+    env.wait_all(15);
+    third.signal("TERM");
+    env.assert_exactly_once(15);
+}

@@ -82,10 +82,14 @@ struct Running {
 
 impl Running {
     fn start(cfg: TailConfig, rec: &Rec) -> Running {
+        Running::start_with(cfg, rec.clone())
+    }
+
+    fn start_with(cfg: TailConfig, sink: impl LineSink + Send + 'static) -> Running {
         let mut tailer = Tailer::new(cfg).expect("tailer");
         let stats = tailer.stats_handle();
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, mut sink) = (stop.clone(), rec.clone());
+        let (s, mut sink) = (stop.clone(), sink);
         let handle = thread::spawn(move || {
             let r = tailer.run(&mut sink, &s);
             (tailer, r)
@@ -612,4 +616,213 @@ fn repeated_rotations_under_continuous_writes() {
     rec.wait_all(&expected);
     run.stop();
     assert_exactly_once(&rec.lines(), &expected);
+}
+
+/// A [`Rec`] that, on the line `trigger`, tells the test and then waits until the test lets
+/// it go: the tailer is stopped mid-read at a known point, for as long as the test needs.
+struct Gated {
+    rec: Rec,
+    trigger: Vec<u8>,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl LineSink for Gated {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()> {
+        self.rec.line(file, line, pos)?;
+        if line == self.trigger.as_slice() {
+            let _ = self.entered.send(());
+            let _ = self.release.recv_timeout(DEADLINE);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<Mark> {
+        self.rec.flush()
+    }
+}
+
+/// What logrotate's `copytruncate` does: copy the file, then truncate it in place.
+fn copytruncate(log: &Path, copy: &Path) {
+    fs::copy(log, copy).unwrap();
+    OpenOptions::new().write(true).open(log).unwrap().set_len(0).unwrap();
+}
+
+fn logrotate_bin() -> Option<PathBuf> {
+    ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"].into_iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Runs the real logrotate, forced, with `copytruncate` on `log` (no compression: the copy is
+/// `log.1`, older copies shift to `.2`, ...). Returns false when logrotate is not installed.
+fn logrotate_copytruncate(dir: &Path, log: &Path) -> bool {
+    let Some(bin) = logrotate_bin() else {
+        eprintln!("skipped: logrotate not installed (.ci/setup.sh installs it)");
+        return false;
+    };
+    let conf = dir.join("logrotate.conf");
+    fs::write(&conf, format!("{} {{\n\trotate 5\n\tcopytruncate\n\tmissingok\n}}\n", log.display())).unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("run logrotate");
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::metadata(log).unwrap().len(), 0, "logrotate did not truncate {}", log.display());
+    true
+}
+
+/// Stopped with a checkpoint, 1,000 lines appended, `rotate` copies and truncates, restarted:
+/// the 1,000 lines come from the copy, then the truncated file from 0; a second restart reads
+/// nothing again.
+fn restart_across_copytruncate(rotate: impl FnOnce(&Path, &Path) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let rec = Rec::default();
+    let cfg = config(dir.path(), &pat(&log), StartAt::Beginning);
+    // More than the 4 KiB fingerprint, as real logs are after a while.
+    let one = numbered("one", 0..300);
+    fs::write(&log, joined(&one)).unwrap();
+    let run = Running::start(cfg.clone(), &rec);
+    rec.wait_all(&one);
+    run.stop();
+
+    let unread = numbered("unread", 0..1000);
+    append(&log, &joined(&unread));
+    if !rotate(dir.path(), &log) {
+        return;
+    }
+    let new = numbered("new", 0..20);
+    append(&log, &joined(&new));
+
+    let run = Running::start(cfg.clone(), &rec);
+    let expected = [one.clone(), unread.clone(), new.clone()].concat();
+    rec.wait_all(&expected);
+    run.wait_stats("copy closed", |s| s.files_tracked == 1);
+    let stats = run.stats();
+    run.stop();
+    let got = rec.lines();
+    assert_exactly_once(&got, &expected);
+    // The copy is read before the truncated file continues.
+    assert_in_order(&got, &[&unread[..], &new].concat());
+    assert_eq!(stats.copies, 1, "{stats:?}");
+    let from_copy = rec.all().into_iter().find(|g| g.line == unread[0].as_bytes()).unwrap();
+    assert_eq!(from_copy.path, dir.path().join("access.log.1"));
+    assert_eq!(from_copy.pos.line_number, 301, "line numbers continue in the copy");
+
+    // Restarting again reads neither the copy nor anything else twice.
+    let more = numbered("more", 0..5);
+    append(&log, &joined(&more));
+    let run = Running::start(cfg, &rec);
+    rec.wait_all(&more);
+    run.stop();
+    assert_exactly_once(&rec.lines(), &[expected, more].concat());
+}
+
+#[test]
+fn restart_across_copytruncate_reads_the_copy_from_the_checkpoint() {
+    restart_across_copytruncate(|dir, log| {
+        copytruncate(log, &dir.join("access.log.1"));
+        true
+    });
+}
+
+#[test]
+fn restart_across_real_logrotate_copytruncate_loses_nothing() {
+    restart_across_copytruncate(logrotate_copytruncate);
+}
+
+/// Lines appended while the tailer is busy, then copied and truncated before it reads them.
+fn copytruncate_while_running(rotate: impl FnOnce(&Path, &Path) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let rec = Rec::default();
+    fs::write(&log, b"").unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let sink = Gated { rec: rec.clone(), trigger: b"gate".to_vec(), entered: entered_tx, release: release_rx };
+    let run = Running::start_with(config(dir.path(), &pat(&log), StartAt::Beginning), sink);
+    let mut writer = OpenOptions::new().append(true).open(&log).unwrap();
+
+    let before = numbered("before", 0..100);
+    writer.write_all(&joined(&before)).unwrap();
+    writer.write_all(b"gate\n").unwrap();
+    entered.recv_timeout(DEADLINE).expect("tailer reached the gate");
+    // The tailer is inside the sink: nothing below is read before the truncation.
+    let unread = numbered("unread", 0..1000);
+    for chunk in unread.chunks(10) {
+        writer.write_all(&joined(chunk)).unwrap();
+    }
+    let rotated = rotate(dir.path(), &log);
+    let after = numbered("after", 0..30);
+    writer.write_all(&joined(&after)).unwrap();
+    release.send(()).unwrap();
+    if !rotated {
+        return;
+    }
+
+    let expected = [before, vec!["gate".to_string()], unread.clone(), after.clone()].concat();
+    rec.wait_all(&expected);
+    run.wait_stats("copy closed", |s| s.files_tracked == 1);
+    let stats = run.stats();
+    run.stop();
+    let got = rec.lines();
+    assert_in_order(&got, &[&unread[..], &after].concat());
+    assert_exactly_once(&got, &expected);
+    assert!(stats.truncations >= 1 && stats.copies == 1, "{stats:?}");
+}
+
+#[test]
+fn copytruncate_while_running_reads_unread_lines_from_the_copy() {
+    copytruncate_while_running(|dir, log| {
+        copytruncate(log, &dir.join("access.log-20261201"));
+        true
+    });
+}
+
+#[test]
+fn real_logrotate_copytruncate_while_running_loses_nothing() {
+    copytruncate_while_running(logrotate_copytruncate);
+}
+
+#[test]
+fn a_copy_already_read_is_not_read_again_for_a_later_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let rec = Rec::default();
+    // Every generation of this log starts with the same header, so a later truncation sees
+    // the old copy's head match again.
+    fs::write(&log, b"#header\n").unwrap();
+    let cfg = config(dir.path(), &pat(&log), StartAt::Beginning);
+    let run = Running::start(cfg.clone(), &rec);
+    rec.wait_until("header", |l| l.len() == 1);
+    run.stop();
+    let old = numbered("old", 0..10);
+    append(&log, &joined(&old));
+    copytruncate(&log, &dir.path().join("access.log.1"));
+    let run = Running::start(cfg.clone(), &rec);
+    rec.wait_all(&old);
+    append(&log, b"#header\n");
+    rec.wait_until("second header", |l| l.len() == 12);
+    run.wait_stats("copy closed", |s| s.files_tracked == 1);
+    assert_eq!(run.stats().copies, 1);
+    run.stop();
+
+    // Truncated again while stopped, without a new copy: the old one must not be taken for it.
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    let new = numbered("new", 0..3);
+    append(&log, &joined(&new));
+    let run = Running::start(cfg, &rec);
+    rec.wait_all(&new);
+    let stats = run.stats();
+    run.stop();
+    assert_eq!(stats.copies, 0, "{stats:?}");
+    let expected = [vec!["#header".to_string()], old, vec!["#header".to_string()], new].concat();
+    assert_eq!(rec.lines(), expected);
 }

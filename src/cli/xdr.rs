@@ -21,6 +21,7 @@ use crate::engine::Detection;
 use crate::event::{Event, Origin};
 use crate::pipeline::Pipeline;
 use crate::sandbox::xdr as sandbox;
+use crate::state::{LockError, StateLock};
 
 #[derive(Debug, Args)]
 pub struct XdrArgs {
@@ -202,13 +203,21 @@ const PURGE_ORDER: &[&str] = &["relationship", "sighting", "judgement", "inciden
 
 fn purge(a: PurgeArgs) -> Result<i32> {
     let (cfg, s) = load(a.config)?;
-    if a.yes
-        && let Some(pid) = running_trapline(&cfg)
-    {
-        // Its in-memory incident windows and stored ids would outlive the purge: new sightings
-        // would point at deleted incidents and the windows file would be written back.
-        bail!("trapline (pid {pid}) is running with this state directory; stop it, then purge");
-    }
+    // A running trapline's in-memory incident windows and stored ids would outlive the purge:
+    // new sightings would point at deleted incidents and the windows file would be written
+    // back. Holding the state lock for the whole purge also keeps one from starting meanwhile.
+    let _lock = if a.yes {
+        match StateLock::acquire(&cfg.resolve(&cfg.config.state_dir)) {
+            Ok(lock) => Some(lock),
+            Err(LockError::Held { pid, .. }) => {
+                let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                bail!("trapline{who} is running with this state directory; stop it, then purge");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let c = client(&s);
     let rt = runtime()?;
     let query = format!("external_ids:{}-*", s.prefix);

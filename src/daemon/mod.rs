@@ -39,6 +39,9 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     if c.sources.is_empty() {
         bail!("{}: no sources configured", cfg.path.display());
     }
+    // Before anything reads or writes state (checkpoints, outbox): a second instance on the
+    // same state would double every detection. Held until `run` returns or the process dies.
+    let _lock = crate::state::StateLock::acquire(&cfg.resolve(&c.state_dir))?;
     let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
     let built = setup::build(Some(&cfg), &rule_paths, &[])?;
     let tail = TailConfig {

@@ -29,12 +29,32 @@ pub(crate) struct Checkpoints {
     #[serde(default)]
     pub sources: Vec<String>,
     pub files: Vec<FileCheckpoint>,
+    /// Rotated copies (copytruncate) already read to their end: never taken for the copy of
+    /// a later truncation, even should its head match again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies_read: Vec<CopyRead>,
 }
 
 impl Default for Checkpoints {
     fn default() -> Self {
-        Checkpoints { version: VERSION, sink_mark: None, sources: Vec::new(), files: Vec::new() }
+        Checkpoints {
+            version: VERSION,
+            sink_mark: None,
+            sources: Vec::new(),
+            files: Vec::new(),
+            copies_read: Vec::new(),
+        }
     }
+}
+
+/// A rotated copy read to its end. Copies do not change, so `(dev, ino, size)` names it; the
+/// path is where it was, whose directory is where its disappearance is noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CopyRead {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
 }
 
 /// Where one file was left.
@@ -55,6 +75,10 @@ pub(crate) struct FileCheckpoint {
     pub offset: u64,
     /// Lines before `offset`.
     pub line_number: u64,
+    /// This is the rotated copy of a truncated file (copytruncate), being read from where
+    /// the original was left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 mod hex_u64 {
@@ -148,7 +172,9 @@ mod tests {
                 fp_hash: u64::MAX - 5,
                 offset: 999,
                 line_number: 12,
+                copy: true,
             }],
+            copies_read: vec![CopyRead { path: "/var/log/a.log.1".into(), dev: 2049, ino: 124, size: 5 }],
         }
     }
 

@@ -34,8 +34,26 @@ pub(crate) enum Change {
     /// The file is larger than what was read.
     Grown,
     /// The file shrank below what was read (copytruncate, `: > file`), or its head changed
-    /// (truncated and rewritten past the old offset): reading restarted at 0.
-    Reset,
+    /// (truncated and rewritten past the old offset): reading restarted at 0. Carries where
+    /// the old content was left, to find its rotated copy.
+    Reset(Position),
+}
+
+/// Where reading stood in some content, and that content's identity fingerprint: enough to
+/// recognise a copy of it and continue there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub fp_len: u64,
+    pub fp_hash: u64,
+    /// Just past the last delivered complete line.
+    pub offset: u64,
+    pub line_number: u64,
+}
+
+impl From<&FileCheckpoint> for Position {
+    fn from(cp: &FileCheckpoint) -> Position {
+        Position { fp_len: cp.fp_len, fp_hash: cp.fp_hash, offset: cp.offset, line_number: cp.line_number }
+    }
 }
 
 /// Result of one bounded read.
@@ -61,6 +79,12 @@ pub(crate) struct Followed {
     pub dirty: bool,
     /// The last read reached the end of the file, and `check` has not seen it grow since.
     pub at_eof: bool,
+    /// This is the rotated copy of a truncated file (copytruncate), read from where the
+    /// original was left. Recorded when it is closed, so that it is never read again.
+    pub is_copy: bool,
+    /// Not read while this file (the rotated copy of its old content) is open and not yet at
+    /// EOF: the old content is delivered before the new.
+    pub after: Option<FileKey>,
 }
 
 impl Followed {
@@ -83,28 +107,39 @@ impl Followed {
             phase: Phase::Active,
             dirty: true,
             at_eof: false,
+            is_copy: false,
+            after: None,
         })
     }
 
     /// Whether `cp` describes this file: same `(dev, ino)`, the file still reaches the
     /// checkpointed offset and fingerprint length, and its first `fp_len` bytes hash the same.
     pub(crate) fn matches(&self, cp: &FileCheckpoint) -> bool {
-        if (cp.dev, cp.ino) != self.key {
-            return false;
-        }
+        (cp.dev, cp.ino) == self.key && self.holds(&Position::from(cp))
+    }
+
+    /// Whether this file holds the content `pos` describes: it reaches `pos.offset` and the
+    /// fingerprint length, and its first `fp_len` bytes hash the same. Whatever the inode.
+    pub(crate) fn holds(&self, pos: &Position) -> bool {
         let size = match self.file.metadata() {
             Ok(md) => md.len(),
             Err(_) => return false,
         };
-        if size < cp.offset || size < cp.fp_len {
+        if size < pos.offset || size < pos.fp_len {
             return false;
         }
-        matches!(hash_prefix(&self.file, cp.fp_len as usize), Ok(Some(h)) if h == cp.fp_hash)
+        matches!(hash_prefix(&self.file, pos.fp_len as usize), Ok(Some(h)) if h == pos.fp_hash)
     }
 
     /// Continue where the checkpoint left off.
     pub(crate) fn resume(&mut self, cp: &FileCheckpoint) {
-        self.framer.seek(cp.offset, cp.line_number);
+        self.resume_at(&Position::from(cp));
+        self.is_copy = cp.copy;
+    }
+
+    /// Continue at `pos` (the start of a line).
+    pub(crate) fn resume_at(&mut self, pos: &Position) {
+        self.framer.seek(pos.offset, pos.line_number);
     }
 
     /// Start after the last '\n' currently in the file, counting the lines before it so that
@@ -150,12 +185,28 @@ impl Followed {
             }
             return Ok(Change::Unchanged);
         }
+        let before = self.position();
         self.framer.seek(0, 0);
         self.head.clear();
         self.head.refresh(&self.file, size, false)?;
         self.dirty = true;
         self.at_eof = false;
-        Ok(Change::Reset)
+        Ok(Change::Reset(before))
+    }
+
+    /// Where reading stands, with the fingerprint of the content read.
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            fp_len: self.head.len() as u64,
+            fp_hash: self.head.hash(),
+            offset: self.framer.offset,
+            line_number: self.framer.line_number,
+        }
+    }
+
+    /// Size of the file now.
+    pub(crate) fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 
     /// Reads and delivers up to about `budget` bytes, in `buf`-sized chunks.
@@ -239,15 +290,17 @@ impl Followed {
     }
 
     pub(crate) fn checkpoint(&self, source_name: &str) -> FileCheckpoint {
+        let pos = self.position();
         FileCheckpoint {
             source: source_name.to_string(),
             path: self.info.path.to_string_lossy().into_owned(),
             dev: self.key.0,
             ino: self.key.1,
-            fp_len: self.head.len() as u64,
-            fp_hash: self.head.hash(),
-            offset: self.framer.offset,
-            line_number: self.framer.line_number,
+            fp_len: pos.fp_len,
+            fp_hash: pos.fp_hash,
+            offset: pos.offset,
+            line_number: pos.line_number,
+            copy: self.is_copy,
         }
     }
 }

@@ -15,6 +15,12 @@
 //!   drained for `rotate_wait` (and at least to EOF) before it is closed; the new file at the
 //!   path is read from 0. Truncation (size below what was read) or a changed head restarts
 //!   the file at 0, counted and checkpointed at once.
+//! - **copytruncate** (`copies.rs`): when a followed file is found truncated, or a
+//!   checkpointed file is found at its path truncated at start-up, its rotated copy is looked
+//!   for next to it (same name plus `.1`, `.0`, `-20261201`... ) by content: the fingerprint
+//!   of what we were reading, and a size reaching the offset we had read to. The copy is read
+//!   from that offset to its end (checkpointed like any file) before the truncated file goes
+//!   on from 0, then remembered in the checkpoint so that it is never read again.
 //! - **Framing** (`framing.rs`): bytes, '\n'-terminated, never delivered before the '\n';
 //!   over-long lines are cut with `truncated = true`.
 //!
@@ -22,8 +28,17 @@
 //! interpreted).
 //!
 //! Known limits:
-//! - the copytruncate window: bytes written between logrotate's copy and its truncate are lost
-//!   (the copy is not matched back to the truncated file);
+//! - the copytruncate window: bytes written between logrotate's copy and its truncate are in
+//!   neither file and are lost (inherent to copytruncate); lines not yet read when the copy
+//!   was taken are read from the copy;
+//! - a copytruncate copy is found only uncompressed, in the same directory, under the file's
+//!   name plus a numeric or date suffix (not `dateext` with `extension`, which puts the date
+//!   before the extension). With `compress` and no `delaycompress`, the copy is found only if
+//!   the truncation is noticed before gzip replaces `.1` (a race a running tailer may lose;
+//!   across a restart it is always lost). If several truncations happened while trapline was
+//!   down, only the copy of the content it was reading is found, not the generations between;
+//! - a pattern that also matches the rotated copies (`access.log*`) discovers a fresh copy as
+//!   a new file and reads it from 0;
 //! - a file created *and* rotated away before discovery ever opens it is not read (events make
 //!   that window milliseconds wide, not a polling interval);
 //! - a file rotated *and* removed while trapline is down, or rotated into another directory,
@@ -34,6 +49,7 @@
 //!   (the polling backstop notices a repointed link).
 
 mod checkpoint;
+mod copies;
 mod discover;
 mod file;
 mod fingerprint;
@@ -51,9 +67,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use self::checkpoint::{CheckpointStore, Checkpoints, FileCheckpoint, VERSION};
+use self::checkpoint::{CheckpointStore, Checkpoints, CopyRead, FileCheckpoint, VERSION};
 use self::discover::{Found, Patterns};
-use self::file::{Change, FileKey, Followed, Phase, ReadOutcome};
+use self::file::{Change, FileKey, Followed, Phase, Position, ReadOutcome};
 use self::watch::{Wake, Watch};
 use crate::source::{LinePos, Mark};
 
@@ -149,6 +165,8 @@ pub struct TailStats {
     pub long_lines: u64,
     /// Files resumed from a checkpoint.
     pub resumed: u64,
+    /// Rotated copies of truncated files (copytruncate) read from where the file was left.
+    pub copies: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
     /// Failed opens or reads (each retried later).
@@ -165,6 +183,7 @@ pub(crate) struct Counters {
     rotations: AtomicU64,
     long_lines: AtomicU64,
     resumed: AtomicU64,
+    copies: AtomicU64,
     checkpoints: AtomicU64,
     errors: AtomicU64,
 }
@@ -180,6 +199,7 @@ impl Counters {
             rotations: self.rotations.load(Relaxed),
             long_lines: self.long_lines.load(Relaxed),
             resumed: self.resumed.load(Relaxed),
+            copies: self.copies.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
             errors: self.errors.load(Relaxed),
         }
@@ -219,6 +239,8 @@ pub struct Tailer {
     pending: Vec<FileCheckpoint>,
     /// Sources named in the loaded checkpoint.
     known_sources: HashSet<String>,
+    /// Rotated copies already read to their end (checkpointed).
+    copies_read: Vec<CopyRead>,
     sink_mark: Option<Mark>,
     /// Initial discovery done.
     started: bool,
@@ -240,9 +262,9 @@ impl Tailer {
         let patterns = Patterns::compile(&cfg.sources)?;
         let store = CheckpointStore::open(&cfg.state_dir)?;
         let loaded = store.load()?;
-        let (pending, known_sources, sink_mark) = match loaded {
-            Some(doc) => (doc.files, doc.sources.into_iter().collect(), doc.sink_mark),
-            None => (Vec::new(), HashSet::new(), None),
+        let (pending, known_sources, sink_mark, copies_read) = match loaded {
+            Some(doc) => (doc.files, doc.sources.into_iter().collect(), doc.sink_mark, doc.copies_read),
+            None => (Vec::new(), HashSet::new(), None, Vec::new()),
         };
         Ok(Tailer {
             patterns,
@@ -251,6 +273,7 @@ impl Tailer {
             tracked_paths: HashSet::new(),
             pending,
             known_sources,
+            copies_read,
             sink_mark,
             started: false,
             initial_failed: HashSet::new(),
@@ -455,10 +478,39 @@ impl Tailer {
                     self.counters.resumed.fetch_add(1, Relaxed);
                     self.files.insert(t.key, t);
                 }
+                None if self.files.get(&(cp.dev, cp.ino)).is_some_and(|t| t.info.path == old) => {
+                    // Same file at the same path, but no longer holding the checkpointed
+                    // content: truncated in place while we were down (copytruncate). The
+                    // rest of the old content may be in a rotated copy.
+                    self.adopt_copy(&old, source, &Position::from(&cp), (cp.dev, cp.ino));
+                }
                 None => info!(path = %cp.path, "checkpointed file is gone; forgetting it"),
             }
         }
         self.tracked_paths = self.files.values().map(|t| t.info.path.clone()).collect();
+    }
+
+    /// `truncated` (followed at `path`) lost the content `pos` describes. If a rotated copy
+    /// of that content sits next to it, read the copy from `pos` to its end, and hold
+    /// `truncated` until then so that old lines come before new ones.
+    fn adopt_copy(&mut self, path: &Path, source: usize, pos: &Position, truncated: FileKey) {
+        let files = &self.files;
+        let found =
+            copies::find(path, source, self.cfg.max_line_bytes, pos, |k| files.contains_key(&k), &self.copies_read);
+        let Some(mut copy) = found else {
+            info!(path = %path.display(), offset = pos.offset, "no rotated copy of the truncated content found");
+            return;
+        };
+        info!(path = %path.display(), copy = %copy.info.path.display(), offset = pos.offset,
+            "reading the rest of the truncated content from its rotated copy");
+        copy.phase = Phase::Draining(Instant::now());
+        if let Some(t) = self.files.get_mut(&truncated) {
+            t.after = Some(copy.key);
+        }
+        self.tracked_paths.insert(copy.info.path.clone());
+        self.files.insert(copy.key, copy);
+        self.counters.copies.fetch_add(1, Relaxed);
+        self.dirty = true;
     }
 
     fn find_in_dir(&self, dir: &Path, source: usize, cp: &FileCheckpoint) -> Option<Followed> {
@@ -479,14 +531,19 @@ impl Tailer {
 
     /// The truncation check on every followed file.
     fn check_all(&mut self, poll: bool) {
+        let mut resets = Vec::new();
         for t in self.files.values_mut() {
             match t.check(poll) {
-                Ok(Change::Reset) => {
+                Ok(Change::Reset(before)) => {
                     warn!(path = %t.info.path.display(), "file truncated or rewritten; reading it from the start");
                     self.counters.truncations.fetch_add(1, Relaxed);
                     // Persist the reset at once: otherwise a restart would resume at the old
                     // offset inside the new content.
                     self.urgent = true;
+                    // A rotated copy is not truncated itself; anything else may have one.
+                    if !t.is_copy {
+                        resets.push((t.info.path.clone(), t.info.source, before, t.key));
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -494,6 +551,10 @@ impl Tailer {
                     debug!(path = %t.info.path.display(), error = %e, "fstat failed");
                 }
             }
+        }
+        // Before the urgent checkpoint: the copy is in it, so a crash resumes the copy too.
+        for (path, source, before, key) in resets {
+            self.adopt_copy(&path, source, &before, key);
         }
     }
 
@@ -503,9 +564,16 @@ impl Tailer {
     fn pump(&mut self, sink: &mut dyn LineSink, stop: &AtomicBool, deadline: Instant) -> anyhow::Result<bool> {
         loop {
             let mut more = false;
+            // A truncated file waits for its rotated copy (rare: usually nothing is held).
+            let held: Vec<FileKey> = self
+                .files
+                .values()
+                .filter(|t| t.after.and_then(|k| self.files.get(&k)).is_some_and(|c| !c.at_eof))
+                .map(|t| t.key)
+                .collect();
             // Files at EOF are skipped until `check` sees them grow: no read syscall per
             // idle file per wake-up.
-            for t in self.files.values_mut().filter(|t| !t.at_eof) {
+            for t in self.files.values_mut().filter(|t| !t.at_eof && !held.contains(&t.key)) {
                 match t.read(&mut self.buf, PER_FILE_BUDGET, sink, &self.counters) {
                     Ok(ReadOutcome { halt: Some(e), .. }) => return Err(e),
                     Ok(o) => more |= !o.eof,
@@ -517,6 +585,10 @@ impl Tailer {
                     }
                 }
             }
+            // A copy that reached its end releases its truncated file: one more pass.
+            more |= held.iter().any(|k| {
+                self.files.get(k).and_then(|t| t.after).and_then(|c| self.files.get(&c)).is_none_or(|c| c.at_eof)
+            });
             if !more || stop.load(Relaxed) || Instant::now() >= deadline {
                 return Ok(more);
             }
@@ -541,6 +613,17 @@ impl Tailer {
                 }
                 t.finish(sink, &self.counters)?;
                 info!(path = %t.info.path.display(), "closed rotated file");
+                if t.is_copy
+                    && let Ok(size) = t.size()
+                {
+                    let (dev, ino) = t.key;
+                    let path = t.info.path.to_string_lossy().into_owned();
+                    copies::remember(&mut self.copies_read, CopyRead { path, dev, ino, size });
+                }
+                // Its inode may be reused by a file that must hold nothing back.
+                for f in self.files.values_mut().filter(|f| f.after == Some(key)) {
+                    f.after = None;
+                }
                 self.tracked_paths.remove(&t.info.path);
                 self.dirty = true;
             }
@@ -564,6 +647,7 @@ impl Tailer {
             sink_mark: Some(mark.clone()),
             sources: self.cfg.sources.iter().map(|s| s.name.clone()).collect(),
             files,
+            copies_read: self.copies_read.clone(),
         };
         self.store
             .save(&doc)
