@@ -144,10 +144,14 @@ impl Actions {
         }
         list.extend(xdr::from_config(cfg, runtime)?);
         let configured: Vec<&str> = list.iter().map(|a| a.name()).collect();
+        let mut unconfigured: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
         for r in &rules.rules {
             for a in r.actions.iter().filter(|a| !configured.contains(&a.as_str())) {
-                tracing::warn!(rule = %r.id, action = %a, "rule names an action that is not configured: skipped");
+                unconfigured.entry(a.as_str()).or_default().push(r.id.as_str());
             }
+        }
+        for (action, rules) in unconfigured {
+            tracing::warn!(action, ?rules, "rules name an action the config does not set up (see its actions: section): it is skipped for them");
         }
         Ok(Actions::new(list, shutdown))
     }
