@@ -182,3 +182,37 @@ fn start_at_end_skips_history_and_reads_new_files_whole() {
     let c = env.counts();
     assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![5, 6, 7, 8, 9]);
 }
+
+/// `trapline status` while the daemon runs (exit 0, its pid), after it stopped (exit 3, "not
+/// running"), and with a status file naming a live process that is not trapline (exit 3).
+#[test]
+fn status_tells_a_stopped_daemon_from_a_running_one() {
+    let env = Env::new("beginning");
+    let config = env.config();
+    let status = || common::trapline(&["status", "--config", config.to_str().unwrap()]);
+    let mut d = Daemon::start(&config);
+    let pid = d.pid();
+    let out = status();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with(&format!("pid {pid} since")), "{stdout}");
+
+    d.signal("TERM");
+    let out = status();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains(&format!("not running: last run pid {pid} ended; last update at ")), "{stdout}");
+    let json = common::trapline(&["status", "--json", "--config", config.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(3));
+
+    // A stale status whose pid now belongs to another program.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let file = env.root.join("state/status.json");
+    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    s["pid"] = other.id().into();
+    std::fs::write(&file, s.to_string()).unwrap();
+    let out = status();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+}

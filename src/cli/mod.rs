@@ -48,6 +48,10 @@ pub enum Command {
     /// Print the JSON Schema of rule files or of the config file.
     Schema(schema::SchemaArgs),
     /// Show the state of a running `trapline run`: loaded rules, last reload, counters.
+    ///
+    /// Exit codes: 0 running, last reload (if any) worked; 1 running, last reload failed (the
+    /// previous rules keep running); 2 usage or configuration error, or no status file; 3 not
+    /// running (the status file was left by a daemon that has ended).
     Status(status::StatusArgs),
     /// Check rule files, templates and config; report findings for humans or CI.
     Lint(lint::LintArgs),
