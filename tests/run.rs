@@ -216,3 +216,36 @@ fn status_tells_a_stopped_daemon_from_a_running_one() {
     let _ = other.wait();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// trapline's own log goes to stderr; when that is a file or a pipe (journald, `2>log`), it
+/// carries no ANSI colour codes, even without `NO_COLOR`. Same for the console action on a
+/// piped stdout.
+#[test]
+fn no_colour_codes_when_stderr_and_stdout_are_not_terminals() {
+    let env = Env::new("beginning");
+    // A missing templates directory makes the daemon warn that it cannot watch it.
+    let config = env.root.join("trapline.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("console: false", "console: true");
+    std::fs::write(&config, format!("templates: no-such-templates\n{text}")).unwrap();
+    append(&env.log(), &[access_line("192.0.2.1", 0, "/ATTACK-1", 200)]);
+    let stderr_path = env.root.join("stderr.txt");
+    let child = std::process::Command::new(common::bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let started = wait_for(Duration::from_secs(20), || stderr().contains("trapline running"));
+    let detected = wait_for(Duration::from_secs(10), || !detections(&env.out()).is_empty());
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr();
+    assert!(started && detected, "{stderr}");
+    assert!(stderr.contains("WARN"), "expected a warning: {stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI codes in a non-terminal stderr: {stderr:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("t.attack"), "{stdout}");
+    assert!(!stdout.contains("\x1b["), "ANSI codes in a piped stdout: {stdout:?}");
+}

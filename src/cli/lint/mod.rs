@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -600,7 +599,7 @@ fn render(format: Format, findings: &[Finding], texts: &HashMap<String, String>)
 
 /// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
 fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    crate::action::console::use_color(&std::io::stdout())
 }
 
 fn human(findings: &[Finding], texts: &HashMap<String, String>, colour: bool) -> String {
