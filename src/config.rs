@@ -298,6 +298,15 @@ pub fn parser_for(
 
 /// Substitutes `${VAR}` / `${VAR:-default}` and parses, with positioned errors.
 pub fn parse(text: &str, file: &str) -> Result<Config> {
+    // Before the parsers, whose time and stack grow with nesting depth.
+    if let Err(p) = crate::rule::locate::check_depth(text, crate::rule::locate::MAX_DEPTH) {
+        bail!(
+            "{file}:{}:{}: collections nested more than {} levels deep",
+            p.line,
+            p.col,
+            crate::rule::locate::MAX_DEPTH
+        );
+    }
     let text = expand_env(text, file)?;
     serde_yaml::from_str::<Config>(&text).map_err(|e| match e.location() {
         Some(l) => anyhow!("{file}:{}:{}: {}", l.line(), l.column(), strip_position(&e.to_string())),

@@ -473,3 +473,44 @@ fn config_references_to_rules_and_actions_are_checked() {
     );
     assert!(!s.contains("TL111"), "{s}");
 }
+
+/// Rule files and configs nested thousands of levels deep are refused with a position, before
+/// the YAML parsers run (whose time and stack grow with depth).
+#[test]
+fn deeply_nested_yaml_is_refused_with_its_position() {
+    for n in [20_000, 100_000] {
+        let deep = format!("rules: {}{}\n", "[".repeat(n), "]".repeat(n));
+        let dir = rules_dir(&[("deep.yml", &deep)]);
+        let out = lint(dir.path(), &["rules"]);
+        let s = stdout(&out);
+        let head: String = s.chars().take(300).collect();
+        assert_eq!(out.status.code(), Some(1), "{head}");
+        // 128 levels: the root mapping, then the 127th `[` (column 8 + 126).
+        assert!(
+            s.contains("rules/deep.yml:1:134") && s.contains("TL001") && s.contains("nested more than 128"),
+            "{head}"
+        );
+
+        let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+            .args(["scan", "--rules", "rules", "-"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&scan.stderr);
+        assert_eq!(scan.status.code(), Some(2), "{err}");
+        assert!(err.contains("rules/deep.yml:1:134: collections nested more than 128 levels deep"), "{err}");
+
+        let cfg = dir.path().join("trapline.yml");
+        std::fs::write(&cfg, format!("variables:\n  x: {}{}\n", "{a: ".repeat(n), "}".repeat(n))).unwrap();
+        let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+            .args(["scan", "--config", cfg.to_str().unwrap(), "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&scan.stderr);
+        assert_eq!(scan.status.code(), Some(2), "{err}");
+        assert!(err.contains("trapline.yml:2:"), "{err}");
+        assert!(err.contains("collections nested more than 128 levels deep"), "{err}");
+    }
+}

@@ -212,6 +212,11 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (i, f) in loaded.files.iter().enumerate() {
+        // Before the parsers, whose time and stack grow with nesting depth.
+        if let Err(pos) = locate::check_depth(&f.text, locate::MAX_DEPTH) {
+            errors.push(depth_error(f, pos));
+            continue;
+        }
         match serde_yaml::from_str::<Option<RuleFile>>(&f.text) {
             Ok(Some(rf)) => parsed.push((i, rf)),
             Ok(None) => {} // an empty file holds no rules
@@ -280,6 +285,19 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// A file nested deeper than [`locate::MAX_DEPTH`], positioned at the collection that goes
+/// too deep.
+pub fn depth_error(f: &SourceFile, pos: locate::Pos) -> RuleError {
+    RuleError {
+        file: f.path.clone(),
+        line: pos.line,
+        col: pos.col,
+        rule: None,
+        message: format!("collections nested more than {} levels deep", locate::MAX_DEPTH),
+        kind: ErrorKind::Syntax,
+    }
 }
 
 /// Turns a serde_yaml error into a positioned error naming the rule it falls in.

@@ -352,6 +352,10 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
     };
     let Ok(compiled) = jsonschema::JSONSchema::compile(&schema) else { return invalid };
     for src in sources {
+        // Too deep to parse: already reported by the loader.
+        if crate::rule::locate::check_depth(&src.text, crate::rule::locate::MAX_DEPTH).is_err() {
+            continue;
+        }
         let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&src.text) else { continue };
         if yaml.is_null() {
             continue;
