@@ -514,3 +514,33 @@ fn deeply_nested_yaml_is_refused_with_its_position() {
         assert!(err.contains("collections nested more than 128 levels deep"), "{err}");
     }
 }
+
+/// A rule file that is not UTF-8 is a positioned finding in lint (TL011), and a positioned
+/// load error for `scan`, instead of an I/O error without a place.
+#[test]
+fn non_utf8_rule_file_is_positioned() {
+    let dir = rules_dir(&[]);
+    let mut bytes =
+        b"rules:\n  - id: t.a\n    title: caf\xc3\xa9 ok\n    severity: low\n    match: {contains: \"".to_vec();
+    bytes.extend_from_slice(b"\xe9t\xe9\"}\n");
+    std::fs::write(dir.path().join("rules/latin1.yml"), &bytes).unwrap();
+    let out = lint(dir.path(), &["rules", "--format", "json"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    let findings: serde_json::Value = serde_json::from_str(&s).unwrap();
+    let f = &findings[0];
+    assert_eq!((f["code"].as_str(), f["line"].as_u64(), f["col"].as_u64()), (Some("TL011"), Some(5), Some(24)), "{s}");
+    assert!(f["file"].as_str().unwrap().ends_with("rules/latin1.yml"), "{s}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(human.contains("rules/latin1.yml:5:24: error[TL011] not valid UTF-8: byte 0xe9"), "{human}");
+
+    let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+        .args(["scan", "--rules", "rules", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&scan.stderr);
+    assert_eq!(scan.status.code(), Some(2), "{err}");
+    assert!(err.contains("rules/latin1.yml:5:24: not valid UTF-8"), "{err}");
+}

@@ -32,6 +32,8 @@ pub struct RuleError {
 pub enum ErrorKind {
     /// The file could not be read.
     Io,
+    /// The file is not valid UTF-8 (positioned at the first invalid byte).
+    Encoding,
     /// YAML syntax, unknown key or wrong type.
     Syntax,
     /// A rule id or list name defined twice.
@@ -165,6 +167,27 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Reads one rule file. A file that is not UTF-8 is an error positioned at its first invalid
+/// byte (line, and column in characters), so it can be found and fixed like any other.
+pub fn read_file(path: &Path) -> Result<SourceFile, RuleError> {
+    let error = |line, col, message, kind| RuleError { file: path.to_path_buf(), line, col, rule: None, message, kind };
+    let bytes = std::fs::read(path).map_err(|e| error(0, 0, format!("cannot read file: {e}"), ErrorKind::Io))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile { path: path.to_path_buf(), text }),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let valid = e.utf8_error().valid_up_to();
+            // The prefix up to the first invalid byte is valid UTF-8 by definition.
+            let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+            let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+            let line = prefix.matches('\n').count() + 1;
+            let col = prefix[line_start..].chars().count() + 1;
+            let message = format!("not valid UTF-8: byte 0x{:02x} at offset {valid}", bytes[valid]);
+            Err(error(line, col, message, ErrorKind::Encoding))
+        }
+    }
+}
+
 /// Loads every rule file under each of `paths`.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
     let mut files = Vec::new();
@@ -184,16 +207,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
     }
     let mut sources = Vec::new();
     for f in files {
-        match std::fs::read_to_string(&f) {
-            Ok(text) => sources.push(SourceFile { path: f, text }),
-            Err(e) => errors.push(RuleError {
-                file: f,
-                line: 0,
-                col: 0,
-                rule: None,
-                message: format!("cannot read file: {e}"),
-                kind: ErrorKind::Io,
-            }),
+        match read_file(&f) {
+            Ok(src) => sources.push(src),
+            Err(e) => errors.push(e),
         }
     }
     match load_sources(sources) {

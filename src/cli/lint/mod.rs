@@ -91,6 +91,7 @@ pub const CODES: &[(&str, Level, &str)] = &[
     ("TL008", Level::Error, "rule file does not match the rule language's JSON Schema"),
     ("TL009", Level::Error, "XDR template that does not load, or renders an invalid bundle for a sample detection"),
     ("TL010", Level::Error, "rule whose condition can never be true"),
+    ("TL011", Level::Error, "rule file that is not valid UTF-8"),
     ("TL105", Level::Warning, "time stamps without a zone, and no `timezone` set: they are read as UTC"),
     ("TL101", Level::Warning, "rule without examples"),
     ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
@@ -135,6 +136,7 @@ impl Finding {
     fn from_error(e: RuleError) -> Finding {
         let code = match e.kind {
             ErrorKind::Io | ErrorKind::Syntax => "TL001",
+            ErrorKind::Encoding => "TL011",
             ErrorKind::Duplicate => "TL002",
             ErrorKind::Regex => "TL003",
             ErrorKind::UnknownReference => "TL004",
@@ -153,7 +155,7 @@ pub fn lint(a: LintArgs) -> Result<i32> {
         None => None,
     };
     let paths = rule_paths(&a, cfg.as_ref());
-    let sources = match read_sources(&paths) {
+    let sources = match read_sources(&paths, &mut findings, &mut texts) {
         Ok(s) => s,
         Err(msg) => return Ok(usage(&msg)),
     };
@@ -290,17 +292,31 @@ fn split_position(s: &str) -> (usize, usize, &str) {
 }
 
 /// Reads every rule file under `paths`. Any path or file that cannot be read is a usage error:
-/// linting "nothing" successfully would let a typo in a CI workflow pass silently.
-fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
-    let mut out = Vec::new();
+/// linting "nothing" successfully would let a typo in a CI workflow pass silently. A file that
+/// is not UTF-8 is a finding at its first invalid byte (its text goes to `texts` with the
+/// invalid bytes replaced, for the snippet).
+fn read_sources(
+    paths: &[PathBuf],
+    out: &mut Vec<Finding>,
+    texts: &mut HashMap<String, String>,
+) -> Result<Vec<SourceFile>, String> {
+    let mut sources = Vec::new();
     for p in paths {
         let files = load::rule_files(p).map_err(|e| format!("cannot read rules {}: {e}", p.display()))?;
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            out.push(SourceFile { path: f, text });
+            match load::read_file(&f) {
+                Ok(src) => sources.push(src),
+                Err(e) if e.kind == ErrorKind::Encoding => {
+                    if let Ok(bytes) = std::fs::read(&f) {
+                        texts.insert(f.display().to_string(), String::from_utf8_lossy(&bytes).into_owned());
+                    }
+                    out.push(Finding::from_error(e));
+                }
+                Err(e) => return Err(format!("cannot read {}: {}", f.display(), e.message)),
+            }
         }
     }
-    Ok(out)
+    Ok(sources)
 }
 
 /// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
