@@ -544,3 +544,24 @@ fn non_utf8_rule_file_is_positioned() {
     assert_eq!(scan.status.code(), Some(2), "{err}");
     assert!(err.contains("rules/latin1.yml:5:24: not valid UTF-8"), "{err}");
 }
+
+/// `--explain CODE` prints the code's level, title and explanation; an unknown code is a usage
+/// error listing the valid ones.
+#[test]
+fn explain_prints_a_codes_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lint(dir.path(), &["--explain", "TL010"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.starts_with("TL010 (error): rule whose condition can never be true\n\n"), "{s}");
+    assert!(s.contains("provably never true"), "{s}");
+    assert_eq!(lint(dir.path(), &["--explain", "tl104"]).status.code(), Some(0));
+
+    let out = lint(dir.path(), &["--explain", "TL999"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown lint code \"TL999\"") && err.contains("TL001, TL002") && err.contains("TL111"),
+        "{err}"
+    );
+}
