@@ -189,6 +189,17 @@ impl Loaded {
         Ok(l)
     }
 
+    /// `file:line:col` of the value at `path` (a YAML path such as `actions.xdr.window`), or
+    /// just the file name when it cannot be found. Reads the file again: for error messages only.
+    pub fn position(&self, path: &str) -> String {
+        let file = self.path.display();
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        match crate::rule::locate::locate(&text, path) {
+            Some(p) => format!("{file}:{}:{}", p.line, p.col),
+            None => file.to_string(),
+        }
+    }
+
     /// `p` resolved against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() || self.base == Path::new(".") { p.to_path_buf() } else { self.base.join(p) }

@@ -235,3 +235,23 @@ fn config_validation_errors_carry_their_position() {
         assert!(stdout.contains(&format!("{cfg}:{pos}")) && stdout.contains("TL007"), "{stdout}");
     }
 }
+
+/// Invalid XDR action settings are positioned too.
+#[test]
+fn xdr_settings_errors_carry_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    write(&dir.path().join("rules"), "a.yml", "rules:\n  - {id: t.a, title: A, severity: low, match: {contains: x}}\n");
+    let head = "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [access.log]\nactions:\n  xdr:\n";
+    for (xdr, pos, what) in [
+        ("    window: soon\n", "8:13", "xdr.window"),
+        ("    max_pending: 0\n", "8:18", "xdr.max_pending"),
+        ("    rules:\n      web.x: {window: 5 parsecs}\n", "9:23", "xdr.rules.web.x.window"),
+    ] {
+        let cfg = write(dir.path(), "trapline.yml", &format!("{head}{xdr}"));
+        let out = trapline(&["run", "--config", &cfg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{cfg}:{pos}: actions.{what}")), "{stderr}");
+    }
+}
