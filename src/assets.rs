@@ -89,6 +89,12 @@ fn not_found(p: &Path) -> io::Error {
 }
 
 /// The text of a file, built in or on disk.
+/// The bytes of `p`, built-in or on disk.
+pub fn read(p: &Path) -> io::Result<Vec<u8>> {
+    let Some(rel) = relative(p) else { return std::fs::read(p) };
+    Ok(get(&rel).ok_or_else(|| not_found(p))?.into_owned())
+}
+
 pub fn read_to_string(p: &Path) -> io::Result<String> {
     let Some(rel) = relative(p) else { return std::fs::read_to_string(p) };
     let data = get(&rel).ok_or_else(|| not_found(p))?;

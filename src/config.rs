@@ -139,8 +139,19 @@ impl Loaded {
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let config = parse(&text, &path.display().to_string())?;
         let l = Loaded { config, path: path.to_path_buf(), base };
-        l.validate()?;
+        l.validate(&text)?;
         Ok(l)
+    }
+
+    /// `file:line:col` of the value at `path` (a YAML path such as `actions.xdr.window`), or
+    /// just the file name when it cannot be found. Reads the file again: for error messages only.
+    pub fn position(&self, path: &str) -> String {
+        let file = self.path.display();
+        let text = crate::assets::read_to_string(&self.path).unwrap_or_default();
+        match crate::rule::locate::locate(&text, path) {
+            Some(p) => format!("{file}:{}:{}", p.line, p.col),
+            None => file.to_string(),
+        }
     }
 
     /// `p` resolved against the config's directory. Built-in paths (`<built-in>/rules`) stay as
@@ -173,37 +184,59 @@ impl Loaded {
         crate::assets::is_builtin(&self.path)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks what serde cannot: names, formats and time zones. Each error starts with
+    /// `file:line:col` of the offending value in `text` (the file as written).
+    fn validate(&self, text: &str) -> Result<()> {
         let c = &self.config;
-        let file = self.path.display();
-        TimeSettings::from_zone(&c.timezone).map_err(|e| anyhow!("{file}: timezone: {e}"))?;
+        let file = self.path.display().to_string();
+        // Position of the value at `path`, found only when there is an error to report.
+        let at = |path: &str| match crate::rule::locate::locate(text, path) {
+            Some(p) => format!("{file}:{}:{}", p.line, p.col),
+            None => file.clone(),
+        };
+        let key_at = |path: &str| match crate::rule::locate::key(text, path) {
+            Some(p) => format!("{file}:{}:{}", p.line, p.col),
+            None => at(path),
+        };
+        TimeSettings::from_zone(&c.timezone).map_err(|e| anyhow!("{}: timezone: {e}", at("timezone")))?;
         let mut names = std::collections::HashSet::new();
-        for s in &c.sources {
+        for (i, s) in c.sources.iter().enumerate() {
+            let src = |sub: &str| at(&format!("sources[{i}].{sub}"));
             if !names.insert(&s.name) {
-                bail!("{file}: source name {:?} is used twice", s.name);
+                bail!("{}: source name {:?} is used twice", src("name"), s.name);
             }
             if s.paths.is_empty() {
-                bail!("{file}: source {:?} has no paths", s.name);
+                bail!("{}: source {:?} has no paths", src("paths"), s.name);
             }
             if FormatKind::from_name(&s.format).is_none_or(|k| k == FormatKind::Custom)
                 && !c.formats.contains_key(&s.format)
             {
                 bail!(
-                    "{file}: source {:?}: unknown format {:?} (built-in: combined, common, apache_error, syslog, json, raw; or define it under formats:)",
+                    "{}: source {:?}: unknown format {:?} (built-in: combined, common, apache_error, syslog, json, raw; or define it under formats:)",
+                    src("format"),
                     s.name,
                     s.format
                 );
             }
             if let Some(tz) = &s.timezone {
-                TimeSettings::from_zone(tz).map_err(|e| anyhow!("{file}: source {:?}: timezone: {e}", s.name))?;
+                TimeSettings::from_zone(tz)
+                    .map_err(|e| anyhow!("{}: source {:?}: timezone: {e}", src("timezone"), s.name))?;
             }
         }
         for (name, f) in &c.formats {
             if FormatKind::from_name(name).is_some() {
-                bail!("{file}: formats: {name:?} is a built-in format name; choose another name");
+                bail!(
+                    "{}: formats: {name:?} is a built-in format name; choose another name",
+                    key_at(&format!("formats.{name}"))
+                );
             }
             if f.regex.is_some() == f.json.is_some() {
-                bail!("{file}: formats.{name}: give exactly one of regex or json");
+                bail!("{}: formats.{name}: give exactly one of regex or json", at(&format!("formats.{name}")));
+            }
+            if let Some(re) = &f.regex
+                && let Err(e) = regex::Regex::new(re)
+            {
+                bail!("{}: formats.{name}: invalid regex: {e}", at(&format!("formats.{name}.regex")));
             }
         }
         Ok(())
@@ -246,6 +279,15 @@ pub fn parser_for(
 
 /// Substitutes `${VAR}` / `${VAR:-default}` and parses, with positioned errors.
 pub fn parse(text: &str, file: &str) -> Result<Config> {
+    // Before the parsers, whose time and stack grow with nesting depth.
+    if let Err(p) = crate::rule::locate::check_depth(text, crate::rule::locate::MAX_DEPTH) {
+        bail!(
+            "{file}:{}:{}: collections nested more than {} levels deep",
+            p.line,
+            p.col,
+            crate::rule::locate::MAX_DEPTH
+        );
+    }
     let text = expand_env(text, file)?;
     serde_yaml::from_str::<Config>(&text).map_err(|e| match e.location() {
         Some(l) => anyhow!("{file}:{}:{}: {}", l.line(), l.column(), strip_position(&e.to_string())),
@@ -307,6 +349,27 @@ mod tests {
         assert_eq!(expand_env("a: $${X}\n", "f").unwrap(), "a: ${X}\n");
         let e = expand_env("x: 1\na: ${TRAPLINE_TEST_NOPE}\n", "f").unwrap_err().to_string();
         assert!(e.starts_with("f:2:4:"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_are_positioned() {
+        let check = |text: &str, want: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("t.yml");
+            std::fs::write(&p, text).unwrap();
+            let e = format!("{:#}", Loaded::from_file(&p).unwrap_err());
+            let want = format!("{}:{want}", p.display());
+            assert!(e.starts_with(&want), "{e} (want {want})");
+        };
+        check("timezone: Mars/Base\n", "1:11: timezone:");
+        let src = "sources:\n  - name: a\n    paths: [x]\n";
+        check(&format!("{src}    format: nope\n"), "4:13: source \"a\": unknown format");
+        check(&format!("{src}    timezone: Nowhere\n"), "4:15: source \"a\": timezone:");
+        check(&format!("{src}  - name: a\n    paths: [y]\n"), "4:11: source name");
+        check("sources:\n  - name: a\n    paths: []\n", "3:12: source \"a\" has no paths");
+        check("formats:\n  combined: {regex: x}\n", "2:3: formats:");
+        check("formats:\n  f: {time_format: x}\n", "2:6: formats.f: give exactly one");
+        check("formats:\n  f:\n    regex: 'a(b'\n", "3:12: formats.f: invalid regex");
     }
 
     #[test]

@@ -206,3 +206,52 @@ fn closed_stdout_ends_quietly() {
 fn libc_sigpipe() -> i32 {
     13
 }
+
+/// Config values that parse but are invalid (unknown source format, unknown time zone) are
+/// reported at their `trapline.yml:LINE:COL` by `run`, `scan` and `lint`.
+#[test]
+fn config_validation_errors_carry_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "rules:\n  - {id: t.a, title: A, severity: low, match: {contains: x}}\n";
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    write(&dir.path().join("rules"), "a.yml", rule);
+    let log = write(dir.path(), "access.log", &access_line("192.0.2.1", 0, "/x", 200));
+    let head = "rules: [rules]\nsources:\n  - name: web\n    paths: [access.log]\n";
+    for (config, pos, what) in [
+        (format!("{head}    format: apache_combined\n"), "5:13", "unknown format \"apache_combined\""),
+        (format!("timezone: Europe/Pariss\n{head}"), "1:11", "timezone"),
+        (format!("{head}    timezone: Mars/Olympus\n"), "5:15", "timezone"),
+    ] {
+        let cfg = write(dir.path(), "trapline.yml", &config);
+        let want = format!("{cfg}:{pos}: ");
+        for args in [vec!["run", "--config", &cfg], vec!["scan", "--config", &cfg, &log]] {
+            let out = trapline(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains(&want) && stderr.contains(what), "{args:?}: {stderr} (want {want})");
+        }
+        let out = trapline(&["lint", "--config", &cfg]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&format!("{cfg}:{pos}")) && stdout.contains("TL007"), "{stdout}");
+    }
+}
+
+/// Invalid XDR action settings are positioned too.
+#[test]
+fn xdr_settings_errors_carry_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    write(&dir.path().join("rules"), "a.yml", "rules:\n  - {id: t.a, title: A, severity: low, match: {contains: x}}\n");
+    let head = "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [access.log]\nactions:\n  xdr:\n";
+    for (xdr, pos, what) in [
+        ("    window: soon\n", "8:13", "xdr.window"),
+        ("    max_pending: 0\n", "8:18", "xdr.max_pending"),
+        ("    rules:\n      web.x: {window: 5 parsecs}\n", "9:23", "xdr.rules.web.x.window"),
+    ] {
+        let cfg = write(dir.path(), "trapline.yml", &format!("{head}{xdr}"));
+        let out = trapline(&["run", "--config", &cfg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{cfg}:{pos}: actions.{what}")), "{stderr}");
+    }
+}

@@ -7,7 +7,7 @@
 //! detection maps back to the request that caused it. Attacks must each be detected exactly
 //! once by the rules they are tagged with; benign requests must never be detected.
 //!
-//! Without `apache2` or `logrotate` the test prints "skipped: ..." and passes, unless
+//! Without `apache2` or `logrotate` the test is reported as ignored, unless
 //! `TRAPLINE_E2E_REQUIRED=1` is set (as in CI), in which case it fails.
 
 mod common;
@@ -110,9 +110,33 @@ const SITE: &[&str] = &[
     "robots.txt",
 ];
 
-#[test]
-fn apache_logrotate_trapline_end_to_end() {
+/// Runs under libtest-mimic (`harness = false`) so that a missing prerequisite is reported as
+/// *ignored*, not as a pass: whether it is missing is only known at run time.
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
     let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let prerequisites = prerequisites();
+    // Required but missing: not ignored, so that the trial runs and fails with the reason.
+    let ignored = prerequisites.is_err() && !required;
+    if let Err(msg) = &prerequisites
+        && ignored
+    {
+        eprintln!("ignored: e2e_apache: {msg}");
+    }
+    let trial = libtest_mimic::Trial::test("apache_logrotate_trapline_end_to_end", move || match prerequisites {
+        Ok(logrotate) => {
+            apache_logrotate_trapline_end_to_end(&logrotate);
+            Ok(())
+        }
+        Err(msg) if required => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
+        Err(msg) => Err(msg.into()),
+    })
+    .with_ignored_flag(ignored);
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
+/// The logrotate binary, or what is missing.
+fn prerequisites() -> Result<PathBuf, String> {
     let logrotate = ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"]
         .into_iter()
         .map(PathBuf::from)
@@ -125,14 +149,13 @@ fn apache_logrotate_trapline_end_to_end() {
     .into_iter()
     .flatten()
     .collect();
-    if !missing.is_empty() {
-        let msg = format!("{} not installed (apt-get install apache2 logrotate)", missing.join(", "));
-        assert!(!required, "TRAPLINE_E2E_REQUIRED=1 but {msg}");
-        eprintln!("skipped: e2e_apache: {msg}");
-        return;
+    match logrotate {
+        Some(l) if missing.is_empty() => Ok(l),
+        _ => Err(format!("{} not installed (apt-get install apache2 logrotate)", missing.join(", "))),
     }
-    let logrotate = logrotate.unwrap();
+}
 
+fn apache_logrotate_trapline_end_to_end(logrotate: &Path) {
     // Drop order matters: daemon and apache stop before the directory is removed.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
@@ -180,7 +203,7 @@ fn apache_logrotate_trapline_end_to_end() {
     // coming: some land in the renamed file before apache reopens its log, some in the new one.
     let lr_conf = root.join("logrotate.conf");
     std::fs::write(&lr_conf, logrotate_conf(&access, &apache.conf)).unwrap();
-    let lr = Command::new(&logrotate)
+    let lr = Command::new(logrotate)
         .arg("-f")
         .arg("-s")
         .arg(root.join("logrotate.state"))

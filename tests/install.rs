@@ -237,8 +237,10 @@ fn run_without_config_uses_the_current_directory_for_state_and_output() {
     assert!(status.exists(), "{}", text(&out));
     assert!(text(&out).contains("using the built-in config"), "{}", text(&out));
     assert!(env.cwd().join("logs/out.txt").exists(), "{}", text(&out));
+    // `status` finds the same state directory, and knows the daemon has ended.
     let out = env.run(&["status"]);
-    assert!(text(&out).contains("rules: "), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
 }
 
 #[test]

@@ -473,3 +473,95 @@ fn config_references_to_rules_and_actions_are_checked() {
     );
     assert!(!s.contains("TL111"), "{s}");
 }
+
+/// Rule files and configs nested thousands of levels deep are refused with a position, before
+/// the YAML parsers run (whose time and stack grow with depth).
+#[test]
+fn deeply_nested_yaml_is_refused_with_its_position() {
+    for n in [20_000, 100_000] {
+        let deep = format!("rules: {}{}\n", "[".repeat(n), "]".repeat(n));
+        let dir = rules_dir(&[("deep.yml", &deep)]);
+        let out = lint(dir.path(), &["rules"]);
+        let s = stdout(&out);
+        let head: String = s.chars().take(300).collect();
+        assert_eq!(out.status.code(), Some(1), "{head}");
+        // 128 levels: the root mapping, then the 127th `[` (column 8 + 126).
+        assert!(
+            s.contains("rules/deep.yml:1:134") && s.contains("TL001") && s.contains("nested more than 128"),
+            "{head}"
+        );
+
+        let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+            .args(["scan", "--rules", "rules", "-"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&scan.stderr);
+        assert_eq!(scan.status.code(), Some(2), "{err}");
+        assert!(err.contains("rules/deep.yml:1:134: collections nested more than 128 levels deep"), "{err}");
+
+        let cfg = dir.path().join("trapline.yml");
+        std::fs::write(&cfg, format!("variables:\n  x: {}{}\n", "{a: ".repeat(n), "}".repeat(n))).unwrap();
+        let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+            .args(["scan", "--config", cfg.to_str().unwrap(), "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&scan.stderr);
+        assert_eq!(scan.status.code(), Some(2), "{err}");
+        assert!(err.contains("trapline.yml:2:"), "{err}");
+        assert!(err.contains("collections nested more than 128 levels deep"), "{err}");
+    }
+}
+
+/// A rule file that is not UTF-8 is a positioned finding in lint (TL011), and a positioned
+/// load error for `scan`, instead of an I/O error without a place.
+#[test]
+fn non_utf8_rule_file_is_positioned() {
+    let dir = rules_dir(&[]);
+    let mut bytes =
+        b"rules:\n  - id: t.a\n    title: caf\xc3\xa9 ok\n    severity: low\n    match: {contains: \"".to_vec();
+    bytes.extend_from_slice(b"\xe9t\xe9\"}\n");
+    std::fs::write(dir.path().join("rules/latin1.yml"), &bytes).unwrap();
+    let out = lint(dir.path(), &["rules", "--format", "json"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    let findings: serde_json::Value = serde_json::from_str(&s).unwrap();
+    let f = &findings[0];
+    assert_eq!((f["code"].as_str(), f["line"].as_u64(), f["col"].as_u64()), (Some("TL011"), Some(5), Some(24)), "{s}");
+    assert!(f["file"].as_str().unwrap().ends_with("rules/latin1.yml"), "{s}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(human.contains("rules/latin1.yml:5:24: error[TL011] not valid UTF-8: byte 0xe9"), "{human}");
+
+    let scan = Command::new(env!("CARGO_BIN_EXE_trapline"))
+        .args(["scan", "--rules", "rules", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&scan.stderr);
+    assert_eq!(scan.status.code(), Some(2), "{err}");
+    assert!(err.contains("rules/latin1.yml:5:24: not valid UTF-8"), "{err}");
+}
+
+/// `--explain CODE` prints the code's level, title and explanation; an unknown code is a usage
+/// error listing the valid ones.
+#[test]
+fn explain_prints_a_codes_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lint(dir.path(), &["--explain", "TL010"]);
+    let s = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(s.starts_with("TL010 (error): rule whose condition can never be true\n\n"), "{s}");
+    assert!(s.contains("provably never true"), "{s}");
+    assert_eq!(lint(dir.path(), &["--explain", "tl104"]).status.code(), Some(0));
+
+    let out = lint(dir.path(), &["--explain", "TL999"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown lint code \"TL999\"") && err.contains("TL001, TL002") && err.contains("TL111"),
+        "{err}"
+    );
+}

@@ -131,3 +131,50 @@ fn threshold_state_survives_a_reload_of_other_rules() {
     assert_eq!(det["threshold"]["count"], 3);
     d.signal("TERM");
 }
+
+/// `run` and `scan` refuse an empty rule directory (exit 2, naming it); a running daemon whose
+/// rule files are all deleted rejects the reload and keeps detecting with the rules it has.
+#[test]
+fn zero_rules_are_refused_at_start_and_on_reload() {
+    let (_dir, root) = setup();
+    let config = root.join("trapline.yml");
+    let rules_dir = root.join("rules");
+    let out = common::trapline(&["run", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("no rules in {}", rules_dir.display())), "{stderr}");
+    let log = root.join("logs/access.log");
+    append(&log, &[access_line("192.0.2.1", 0, "/AAA-0", 200)]);
+    let out = common::trapline(&["scan", "--config", config.to_str().unwrap(), log.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no rules in "), "{stderr}");
+
+    // All disabled counts as none.
+    let disabled = rule("t.off", "AAA").replace("    match:", "    enabled: false\n    match:");
+    save(&rules_dir.join("off.yml"), &disabled);
+    let out = common::trapline(&["run", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no enabled rules in ") && stderr.contains("all 1 rules are disabled"), "{stderr}");
+
+    std::fs::remove_file(rules_dir.join("off.yml")).unwrap();
+    save(&rules_dir.join("a.yml"), &rule("t.a", "AAA"));
+    save(&rules_dir.join("b.yml"), &rule("t.b", "BBB"));
+    let out_file = root.join("out/out.txt");
+    let mut d = Daemon::start(&config);
+    assert!(wait_for(Duration::from_secs(10), || ids(&out_file).len() == 1));
+
+    let before = reloads(&root);
+    std::fs::remove_file(rules_dir.join("a.yml")).unwrap();
+    std::fs::remove_file(rules_dir.join("b.yml")).unwrap();
+    // Deleting two files may produce two reloads; wait until the last one saw an empty directory.
+    let r = next_reload(&root, &before);
+    let r = if r["ok"] == true { next_reload(&root, r["at"].as_str().unwrap()) } else { r };
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["errors"].to_string().contains("no rules in "), "{r}");
+    append(&log, &[access_line("192.0.2.1", 1, "/AAA-1", 200), access_line("192.0.2.1", 2, "/BBB-1", 200)]);
+    assert!(wait_for(Duration::from_secs(10), || ids(&out_file).len() == 3), "old rules stopped: {:?}", ids(&out_file));
+    assert_eq!(status(&root)["rules"], 2);
+    d.signal("TERM");
+}

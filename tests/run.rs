@@ -391,3 +391,70 @@ fn a_second_run_on_the_same_state_is_refused_until_the_first_dies() {
     third.signal("TERM");
     env.assert_exactly_once(15);
 }
+
+/// `trapline status` while the daemon runs (exit 0, its pid), after it stopped (exit 3, "not
+/// running"), and with a status file naming a live process that is not trapline (exit 3).
+#[test]
+fn status_tells_a_stopped_daemon_from_a_running_one() {
+    let env = Env::new("beginning");
+    let config = env.config();
+    let status = || common::trapline(&["status", "--config", config.to_str().unwrap()]);
+    let mut d = Daemon::start(&config);
+    let pid = d.pid();
+    let out = status();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with(&format!("pid {pid} since")), "{stdout}");
+
+    d.signal("TERM");
+    let out = status();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains(&format!("not running: last run pid {pid} ended; last update at ")), "{stdout}");
+    let json = common::trapline(&["status", "--json", "--config", config.to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(3));
+
+    // A stale status whose pid now belongs to another program.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let file = env.root.join("state/status.json");
+    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    s["pid"] = other.id().into();
+    std::fs::write(&file, s.to_string()).unwrap();
+    let out = status();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// trapline's own log goes to stderr; when that is a file or a pipe (journald, `2>log`), it
+/// carries no ANSI colour codes, even without `NO_COLOR`. Same for the console action on a
+/// piped stdout.
+#[test]
+fn no_colour_codes_when_stderr_and_stdout_are_not_terminals() {
+    let env = Env::new("beginning");
+    // A missing templates directory makes the daemon warn that it cannot watch it.
+    let config = env.root.join("trapline.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("console: false", "console: true");
+    std::fs::write(&config, format!("templates: no-such-templates\n{text}")).unwrap();
+    append(&env.log(), &[access_line("192.0.2.1", 0, "/ATTACK-1", 200)]);
+    let stderr_path = env.root.join("stderr.txt");
+    let child = std::process::Command::new(common::bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let started = wait_for(Duration::from_secs(20), || stderr().contains("trapline running"));
+    let detected = wait_for(Duration::from_secs(10), || !detections(&env.out()).is_empty());
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = stderr();
+    assert!(started && detected, "{stderr}");
+    assert!(stderr.contains("WARN"), "expected a warning: {stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI codes in a non-terminal stderr: {stderr:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("t.attack"), "{stdout}");
+    assert!(!stdout.contains("\x1b["), "ANSI codes in a piped stdout: {stdout:?}");
+}

@@ -19,10 +19,9 @@ impl Console {
         Console { color }
     }
 
-    /// Colour when stdout is a terminal and `NO_COLOR` is not set.
+    /// Colour when stdout is a terminal and `NO_COLOR` is not set (see [`use_color`]).
     pub fn for_stdout() -> Console {
-        use std::io::IsTerminal;
-        Console::new(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        Console::new(use_color(&std::io::stdout()))
     }
 
     pub fn format(&self, d: &Detection) -> String {
@@ -73,6 +72,18 @@ impl Action for Console {
     }
 }
 
+/// Whether to write ANSI colours to `stream`: only when it is a terminal (a file, a pipe or
+/// journald would keep the escape codes as garbage) and `NO_COLOR` is unset or empty
+/// (https://no-color.org: "when present and not an empty string"). The one rule for every
+/// coloured output: trapline's own log on stderr, the console action, lint's report.
+pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && no_color_unset(std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn no_color_unset(v: Option<&std::ffi::OsStr>) -> bool {
+    v.is_none_or(|v| v.is_empty())
+}
+
 fn color(s: Severity) -> &'static str {
     match s {
         Severity::Info => "\x1b[2m",
@@ -119,6 +130,13 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_no_color_means_unset() {
+        assert!(no_color_unset(None));
+        assert!(no_color_unset(Some(std::ffi::OsStr::new(""))));
+        assert!(!no_color_unset(Some(std::ffi::OsStr::new("1"))));
+    }
 
     #[test]
     fn escapes_terminal_controls() {

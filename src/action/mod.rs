@@ -151,7 +151,11 @@ impl Actions {
             }
         }
         for (action, rules) in unconfigured {
-            tracing::warn!(action, ?rules, "rules name an action the config does not set up (see its actions: section): it is skipped for them");
+            tracing::warn!(
+                action,
+                ?rules,
+                "rules name an action the config does not set up (see its actions: section): it is skipped for them"
+            );
         }
         Ok(Actions::new(list, shutdown))
     }

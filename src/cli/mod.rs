@@ -52,6 +52,10 @@ pub enum Command {
     /// Print the JSON Schema of rule files or of the config file.
     Schema(schema::SchemaArgs),
     /// Show the state of a running `trapline run`: loaded rules, last reload, counters.
+    ///
+    /// Exit codes: 0 running, last reload (if any) worked; 1 running, last reload failed (the
+    /// previous rules keep running); 2 usage or configuration error, or no status file; 3 not
+    /// running (the status file was left by a daemon that has ended).
     Status(status::StatusArgs),
     /// Check rule files, templates and config; report findings for humans or CI.
     Lint(lint::LintArgs),
@@ -117,8 +121,13 @@ fn default_sigpipe() {
 fn init_tracing(level: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let ansi = crate::action::console::use_color(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
 }
 
 /// Where a config is looked for when none is given, in this order: `./trapline.yml`, the

@@ -53,6 +53,50 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Exit code of `trapline status` when the daemon that wrote the status is not running.
+pub const EXIT_NOT_RUNNING: i32 = 3;
+
+/// True when `pid` is a live `trapline run`. A status file outlives its daemon (crash,
+/// `kill -9`), and the system may since have given its pid to another program, so a live pid
+/// alone proves nothing: the process must also be trapline's daemon, and not this process.
+pub fn is_running_trapline(pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    process_is_trapline_run(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn process_is_trapline_run(pid: u32) -> bool {
+    // argv as the process sees it: NUL-separated. A zombie (exited, not yet reaped) has an
+    // empty one and is therefore not running.
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
+    let Some(argv0) = args.next() else { return false };
+    // The executable's name, from /proc/<pid>/exe when readable (same user), else argv[0].
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let named_trapline = |name: &[u8]| name.starts_with(b"trapline");
+    let exe_ok = match &exe {
+        Some(p) => p.file_name().is_some_and(|n| named_trapline(n.as_encoded_bytes())),
+        None => false,
+    };
+    let argv0_ok = named_trapline(argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0));
+    (exe_ok || argv0_ok) && args.any(|a| a == b"run")
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn process_is_trapline_run(pid: u32) -> bool {
+    // Without /proc, only liveness can be checked: signal 0 tests for existence.
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill(2) with signal 0 sends nothing and has no memory-safety requirements.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[cfg(not(unix))]
+fn process_is_trapline_run(_pid: u32) -> bool {
+    false
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Config file (default: ./trapline.yml, the user's, /etc/trapline/trapline.yml, else the built-in one).
@@ -69,11 +113,16 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     let file = cfg.resolve(&cfg.config.state_dir).join(FILE);
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("no status at {} (is trapline run running with this config?)", file.display()))?;
+    let s: Status = serde_json::from_str(&text).with_context(|| format!("cannot read {}", file.display()))?;
+    let running = is_running_trapline(s.pid);
     if a.json {
         print!("{text}");
-        return Ok(0);
+        return Ok(if running { 0 } else { EXIT_NOT_RUNNING });
     }
-    let s: Status = serde_json::from_str(&text).with_context(|| format!("cannot read {}", file.display()))?;
+    if !running {
+        println!("not running: last run pid {} ended; last update at {}", s.pid, s.updated_at);
+        return Ok(EXIT_NOT_RUNNING);
+    }
     println!("pid {} since {} (updated {})", s.pid, s.started_at, s.updated_at);
     println!("rules: {} loaded at {}", s.rules, s.rules_loaded_at);
     println!("lines: {} ({} unparsed), detections written: {}", s.lines, s.unparsed, s.detections_written);

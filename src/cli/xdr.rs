@@ -360,10 +360,8 @@ fn failed(a: FailedArgs) -> Result<i32> {
 fn running_trapline(cfg: &crate::config::Loaded) -> Option<u32> {
     let file = cfg.resolve(&cfg.config.state_dir).join(super::status::FILE);
     let status: super::status::Status = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
-    let pid = status.pid;
     // A stale status file can name a pid the system has since given to another program.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    String::from_utf8_lossy(&cmdline).contains("trapline").then_some(pid)
+    super::status::is_running_trapline(status.pid).then_some(status.pid)
 }
 
 #[cfg(unix)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 
 use crate::config;
 use crate::engine::prefilter::Bits;
@@ -61,6 +61,17 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
     let mut opts = compile_options();
     opts.formats.extend(formats.keys().cloned());
     let rules = Arc::new(RuleSet::compile(&loaded, &opts, registry)?);
+    // A rule set that can never detect anything is a mistake (wrong `rules:` path, a
+    // directory emptied by a deployment), not a configuration: refuse it at start, and on
+    // reload keep the running rules instead of silently detecting nothing.
+    if !rules.rules.iter().any(|r| r.enabled) {
+        let paths: Vec<String> = rule_paths.iter().map(|p| p.display().to_string()).collect();
+        let paths = paths.join(", ");
+        if loaded.rules.is_empty() {
+            bail!("no rules in {paths} ({} rule files found): nothing to detect", loaded.files.len());
+        }
+        bail!("no enabled rules in {paths}: all {} rules are disabled", loaded.rules.len());
+    }
     let sources = parsers
         .into_iter()
         .map(|(name, mut parser)| {

@@ -32,6 +32,8 @@ pub struct RuleError {
 pub enum ErrorKind {
     /// The file could not be read.
     Io,
+    /// The file is not valid UTF-8 (positioned at the first invalid byte).
+    Encoding,
     /// YAML syntax, unknown key or wrong type.
     Syntax,
     /// A rule id or list name defined twice.
@@ -191,6 +193,27 @@ pub fn display_abs(p: &Path) -> String {
     }
 }
 
+/// Reads one rule file. A file that is not UTF-8 is an error positioned at its first invalid
+/// byte (line, and column in characters), so it can be found and fixed like any other.
+pub fn read_file(path: &Path) -> Result<SourceFile, RuleError> {
+    let error = |line, col, message, kind| RuleError { file: path.to_path_buf(), line, col, rule: None, message, kind };
+    let bytes = crate::assets::read(path).map_err(|e| error(0, 0, format!("cannot read file: {e}"), ErrorKind::Io))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile { path: path.to_path_buf(), text }),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let valid = e.utf8_error().valid_up_to();
+            // The prefix up to the first invalid byte is valid UTF-8 by definition.
+            let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+            let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+            let line = prefix.matches('\n').count() + 1;
+            let col = prefix[line_start..].chars().count() + 1;
+            let message = format!("not valid UTF-8: byte 0x{:02x} at offset {valid}", bytes[valid]);
+            Err(error(line, col, message, ErrorKind::Encoding))
+        }
+    }
+}
+
 /// Loads every rule file under each of `paths`.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
     let mut files = Vec::new();
@@ -214,16 +237,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
     }
     let mut sources = Vec::new();
     for f in files {
-        match crate::assets::read_to_string(&f) {
-            Ok(text) => sources.push(SourceFile { path: f, text }),
-            Err(e) => errors.push(RuleError {
-                file: f,
-                line: 0,
-                col: 0,
-                rule: None,
-                message: format!("cannot read file: {e}"),
-                kind: ErrorKind::Io,
-            }),
+        match read_file(&f) {
+            Ok(src) => sources.push(src),
+            Err(e) => errors.push(e),
         }
     }
     match load_sources(sources) {
@@ -242,6 +258,11 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
     let mut errors = Vec::new();
     let mut parsed = Vec::new();
     for (i, f) in loaded.files.iter().enumerate() {
+        // Before the parsers, whose time and stack grow with nesting depth.
+        if let Err(pos) = locate::check_depth(&f.text, locate::MAX_DEPTH) {
+            errors.push(depth_error(f, pos));
+            continue;
+        }
         match serde_yaml::from_str::<Option<RuleFile>>(&f.text) {
             Ok(Some(rf)) => parsed.push((i, rf)),
             Ok(None) => {} // an empty file holds no rules
@@ -310,6 +331,19 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// A file nested deeper than [`locate::MAX_DEPTH`], positioned at the collection that goes
+/// too deep.
+pub fn depth_error(f: &SourceFile, pos: locate::Pos) -> RuleError {
+    RuleError {
+        file: f.path.clone(),
+        line: pos.line,
+        col: pos.col,
+        rule: None,
+        message: format!("collections nested more than {} levels deep", locate::MAX_DEPTH),
+        kind: ErrorKind::Syntax,
+    }
 }
 
 /// Turns a serde_yaml error into a positioned error naming the rule it falls in.

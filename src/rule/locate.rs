@@ -125,6 +125,118 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// How deeply collections may nest in a rule or config file. Real files stay under ten levels;
+/// the limit only exists so that hostile input (`[[[[...` thousands deep) is refused before
+/// the parsers, whose cost and stack use grow with depth, ever see it.
+/// [`check_depth`] estimates from above (up to twice the real depth), hence the headroom.
+pub const MAX_DEPTH: usize = 128;
+
+/// Refuses YAML nested deeper than `max` collections, in one linear pass over the text,
+/// returning where the first too-deep collection starts.
+///
+/// This is a conservative approximation of YAML's structure, not a parser: flow collections
+/// (`[`, `{` in flow position) count one level each, quoted scalars, comments and block
+/// scalars (`|`, `>`) are skipped, and block nesting counts distinct indentation levels plus
+/// the entries that open on each line (`- - - x`, `- a: - b`). That can count a level twice
+/// (a `- key:` line is one indentation level and two entries), never zero times, so the
+/// estimate is an upper bound of at most twice the real depth.
+pub fn check_depth(text: &str, max: usize) -> Result<(), Pos> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    // While inside a block scalar: the indentation of the line that introduced it.
+    let mut block_scalar: Option<usize> = None;
+    let mut quote: Option<u8> = None;
+    for (ln, line) in text.lines().enumerate() {
+        let b = line.as_bytes();
+        let indent = b.iter().take_while(|&&c| c == b' ').count();
+        let blank = b[indent..].iter().all(|c| c.is_ascii_whitespace());
+        if let Some(parent) = block_scalar {
+            if blank || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let mut i = indent;
+        let mut depth_here = 0usize;
+        if quote.is_none() && flow == 0 {
+            if blank || b[indent] == b'#' || line.starts_with("---") || line.starts_with("...") {
+                continue;
+            }
+            while indents.last().is_some_and(|&top| top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        // Only the start of a value can open a flow collection or a block scalar in block
+        // context; elsewhere `[` and `|` are ordinary characters of a plain scalar.
+        let mut value_start = flow == 0 && quote.is_none();
+        while i < b.len() {
+            let c = b[i];
+            if let Some(q) = quote {
+                if c == b'\\' && q == b'"' {
+                    i += 2;
+                    continue;
+                }
+                if c == q {
+                    if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    quote = None;
+                    value_start = false;
+                }
+                i += 1;
+                continue;
+            }
+            let at_space = i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t';
+            match c {
+                b'#' if at_space => break,
+                b'\'' | b'"' if flow > 0 || value_start => quote = Some(c),
+                b'[' | b'{' if flow > 0 || value_start => {
+                    flow += 1;
+                    if indents.len() + depth_here + flow > max {
+                        return Err(Pos { line: ln + 1, col: line[..i].chars().count() + 1 });
+                    }
+                }
+                b']' | b'}' if flow > 0 => {
+                    flow -= 1;
+                    value_start = false;
+                }
+                b'|' | b'>' if flow == 0 && value_start => {
+                    block_scalar = Some(indent);
+                    break;
+                }
+                b' ' | b'\t' => {}
+                // An anchor or tag before a value: the value still starts after it.
+                b'&' | b'!' if flow == 0 && value_start => {
+                    while i < b.len() && b[i] != b' ' {
+                        i += 1;
+                    }
+                    continue;
+                }
+                b'-' | b'?' if flow == 0 && value_start && matches!(b.get(i + 1), None | Some(b' ')) => {
+                    depth_here += 1;
+                    if indents.len() + depth_here > max {
+                        return Err(Pos { line: ln + 1, col: line[..i].chars().count() + 1 });
+                    }
+                }
+                b':' if flow == 0 && matches!(b.get(i + 1), None | Some(b' ')) => {
+                    depth_here += 1;
+                    value_start = true;
+                    if indents.len() + depth_here > max {
+                        return Err(Pos { line: ln + 1, col: line[..i].chars().count() + 1 });
+                    }
+                }
+                b',' if flow > 0 => {}
+                _ if flow > 0 => {}
+                _ => value_start = false,
+            }
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +250,24 @@ mod tests {
         assert_eq!(key(text, "rules[0].match.any"), Some(Pos { line: 4, col: 7 }));
         // Unknown child: falls back to the parent.
         assert_eq!(locate(text, "rules[0].match.any[0].nothing").map(|p| p.line), Some(5));
+    }
+
+    #[test]
+    fn depth_is_bounded_in_flow_and_block_style() {
+        let deep = |n: usize| format!("rules: {}{}\n", "[".repeat(n), "]".repeat(n));
+        assert!(check_depth(&deep(20), 64).is_ok());
+        assert_eq!(check_depth(&deep(100_000), 64), Err(Pos { line: 1, col: 8 + 62 }));
+        let dashes = format!("rules:\n  {}x\n", "- ".repeat(100));
+        assert_eq!(check_depth(&dashes, 64).map_err(|p| p.line), Err(2));
+        let indented: String = (0..100).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(check_depth(&indented, 64).is_err());
+        let tagged = format!("a: {}\n", "&x [".repeat(100));
+        assert!(check_depth(&tagged, 64).is_err());
+        // Brackets in plain and quoted scalars, comments and block scalars are not nesting.
+        let b = "[".repeat(200);
+        let text = format!(
+            "rules:\n  - id: a # {b}\n    match: {{regex: '{b}'}}\n    title: x{b}\n    note: |\n      {b}\n    t: \"{b}\"\n"
+        );
+        assert_eq!(check_depth(&text, 64), Ok(()));
     }
 }

@@ -189,9 +189,13 @@ impl Settings {
     /// Resolves `cfg.actions.xdr`; `None` when the section is absent.
     pub fn from_config(cfg: &Loaded) -> Result<Option<Settings>> {
         let Some(d) = &cfg.config.actions.xdr else { return Ok(None) };
-        let file = cfg.path.display();
-        let wrap = |e: anyhow::Error| anyhow!("{file}: actions.{e}");
-        let endpoints = Endpoints::new(&d.region, d.base_url.as_deref()).map_err(wrap)?;
+        // Errors name the offending value's position (`trapline.yml:LINE:COL`).
+        let at = |key: &str| {
+            let path = format!("actions.xdr.{key}");
+            move |e: anyhow::Error| anyhow!("{}: actions.{e}", cfg.position(&path))
+        };
+        let key = if d.base_url.is_some() { "base_url" } else { "region" };
+        let endpoints = Endpoints::new(&d.region, d.base_url.as_deref()).map_err(at(key))?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let client_id = Secret(
             d.client_id.clone().filter(|v| !v.is_empty()).or_else(|| env("TRAPLINE_XDR_CLIENT_ID")).unwrap_or_default(),
@@ -204,17 +208,20 @@ impl Settings {
                 .unwrap_or_default(),
         );
         if d.source.is_empty() || d.source.len() > 2048 {
-            return Err(wrap(anyhow!("xdr.source must be 1 to 2048 characters")));
+            return Err(at("source")(anyhow!("xdr.source must be 1 to 2048 characters")));
         }
         if d.external_id_prefix.is_empty() || d.external_id_prefix.contains(',') {
-            return Err(wrap(anyhow!("xdr.external_id_prefix must be non-empty and without commas")));
+            return Err(at("external_id_prefix")(anyhow!(
+                "xdr.external_id_prefix must be non-empty and without commas"
+            )));
         }
-        let grouping = Grouping { group_by: d.group_by.clone(), window: duration(&d.window, "window").map_err(wrap)? };
+        let grouping =
+            Grouping { group_by: d.group_by.clone(), window: duration(&d.window, "window").map_err(at("window"))? };
         let mut rule_grouping = BTreeMap::new();
         let mut rule_templates = BTreeMap::new();
         for (id, r) in &d.rules {
             let window = match &r.window {
-                Some(w) => duration(w, &format!("rules.{id}.window")).map_err(wrap)?,
+                Some(w) => duration(w, &format!("rules.{id}.window")).map_err(at(&format!("rules.{id}.window")))?,
                 None => grouping.window,
             };
             let group_by = r.group_by.clone().unwrap_or_else(|| grouping.group_by.clone());
@@ -228,7 +235,7 @@ impl Settings {
             None => cfg.resolve(&cfg.config.templates).join("xdr"),
         };
         if d.max_pending == 0 {
-            return Err(wrap(anyhow!("xdr.max_pending must be at least 1")));
+            return Err(at("max_pending")(anyhow!("xdr.max_pending must be at least 1")));
         }
         Ok(Some(Settings {
             endpoints,
@@ -243,7 +250,7 @@ impl Settings {
             judgement: d.judgement,
             max_pending: d.max_pending,
             budget_per_hour: d.max_requests_per_hour.max(1),
-            timeout: duration(&d.timeout, "timeout").map_err(wrap)?,
+            timeout: duration(&d.timeout, "timeout").map_err(at("timeout"))?,
             state_dir: cfg.resolve(&cfg.config.state_dir).join("xdr"),
             variables: cfg.config.variables.clone(),
         }))

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -21,6 +20,7 @@ use serde::Serialize;
 
 use super::EXIT_USAGE;
 
+mod codes;
 mod scope;
 use crate::authoring::analysis;
 use crate::authoring::examples;
@@ -32,6 +32,7 @@ use crate::engine::{CompileOptions, RuleSet};
 use crate::parse::{FieldRegistry, Parser};
 use crate::rule::load::{self, SourceFile};
 use crate::rule::{Condition, ErrorKind, Loaded, LoadedRule, RuleError, ValueItem};
+pub use codes::Code;
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -47,6 +48,9 @@ pub struct LintArgs {
     /// Exit with status 1 on warnings too.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// Print what a finding code (e.g. TL010) means and how to fix it, then exit.
+    #[arg(long, value_name = "CODE")]
+    pub explain: Option<String>,
 }
 
 /// How findings are printed.
@@ -81,36 +85,10 @@ impl Level {
     }
 }
 
-/// The stable finding codes: (code, level, what it means). Codes are never reused for a
-/// different meaning, so CI suppressions and SARIF baselines keep working across versions.
-pub const CODES: &[(&str, Level, &str)] = &[
-    ("TL001", Level::Error, "YAML syntax, unknown key or wrong type in a rule file"),
-    ("TL002", Level::Error, "duplicate rule id or list name"),
-    ("TL003", Level::Error, "regex that does not compile or exceeds the size limit"),
-    ("TL004", Level::Error, "reference to an unknown list, format, action or field"),
-    ("TL005", Level::Error, "inline example that does not behave as declared"),
-    ("TL006", Level::Error, "invalid value (empty title, bad id, count, network, ...)"),
-    ("TL007", Level::Error, "invalid config file"),
-    ("TL008", Level::Error, "rule file does not match the rule language's JSON Schema"),
-    ("TL009", Level::Error, "XDR template that does not load, or renders an invalid bundle for a sample detection"),
-    ("TL010", Level::Error, "rule whose condition can never be true"),
-    ("TL105", Level::Warning, "time stamps without a zone, and no `timezone` set: they are read as UTC"),
-    ("TL101", Level::Warning, "rule without examples"),
-    ("TL102", Level::Warning, "rule with no usable prefilter literal: evaluated on every line"),
-    ("TL103", Level::Warning, "regex on the raw line with an unbounded repeat that crosses spaces and quotes"),
-    ("TL104", Level::Note, "disabled rule"),
-    ("TL106", Level::Warning, "field that none of the rule's formats produces"),
-    ("TL107", Level::Warning, "`sources:` entry that names no source of the config"),
-    ("TL108", Level::Warning, "alternative of an `any` that can never be true"),
-    ("TL109", Level::Note, "rule that applies to none of the config's sources, so it never runs"),
-    ("TL110", Level::Warning, "per-rule XDR settings (`actions.xdr.rules`) for a rule id no rule file defines"),
-    ("TL111", Level::Warning, "rule naming an action the config does not set up"),
-];
-
 /// One problem, positioned at the offending value.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    pub code: &'static str,
+    pub code: Code,
     pub severity: Level,
     pub message: String,
     pub file: String,
@@ -122,32 +100,45 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(code: &'static str, e: RuleError) -> Finding {
+    fn new(code: Code, e: RuleError) -> Finding {
         let mut f = Finding::at(code, &e.file, e.line, e.col, e.message);
         f.rule = e.rule;
         f
     }
 
     /// A finding outside any rule (config, templates).
-    fn at(code: &'static str, file: &Path, line: usize, col: usize, message: impl Into<String>) -> Finding {
-        let severity = CODES.iter().find(|c| c.0 == code).map_or(Level::Error, |c| c.1);
+    fn at(code: Code, file: &Path, line: usize, col: usize, message: impl Into<String>) -> Finding {
+        let severity = code.level();
         Finding { code, severity, message: message.into(), file: file.display().to_string(), line, col, rule: None }
     }
 
     /// A finding for a rule-file error, its code chosen by the error's kind.
     fn from_error(e: RuleError) -> Finding {
         let code = match e.kind {
-            ErrorKind::Io | ErrorKind::Syntax => "TL001",
-            ErrorKind::Duplicate => "TL002",
-            ErrorKind::Regex => "TL003",
-            ErrorKind::UnknownReference => "TL004",
-            ErrorKind::InvalidValue => "TL006",
+            ErrorKind::Io | ErrorKind::Syntax => Code::Syntax,
+            ErrorKind::Encoding => Code::Encoding,
+            ErrorKind::Duplicate => Code::Duplicate,
+            ErrorKind::Regex => Code::Regex,
+            ErrorKind::UnknownReference => Code::UnknownReference,
+            ErrorKind::InvalidValue => Code::InvalidValue,
         };
         Finding::new(code, e)
     }
 }
 
 pub fn lint(a: LintArgs) -> Result<i32> {
+    if let Some(name) = &a.explain {
+        return Ok(match Code::from_name(name) {
+            Some(code) => {
+                print!("{}", codes::explain(code));
+                0
+            }
+            None => {
+                let valid: Vec<&str> = Code::ALL.iter().map(|c| c.name()).collect();
+                usage(&format!("unknown lint code {name:?}; valid codes: {}", valid.join(", ")))
+            }
+        });
+    }
     let mut findings = Vec::new();
     let mut texts: HashMap<String, String> = HashMap::new();
     let config = a.config.clone().or_else(|| if a.paths.is_empty() { super::rules_default_config() } else { None });
@@ -157,7 +148,7 @@ pub fn lint(a: LintArgs) -> Result<i32> {
         None => None,
     };
     let paths = rule_paths(&a, config.as_deref(), cfg.as_ref());
-    let sources = match read_sources(&paths) {
+    let sources = match read_sources(&paths, &mut findings, &mut texts) {
         Ok(s) => s,
         Err(msg) => return Ok(usage(&msg)),
     };
@@ -169,7 +160,7 @@ pub fn lint(a: LintArgs) -> Result<i32> {
         check_templates(c, &mut findings, &mut texts);
         check_zones(c, &mut findings);
     }
-    findings.sort_by(|x, y| (&x.file, x.line, x.col, x.code).cmp(&(&y.file, y.line, y.col, y.code)));
+    findings.sort_by(|x, y| (&x.file, x.line, x.col, x.code.name()).cmp(&(&y.file, y.line, y.col, y.code.name())));
     print!("{}", render(a.format, &findings, &texts));
     Ok(exit_code(&findings, a.deny_warnings))
 }
@@ -211,7 +202,7 @@ fn load_config(p: &Path, out: &mut Vec<Finding>, texts: &mut HashMap<String, Str
             let msg = format!("{e:#}");
             let rest = msg.strip_prefix(&file).and_then(|r| r.strip_prefix(':')).unwrap_or(&msg).trim_start();
             let (line, col, message) = split_position(rest);
-            out.push(Finding::at("TL007", p, line, col, message));
+            out.push(Finding::at(Code::Config, p, line, col, message));
             None
         }
     }
@@ -244,7 +235,7 @@ fn check_zones(cfg: &config::Loaded, out: &mut Vec<Finding>) {
              per source); they are read as UTC",
             s.name, s.format
         );
-        out.push(Finding::at("TL105", &cfg.path, line, col, msg));
+        out.push(Finding::at(Code::ZonelessTime, &cfg.path, line, col, msg));
     }
 }
 
@@ -257,7 +248,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => {
-            out.push(Finding::at("TL007", &cfg.path, 0, 0, format!("{e:#}")));
+            out.push(Finding::at(Code::Config, &cfg.path, 0, 0, format!("{e:#}")));
             return;
         }
     };
@@ -278,7 +269,7 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
         if let Ok(t) = crate::assets::read_to_string(&file) {
             texts.insert(file.display().to_string(), t);
         }
-        out.push(Finding::at("TL009", &file, line, usize::from(line > 0), message));
+        out.push(Finding::at(Code::Template, &file, line, usize::from(line > 0), message));
     }
 }
 
@@ -294,9 +285,15 @@ fn split_position(s: &str) -> (usize, usize, &str) {
 }
 
 /// Reads every rule file under `paths`. Any path or file that cannot be read is a usage error:
-/// linting "nothing" successfully would let a typo in a CI workflow pass silently.
-fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
-    let mut out = Vec::new();
+/// linting "nothing" successfully would let a typo in a CI workflow pass silently. A file that
+/// is not UTF-8 is a finding at its first invalid byte (its text goes to `texts` with the
+/// invalid bytes replaced, for the snippet).
+fn read_sources(
+    paths: &[PathBuf],
+    out: &mut Vec<Finding>,
+    texts: &mut HashMap<String, String>,
+) -> Result<Vec<SourceFile>, String> {
+    let mut sources = Vec::new();
     for p in paths {
         let files = load::rule_files(p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
@@ -305,11 +302,19 @@ fn read_sources(paths: &[PathBuf]) -> Result<Vec<SourceFile>, String> {
             _ => format!("cannot read rules {}: {e}", p.display()),
         })?;
         for f in files {
-            let text = crate::assets::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            out.push(SourceFile { path: f, text });
+            match load::read_file(&f) {
+                Ok(src) => sources.push(src),
+                Err(e) if e.kind == ErrorKind::Encoding => {
+                    if let Ok(bytes) = crate::assets::read(&f) {
+                        texts.insert(f.display().to_string(), String::from_utf8_lossy(&bytes).into_owned());
+                    }
+                    out.push(Finding::from_error(e));
+                }
+                Err(e) => return Err(format!("cannot read {}: {}", f.display(), e.message)),
+            }
         }
     }
-    Ok(out)
+    Ok(sources)
 }
 
 /// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
@@ -321,7 +326,7 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     // error; the schema's report is the complete one.
     let mut i = before;
     while i < out.len() {
-        if out[i].code == "TL001" && invalid.contains(&out[i].file) {
+        if out[i].code == Code::Syntax && invalid.contains(&out[i].file) {
             out.remove(i);
         } else {
             i += 1;
@@ -361,6 +366,10 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
     };
     let Ok(compiled) = jsonschema::JSONSchema::compile(&schema) else { return invalid };
     for src in sources {
+        // Too deep to parse: already reported by the loader.
+        if crate::rule::locate::check_depth(&src.text, crate::rule::locate::MAX_DEPTH).is_err() {
+            continue;
+        }
         let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&src.text) else { continue };
         if yaml.is_null() {
             continue;
@@ -373,7 +382,7 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
             let path = pointer_to_path(&e.instance_path.to_string());
             let rule = rule_id_at(&json, &path);
             let msg = format!("{e} (schema path {})", e.schema_path);
-            out.push(Finding::new("TL008", one.error_at(0, &path, rule.as_deref(), msg)));
+            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
             invalid.insert(file.clone());
         }
     }
@@ -458,11 +467,11 @@ fn compile_each(
         let report = analysis::analyse(&rule.node, &views);
         if let Some(x) = report.never {
             let msg = format!("the rule can never match: {} ({})", x.reason, x.path);
-            out.push(Finding::new("TL010", loaded.rule_error(lr, &x.path, msg)));
+            out.push(Finding::new(Code::NeverTrue, loaded.rule_error(lr, &x.path, msg)));
         }
         for x in report.dead {
             let msg = format!("this alternative can never be true: {}", x.reason);
-            out.push(Finding::new("TL108", loaded.rule_error(lr, &x.path, msg)));
+            out.push(Finding::new(Code::DeadAlternative, loaded.rule_error(lr, &x.path, msg)));
         }
         reqs.push(Some(req));
     }
@@ -494,7 +503,7 @@ fn run_examples(
         } else {
             format!("example {}: {}: {:?}", f.path, f.reason, f.line)
         };
-        out.push(Finding::new("TL005", good.rule_error(lr, &f.path, msg)));
+        out.push(Finding::new(Code::Example, good.rule_error(lr, &f.path, msg)));
     }
 }
 
@@ -503,18 +512,21 @@ fn run_examples(
 fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, out: &mut Vec<Finding>) {
     let r = &lr.rule;
     if !r.enabled {
-        out.push(Finding::new("TL104", loaded.rule_error(lr, "enabled", "rule is disabled: validated but never run")));
+        out.push(Finding::new(
+            Code::Disabled,
+            loaded.rule_error(lr, "enabled", "rule is disabled: validated but never run"),
+        ));
     }
     if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() {
         let msg = "rule has no examples: add `examples: {match: [...], no_match: [...]}` so CI can test it";
-        out.push(Finding::new("TL101", loaded.rule_error(lr, "id", msg)));
+        out.push(Finding::new(Code::NoExamples, loaded.rule_error(lr, "id", msg)));
     }
     // Threshold rules usually count frequent, literal-free events (any 404); paying for a full
     // evaluation per line is their nature, not a mistake.
     if r.enabled && r.threshold.is_none() && matches!(req, Some(Requirement::Always)) {
         let msg = "no usable literal for the prefilter: the rule is evaluated on every line (add a \
                    `contains` or a regex with a literal of 2+ characters)";
-        out.push(Finding::new("TL102", loaded.rule_error(lr, "match", msg)));
+        out.push(Finding::new(Code::NoLiteral, loaded.rule_error(lr, "match", msg)));
     }
     let mut greedy = Vec::new();
     walk(&r.condition, "match", &mut |c, path| greedy_regexes(loaded, c, path, &mut greedy));
@@ -524,7 +536,7 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
              across fields, so a client-controlled value (user agent, URI) can satisfy it; match a parsed \
              `field:` or use a bounded class such as [^ \"]*"
         );
-        out.push(Finding::new("TL103", loaded.rule_error(lr, &path, msg)));
+        out.push(Finding::new(Code::RawLineRepeat, loaded.rule_error(lr, &path, msg)));
     }
 }
 
@@ -608,7 +620,7 @@ fn render(format: Format, findings: &[Finding], texts: &HashMap<String, String>)
 
 /// Colour only on a terminal, and never with `NO_COLOR` set (https://no-color.org).
 fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    crate::action::console::use_color(&std::io::stdout())
 }
 
 fn human(findings: &[Finding], texts: &HashMap<String, String>, colour: bool) -> String {
@@ -690,13 +702,15 @@ fn message_with_rule(f: &Finding) -> String {
 /// per finding.
 fn sarif(findings: &[Finding]) -> serde_json::Value {
     use serde_json::json;
-    let rules: Vec<_> = CODES
+    let rules: Vec<_> = Code::ALL
         .iter()
-        .map(|(code, level, text)| {
+        .map(|c| {
+            let i = c.info();
             json!({
-                "id": code,
-                "shortDescription": {"text": text},
-                "defaultConfiguration": {"level": level.as_str()},
+                "id": i.name,
+                "shortDescription": {"text": i.title},
+                "fullDescription": {"text": i.explanation},
+                "defaultConfiguration": {"level": i.level.as_str()},
             })
         })
         .collect();
@@ -723,7 +737,7 @@ fn sarif_result(f: &Finding) -> serde_json::Value {
     }
     json!({
         "ruleId": f.code,
-        "ruleIndex": CODES.iter().position(|c| c.0 == f.code).unwrap_or(0),
+        "ruleIndex": Code::ALL.iter().position(|&c| c == f.code).unwrap_or(0),
         "level": f.severity.as_str(),
         "message": {"text": message_with_rule(f)},
         "locations": [{"physicalLocation": location}],

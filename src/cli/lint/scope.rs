@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Finding, walk};
+use super::{Code, Finding, walk};
 use crate::config;
 use crate::parse::{FormatKind, std_fields};
 use crate::rule::{Loaded, LoadedRule};
@@ -60,7 +60,7 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
         } else {
             format!("none of the rule's formats ({}) produces field {name:?}{hint}", formats.join(", "))
         };
-        out.push(Finding::new("TL106", loaded.rule_error(lr, &path, msg)));
+        out.push(Finding::new(Code::UnknownField, loaded.rule_error(lr, &path, msg)));
     }
 }
 
@@ -79,7 +79,7 @@ fn sources_in_scope(
     for (i, s) in rule.sources.iter().enumerate() {
         if !names.contains(&s.as_str()) {
             let msg = format!("no source named {s:?} in {} (sources: {})", cfg.path.display(), names.join(", "));
-            out.push(Finding::new("TL107", loaded.rule_error(lr, &format!("sources[{i}]"), msg)));
+            out.push(Finding::new(Code::UnknownSource, loaded.rule_error(lr, &format!("sources[{i}]"), msg)));
         }
     }
     let formats: BTreeSet<String> = sources
@@ -96,7 +96,7 @@ fn sources_in_scope(
             cfg.path.display(),
             list.join(", ")
         );
-        out.push(Finding::new("TL109", loaded.rule_error(lr, at, msg)));
+        out.push(Finding::new(Code::NoSource, loaded.rule_error(lr, at, msg)));
     }
     (!formats.is_empty()).then(|| formats.into_iter().collect())
 }
@@ -171,7 +171,13 @@ pub(super) fn config_refs(loaded: &Loaded, cfg: &config::Loaded, out: &mut Vec<F
             let pos = crate::rule::locate::key(&text, &format!("actions.xdr.rules.{id}"));
             let hint = suggestion(id, &ids).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
             let msg = format!("actions.xdr.rules names rule {id:?}, which no rule file defines{hint}");
-            out.push(Finding::at("TL110", &cfg.path, pos.map_or(0, |p| p.line), pos.map_or(0, |p| p.col), msg));
+            out.push(Finding::at(
+                Code::UnknownXdrRule,
+                &cfg.path,
+                pos.map_or(0, |p| p.line),
+                pos.map_or(0, |p| p.col),
+                msg,
+            ));
         }
     }
     if xdr.is_none() {
@@ -181,7 +187,7 @@ pub(super) fn config_refs(loaded: &Loaded, cfg: &config::Loaded, out: &mut Vec<F
                     "the rule names the {a:?} action, which {} does not set up (`actions.xdr`): `run` skips it",
                     cfg.path.display()
                 );
-                out.push(Finding::new("TL111", loaded.rule_error(lr, &format!("actions[{i}]"), msg)));
+                out.push(Finding::new(Code::UnknownAction, loaded.rule_error(lr, &format!("actions[{i}]"), msg)));
             }
         }
     }
