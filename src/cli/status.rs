@@ -1,57 +1,14 @@
-//! The status of a running `trapline run`, as a file in the state directory, and
-//! `trapline status` to read it: which rules are loaded, whether the last reload worked (and
-//! if not, why, with file:line:col), and the counters.
+//! `trapline status`: reads the status file a running `trapline run` keeps in its state
+//! directory ([`crate::daemon::status`]), and checks that its process is still trapline.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde::{Deserialize, Serialize};
 
 use crate::config;
 
-/// File name of the status, in the state directory.
-pub const FILE: &str = "status.json";
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Status {
-    pub pid: u32,
-    pub started_at: String,
-    pub updated_at: String,
-    /// Rules in the running set.
-    pub rules: usize,
-    /// When the running set was loaded.
-    pub rules_loaded_at: String,
-    /// Outcome of the last reload attempt, if any.
-    pub last_reload: Option<Reload>,
-    pub lines: u64,
-    pub unparsed: u64,
-    pub detections_written: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Reload {
-    pub at: String,
-    pub ok: bool,
-    /// Rules whose threshold/suppression state was kept.
-    pub state_kept: usize,
-    /// Problems that kept the previous rule set running (file:line:col: ...).
-    pub errors: Vec<String>,
-}
-
-impl Status {
-    /// Writes the status atomically (temporary file, rename), so readers never see half of it.
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, dir.join(FILE))
-    }
-}
-
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::daemon::status::{FILE, Reload, Status, now};
 
 /// Exit code of `trapline status` when the daemon that wrote the status is not running.
 pub const EXIT_NOT_RUNNING: i32 = 3;

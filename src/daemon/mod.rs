@@ -14,6 +14,7 @@
 
 pub mod reload;
 mod state;
+pub mod status;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::action::{Actions, Marks};
-use crate::cli::status::{self, Status};
 use crate::config;
 use crate::engine::SourceInfo;
 use crate::pipeline::{Pipeline, setup};
@@ -29,6 +29,7 @@ use crate::shutdown::Shutdown;
 use crate::source::Mark;
 use crate::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, Tailer};
 use reload::Reloader;
+use status::Status;
 
 /// How often the status file is refreshed while running.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
