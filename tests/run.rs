@@ -4,88 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::attacks::{Env, write};
 use common::{Daemon, access_line, append, detections, wait_for};
-
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-const ATTACK_RULE: &str = "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n";
-
-impl Env {
-    fn new(start: &str) -> Env {
-        Env::with_rules(start, ATTACK_RULE)
-    }
-    fn with_rules(start: &str, rules: &str) -> Env {
-        let (dir, root) = common::project(
-            Some(rules),
-            &format!(
-                "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/*.log]\n    format: combined\n    start: {start}\nactions:\n  log: {{path: out/out.txt, format: json, console: false}}\n"
-            ),
-        );
-        Env { _dir: dir, root }
-    }
-    fn config(&self) -> PathBuf {
-        self.root.join("trapline.yml")
-    }
-    fn log(&self) -> PathBuf {
-        self.root.join("logs/access.log")
-    }
-    fn out(&self) -> PathBuf {
-        self.root.join("out/out.txt")
-    }
-    /// Detections per attack marker.
-    fn counts(&self) -> BTreeMap<u32, usize> {
-        self.counts_in(&[self.out()])
-    }
-    /// Detections per attack marker over several output files (the live one and rotated ones).
-    fn counts_in(&self, files: &[PathBuf]) -> BTreeMap<u32, usize> {
-        let mut m = BTreeMap::new();
-        for d in files.iter().flat_map(|f| detections(f)) {
-            let uri = d["fields"]["uri"].as_str().unwrap().to_string();
-            let n: u32 = uri.rsplit("ATTACK-").next().unwrap().parse().unwrap();
-            *m.entry(n).or_default() += 1;
-        }
-        m
-    }
-    fn wait_all(&self, upto: u32) {
-        let ok = wait_for(Duration::from_secs(15), || self.counts().len() as u32 >= upto);
-        assert!(ok, "only {} of {upto} attacks detected: {:?}", self.counts().len(), self.counts());
-    }
-    fn assert_exactly_once(&self, upto: u32) {
-        self.assert_exactly_once_in(upto, &[self.out()]);
-    }
-    fn assert_exactly_once_in(&self, upto: u32, files: &[PathBuf]) {
-        let c = self.counts_in(files);
-        let missing: Vec<u32> = (0..upto).filter(|n| !c.contains_key(n)).collect();
-        let dup: Vec<(&u32, &usize)> = c.iter().filter(|(_, v)| **v != 1).collect();
-        assert!(
-            missing.is_empty() && dup.is_empty() && c.len() as u32 == upto,
-            "missing {missing:?}, duplicated {dup:?}"
-        );
-    }
-}
-
-/// Attack `n` plus a benign line, as a logger would write them.
-fn lines(range: std::ops::Range<u32>) -> Vec<String> {
-    range
-        .flat_map(|n| {
-            [
-                access_line("203.0.113.7", n, &format!("/x?id=ATTACK-{n}"), 404),
-                access_line("198.51.100.2", n, "/ok", 200),
-            ]
-        })
-        .collect()
-}
-
-fn write(p: &Path, range: std::ops::Range<u32>) {
-    append(p, &lines(range));
-}
 
 #[test]
 fn rotations_while_running_detect_every_line_once() {
@@ -228,60 +150,6 @@ fn renamed_output_is_reopened_and_kill_9_writes_nothing_twice() {
     assert!(wait_for(Duration::from_secs(15), || env.counts_in(&files).len() == 1020));
     d.signal("TERM");
     env.assert_exactly_once_in(1020, &files);
-}
-
-/// A small tmpfs mounted over a directory for the life of the guard (needs root).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-    fn resize(&self, size: &str) {
-        let s = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(s.success(), "cannot resize the tmpfs");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-#[test]
-fn full_disk_pauses_loses_nothing_and_never_writes_a_partial_record() {
-    let env = Env::new("beginning");
-    let Some(fs) = Tmpfs::mount(&env.root.join("out"), "16k") else {
-        assert!(std::env::var_os("TRAPLINE_E2E_REQUIRED").is_none(), "cannot mount a tmpfs (root needed)");
-        eprintln!("skipped: cannot mount a tmpfs (root needed)");
-        return;
-    };
-    write(&env.log(), 0..1000);
-    let mut d = Daemon::start(&env.config());
-    assert!(
-        wait_for(Duration::from_secs(15), || d.stderr().contains("reading is paused")),
-        "no write failure reported:\n{}",
-        d.stderr()
-    );
-    // Mid-outage: whole records only (detections() fails on a fragment).
-    let during = env.counts().len();
-    assert!(during < 1000, "the disk was not full ({during} written)");
-    // Space comes back: everything held back is written, once.
-    fs.resize("64m");
-    env.wait_all(1000);
-    assert!(d.stderr().contains("action recovered"), "{}", d.stderr());
-    d.signal("TERM");
-    env.assert_exactly_once(1000);
 }
 
 #[test]
