@@ -34,7 +34,7 @@ impl Shutdown {
     }
 
     /// Triggers on SIGINT and SIGTERM. The handler only sets the flag (async-signal-safe);
-    /// waiters see it within [`SIGNAL_POLL`], and a watcher thread wakes the async ones.
+    /// waiters see it within 50 ms, and a watcher thread wakes the async ones.
     pub fn on_signals(&self) -> std::io::Result<()> {
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&self.inner.flag))?;

@@ -326,3 +326,47 @@ fn no_colour_codes_when_stderr_and_stdout_are_not_terminals() {
     assert!(stdout.contains("t.attack"), "{stdout}");
     assert!(!stdout.contains("\x1b["), "ANSI codes in a piped stdout: {stdout:?}");
 }
+
+/// `paths: ["-"]`: `run` reads standard input (e.g. `journalctl -f -o cat | trapline run`) and
+/// ends, with everything written, at the end of input. Beside files it is refused, at its
+/// position in the config.
+#[test]
+fn standard_input_as_the_source() {
+    use std::io::Write;
+    let (_dir, root) = common::project(
+        Some(
+            "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n",
+        ),
+        "rules: [rules]\nsources:\n  - name: piped\n    paths: [\"-\"]\n    format: combined\nactions:\n  log: {path: out.txt, console: false}\n",
+    );
+    let mut child = std::process::Command::new(common::bin())
+        .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for n in 0..50u32 {
+        writeln!(input, "{}", access_line("203.0.113.7", n, &format!("/x?id=ATTACK-{n}"), 404)).unwrap();
+        writeln!(input, "{}", access_line("198.51.100.2", n, "/ok", 200)).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = detections(&root.join("out.txt"));
+    assert_eq!(got.len(), 50, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(got.iter().all(|d| d["source"]["path"] == "-" && d["source"]["name"] == "piped"));
+    let keys: std::collections::HashSet<&str> = got.iter().map(|d| d["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 50, "idempotency keys of stream messages must differ");
+
+    std::fs::write(
+        root.join("trapline.yml"),
+        "rules: [rules]\nsources:\n  - name: files\n    paths: [logs/*.log]\n  - name: piped\n    paths: [\"-\"]\n",
+    )
+    .unwrap();
+    let out = common::trapline(&["run", "--config", root.join("trapline.yml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("trapline.yml:6:12:") && err.contains("standard input"), "{err}");
+}

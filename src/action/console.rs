@@ -74,7 +74,7 @@ impl Action for Console {
 
 /// Whether to write ANSI colours to `stream`: only when it is a terminal (a file, a pipe or
 /// journald would keep the escape codes as garbage) and `NO_COLOR` is unset or empty
-/// (https://no-color.org: "when present and not an empty string"). The one rule for every
+/// (<https://no-color.org>: "when present and not an empty string"). The one rule for every
 /// coloured output: trapline's own log on stderr, the console action, lint's report.
 pub fn use_color(stream: &impl std::io::IsTerminal) -> bool {
     stream.is_terminal() && no_color_unset(std::env::var_os("NO_COLOR").as_deref())

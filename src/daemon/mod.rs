@@ -1,6 +1,7 @@
-//! **daemon**: `trapline run` — sources → pipeline → actions, until told to stop.
+//! **daemon**: `trapline run` — a source → pipeline → actions, until told to stop.
 //!
-//! The reading thread owns the [`Tailer`], the [`Pipeline`] and the [`Actions`]; background
+//! The reading thread owns the [`Source`] (the file tailer, or standard input), the
+//! [`Pipeline`] and the [`Actions`]; background
 //! work (XDR delivery, and later the HTTP server and the NATS client) runs on one tokio
 //! runtime; one [`Shutdown`] stops all of it. Between lines the loop reloads rules and
 //! templates when they changed (or on SIGHUP), lets actions notice a rotated output, and
@@ -24,10 +25,13 @@ use anyhow::{Context, Result, bail};
 use crate::action::{Actions, Marks};
 use crate::config;
 use crate::engine::SourceInfo;
+use crate::event::Event;
 use crate::pipeline::{Pipeline, setup};
 use crate::shutdown::Shutdown;
 use crate::source::Mark;
-use crate::source::tail::{FileInfo, LineSink, StartAt, TailConfig, TailSource, Tailer};
+use crate::source::stdin::StdinSource;
+use crate::source::tail::{StartAt, TailConfig, TailSource, Tailer};
+use crate::source::{EventSink, Source, Whence};
 use reload::Reloader;
 use status::Status;
 
@@ -45,31 +49,14 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let _lock = crate::state::StateLock::acquire(&cfg.resolve(&c.state_dir))?;
     let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
     let built = setup::build(Some(&cfg), &rule_paths, &[])?;
-    let tail = TailConfig {
-        sources: c
-            .sources
-            .iter()
-            .map(|s| TailSource {
-                name: s.name.clone(),
-                patterns: s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect(),
-                start: match s.start {
-                    config::Start::End => StartAt::End,
-                    config::Start::Beginning => StartAt::Beginning,
-                },
-            })
-            .collect(),
-        state_dir: cfg.resolve(&c.state_dir),
-        max_line_bytes: c.max_line_bytes,
-        ..TailConfig::default()
-    };
-    let mut tailer = Tailer::new(tail)?;
+    let mut source = open_source(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("trapline-rt")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let marks = marks_of(tailer.sink_mark());
+    let marks = marks_of(source.mark());
     // Before anything is hashed: the saved state brings its own hash seed.
     let mut engine_store = state::EngineStore::new(&cfg.resolve(&c.state_dir));
     let saved = engine_store.load(marks.get(state::MARK))?;
@@ -95,7 +82,7 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         tracing::info!(rules, "threshold and suppression state restored");
     }
     let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader, engine_store);
-    let ran = tailer.run(&mut daemon, shutdown.flag());
+    let ran = source.run(&mut daemon, shutdown.flag());
     shutdown.trigger();
     let flushed = if ran.is_ok() { daemon.actions.flush().map(|_| ()) } else { Ok(()) };
     daemon.actions.shutdown();
@@ -106,6 +93,40 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     flushed?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The source of `run`: standard input when the one configured source reads `-`, else the
+/// file tailer over every configured source.
+fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
+    let c = &cfg.config;
+    let stdin: Vec<usize> = (0..c.sources.len()).filter(|&i| c.sources[i].paths.iter().any(|p| p == "-")).collect();
+    if let Some(&i) = stdin.first() {
+        if c.sources.len() > 1 || c.sources[i].paths.len() > 1 {
+            bail!(
+                "{}: standard input (`-`) must be the only path of the only source: a stream cannot be read beside files",
+                cfg.position(&format!("sources[{i}].paths"))
+            );
+        }
+        return Ok(Box::new(StdinSource::new(i, c.max_line_bytes)));
+    }
+    let tail = TailConfig {
+        sources: c
+            .sources
+            .iter()
+            .map(|s| TailSource {
+                name: s.name.clone(),
+                patterns: s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect(),
+                start: match s.start {
+                    config::Start::End => StartAt::End,
+                    config::Start::Beginning => StartAt::Beginning,
+                },
+            })
+            .collect(),
+        state_dir: cfg.resolve(&c.state_dir),
+        max_line_bytes: c.max_line_bytes,
+        ..TailConfig::default()
+    };
+    Ok(Box::new(Tailer::new(tail)?))
 }
 
 /// The actions' marks from a checkpoint. Earlier versions stored the log output's length
@@ -207,12 +228,12 @@ impl Daemon {
     }
 
     /// Index into `infos` of the description of this file.
-    fn info(&mut self, file: &FileInfo) -> usize {
-        if let Some(i) = self.infos.iter().position(|(s, p, _)| *s == file.source && *p == file.path) {
+    fn info(&mut self, at: &Whence<'_>) -> usize {
+        if let Some(i) = self.infos.iter().position(|(s, p, _)| *s == at.source && p == at.path) {
             return i;
         }
-        let info = self.pipeline.sources()[file.source].info(&file.path.display().to_string());
-        self.infos.push((file.source, file.path.clone(), info));
+        let info = self.pipeline.sources()[at.source].info(&at.path.display().to_string());
+        self.infos.push((at.source, at.path.to_path_buf(), info));
         self.infos.len() - 1
     }
 
@@ -235,12 +256,11 @@ impl Daemon {
     }
 }
 
-impl LineSink for Daemon {
-    fn line(&mut self, file: &FileInfo, line: &[u8], pos: crate::source::LinePos) -> Result<()> {
-        let i = self.info(file);
-        let ev = pos.event(line);
+impl EventSink for Daemon {
+    fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
+        let i = self.info(at);
         let actions = &mut self.actions;
-        self.pipeline.process(file.source, &self.infos[i].2, &ev, &mut |d| actions.dispatch(&d))
+        self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| actions.dispatch(&d))
     }
 
     fn flush(&mut self) -> std::io::Result<Mark> {

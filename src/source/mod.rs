@@ -1,14 +1,23 @@
-//! **source**: where lines come from.
+//! **source**: where events come from.
+//!
+//! The daemon runs any [`Source`]: it delivers [`Event`]s to an [`EventSink`] until told to
+//! stop, and a sink error stops it before it moves past the event (no checkpoint passes it).
 //!
 //! - [`tail`]: follows files (globs) live, across rotation, truncation and restarts, with
-//!   checkpointed offsets. Used by `trapline run`.
-//! - [`read`]: reads whole inputs (files, `.gz`, stdin) in large newline-aligned blocks. Used by
-//!   `trapline scan`.
+//!   checkpointed offsets.
+//! - [`stdin`]: lines of standard input (`paths: ["-"]`), e.g. `journalctl -f -o cat | trapline
+//!   run`: a stream, read once, with no position to resume from.
+//! - [`read`]: reads whole inputs (files, `.gz`, stdin) in large newline-aligned blocks, for
+//!   `trapline scan`'s parallel matching.
 //!
-//! Both hand out lines as `&[u8]` without their newline; nothing here interprets content.
+//! Lines are handed out as `&[u8]` without their newline; nothing here interprets content.
 
 pub mod read;
+pub mod stdin;
 pub mod tail;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Utc};
 
@@ -17,6 +26,38 @@ use crate::event::{Event, Origin};
 /// What a sink hands back when it made its effects durable, stored with the source's
 /// checkpoint and given back after a restart. Opaque to the source.
 pub type Mark = serde_json::Value;
+
+/// Which configured source an event comes from, and which file (or stream) of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Whence<'a> {
+    /// Index of the source in the config.
+    pub source: usize,
+    /// The file the event comes from (`-` for standard input).
+    pub path: &'a Path,
+}
+
+/// Receives events, in order per file or stream.
+pub trait EventSink {
+    /// Handles one event. An error means the event was not (completely) handled: the source
+    /// delivers nothing more and returns the error, without a checkpoint past the event.
+    fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> anyhow::Result<()>;
+    /// Makes the effects of every event delivered so far durable; returns the mark the
+    /// source stores with its checkpoint (and hands back after a restart).
+    fn flush(&mut self) -> std::io::Result<Mark>;
+    /// Called between events at least every few hundred milliseconds: periodic work.
+    fn tick(&mut self) {}
+}
+
+/// Something the daemon runs to get events.
+pub trait Source {
+    /// Delivers events to `sink` until `stop` is set or the source ends; then flushes the sink
+    /// (and checkpoints, where the source has positions). A sink error ends it at once.
+    fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> anyhow::Result<()>;
+    /// The mark stored with the last checkpoint, if the source keeps checkpoints.
+    fn mark(&self) -> Option<&Mark> {
+        None
+    }
+}
 
 /// Where a line sits, as reported by a source.
 #[derive(Debug, Clone, Copy)]

@@ -137,6 +137,34 @@ pub trait LineSink {
     fn tick(&mut self) {}
 }
 
+/// The tailer as a [`crate::source::Source`]: its lines become events of the file they are in.
+impl crate::source::Source for Tailer {
+    fn run(&mut self, sink: &mut dyn crate::source::EventSink, stop: &AtomicBool) -> anyhow::Result<()> {
+        Tailer::run(self, &mut Lines(sink), stop)
+    }
+
+    fn mark(&self) -> Option<&Mark> {
+        self.sink_mark()
+    }
+}
+
+/// Lines of files, handed to an event sink.
+struct Lines<'a>(&'a mut dyn crate::source::EventSink);
+
+impl LineSink for Lines<'_> {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()> {
+        self.0.event(&crate::source::Whence { source: file.source, path: &file.path }, &pos.event(line))
+    }
+
+    fn flush(&mut self) -> io::Result<Mark> {
+        self.0.flush()
+    }
+
+    fn tick(&mut self) {
+        self.0.tick()
+    }
+}
+
 /// The file a line comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
