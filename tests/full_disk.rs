@@ -1,6 +1,7 @@
 //! A full disk under the output file, for real: a 16 KiB tmpfs mounted over the output
-//! directory (needs root), filled by detections, then grown. Nothing may be lost, nothing
-//! written twice, and the output must never hold a partial record.
+//! directory (needs root), filled by detections, trapline stopped and started again while it
+//! is full, then grown. Nothing may be lost, nothing written twice, and the output must never
+//! hold a partial record.
 //!
 //! Without the rights to mount, the test is reported as ignored, unless
 //! `TRAPLINE_E2E_REQUIRED=1` is set (as in CI), in which case it fails.
@@ -52,6 +53,11 @@ fn full_disk_pauses_loses_nothing_and_never_writes_a_partial_record(env: Env, fs
     // Mid-outage: whole records only (detections() fails on a fragment).
     let during = env.counts().len();
     assert!(during < 1000, "the disk was not full ({during} written)");
+    // Stopped during the outage: promptly, and without a checkpoint past the failing line.
+    let took = d.signal("TERM");
+    assert!(took < Duration::from_secs(3), "SIGTERM during the outage took {took:?}");
+    let mut d = Daemon::start(&env.config());
+    assert!(wait_for(Duration::from_secs(15), || d.stderr().contains("reading is paused")), "{}", d.stderr());
     // Space comes back: everything held back is written, once.
     fs.resize("64m");
     env.wait_all(1000);

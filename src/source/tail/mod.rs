@@ -336,6 +336,13 @@ impl Tailer {
             self.rediscover(true);
             self.recover_rotated();
             self.started = true;
+            // Before the first line: the start positions, and the sink's mark before any of
+            // its effects. Without it, a crash (or a sink that fails for good) before the
+            // first periodic checkpoint would restart from the start policy with no mark, and
+            // the replay could not be told from new output.
+            if let Err(e) = self.checkpoint(sink) {
+                warn!(error = format!("{e:#}"), "checkpoint failed; retrying");
+            }
         } else {
             self.rediscover(false);
         }
