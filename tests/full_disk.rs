@@ -58,10 +58,17 @@ fn full_disk_pauses_loses_nothing_and_never_writes_a_partial_record(env: Env, fs
     assert!(took < Duration::from_secs(3), "SIGTERM during the outage took {took:?}");
     let mut d = Daemon::start(&env.config());
     assert!(wait_for(Duration::from_secs(15), || d.stderr().contains("reading is paused")), "{}", d.stderr());
+    // The operator sees why nothing moves.
+    let status = common::trapline(&["status", "--config", env.config().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{text}");
+    assert!(text.contains("action log FAILING") && text.contains("No space left"), "{text}");
     // Space comes back: everything held back is written, once.
     fs.resize("64m");
     env.wait_all(1000);
     assert!(d.stderr().contains("action recovered"), "{}", d.stderr());
+    let status = common::trapline(&["status", "--config", env.config().to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
     d.signal("TERM");
     env.assert_exactly_once(1000);
     // Unmount before the temporary directory holding the mount point goes.

@@ -87,10 +87,15 @@ pub trait Action: Send {
     fn shutdown(&mut self) {}
 }
 
+/// Told when an action starts failing transiently (and again while it goes on), with the
+/// action's name and the error, and with `None` when it recovered.
+pub type FailureHook = Box<dyn FnMut(Option<(&str, &str)>) + Send>;
+
 /// The configured actions, by name.
 pub struct Actions {
     list: Vec<Box<dyn Action>>,
     shutdown: Shutdown,
+    on_failure: Option<FailureHook>,
     /// Detections no action could handle for good (permanent failures), and transient
     /// failures retried.
     pub permanent_errors: u64,
@@ -120,7 +125,12 @@ const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 impl Actions {
     pub fn new(list: Vec<Box<dyn Action>>, shutdown: Shutdown) -> Actions {
-        Actions { list, shutdown, permanent_errors: 0, retries: 0 }
+        Actions { list, shutdown, on_failure: None, permanent_errors: 0, retries: 0 }
+    }
+
+    /// Sets what is told about transient failures while they are retried (the status file).
+    pub fn on_failure(&mut self, hook: FailureHook) {
+        self.on_failure = Some(hook);
     }
 
     /// Builds every action the config sets up: `log` (always; its console echo when
@@ -180,6 +190,9 @@ impl Actions {
                     Ok(()) => {
                         if let Some((since, _)) = failing_since {
                             tracing::warn!(action = %a.name(), after = ?since.elapsed(), "action recovered; nothing was lost");
+                            if let Some(hook) = &mut self.on_failure {
+                                hook(None);
+                            }
                         }
                         break;
                     }
@@ -191,16 +204,21 @@ impl Actions {
                     Err(ActionError::Transient(e)) => {
                         self.retries += 1;
                         let now = Instant::now();
-                        match &mut failing_since {
+                        let report = match &mut failing_since {
                             None => {
                                 failing_since = Some((now, now));
                                 tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and the detection is retried until it succeeds");
+                                true
                             }
                             Some((since, reported)) if now.duration_since(*reported) >= REPORT_EVERY => {
                                 *reported = now;
                                 tracing::error!(action = %a.name(), error = format!("{e:#}"), failing_for = ?since.elapsed(), "action still failing; still retrying");
+                                true
                             }
-                            Some(_) => {}
+                            Some(_) => false,
+                        };
+                        if report && let Some(hook) = &mut self.on_failure {
+                            hook(Some((a.name(), &format!("{e:#}"))));
                         }
                         if self.shutdown.wait_timeout(backoff) {
                             return Err(anyhow::anyhow!(

@@ -53,8 +53,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Show the state of a running `trapline run`: loaded rules, last reload, counters.
     ///
-    /// Exit codes: 0 running, last reload (if any) worked; 1 running, last reload failed (the
-    /// previous rules keep running); 2 usage or configuration error, or no status file; 3 not
+    /// Exit codes: 0 running, last reload (if any) worked; 1 running, but the last reload
+    /// failed (the previous rules keep running) or an action is failing (reading paused); 2 usage or configuration error, or no status file; 3 not
     /// running (the status file was left by a daemon that has ended).
     Status(status::StatusArgs),
     /// Check rule files, templates and config; report findings for humans or CI.

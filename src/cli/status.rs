@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::action::console::escape;
 use crate::config;
 
 pub use crate::daemon::status::{FILE, Reload, Status, now};
@@ -93,5 +94,13 @@ pub fn status(a: StatusArgs) -> Result<i32> {
             }
         }
     }
-    Ok(if s.last_reload.as_ref().is_some_and(|r| !r.ok) { 1 } else { 0 })
+    if let Some(f) = &s.action_failure {
+        println!(
+            "action {} FAILING since {}, reading paused, retrying: {}",
+            escape(&f.action),
+            f.since,
+            escape(&f.error)
+        );
+    }
+    Ok(if s.last_reload.as_ref().is_some_and(|r| !r.ok) || s.action_failure.is_some() { 1 } else { 0 })
 }

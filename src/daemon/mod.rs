@@ -60,7 +60,23 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     // Before anything is hashed: the saved state brings its own hash seed.
     let mut engine_store = state::EngineStore::new(&cfg.resolve(&c.state_dir));
     let saved = engine_store.load(marks.get(state::MARK))?;
-    let actions = Actions::from_config(&cfg, &built.rules, Some(&marks), runtime.handle(), shutdown.clone())?;
+    let mut actions = Actions::from_config(&cfg, &built.rules, Some(&marks), runtime.handle(), shutdown.clone())?;
+    let status_dir = cfg.resolve(&c.state_dir);
+    let mut since = String::new();
+    actions.on_failure(Box::new(move |failure| {
+        let failure = failure.map(|(action, error)| {
+            if since.is_empty() {
+                since = status::now();
+            }
+            status::ActionFailure { action: action.to_string(), error: error.to_string(), since: since.clone() }
+        });
+        if failure.is_none() {
+            since.clear();
+        }
+        if let Err(e) = status::set_action_failure(&status_dir, failure) {
+            tracing::warn!(error = %e, "cannot write status file");
+        }
+    }));
     let (lits, always) = built.rules.prefilter_stats();
     tracing::info!(
         config = %cfg.path.display(),

@@ -23,6 +23,18 @@ pub struct Status {
     pub lines: u64,
     pub unparsed: u64,
     pub detections_written: u64,
+    /// An action failing right now (reading is paused until it succeeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_failure: Option<ActionFailure>,
+}
+
+/// An action that keeps failing (disk full, ...), while the daemon retries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionFailure {
+    pub action: String,
+    pub error: String,
+    /// Failing since (RFC 3339).
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -43,6 +55,19 @@ impl Status {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, dir.join(FILE))
     }
+}
+
+/// Records `failure` (or its end) in the status file in `dir`, keeping everything else: the
+/// daemon's own refresh is paused while an action is retried, and an operator running
+/// `trapline status` must still see why nothing moves.
+pub fn set_action_failure(dir: &Path, failure: Option<ActionFailure>) -> std::io::Result<()> {
+    let mut status: Status = std::fs::read(dir.join(FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| Status { pid: std::process::id(), ..Status::default() });
+    status.action_failure = failure;
+    status.updated_at = now();
+    status.write(dir)
 }
 
 pub fn now() -> String {
