@@ -45,6 +45,10 @@ pub struct Config {
     /// Action settings.
     #[serde(default)]
     pub actions: crate::action::ActionsDef,
+    /// Secrets masked in what detections carry (out.txt, console, XDR): values of these
+    /// parameters in query strings, forms, cookies and JSON. Rules still see the real values.
+    #[serde(default)]
+    pub redact: crate::pipeline::redact::RedactDef,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,

@@ -255,3 +255,22 @@ fn xdr_settings_errors_carry_their_position() {
         assert!(stderr.contains(&format!("{cfg}:{pos}: actions.{what}")), "{stderr}");
     }
 }
+
+/// `scan --json` masks a guessed password in the detection (line and fields) with the default
+/// redaction, without a config.
+#[test]
+fn scan_masks_secrets_in_detections() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = access_line("203.0.113.7", 0, "/phpMyAdmin/index.php?pma_username=root&pma_password=toor", 200);
+    let log = write(dir.path(), "a.log", &format!("{line}\n"));
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, &log]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let d: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|d| d["rule"]["id"] == "honeypot.phpmyadmin-login")
+        .unwrap_or_else(|| panic!("not detected: {stdout}"));
+    assert!(!stdout.contains("toor"), "{stdout}");
+    assert!(d["line"].as_str().unwrap().contains("pma_password=***"), "{d}");
+    assert!(d["fields"]["uri"].as_str().unwrap().ends_with("pma_password=***"), "{d}");
+}

@@ -370,3 +370,44 @@ fn standard_input_as_the_source() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("trapline.yml:6:12:") && err.contains("standard input"), "{err}");
 }
+
+/// Secrets in a detected line (a guessed password, a session id) are masked in out.txt and on
+/// the console, while the rule still matched on the real value; `redact: {params: []}` turns
+/// it off.
+#[test]
+fn secrets_are_masked_in_every_output_but_rules_see_them() {
+    let rule = "rules:\n  - id: t.guess\n    title: guessed password\n    severity: high\n    match: {field: uri, contains: hunter2}\n";
+    let line = access_line("203.0.113.7", 1, "/login.php?user=admin&password=hunter2&PHPSESSID=abc123", 200);
+    let run_with = |redact: &str| {
+        let (dir, root) = common::project(
+            Some(rule),
+            &format!(
+                "rules: [rules]\n{redact}sources:\n  - name: piped\n    paths: [\"-\"]\nactions:\n  log: {{path: out.txt, console: true}}\n"
+            ),
+        );
+        let mut child = std::process::Command::new(common::bin())
+            .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            writeln!(input, "{line}").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let file = std::fs::read_to_string(root.join("out.txt")).unwrap();
+        (dir, String::from_utf8_lossy(&out.stdout).into_owned(), file)
+    };
+    let (_d, console, file) = run_with("");
+    assert_eq!(file.lines().count(), 1, "the rule must match the real value: {file}");
+    for (what, text) in [("console", &console), ("out.txt", &file)] {
+        assert!(!text.contains("hunter2") && !text.contains("abc123"), "{what}: {text}");
+        assert!(text.contains("password=***") && text.contains("PHPSESSID=***"), "{what}: {text}");
+    }
+    let (_d, console, file) = run_with("redact: {params: []}\n");
+    assert!(console.contains("hunter2") && file.contains("hunter2"), "{console}\n{file}");
+}

@@ -49,6 +49,9 @@ fn shipped_config_renders_the_honeypot_incident() {
         (Some("New"), Some("High"), Some("High"), Some("amber"))
     );
     assert_eq!(b["relationships"][0]["relationship_type"], "member-of");
+    // The guessed password is masked in the payload (the rule matched on the real line).
+    assert!(!out.contains("toor"), "{out}");
+    assert!(out.contains("pma_password=***"), "{out}");
 }
 
 #[test]

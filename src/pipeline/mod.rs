@@ -13,9 +13,12 @@
 //! [`Pipeline::decide_block`] the ordered part in file order. Both give the same detections.
 //!
 //! - [`setup`]: config → parsers → compiled rules (a [`Setup`]);
-//! - [`batch`]: the parallel stage over newline-aligned blocks.
+//! - [`batch`]: the parallel stage over newline-aligned blocks;
+//! - [`redact`]: secrets (passwords, tokens, session ids) masked in every detection before any
+//!   sink sees it; rules are evaluated on the real values.
 
 pub mod batch;
+pub mod redact;
 pub mod setup;
 
 use std::sync::Arc;
@@ -140,7 +143,9 @@ impl Pipeline {
         self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
         for f in &self.fired {
             self.counts.detections += 1;
-            sink.detection(self.detector.detection(f, event, info, ev, &s.record))?;
+            let mut d = self.detector.detection(f, event, info, ev, &s.record);
+            self.setup.redact.apply(&mut d);
+            sink.detection(d)?;
         }
         Ok(())
     }
@@ -177,7 +182,9 @@ impl Pipeline {
             let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
             for f in &self.fired {
                 self.counts.detections += 1;
-                sink.detection(self.detector.detection(f, event, info, &ev, &self.scratch.record))?;
+                let mut d = self.detector.detection(f, event, info, &ev, &self.scratch.record);
+                self.setup.redact.apply(&mut d);
+                sink.detection(d)?;
             }
         }
         Ok(())

@@ -22,6 +22,8 @@ pub struct SourceSetup {
 pub struct Setup {
     pub rules: Arc<RuleSet>,
     pub sources: Vec<SourceSetup>,
+    /// Masks secrets in detections (the config's `redact:`, else the default list).
+    pub redact: super::redact::Redactor,
 }
 
 impl SourceSetup {
@@ -80,7 +82,8 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
             SourceSetup { name, parser, applicable }
         })
         .collect();
-    Ok(Setup { rules, sources })
+    let redact = super::redact::Redactor::new(&cfg.map(|c| c.config.redact.clone()).unwrap_or_default());
+    Ok(Setup { rules, sources, redact })
 }
 
 /// What the rule compiler must know of the world outside the rule files: the formats and the

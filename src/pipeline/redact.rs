@@ -1,0 +1,270 @@
+//! Redaction of secrets in what detections carry.
+//!
+//! Attackers guessing passwords put them in URLs (`?pma_username=root&pma_password=toor`), and
+//! real users' session ids and tokens travel in query strings and referers. A detection copies
+//! the line and its fields into `out.txt`, the console and XDR: there the values of sensitive
+//! parameters are replaced by `***`. Rules are evaluated before this, on the real values.
+//!
+//! Two shapes are recognised, anywhere in a value: `name=value` after the start, `?`, `&`,
+//! `;` or white space (query strings, form bodies, cookies), and `"name": "value"` (JSON). Names
+//! are compared case-insensitively after percent-decoding (`pma%5Fpassword`).
+
+use std::borrow::Cow;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Detection;
+
+/// The `redact:` section of the config.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactDef {
+    /// Parameter names whose values are masked (replaces the default list; `[]` turns
+    /// redaction off).
+    #[serde(default = "default_params")]
+    pub params: Vec<String>,
+    /// More names, added to `params`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_params: Vec<String>,
+}
+
+impl Default for RedactDef {
+    fn default() -> Self {
+        RedactDef { params: default_params(), extra_params: Vec::new() }
+    }
+}
+
+/// Passwords, tokens, secrets, keys and session ids as the common web stacks name them.
+pub const DEFAULT_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "pma_password",
+    "passphrase",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "auth_token",
+    "csrf_token",
+    "secret",
+    "client_secret",
+    "api_key",
+    "apikey",
+    "x-api-key",
+    "phpsessid",
+    "jsessionid",
+    "sessionid",
+    "session_id",
+    "sid",
+];
+
+fn default_params() -> Vec<String> {
+    DEFAULT_PARAMS.iter().map(|s| s.to_string()).collect()
+}
+
+/// What replaces a secret value.
+pub const MASK: &str = "***";
+
+/// Masks the values of a set of parameter names.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Lower-cased names.
+    names: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new(def: &RedactDef) -> Redactor {
+        let mut names: Vec<String> =
+            def.params.iter().chain(&def.extra_params).map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        Redactor { names }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Masks the secrets in everything `d` carries from the log: the line, the fields and the
+    /// threshold's group values.
+    pub fn apply(&self, d: &mut Detection) {
+        if self.names.is_empty() {
+            return;
+        }
+        redact_in_place(self, &mut d.line);
+        for v in d.fields.values_mut() {
+            redact_in_place(self, v);
+        }
+        if let Some(t) = &mut d.threshold {
+            for v in t.group.values_mut() {
+                redact_in_place(self, v);
+            }
+        }
+    }
+
+    /// `s` with the values of sensitive parameters masked (borrowed when there are none).
+    pub fn redact<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        if self.names.is_empty() || !s.bytes().any(|b| b == b'=' || b == b':') {
+            return Cow::Borrowed(s);
+        }
+        let b = s.as_bytes();
+        let mut out = String::new();
+        let mut copied = 0;
+        let mut i = 0;
+        while i < b.len() {
+            if let Some((start, end)) = self.secret_at(b, i) {
+                out.push_str(&s[copied..start]);
+                out.push_str(MASK);
+                copied = end;
+                i = end.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+        if copied == 0 {
+            return Cow::Borrowed(s);
+        }
+        out.push_str(&s[copied..]);
+        Cow::Owned(out)
+    }
+
+    /// If a sensitive `name=value` or `"name": "value"` starts at byte `i`, the byte range of
+    /// its value.
+    fn secret_at(&self, b: &[u8], i: usize) -> Option<(usize, usize)> {
+        let quoted = b[i] == b'"';
+        if !quoted && i > 0 && !matches!(b[i - 1], b'?' | b'&' | b';' | b' ' | b'\t') {
+            return None;
+        }
+        let name_start = i + usize::from(quoted);
+        let name_end = name_start + b[name_start..].iter().position(|&c| is_name_end(c, quoted))?;
+        if name_end == name_start || !self.is_sensitive(&b[name_start..name_end]) {
+            return None;
+        }
+        if quoted {
+            // "name" <ws> : <ws> "value"
+            let mut j = name_end;
+            if b.get(j) != Some(&b'"') {
+                return None;
+            }
+            j += 1;
+            while b.get(j).is_some_and(|c| c.is_ascii_whitespace()) {
+                j += 1;
+            }
+            if b.get(j) != Some(&b':') {
+                return None;
+            }
+            j += 1;
+            while b.get(j).is_some_and(|c| c.is_ascii_whitespace()) {
+                j += 1;
+            }
+            if b.get(j) != Some(&b'"') {
+                return None;
+            }
+            let start = j + 1;
+            let mut k = start;
+            while k < b.len() && b[k] != b'"' {
+                k += 1 + usize::from(b[k] == b'\\');
+            }
+            return Some((start, k.min(b.len())));
+        }
+        if b.get(name_end) != Some(&b'=') {
+            return None;
+        }
+        let start = name_end + 1;
+        let end = start
+            + b[start..]
+                .iter()
+                .position(|&c| matches!(c, b'&' | b';' | b' ' | b'\t' | b'"' | b'#'))
+                .unwrap_or(b.len() - start);
+        Some((start, end))
+    }
+
+    fn is_sensitive(&self, raw: &[u8]) -> bool {
+        let mut name = Vec::with_capacity(raw.len());
+        let mut k = 0;
+        while k < raw.len() {
+            if raw[k] == b'%'
+                && k + 2 < raw.len()
+                && let (Some(h), Some(l)) = (hex(raw[k + 1]), hex(raw[k + 2]))
+            {
+                name.push(h << 4 | l);
+                k += 3;
+            } else {
+                name.push(raw[k]);
+                k += 1;
+            }
+        }
+        name.make_ascii_lowercase();
+        self.names.iter().any(|n| n.as_bytes() == name.as_slice())
+    }
+}
+
+fn is_name_end(c: u8, quoted: bool) -> bool {
+    if quoted { matches!(c, b'"' | b'\\') } else { matches!(c, b'=' | b'&' | b'?' | b';' | b' ' | b'\t' | b'"' | b'#') }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+fn redact_in_place(r: &Redactor, s: &mut String) {
+    if let Cow::Owned(o) = r.redact(s) {
+        *s = o;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> Redactor {
+        Redactor::new(&RedactDef::default())
+    }
+
+    #[test]
+    fn query_strings_forms_and_json_are_masked() {
+        let r = r();
+        assert_eq!(
+            r.redact("GET /pma/index.php?pma_username=root&pma_password=toor&server=1 HTTP/1.1"),
+            "GET /pma/index.php?pma_username=root&pma_password=***&server=1 HTTP/1.1"
+        );
+        assert_eq!(r.redact("user=a&Password=s3cr%26t"), "user=a&Password=***");
+        assert_eq!(r.redact("/x?pma%5Fpassword=abc"), "/x?pma%5Fpassword=***");
+        assert_eq!(r.redact("PHPSESSID=deadbeef; theme=dark"), "PHPSESSID=***; theme=dark");
+        assert_eq!(r.redact(r#"{"user":"a","password": "p\"w","n":1}"#), r#"{"user":"a","password": "***","n":1}"#);
+        assert_eq!(r.redact("?token=&a=1"), "?token=***&a=1");
+    }
+
+    #[test]
+    fn look_alikes_are_left_alone() {
+        let r = r();
+        for s in [
+            "/passwords.txt",
+            "?mypassword=x",
+            "?password",
+            "?q=password=1",
+            "GET /?sidebar=1",
+            "{\"password\": 5}",
+            "",
+            "=",
+            "\"",
+        ] {
+            assert_eq!(r.redact(s), s);
+        }
+        assert_eq!(r.redact("password="), "password=***");
+        let off = Redactor::new(&RedactDef { params: vec![], extra_params: vec![] });
+        assert_eq!(off.redact("?password=x"), "?password=x");
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let r = Redactor::new(&RedactDef { params: vec!["p".into()], extra_params: vec!["é".into()] });
+        for s in ["p=", "\"p\":\"", "\"p\" : \"\\", "%", "p%=1", "?p%4=1", "é=ü&p=ß", "\"p\":\"x\\\"", "&&&p=é"] {
+            let _ = r.redact(s);
+        }
+        assert_eq!(r.redact("a=1&p=ß&b=2"), "a=1&p=***&b=2");
+    }
+}
