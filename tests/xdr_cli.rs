@@ -206,3 +206,41 @@ fn sandbox_validates_like_the_service() {
         http_with(&sb.addr, "DELETE", "/ctia/incident/search", None, &[("Authorization", &format!("Bearer {tok}"))]);
     assert_eq!(s, 403);
 }
+
+/// The target, the URL observable and the IP relation name what was attacked: the vhost from
+/// the log, else nothing guessed (no address of this machine).
+#[test]
+fn targets_come_from_what_was_attacked() {
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trapline.yml");
+    let request =
+        "\"GET /phpMyAdmin/index.php?pma_username=root&pma_password=toor HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0\"";
+    let render = |line: &str| {
+        let (code, out, err) =
+            run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "honeypot.phpmyadmin-login", "--line", line]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let b = render(&format!("www.example.org:443 203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] {request}"));
+    let s = &b["sightings"][0];
+    assert_eq!(s["targets"][0]["observables"], serde_json::json!([{"type": "hostname", "value": "www.example.org"}]));
+    let urls: Vec<&str> = s["observables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["type"] == "url")
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls, ["https://www.example.org/phpMyAdmin/index.php?pma_username=root&pma_password=***"]);
+
+    let b = render(&format!("127.0.0.1:8080 203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] {request}"));
+    let s = &b["sightings"][0];
+    assert_eq!(s["targets"][0]["observables"], serde_json::json!([{"type": "ip", "value": "127.0.0.1"}]));
+    assert_eq!(s["relations"][0]["related"]["value"], "127.0.0.1");
+
+    // A plain combined line names no server, and the shipped config names none: no URL, no IP.
+    let b = render(&format!("203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] {request}"));
+    let s = &b["sightings"][0];
+    assert!(s["observables"].as_array().unwrap().iter().all(|o| o["type"] != "url"), "{s}");
+    assert!(s["targets"][0]["observables"].as_array().unwrap().iter().all(|o| o["type"] == "hostname"), "{s}");
+    assert!(s["relations"].as_array().is_none_or(|r| r.is_empty()), "{s}");
+}

@@ -309,6 +309,7 @@ impl Renderer {
                         ctx[k] = v.clone();
                     }
                 }
+                ctx["target"] = super::target::attacked(&ctx["fields"], &ctx["vars"]);
                 self.render_with(set, &ctx, true).map_err(|e| match rule {
                     Some(r) => anyhow!("rule {r:?}: {e}"),
                     None => e,
@@ -516,6 +517,7 @@ pub fn sample_context(hostile: bool) -> Value {
     let ids = json!({"incident": "transient:trapline-incident-0", "sighting": "transient:trapline-sighting-0",
                      "relationship": "transient:trapline-relationship-0", "judgement": "transient:trapline-judgement-0"});
     let line = if hostile { evil.clone() } else { "x".into() };
+    let target = super::target::attacked(&fields, &json!({}));
     json!({
         "rule": {"id": "sample.rule", "title": if hostile { evil.clone() } else { "Sample".into() },
                  "severity": "critical", "tags": ["attack.t1190", "attack.initial-access"], "description": ""},
@@ -525,8 +527,9 @@ pub fn sample_context(hostile: bool) -> Value {
         "line": line,
         "aggregate": {"count": 1, "first_seen": t, "last_seen": t, "window_start": t, "window_end": t,
                       "samples": [line], "group": {}, "new_incident": true},
-        "host": {"hostname": if hostile { "h".repeat(300) } else { String::new() }, "ip": null},
+        "host": {"hostname": if hostile { "h".repeat(300) } else { String::new() }},
         "vars": {},
+        "target": target,
         "xids": xids,
         "ids": ids,
         "source": "trapline",

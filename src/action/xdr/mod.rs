@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod limiter;
 pub mod outbox;
 pub mod settings;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,7 +62,8 @@ fn ms(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Facts about the machine trapline runs on (`host` in templates).
+/// Facts about the machine trapline runs on (`host` in templates): its name and OS. No
+/// address: which of its addresses was attacked cannot be known from here (see [`target`]).
 pub fn host_facts() -> Value {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
@@ -69,13 +71,7 @@ pub fn host_facts() -> Value {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    // The address of the interface a packet to the outside would leave by (no packet is sent).
-    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
-        .and_then(|s| s.local_addr())
-        .ok()
-        .map(|a| a.ip().to_string());
-    json!({"hostname": hostname, "ip": ip, "os": std::env::consts::OS})
+    json!({"hostname": hostname, "os": std::env::consts::OS})
 }
 
 /// Detection → aggregated, rendered, validated bundle. Shared by the action and `render`.
@@ -138,6 +134,7 @@ impl Composer {
             },
             "host": self.base["host"],
             "vars": self.base["vars"],
+            "target": target::attacked(&json!(d.fields), &self.base["vars"]),
             "xids": hit.xids,
             "ids": Ids::transient(&hit.xids),
             "source": self.settings.source,
