@@ -29,6 +29,8 @@ pub struct CompiledRule {
     pub title: String,
     pub description: String,
     pub severity: Severity,
+    /// Attack class (`other` when the rule names none).
+    pub class: String,
     pub tags: Vec<String>,
     pub actions: Vec<String>,
     pub enabled: bool,
@@ -120,6 +122,16 @@ impl Compiler<'_> {
         if rule.title.trim().is_empty() {
             self.err(r, "title", "title must not be empty");
         }
+        if let Some(c) = &rule.class
+            && !(c.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            self.err(
+                r,
+                "class",
+                format!("class {c:?}: use lower-case letters, digits and '-' (e.g. sqli, brute-force)"),
+            );
+        }
         for (i, f) in rule.formats.iter().enumerate() {
             if !self.opts.formats.contains(f) {
                 let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
@@ -185,6 +197,7 @@ impl Compiler<'_> {
                 title: rule.title.clone(),
                 description: rule.description.clone(),
                 severity: rule.severity,
+                class: rule.class.clone().unwrap_or_else(|| "other".to_string()),
                 tags: rule.tags.clone(),
                 actions: rule.actions.clone(),
                 enabled: rule.enabled,

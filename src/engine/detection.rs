@@ -42,6 +42,8 @@ pub struct RuleInfo {
     pub id: String,
     pub title: String,
     pub severity: Severity,
+    /// Attack class (`sqli`, `scanner`, ...; `other` when the rule names none).
+    pub class: String,
     pub tags: Vec<String>,
 }
 

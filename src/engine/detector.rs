@@ -239,6 +239,7 @@ impl Detector {
                 id: rule.id.clone(),
                 title: rule.title.clone(),
                 severity: rule.severity,
+                class: rule.class.clone(),
                 tags: rule.tags.clone(),
             },
             source: SourceRef {

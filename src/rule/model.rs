@@ -53,7 +53,14 @@ pub struct Rule {
     pub description: String,
     /// How serious a detection is.
     pub severity: Severity,
-    /// Free tags, e.g. MITRE ATT&CK ids (`attack.t1190`), CVE ids, or an attack class (`sqli`).
+    /// The kind of attack this rule detects, for roll-ups per attacker (counts per class,
+    /// escalation when a new class appears): e.g. `sqli`, `xss`, `traversal`,
+    /// `file-inclusion`, `cmdi`, `exploit`, `webshell`, `scanner`, `recon`, `brute-force`.
+    /// Lower-case letters, digits and `-`. Absent: `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
+    pub class: Option<String>,
+    /// Free tags, e.g. MITRE ATT&CK ids (`attack.t1190`), CVE ids.
     #[serde(default)]
     pub tags: Vec<String>,
     /// A disabled rule is loaded and validated but never evaluated.
