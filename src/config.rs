@@ -45,6 +45,10 @@ pub struct Config {
     /// Action settings.
     #[serde(default)]
     pub actions: crate::action::ActionsDef,
+    /// Roll-ups: one activity record per attacker (opened, escalated, closed) instead of one
+    /// alert per line, and how many per-line detections the log output keeps.
+    #[serde(default)]
+    pub alerts: crate::rollup::AlertsDef,
     /// Secrets masked in what detections carry (out.txt, console, XDR): values of these
     /// parameters in query strings, forms, cookies and JSON. Rules still see the real values.
     #[serde(default)]

@@ -19,6 +19,8 @@
 //!   behind one registry; transient failures retried, never skipped.
 //! - [`authoring`]: explain, example coverage and lint proofs for rule authors, kept out of
 //!   the per-line path.
+//! - [`rollup`]: one activity record per attacker (opened, escalated, closed) instead of one
+//!   alert per line.
 //! - [`pipeline`]: events → detections → a sink, the one path every command uses, plus the
 //!   wiring from config to a ready rule set.
 //! - [`daemon`]: `trapline run`: tailer → pipeline → actions, reloads, status.
@@ -42,6 +44,7 @@ pub mod engine;
 pub mod event;
 pub mod parse;
 pub mod pipeline;
+pub mod rollup;
 pub mod rule;
 pub mod sandbox;
 pub mod shutdown;

@@ -323,7 +323,7 @@ fn no_colour_codes_when_stderr_and_stdout_are_not_terminals() {
     assert!(stderr.contains("WARN"), "expected a warning: {stderr}");
     assert!(!stderr.contains("\x1b["), "ANSI codes in a non-terminal stderr: {stderr:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("t.attack"), "{stdout}");
+    assert!(stdout.contains("attack started"), "{stdout}");
     assert!(!stdout.contains("\x1b["), "ANSI codes in a piped stdout: {stdout:?}");
 }
 
@@ -402,12 +402,94 @@ fn secrets_are_masked_in_every_output_but_rules_see_them() {
         let file = std::fs::read_to_string(root.join("out.txt")).unwrap();
         (dir, String::from_utf8_lossy(&out.stdout).into_owned(), file)
     };
-    let (_d, console, file) = run_with("");
-    assert_eq!(file.lines().count(), 1, "the rule must match the real value: {file}");
+    let (d, console, file) = run_with("");
+    let out_txt = d.path().join("out.txt");
+    assert_eq!(detections(&out_txt).len(), 1, "the rule must match the real value: {file}");
     for (what, text) in [("console", &console), ("out.txt", &file)] {
         assert!(!text.contains("hunter2") && !text.contains("abc123"), "{what}: {text}");
         assert!(text.contains("password=***") && text.contains("PHPSESSID=***"), "{what}: {text}");
     }
     let (_d, console, file) = run_with("redact: {params: []}\n");
     assert!(console.contains("hunter2") && file.contains("hunter2"), "{console}\n{file}");
+}
+
+/// A scanner's hundreds of detections reach the console as a handful of roll-up lines per
+/// attacker (started, escalated, ended), while out.txt keeps every detection (or only the
+/// first per rule with `alerts.detections: first`, the rest counted as held back).
+#[test]
+fn rollups_per_attacker_on_the_console_detections_in_the_log() {
+    let mut input = String::new();
+    for n in 0..100u32 {
+        let target = match n % 3 {
+            0 => format!("/item.php?id={n}%20UNION%20SELECT%201,2,3--"),
+            1 => format!("/index.php?page=../../../../etc/passwd&n={n}"),
+            _ => format!("/admin{n}.php"),
+        };
+        input.push_str(&format!(
+            "203.0.113.7 - - [10/Oct/2024:13:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" 404 162 \"-\" \"sqlmap/1.7.2#stable (https://sqlmap.org)\"\n",
+            n / 60,
+            n % 60
+        ));
+    }
+    for n in 0..30u32 {
+        input.push_str(&format!(
+            "{}\n",
+            access_line("198.51.100.23", n, "/wp-login.php?x=<script>alert(1)</script>", 200)
+        ));
+    }
+    let run_with = |alerts: &str| {
+        let (dir, root) = common::project(
+            None,
+            &format!(
+                "rules: [\"<built-in>/rules\"]\n{alerts}sources:\n  - name: piped\n    paths: [\"-\"]\nactions:\n  log: {{path: out.txt, console: true}}\n"
+            ),
+        );
+        let mut child = std::process::Command::new(common::bin())
+            .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out_txt = root.join("out.txt");
+        (dir, String::from_utf8_lossy(&out.stdout).into_owned(), detections(&out_txt), common::rollups(&out_txt))
+    };
+
+    let (_d, console, dets, rollups) = run_with("");
+    let lines: Vec<&str> = console.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("attack started") || l.contains("attack escalated") || l.contains("attack ended")),
+        "{console}"
+    );
+    for ip in ["203.0.113.7", "198.51.100.23"] {
+        let mine: Vec<&&str> = lines.iter().filter(|l| l.contains(&format!("client_ip={ip}"))).collect();
+        assert!(!mine.is_empty() && mine.len() <= 10, "{ip}: {} console lines:\n{console}", mine.len());
+        assert!(mine[0].contains("attack started") && mine.last().unwrap().contains("attack ended"), "{console}");
+    }
+    assert!(dets.len() >= 130, "every detection stays in out.txt: {}", dets.len());
+    let closed: Vec<&serde_json::Value> = rollups.iter().filter(|r| r["state"] == "closed").collect();
+    assert_eq!(closed.len(), 2, "{rollups:?}");
+    let a = closed.iter().find(|r| r["group"]["client_ip"] == "203.0.113.7").unwrap();
+    let from_a = dets.iter().filter(|d| d["fields"]["client_ip"] == "203.0.113.7").count() as u64;
+    assert_eq!(a["detections"].as_u64(), Some(from_a));
+    for class in ["sqli", "traversal", "scanner"] {
+        assert!(a["classes"][class].as_u64().unwrap_or(0) > 0, "{class} missing in {a}");
+    }
+    assert_eq!(a["held_back"], 0);
+
+    let (_d, _console, dets, rollups) = run_with("alerts: {detections: first, console: both}\n");
+    let a = rollups.iter().find(|r| r["state"] == "closed" && r["group"]["client_ip"] == "203.0.113.7").unwrap();
+    let rules = a["rules"].as_object().unwrap().len() as u64;
+    let written = dets.iter().filter(|d| d["fields"]["client_ip"] == "203.0.113.7").count() as u64;
+    assert_eq!(written, rules, "one detection per rule: {a}");
+    assert_eq!(a["held_back"].as_u64().unwrap(), a["detections"].as_u64().unwrap() - written);
 }

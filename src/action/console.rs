@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::{Action, ActionError};
 use crate::engine::Detection;
+use crate::rollup::{ConsoleMode, Rollup, State};
 use crate::rule::Severity;
 
 /// The name rules use in `actions:`.
@@ -12,11 +13,46 @@ pub const NAME: &str = "console";
 /// Prints detections as single lines. Colour only when asked (i.e. on a terminal).
 pub struct Console {
     color: bool,
+    mode: ConsoleMode,
 }
 
 impl Console {
     pub fn new(color: bool) -> Console {
-        Console { color }
+        Console { color, mode: ConsoleMode::Detections }
+    }
+
+    /// What the console action shows: roll-ups, detections or both.
+    pub fn showing(mut self, mode: ConsoleMode) -> Console {
+        self.mode = mode;
+        self
+    }
+
+    /// One line for a roll-up record.
+    pub fn format_rollup(&self, r: &Rollup) -> String {
+        let (c, reset) = if self.color { (color(r.severity), "\x1b[0m") } else { ("", "") };
+        let group: Vec<String> = r.group.iter().map(|(k, v)| format!("{k}={}", escape(v))).collect();
+        let classes: Vec<String> = r.classes.iter().map(|(k, n)| format!("{}:{n}", escape(k))).collect();
+        let state = match r.state {
+            State::Opened => "attack started",
+            State::Escalated => "attack escalated",
+            State::Closed => "attack ended",
+        };
+        let mut s = format!(
+            "{} {c}{:<8}{reset} {state}: {} classes={} detections={} rules={} paths={} since {}",
+            r.last_seen.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            r.severity.as_str().to_uppercase(),
+            group.join(" "),
+            classes.join(","),
+            r.detections,
+            r.rules.len(),
+            r.paths,
+            r.first_seen.format("%Y-%m-%dT%H:%M:%SZ"),
+        );
+        if let (State::Opened, Some(first)) = (r.state, r.samples.first()) {
+            s.push_str(" | ");
+            s.push_str(&escape(truncate(first, 300)));
+        }
+        s
     }
 
     /// Colour when stdout is a terminal and `NO_COLOR` is not set (see [`use_color`]).
@@ -67,7 +103,17 @@ impl Action for Console {
     }
 
     fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
-        self.print(d);
+        if self.mode != ConsoleMode::Rollups {
+            self.print(d);
+        }
+        Ok(())
+    }
+
+    fn rollup(&mut self, r: &Rollup) -> Result<(), ActionError> {
+        if self.mode != ConsoleMode::Detections {
+            let line = self.format_rollup(r);
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
         Ok(())
     }
 }

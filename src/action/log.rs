@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::console::escape;
 use super::{Action, ActionError};
 use crate::engine::Detection;
+use crate::rollup::Rollup;
 
 /// The name rules use in `actions:`.
 pub const NAME: &str = "log";
@@ -104,6 +105,8 @@ pub struct LogAction {
     pub skipped: u64,
     /// Times the output was reopened (rotated, removed, SIGHUP).
     pub reopened: u64,
+    /// Roll-up records are written too (`alerts.log_rollups`).
+    pub rollups: bool,
 }
 
 impl LogAction {
@@ -142,11 +145,41 @@ impl LogAction {
             written: 0,
             skipped: 0,
             reopened: 0,
+            rollups: false,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Appends one roll-up record (a JSON object with `"kind": "rollup"`, or a text line).
+    /// Roll-ups are not replayed exactly once: after a crash, an activity opens again.
+    pub fn write_rollup(&mut self, r: &Rollup) -> Result<(), ActionError> {
+        self.buf.clear();
+        match self.format {
+            LogFormat::Json => {
+                serde_json::to_writer(&mut self.buf, r).map_err(|e| ActionError::Permanent(e.into()))?;
+                self.buf.push(b'\n');
+            }
+            LogFormat::Text => {
+                let group: Vec<String> = r.group.iter().map(|(k, v)| format!("{k}={}", escape(v))).collect();
+                let classes: Vec<String> = r.classes.iter().map(|(k, n)| format!("{}:{n}", escape(k))).collect();
+                writeln!(
+                    self.buf,
+                    "{} {} rollup {} {} classes={} detections={} held_back={} id={}",
+                    r.last_seen.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    r.severity.as_str(),
+                    serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    group.join(" "),
+                    classes.join(","),
+                    r.detections,
+                    r.held_back,
+                    r.id
+                )?;
+            }
+        }
+        self.append()
     }
 
     /// Appends one detection (durable at the next [`Action::flush`]).
@@ -177,6 +210,13 @@ impl LogAction {
                 )?;
             }
         }
+        self.append()?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes the record in `buf` with one `write`.
+    fn append(&mut self) -> Result<(), ActionError> {
         if let Err(e) = self.out.write_all(&self.buf) {
             // Cut what part of the record made it, so the file holds whole records only. If
             // even that fails, the next attempt starts by cutting again (see `ensure_len`).
@@ -186,7 +226,6 @@ impl LogAction {
             ));
         }
         self.len += self.buf.len() as u64;
-        self.written += 1;
         Ok(())
     }
 
@@ -230,6 +269,14 @@ impl Action for LogAction {
     fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
         self.ensure_len()?;
         self.write(d)
+    }
+
+    fn rollup(&mut self, r: &Rollup) -> Result<(), ActionError> {
+        if !self.rollups {
+            return Ok(());
+        }
+        self.ensure_len()?;
+        self.write_rollup(r)
     }
 
     /// Makes every written detection durable; the mark is the file's identity and length.

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 use crate::engine::{Detection, RuleSet};
+use crate::rollup::Rollup;
 use crate::shutdown::Shutdown;
 
 /// Every action a rule may name.
@@ -69,6 +70,11 @@ pub trait Action: Send {
     /// Handles one detection. On a transient error nothing of it may stay half-done: the same
     /// detection is fired again.
     fn fire(&mut self, d: &Detection) -> Result<(), ActionError>;
+    /// Handles a roll-up record (an attacker's activity opened, escalated or closed). Most
+    /// actions ignore them.
+    fn rollup(&mut self, _r: &Rollup) -> Result<(), ActionError> {
+        Ok(())
+    }
     /// Makes every fired detection durable; called before each checkpoint. Returns the
     /// action's mark (what it needs after a crash to recognise detections already handled),
     /// stored with the checkpoint.
@@ -148,9 +154,11 @@ impl Actions {
         let mut list: Vec<Box<dyn Action>> = Vec::new();
         let log_path = cfg.resolve(&c.actions.log.path);
         let mark = marks.and_then(|m| m.get(log::NAME));
-        list.push(Box::new(log::LogAction::open(&log_path, c.actions.log.format, mark)?));
+        let mut log = log::LogAction::open(&log_path, c.actions.log.format, mark)?;
+        log.rollups = c.alerts.log_rollups;
+        list.push(Box::new(log));
         if c.actions.log.console {
-            list.push(Box::new(console::Console::for_stdout()));
+            list.push(Box::new(console::Console::for_stdout().showing(c.alerts.console)));
         }
         list.extend(xdr::from_config(cfg, runtime)?);
         let configured: Vec<&str> = list.iter().map(|a| a.name()).collect();
@@ -174,64 +182,88 @@ impl Actions {
         self.list.iter().map(|a| &**a)
     }
 
-    /// Hands `d` to every action its rule names (and to those that take all). Transient
+    /// Hands `d` to every action its rule names (and to those that take all), but to the
+    /// log output only when `log` (roll-ups may hold per-line detections back). Transient
     /// failures are retried with backoff until they clear; an error is returned only when
     /// shutdown was requested while one persisted (the detection is not done: do not
     /// checkpoint past it).
-    pub fn dispatch(&mut self, d: &Detection) -> Result<()> {
-        for a in &mut self.list {
-            if !(a.takes_all() || d.actions.iter().any(|n| n == a.name())) {
+    pub fn dispatch(&mut self, d: &Detection, log: bool) -> Result<()> {
+        for i in 0..self.list.len() {
+            let a = &self.list[i];
+            if !(a.takes_all() || d.actions.iter().any(|n| n == a.name())) || (!log && a.name() == log::NAME) {
                 continue;
             }
-            let mut backoff = FIRST_BACKOFF;
-            let mut failing_since: Option<(Instant, Instant)> = None;
-            loop {
-                match a.fire(d) {
-                    Ok(()) => {
-                        if let Some((since, _)) = failing_since {
-                            tracing::warn!(action = %a.name(), after = ?since.elapsed(), "action recovered; nothing was lost");
-                            if let Some(hook) = &mut self.on_failure {
-                                hook(None);
-                            }
+            self.retrying(i, &d.rule.id, &d.key, |a| a.fire(d))?;
+        }
+        Ok(())
+    }
+
+    /// Hands a roll-up record to every action (each decides what to do with it), with the
+    /// same retries as [`Actions::dispatch`].
+    pub fn dispatch_rollup(&mut self, r: &Rollup) -> Result<()> {
+        for i in 0..self.list.len() {
+            self.retrying(i, "rollup", &r.id, |a| a.rollup(r))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on action `i` until it succeeds, fails for good, or shutdown is requested
+    /// while it fails transiently (then the error is returned).
+    fn retrying(
+        &mut self,
+        i: usize,
+        what: &str,
+        key: &str,
+        mut f: impl FnMut(&mut dyn Action) -> Result<(), ActionError>,
+    ) -> Result<()> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut failing_since: Option<(Instant, Instant)> = None;
+        loop {
+            let a = &mut *self.list[i];
+            match f(a) {
+                Ok(()) => {
+                    if let Some((since, _)) = failing_since {
+                        tracing::warn!(action = %a.name(), after = ?since.elapsed(), "action recovered; nothing was lost");
+                        if let Some(hook) = &mut self.on_failure {
+                            hook(None);
                         }
-                        break;
                     }
-                    Err(ActionError::Permanent(e)) => {
-                        self.permanent_errors += 1;
-                        tracing::error!(action = %a.name(), rule = %d.rule.id, key = %d.key, error = format!("{e:#}"), "action failed for this detection");
-                        break;
-                    }
-                    Err(ActionError::Transient(e)) => {
-                        self.retries += 1;
-                        let now = Instant::now();
-                        let report = match &mut failing_since {
-                            None => {
-                                failing_since = Some((now, now));
-                                tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and the detection is retried until it succeeds");
-                                true
-                            }
-                            Some((since, reported)) if now.duration_since(*reported) >= REPORT_EVERY => {
-                                *reported = now;
-                                tracing::error!(action = %a.name(), error = format!("{e:#}"), failing_for = ?since.elapsed(), "action still failing; still retrying");
-                                true
-                            }
-                            Some(_) => false,
-                        };
-                        if report && let Some(hook) = &mut self.on_failure {
-                            hook(Some((a.name(), &format!("{e:#}"))));
+                    return Ok(());
+                }
+                Err(ActionError::Permanent(e)) => {
+                    self.permanent_errors += 1;
+                    tracing::error!(action = %a.name(), rule = %what, key = %key, error = format!("{e:#}"), "action failed for this detection");
+                    return Ok(());
+                }
+                Err(ActionError::Transient(e)) => {
+                    self.retries += 1;
+                    let now = Instant::now();
+                    let report = match &mut failing_since {
+                        None => {
+                            failing_since = Some((now, now));
+                            tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and the detection is retried until it succeeds");
+                            true
                         }
-                        if self.shutdown.wait_timeout(backoff) {
-                            return Err(anyhow::anyhow!(
-                                "stopped while the {} action was failing ({e:#}); the detection is handled again after a restart",
-                                a.name()
-                            ));
+                        Some((since, reported)) if now.duration_since(*reported) >= REPORT_EVERY => {
+                            *reported = now;
+                            tracing::error!(action = %a.name(), error = format!("{e:#}"), failing_for = ?since.elapsed(), "action still failing; still retrying");
+                            true
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        Some(_) => false,
+                    };
+                    let name = a.name().to_string();
+                    if report && let Some(hook) = &mut self.on_failure {
+                        hook(Some((&name, &format!("{e:#}"))));
                     }
+                    if self.shutdown.wait_timeout(backoff) {
+                        return Err(anyhow::anyhow!(
+                            "stopped while the {name} action was failing ({e:#}); the detection is handled again after a restart"
+                        ));
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
-        Ok(())
     }
 
     /// Flushes every action; their marks, by name.

@@ -27,6 +27,7 @@ use crate::config;
 use crate::engine::SourceInfo;
 use crate::event::Event;
 use crate::pipeline::{Pipeline, setup};
+use crate::rollup::Rollups;
 use crate::shutdown::Shutdown;
 use crate::source::Mark;
 use crate::source::stdin::StdinSource;
@@ -100,6 +101,10 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader, engine_store);
     let ran = source.run(&mut daemon, shutdown.flag());
     shutdown.trigger();
+    if ran.is_ok() {
+        // What each attacker did during this run, complete (a restart opens new activities).
+        daemon.close_rollups();
+    }
     let flushed = if ran.is_ok() { daemon.actions.flush().map(|_| ()) } else { Ok(()) };
     daemon.actions.shutdown();
     daemon.summary();
@@ -165,6 +170,9 @@ struct Daemon {
     infos: Vec<(usize, PathBuf, SourceInfo)>,
     reloader: Reloader,
     engine_store: state::EngineStore,
+    /// Attackers' activities, and the records they emit.
+    rollups: Rollups,
+    records: Vec<crate::rollup::Rollup>,
     status: Status,
     status_dir: PathBuf,
     status_written: Instant,
@@ -188,6 +196,7 @@ impl Daemon {
             ..Status::default()
         };
         let status_dir = cfg.resolve(&cfg.config.state_dir);
+        let rollups = Rollups::new(cfg.config.alerts.clone(), cfg.config.max_keys);
         let mut d = Daemon {
             cfg,
             rule_paths,
@@ -196,6 +205,8 @@ impl Daemon {
             infos: Vec::new(),
             reloader,
             engine_store,
+            rollups,
+            records: Vec::new(),
             status,
             status_dir,
             status_written: Instant::now(),
@@ -253,6 +264,16 @@ impl Daemon {
         self.infos.len() - 1
     }
 
+    /// Closes every open activity and hands the records to the actions.
+    fn close_rollups(&mut self) {
+        self.rollups.close_all(&mut self.records);
+        for r in std::mem::take(&mut self.records) {
+            if let Err(e) = self.actions.dispatch_rollup(&r) {
+                tracing::warn!(error = format!("{e:#}"), "roll-up not written");
+            }
+        }
+    }
+
     fn summary(&self) {
         let rules = self.pipeline.rules();
         for (r, st) in rules.rules.iter().zip(&self.pipeline.detector().stats) {
@@ -275,8 +296,14 @@ impl Daemon {
 impl EventSink for Daemon {
     fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
         let i = self.info(at);
-        let actions = &mut self.actions;
-        self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| actions.dispatch(&d))
+        let (actions, rollups, records) = (&mut self.actions, &mut self.rollups, &mut self.records);
+        self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
+            let verdict = rollups.add(&d, records);
+            for r in records.drain(..) {
+                actions.dispatch_rollup(&r)?;
+            }
+            actions.dispatch(&d, verdict.log)
+        })
     }
 
     fn flush(&mut self) -> std::io::Result<Mark> {
@@ -287,6 +314,12 @@ impl EventSink for Daemon {
 
     fn tick(&mut self) {
         self.actions.tick();
+        self.rollups.tick(Instant::now(), &mut self.records);
+        for r in std::mem::take(&mut self.records) {
+            if let Err(e) = self.actions.dispatch_rollup(&r) {
+                tracing::warn!(error = format!("{e:#}"), "roll-up not written");
+            }
+        }
         if self.reloader.due() {
             self.reload();
         } else if self.status_written.elapsed() >= STATUS_EVERY {

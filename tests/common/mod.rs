@@ -50,10 +50,10 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// The detections in a JSON-lines output file. A last line without its newline is a write in
+/// The records of a JSON-lines output file. A last line without its newline is a write in
 /// progress (the file is read while trapline writes it) and is left out; a broken line
 /// anywhere else fails the test.
-pub fn detections(path: &Path) -> Vec<serde_json::Value> {
+pub fn records(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let whole = match text.rfind('\n') {
         Some(i) => &text[..=i],
@@ -62,8 +62,18 @@ pub fn detections(path: &Path) -> Vec<serde_json::Value> {
     whole
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
+}
+
+/// The detections in a JSON-lines output file (see [`records`]).
+pub fn detections(path: &Path) -> Vec<serde_json::Value> {
+    records(path).into_iter().filter(|v| v["kind"] != "rollup").collect()
+}
+
+/// The roll-up records in a JSON-lines output file (see [`records`]).
+pub fn rollups(path: &Path) -> Vec<serde_json::Value> {
+    records(path).into_iter().filter(|v| v["kind"] == "rollup").collect()
 }
 
 /// A running `trapline run`.

@@ -1,0 +1,422 @@
+//! **rollup**: one activity record per attacker, instead of one alert per line.
+//!
+//! A scanner sends thousands of requests and every one may match several rules; the person
+//! reading the console wants to know *who* is attacking, *how* (which classes of attack) and
+//! *how bad* — once, and again only when that changes. A [`Rollups`] keeps, per group key
+//! (the client IP by default), the activity since it began: first and last seen, detections
+//! per rule and per class, the highest severity, distinct paths, the first few lines. It
+//! emits a [`Rollup`] record when the activity **opens**, when it **escalates** (a new class
+//! or a higher severity) and when it **closes** after `idle` without a detection — never once
+//! per line.
+//!
+//! Idleness is measured in event time as detections come (so `scan` of an old log closes
+//! activities as the log's clock moves), and in wall-clock time between events (so a live
+//! attacker who went quiet is closed while nothing else happens).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Detection;
+use crate::rule::Severity;
+
+/// The `alerts:` section of the config.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsDef {
+    /// Fields that identify an attacker (detections without them are grouped per source).
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// An activity closes after this long without a detection (e.g. `10m`).
+    #[serde(default = "default_idle", with = "humantime_serde_compat")]
+    #[schemars(with = "String")]
+    pub idle: Duration,
+    /// Raw lines kept in a roll-up (the first ones).
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// Per-line detections in the log output: `all`, `first` (the first per rule within an
+    /// activity; the rest are counted as held back) or `none` (roll-ups only).
+    #[serde(default)]
+    pub detections: DetectionsMode,
+    /// What the console shows: `rollups` (default), `detections`, or `both`.
+    #[serde(default)]
+    pub console: ConsoleMode,
+    /// Also write the roll-up records to the log output (JSON objects with
+    /// `"kind": "rollup"`, beside the detections).
+    #[serde(default = "yes")]
+    pub log_rollups: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AlertsDef {
+    fn default() -> Self {
+        AlertsDef {
+            group_by: default_group_by(),
+            idle: default_idle(),
+            samples: default_samples(),
+            detections: DetectionsMode::default(),
+            console: ConsoleMode::default(),
+            log_rollups: true,
+        }
+    }
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["client_ip".to_string()]
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_samples() -> usize {
+    3
+}
+
+/// Durations written as `10m`, `90s`, `1h`.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionsMode {
+    #[default]
+    All,
+    First,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleMode {
+    #[default]
+    Rollups,
+    Detections,
+    Both,
+}
+
+/// Why a roll-up record is emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Opened,
+    Escalated,
+    Closed,
+}
+
+/// One attacker's activity, as emitted. Every string from a log line is data (already
+/// redacted in the detections it comes from).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollup {
+    /// Always `rollup`: tells these records from detections in the same output.
+    pub kind: &'static str,
+    pub state: State,
+    /// Stable for the activity: hash of the group and its first detection's key.
+    pub id: String,
+    pub group: BTreeMap<String, String>,
+    #[serde(serialize_with = "ser_time")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(serialize_with = "ser_time")]
+    pub last_seen: DateTime<Utc>,
+    pub severity: Severity,
+    pub detections: u64,
+    /// Detections not written to the log output (`alerts.detections: first | none`).
+    pub held_back: u64,
+    pub classes: BTreeMap<String, u64>,
+    pub rules: BTreeMap<String, u64>,
+    /// Distinct paths (counted up to [`MAX_PATHS`]), and the first few.
+    pub paths: u64,
+    pub path_samples: Vec<String>,
+    /// The first lines of the activity.
+    pub samples: Vec<String>,
+}
+
+/// Distinct paths counted per activity: beyond it the count stops (a bound on memory).
+pub const MAX_PATHS: usize = 10_000;
+const PATH_SAMPLES: usize = 5;
+
+struct Activity {
+    record: Rollup,
+    paths: HashSet<u64>,
+    /// Last detection, in event time and in wall-clock time.
+    last_event: DateTime<Utc>,
+    last_wall: Instant,
+}
+
+/// What to do with a detection besides counting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Write it to the log output (per `alerts.detections`).
+    pub log: bool,
+}
+
+/// The open activities, by group key.
+pub struct Rollups {
+    def: AlertsDef,
+    max_keys: usize,
+    open: HashMap<String, Activity>,
+}
+
+impl Rollups {
+    pub fn new(def: AlertsDef, max_keys: usize) -> Rollups {
+        Rollups { def, max_keys: max_keys.max(1), open: HashMap::new() }
+    }
+
+    pub fn settings(&self) -> &AlertsDef {
+        &self.def
+    }
+
+    /// Counts `d` into its attacker's activity; appends the records it causes (closing idle
+    /// activities first, then opening or escalating this one) to `out`.
+    pub fn add(&mut self, d: &Detection, out: &mut Vec<Rollup>) -> Verdict {
+        let t = d.event_time;
+        let idle = chrono::Duration::from_std(self.def.idle).unwrap_or(chrono::Duration::MAX);
+        self.close_where(|a| t - a.last_event >= idle, out);
+        let group: BTreeMap<String, String> =
+            self.def.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
+        let key = if group.values().all(|v| v.is_empty()) {
+            format!("source:{}", d.source.name)
+        } else {
+            serde_json::to_string(&group).unwrap_or_default()
+        };
+        if !self.open.contains_key(&key) && self.open.len() >= self.max_keys {
+            // Full: the activity idle the longest is closed (and reported) to make room.
+            if let Some(oldest) = self.open.iter().min_by_key(|(_, a)| a.last_wall).map(|(k, _)| k.clone()) {
+                let a = self.open.remove(&oldest).expect("present");
+                out.push(close(a));
+            }
+        }
+        let path = d.fields.get("path").map(String::as_str).unwrap_or("");
+        let samples = self.def.samples;
+        let mode = self.def.detections;
+        let now = Instant::now();
+        match self.open.get_mut(&key) {
+            None => {
+                let mut paths = HashSet::new();
+                let mut record = Rollup {
+                    kind: "rollup",
+                    state: State::Opened,
+                    id: crate::event::Origin::Object { object: xxhash_rust::xxh3::xxh3_64(key.as_bytes()), version: 0 }
+                        .idempotency_key(&d.key),
+                    group,
+                    first_seen: t,
+                    last_seen: t,
+                    severity: d.rule.severity,
+                    detections: 1,
+                    held_back: 0,
+                    classes: BTreeMap::from([(d.rule.class.clone(), 1)]),
+                    rules: BTreeMap::from([(d.rule.id.clone(), 1)]),
+                    paths: 0,
+                    path_samples: Vec::new(),
+                    samples: Vec::new(),
+                };
+                count_path(&mut record, &mut paths, path);
+                if samples > 0 {
+                    record.samples.push(d.line.clone());
+                }
+                let log = mode != DetectionsMode::None;
+                record.held_back = u64::from(!log);
+                out.push(record.clone());
+                self.open.insert(key, Activity { record, paths, last_event: t, last_wall: now });
+                Verdict { log }
+            }
+            Some(a) => {
+                let r = &mut a.record;
+                r.detections += 1;
+                r.last_seen = r.last_seen.max(t);
+                r.first_seen = r.first_seen.min(t);
+                let first_of_rule = !r.rules.contains_key(&d.rule.id);
+                *r.rules.entry(d.rule.id.clone()).or_default() += 1;
+                let new_class = !r.classes.contains_key(&d.rule.class);
+                *r.classes.entry(d.rule.class.clone()).or_default() += 1;
+                let higher = d.rule.severity > r.severity;
+                r.severity = r.severity.max(d.rule.severity);
+                count_path(r, &mut a.paths, path);
+                if r.samples.len() < samples {
+                    r.samples.push(d.line.clone());
+                }
+                a.last_event = a.last_event.max(t);
+                a.last_wall = now;
+                let log = match mode {
+                    DetectionsMode::All => true,
+                    DetectionsMode::First => first_of_rule,
+                    DetectionsMode::None => false,
+                };
+                r.held_back += u64::from(!log);
+                if new_class || higher {
+                    r.state = State::Escalated;
+                    out.push(r.clone());
+                }
+                Verdict { log }
+            }
+        }
+    }
+
+    /// Closes the activities without a detection for `idle` of wall-clock time.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Rollup>) {
+        let idle = self.def.idle;
+        self.close_where(|a| now.saturating_duration_since(a.last_wall) >= idle, out);
+    }
+
+    /// Closes every activity (the end of a `scan`).
+    pub fn close_all(&mut self, out: &mut Vec<Rollup>) {
+        self.close_where(|_| true, out);
+    }
+
+    /// Activities open now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    fn close_where(&mut self, mut done: impl FnMut(&Activity) -> bool, out: &mut Vec<Rollup>) {
+        if self.open.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self.open.iter().filter(|(_, a)| done(a)).map(|(k, _)| k.clone()).collect();
+        let mut closed: Vec<Rollup> = keys.into_iter().filter_map(|k| self.open.remove(&k)).map(close).collect();
+        // In the order the activities began: the output reads like a timeline.
+        closed.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
+        out.extend(closed);
+    }
+}
+
+fn close(a: Activity) -> Rollup {
+    let mut r = a.record;
+    r.state = State::Closed;
+    r
+}
+
+fn count_path(r: &mut Rollup, seen: &mut HashSet<u64>, path: &str) {
+    if path.is_empty() || seen.len() >= MAX_PATHS {
+        return;
+    }
+    if seen.insert(xxhash_rust::xxh3::xxh3_64(path.as_bytes())) {
+        r.paths += 1;
+        if r.path_samples.len() < PATH_SAMPLES {
+            r.path_samples.push(path.to_string());
+        }
+    }
+}
+
+fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::detection::{RuleInfo, SourceRef};
+
+    fn det(ip: &str, sec: i64, rule: &str, class: &str, severity: Severity, path: &str) -> Detection {
+        let t = DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap();
+        Detection {
+            key: format!("{ip}-{sec}-{rule}"),
+            rule: RuleInfo { id: rule.into(), title: rule.into(), severity, class: class.into(), tags: vec![] },
+            source: SourceRef {
+                name: "web".into(),
+                path: "/x".into(),
+                format: "combined".into(),
+                line_number: 1,
+                offset: 0,
+            },
+            event_time: t,
+            time_source: "event",
+            detected_at: t,
+            fields: BTreeMap::from([("client_ip".to_string(), ip.to_string()), ("path".to_string(), path.to_string())]),
+            line: format!("{ip} GET {path}"),
+            line_truncated: false,
+            threshold: None,
+            suppressed: 0,
+            actions: vec!["log".into()],
+        }
+    }
+
+    fn states(out: &[Rollup]) -> Vec<(State, String)> {
+        out.iter().map(|r| (r.state, r.group["client_ip"].clone())).collect()
+    }
+
+    #[test]
+    fn opens_once_escalates_on_new_class_or_severity_and_closes_when_idle() {
+        let mut r = Rollups::new(AlertsDef::default(), 100);
+        let mut out = Vec::new();
+        for i in 0..50 {
+            r.add(&det("203.0.113.7", i, "web.sqli.union", "sqli", Severity::High, &format!("/p{}", i % 7)), &mut out);
+        }
+        assert_eq!(states(&out), [(State::Opened, "203.0.113.7".into())], "one record for 50 detections of one class");
+        out.clear();
+        r.add(&det("203.0.113.7", 60, "scanner.ua", "scanner", Severity::Medium, "/p1"), &mut out);
+        assert_eq!(out.len(), 1, "new class");
+        assert_eq!(out[0].state, State::Escalated);
+        out.clear();
+        r.add(&det("203.0.113.7", 61, "web.exploit.x", "sqli", Severity::Critical, "/p1"), &mut out);
+        assert_eq!(out[0].severity, Severity::Critical, "higher severity escalates");
+        out.clear();
+        // Another attacker 11 minutes later (event time): the first one's activity is closed.
+        r.add(&det("198.51.100.2", 61 + 660, "web.xss.script", "xss", Severity::High, "/q"), &mut out);
+        let closed = &out[0];
+        assert_eq!((closed.state, closed.detections, closed.paths), (State::Closed, 52, 7));
+        assert_eq!(closed.classes, BTreeMap::from([("scanner".into(), 1), ("sqli".into(), 51)]));
+        assert_eq!(closed.samples.len(), 3);
+        assert_eq!(states(&out[1..]), [(State::Opened, "198.51.100.2".into())]);
+        out.clear();
+        r.close_all(&mut out);
+        assert_eq!(states(&out), [(State::Closed, "198.51.100.2".into())]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn detections_modes_hold_back_and_count() {
+        let def = AlertsDef { detections: DetectionsMode::First, ..AlertsDef::default() };
+        let mut r = Rollups::new(def, 100);
+        let mut out = Vec::new();
+        let logged: Vec<bool> = (0..5)
+            .map(|i| {
+                r.add(&det("203.0.113.7", i, if i < 3 { "a" } else { "b" }, "sqli", Severity::Low, "/"), &mut out).log
+            })
+            .collect();
+        assert_eq!(logged, [true, false, false, true, false]);
+        r.close_all(&mut out);
+        assert_eq!(out.last().unwrap().held_back, 3);
+        let mut none = Rollups::new(AlertsDef { detections: DetectionsMode::None, ..AlertsDef::default() }, 100);
+        assert!(!none.add(&det("203.0.113.7", 0, "a", "sqli", Severity::Low, "/"), &mut out).log);
+    }
+
+    #[test]
+    fn a_full_table_closes_the_longest_idle_and_keys_without_group_fields_share_their_source() {
+        let mut r = Rollups::new(AlertsDef::default(), 2);
+        let mut out = Vec::new();
+        r.add(&det("192.0.2.1", 0, "a", "recon", Severity::Low, "/"), &mut out);
+        r.add(&det("192.0.2.2", 1, "a", "recon", Severity::Low, "/"), &mut out);
+        out.clear();
+        r.add(&det("192.0.2.3", 2, "a", "recon", Severity::Low, "/"), &mut out);
+        assert_eq!(states(&out), [(State::Closed, "192.0.2.1".into()), (State::Opened, "192.0.2.3".into())]);
+        let mut d = det("", 3, "a", "recon", Severity::Low, "/");
+        d.fields.remove("client_ip");
+        let mut r = Rollups::new(AlertsDef::default(), 10);
+        out.clear();
+        r.add(&d, &mut out);
+        r.add(&d, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(r.len(), 1);
+    }
+}
