@@ -44,6 +44,12 @@ pub struct AlertsDef {
     /// What the console shows: `rollups` (default), `detections`, or `both`.
     #[serde(default)]
     pub console: ConsoleMode,
+    /// One detection per attack class per line: when several rules of one class match the
+    /// same line (a honeypot signature and a web-attack rule for the same SQL injection), the
+    /// most severe one is kept and names the others in `also`. Threshold detections are
+    /// never merged.
+    #[serde(default = "yes")]
+    pub one_per_class: bool,
     /// Also write the roll-up records to the log output (JSON objects with
     /// `"kind": "rollup"`, beside the detections).
     #[serde(default = "yes")]
@@ -62,6 +68,7 @@ impl Default for AlertsDef {
             samples: default_samples(),
             detections: DetectionsMode::default(),
             console: ConsoleMode::default(),
+            one_per_class: true,
             log_rollups: true,
         }
     }
@@ -221,7 +228,7 @@ impl Rollups {
                     detections: 1,
                     held_back: 0,
                     classes: BTreeMap::from([(d.rule.class.clone(), 1)]),
-                    rules: BTreeMap::from([(d.rule.id.clone(), 1)]),
+                    rules: d.also.iter().chain([&d.rule.id]).map(|r| (r.clone(), 1)).collect(),
                     paths: 0,
                     path_samples: Vec::new(),
                     samples: Vec::new(),
@@ -242,13 +249,16 @@ impl Rollups {
                 r.last_seen = r.last_seen.max(t);
                 r.first_seen = r.first_seen.min(t);
                 let first_of_rule = !r.rules.contains_key(&d.rule.id);
-                *r.rules.entry(d.rule.id.clone()).or_default() += 1;
+                for id in d.also.iter().chain([&d.rule.id]) {
+                    *r.rules.entry(id.clone()).or_default() += 1;
+                }
                 let new_class = !r.classes.contains_key(&d.rule.class);
                 *r.classes.entry(d.rule.class.clone()).or_default() += 1;
                 let higher = d.rule.severity > r.severity;
                 r.severity = r.severity.max(d.rule.severity);
                 count_path(r, &mut a.paths, path);
-                if r.samples.len() < samples {
+                // Lines, not detections: a line that fired two rules is one sample.
+                if r.samples.len() < samples && r.samples.last() != Some(&d.line) {
                     r.samples.push(d.line.clone());
                 }
                 a.last_event = a.last_event.max(t);
@@ -348,6 +358,7 @@ mod tests {
             threshold: None,
             suppressed: 0,
             actions: vec!["log".into()],
+            also: vec![],
         }
     }
 

@@ -30,11 +30,16 @@ fn scan_reports_attacks_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let dets: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ids: Vec<&str> = dets.iter().map(|d| d["rule"]["id"].as_str().unwrap()).collect();
+    // Every rule that fired: the detection's own, and those of its class merged into it.
+    let ids: Vec<&str> = dets
+        .iter()
+        .flat_map(|d| std::iter::once(&d["rule"]["id"]).chain(d["also"].as_array().into_iter().flatten()))
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(ids.contains(&"honeypot.sqli"), "{ids:?}");
     assert!(ids.contains(&"honeypot.etc-passwd"), "{ids:?}");
     assert!(dets.iter().all(|d| d["source"]["line_number"] == 2 || d["source"]["line_number"] == 3), "{stdout}");
-    let sqli = dets.iter().find(|d| d["rule"]["id"] == "honeypot.sqli").unwrap();
+    let sqli = dets.iter().find(|d| d["fields"]["client_ip"] == "203.0.113.7").unwrap();
     assert_eq!(sqli["fields"]["client_ip"], "203.0.113.7");
     assert_eq!(sqli["event_time"], "2024-10-10T13:00:01.000Z");
     assert_eq!(sqli["time_source"], "event");
@@ -273,4 +278,40 @@ fn scan_masks_secrets_in_detections() {
     assert!(!stdout.contains("toor"), "{stdout}");
     assert!(d["line"].as_str().unwrap().contains("pma_password=***"), "{d}");
     assert!(d["fields"]["uri"].as_str().unwrap().ends_with("pma_password=***"), "{d}");
+}
+
+/// One request matched by several rules of one class (the honeypot and web packs both know
+/// SQL injection) is one detection of that class, naming the others in `also`;
+/// `alerts.one_per_class: false` keeps them apart.
+#[test]
+fn one_detection_per_class_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /item.php?id=1+UNION+SELECT+1,2 HTTP/1.1\" 200 99 \"-\" \"sqlmap/1.7\"";
+    let log = write(dir.path(), "a.log", &format!("{line}\n"));
+    let scan = |config: Option<&str>| -> Vec<serde_json::Value> {
+        let mut args = vec!["scan", "--json", "--rules", SHIPPED];
+        let cfg;
+        if let Some(c) = config {
+            cfg = write(dir.path(), "trapline.yml", c);
+            args.extend(["--config", cfg.as_str()]);
+        }
+        args.push(&log);
+        let out = trapline(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let merged = scan(None);
+    let classes: Vec<&str> = merged.iter().map(|d| d["rule"]["class"].as_str().unwrap()).collect();
+    let distinct: std::collections::BTreeSet<&str> = classes.iter().copied().collect();
+    assert_eq!(classes.len(), distinct.len(), "{merged:?}");
+    assert!(distinct.contains("sqli") && distinct.contains("scanner"), "{classes:?}");
+    let all_ids = |dets: &[serde_json::Value]| -> std::collections::BTreeSet<String> {
+        dets.iter()
+            .flat_map(|d| std::iter::once(&d["rule"]["id"]).chain(d["also"].as_array().into_iter().flatten()))
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let apart = scan(Some("alerts: {one_per_class: false}\n"));
+    assert!(apart.len() > merged.len(), "{} vs {}", apart.len(), merged.len());
+    assert_eq!(all_ids(&apart), all_ids(&merged), "merging must not lose a rule");
 }

@@ -326,7 +326,11 @@ fn counts(out: &Path) -> BTreeMap<(usize, String), usize> {
         let line = d["line"].as_str().unwrap_or_default();
         let id = d["rule"]["id"].as_str().unwrap_or_default().to_string();
         let i = marker_of(line).unwrap_or_else(|| panic!("detection {id} of a line without a marker: {line}"));
-        *m.entry((i, id)).or_default() += 1;
+        // Rules of the same class on one line are merged into one detection (`also`).
+        let also = d["also"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).map(str::to_string);
+        for id in std::iter::once(id.clone()).chain(also) {
+            *m.entry((i, id)).or_default() += 1;
+        }
     }
     m
 }

@@ -35,6 +35,10 @@ pub struct Detection {
     /// Detections held back by suppression for this key since the previous one.
     pub suppressed: u64,
     pub actions: Vec<String>,
+    /// Other rules of the same class that matched the same line, merged into this detection
+    /// (one detection per class per line: see `alerts.one_per_class`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

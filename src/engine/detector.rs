@@ -261,6 +261,7 @@ impl Detector {
             threshold,
             suppressed: f.suppressed,
             actions: rule.actions.clone(),
+            also: Vec::new(),
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Pipeline {
     scratch: Scratch,
     keys: Vec<HitKeys>,
     fired: Vec<Fired>,
+    /// The detections of the event being handled.
+    out: Vec<Detection>,
     max_keys: usize,
     pub counts: Counts,
 }
@@ -73,6 +75,7 @@ impl Pipeline {
             scratch,
             keys: Vec::new(),
             fired: Vec::new(),
+            out: Vec::new(),
             max_keys,
             counts: Counts::default(),
         }
@@ -141,9 +144,21 @@ impl Pipeline {
         self.keys.clear();
         rules.hit_keys(ev.raw, &s.record, &s.hits, &mut s.key_buf, &mut self.keys);
         self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
+        self.out.clear();
         for f in &self.fired {
+            self.out.push(self.detector.detection(f, event, info, ev, &s.record));
+        }
+        self.emit(sink)
+    }
+
+    /// Hands the detections of one event in `out` to `sink`: merged per class (when set),
+    /// redacted, counted.
+    fn emit(&mut self, sink: &mut (impl DetectionSink + ?Sized)) -> Result<()> {
+        if self.setup.one_per_class && self.out.len() > 1 {
+            merge_classes(&mut self.out);
+        }
+        for mut d in self.out.drain(..) {
             self.counts.detections += 1;
-            let mut d = self.detector.detection(f, event, info, ev, &s.record);
             self.setup.redact.apply(&mut d);
             sink.detection(d)?;
         }
@@ -166,8 +181,8 @@ impl Pipeline {
     ) -> Result<()> {
         self.counts.events += hits.lines;
         self.counts.unparsed += hits.unparsed;
-        let rules = &self.setup.rules;
-        let source = &self.setup.sources[src];
+        let setup = Arc::clone(&self.setup);
+        let (rules, source) = (&setup.rules, &setup.sources[src]);
         for h in &hits.hits {
             let range = h.rules.clone();
             self.detector.decide(h.time, arrival, &hits.rules[range.clone()], &hits.keys[range], &mut self.fired);
@@ -180,13 +195,45 @@ impl Pipeline {
             let ev = Event::line(raw, origin, arrival, truncated);
             source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
             let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
+            self.out.clear();
             for f in &self.fired {
-                self.counts.detections += 1;
-                let mut d = self.detector.detection(f, event, info, &ev, &self.scratch.record);
-                self.setup.redact.apply(&mut d);
-                sink.detection(d)?;
+                self.out.push(self.detector.detection(f, event, info, &ev, &self.scratch.record));
             }
+            self.emit(sink)?;
         }
         Ok(())
+    }
+}
+
+/// One detection per attack class among the detections of one line: the most severe of each
+/// class (the first on a tie, i.e. in rule order) names the others in `also` and takes their
+/// actions. Threshold detections (a count crossed, not a request's content) and rules without
+/// a class are left alone.
+fn merge_classes(dets: &mut Vec<Detection>) {
+    let mergeable = |d: &Detection| d.threshold.is_none() && d.rule.class != "other";
+    let mut i = 0;
+    while i < dets.len() {
+        if mergeable(&dets[i]) {
+            let mut j = i + 1;
+            while j < dets.len() {
+                if mergeable(&dets[j]) && dets[j].rule.class == dets[i].rule.class {
+                    let mut other = dets.remove(j);
+                    if other.rule.severity > dets[i].rule.severity {
+                        std::mem::swap(&mut dets[i], &mut other);
+                    }
+                    let keep = &mut dets[i];
+                    keep.also.push(other.rule.id);
+                    keep.also.append(&mut other.also);
+                    for a in other.actions {
+                        if !keep.actions.contains(&a) {
+                            keep.actions.push(a);
+                        }
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        i += 1;
     }
 }

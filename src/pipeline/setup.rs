@@ -24,6 +24,8 @@ pub struct Setup {
     pub sources: Vec<SourceSetup>,
     /// Masks secrets in detections (the config's `redact:`, else the default list).
     pub redact: super::redact::Redactor,
+    /// One detection per attack class per line (`alerts.one_per_class`, default true).
+    pub one_per_class: bool,
 }
 
 impl SourceSetup {
@@ -83,7 +85,8 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
         })
         .collect();
     let redact = super::redact::Redactor::new(&cfg.map(|c| c.config.redact.clone()).unwrap_or_default());
-    Ok(Setup { rules, sources, redact })
+    let one_per_class = cfg.is_none_or(|c| c.config.alerts.one_per_class);
+    Ok(Setup { rules, sources, redact, one_per_class })
 }
 
 /// What the rule compiler must know of the world outside the rule files: the formats and the
