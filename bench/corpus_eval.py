@@ -101,10 +101,11 @@ class Scanner:
             if not raw.startswith("{"):
                 continue
             d = json.loads(raw)
-            rid = d["rule"]["id"]
-            if per_line and self.meta.get(rid, {}).get("threshold"):
-                continue
-            hits[d["source"]["line_number"] - 1].add(rid)
+            # A detection stands for its rule and for the rules of its class merged into it.
+            for rid in [d["rule"]["id"], *d.get("also", [])]:
+                if per_line and self.meta.get(rid, {}).get("threshold"):
+                    continue
+                hits[d["source"]["line_number"] - 1].add(rid)
         return hits
 
     def classes(self, ids: set[str]) -> set[str]:
