@@ -16,11 +16,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Detection;
+use crate::engine::detection::ser_time;
 use crate::rule::Severity;
 
 /// The `alerts:` section of the config.
@@ -326,10 +327,6 @@ fn count_path(r: &mut Rollup, seen: &mut HashSet<u64>, path: &str) {
             r.path_samples.push(path.to_string());
         }
     }
-}
-
-fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 #[cfg(test)]

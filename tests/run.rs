@@ -332,30 +332,22 @@ fn no_colour_codes_when_stderr_and_stdout_are_not_terminals() {
 /// position in the config.
 #[test]
 fn standard_input_as_the_source() {
-    use std::io::Write;
     let (_dir, root) = common::project(
         Some(
             "rules:\n  - id: t.attack\n    title: test attack\n    severity: high\n    match: {field: uri, contains: ATTACK-}\n",
         ),
         "rules: [rules]\nsources:\n  - name: piped\n    paths: [\"-\"]\n    format: combined\nactions:\n  log: {path: out.txt, console: false}\n",
     );
-    let mut child = std::process::Command::new(common::bin())
-        .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
+    let mut input = String::new();
     for n in 0..50u32 {
-        writeln!(input, "{}", access_line("203.0.113.7", n, &format!("/x?id=ATTACK-{n}"), 404)).unwrap();
-        writeln!(input, "{}", access_line("198.51.100.2", n, "/ok", 200)).unwrap();
+        input.push_str(&access_line("203.0.113.7", n, &format!("/x?id=ATTACK-{n}"), 404));
+        input.push('\n');
+        input.push_str(&access_line("198.51.100.2", n, "/ok", 200));
+        input.push('\n');
     }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, stderr) = common::run_piped(&root, &input);
     let got = detections(&root.join("out.txt"));
-    assert_eq!(got.len(), 50, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(got.len(), 50, "{stderr}");
     assert!(got.iter().all(|d| d["source"]["path"] == "-" && d["source"]["name"] == "piped"));
     let keys: std::collections::HashSet<&str> = got.iter().map(|d| d["key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), 50, "idempotency keys of stream messages must differ");
@@ -385,22 +377,9 @@ fn secrets_are_masked_in_every_output_but_rules_see_them() {
                 "rules: [rules]\n{redact}sources:\n  - name: piped\n    paths: [\"-\"]\nactions:\n  log: {{path: out.txt, console: true}}\n"
             ),
         );
-        let mut child = std::process::Command::new(common::bin())
-            .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            let mut input = child.stdin.take().unwrap();
-            writeln!(input, "{line}").unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (console, _) = common::run_piped(&root, &format!("{line}\n"));
         let file = std::fs::read_to_string(root.join("out.txt")).unwrap();
-        (dir, String::from_utf8_lossy(&out.stdout).into_owned(), file)
+        (dir, console, file)
     };
     let (d, console, file) = run_with("");
     let out_txt = d.path().join("out.txt");
@@ -444,22 +423,9 @@ fn rollups_per_attacker_on_the_console_detections_in_the_log() {
                 "rules: [\"<built-in>/rules\"]\n{alerts}sources:\n  - name: piped\n    paths: [\"-\"]\nactions:\n  log: {{path: out.txt, console: true}}\n"
             ),
         );
-        let mut child = std::process::Command::new(common::bin())
-            .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (console, _) = common::run_piped(&root, &input);
         let out_txt = root.join("out.txt");
-        (dir, String::from_utf8_lossy(&out.stdout).into_owned(), detections(&out_txt), common::rollups(&out_txt))
+        (dir, console, detections(&out_txt), common::rollups(&out_txt))
     };
 
     let (_d, console, dets, rollups) = run_with("");

@@ -77,6 +77,7 @@ pub struct ThresholdInfo {
     pub last_seen: DateTime<Utc>,
 }
 
-fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises a time as RFC 3339 with milliseconds, in UTC (`Z`).
+pub fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }

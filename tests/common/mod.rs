@@ -150,3 +150,24 @@ pub fn append(path: &Path, lines: &[String]) {
     }
     f.sync_data().unwrap();
 }
+
+/// `trapline run --config <root>/trapline.yml` with `input` on its standard input (a config
+/// whose source reads `-`), until it ends with the input; asserts it succeeded. Returns its
+/// stdout (the console) and stderr.
+pub fn run_piped(root: &Path, input: &str) -> (String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["run", "--config", root.join("trapline.yml").to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trapline run");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{stderr}");
+    (stdout, stderr)
+}
