@@ -204,11 +204,20 @@ impl Rollups {
             serde_json::to_string(&group).unwrap_or_default()
         };
         if !self.open.contains_key(&key) && self.open.len() >= self.max_keys {
-            // Full: the activity idle the longest is closed (and reported) to make room.
-            if let Some(oldest) = self.open.iter().min_by_key(|(_, a)| a.last_wall).map(|(k, _)| k.clone()) {
-                let a = self.open.remove(&oldest).expect("present");
-                out.push(close(a));
-            }
+            // Full: the tenth idle the longest is closed (and reported) in one pass, so a flood
+            // of new addresses costs one scan per max_keys/10 of them, not one per address.
+            let n = (self.open.len() / 10).max(1);
+            let mut ages: Vec<Instant> = self.open.values().map(|a| a.last_wall).collect();
+            let cutoff = *ages.select_nth_unstable(n - 1).1;
+            let mut left = n;
+            self.close_where(
+                |a| {
+                    let go = left > 0 && a.last_wall <= cutoff;
+                    left -= usize::from(go);
+                    go
+                },
+                out,
+            );
         }
         let path = d.fields.get("path").map(String::as_str).unwrap_or("");
         let samples = self.def.samples;
@@ -426,5 +435,19 @@ mod tests {
         r.add(&d, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_attackers_stays_bounded_and_every_eviction_is_reported() {
+        let mut r = Rollups::new(AlertsDef::default(), 1000);
+        let mut out = Vec::new();
+        for i in 0..5000u32 {
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            r.add(&det(&ip, 0, "a", "recon", Severity::Low, "/"), &mut out);
+            assert!(r.len() <= 1000);
+        }
+        let opened = out.iter().filter(|x| x.state == State::Opened).count();
+        let closed = out.iter().filter(|x| x.state == State::Closed).count();
+        assert_eq!((opened, closed + r.len()), (5000, 5000));
     }
 }
