@@ -46,10 +46,10 @@ in_root() { (cd / && env -u XDG_CONFIG_HOME HOME="$work/home" NO_COLOR=1 /usr/bi
 
 line='203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] "GET /item.php?id=1+UNION+SELECT+1,2 HTTP/1.1" 200 99 "-" "sqlmap/1.7"'
 set +e
-out=$(printf '%s\n' "$line" | in_root scan --fail-on-match -)
+out=$(printf '%s\n' "$line" | in_root scan --json --fail-on-match -)
 rc=$?
 set -e
-if [ "$rc" -ne 1 ] || ! grep -q 'web.sqli.union-select' <<<"$out"; then
+if [ "$rc" -ne 1 ] || ! grep -q '"class":"sqli"' <<<"$out"; then
     echo "package-test: scan of an attack line did not detect it (exit $rc):" >&2
     echo "$out" >&2
     exit 1
