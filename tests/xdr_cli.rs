@@ -28,7 +28,7 @@ fn render_prints_the_bundle_that_would_be_sent() {
     let (code, out, err) = run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", &line]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(b["incidents"][0]["title"], "phpMyAdmin login attempt from 203.0.113.7");
+    assert_eq!(b["incidents"][0]["title"], "Attack from 203.0.113.7: phpMyAdmin login attempt");
     assert_eq!(b["sightings"][0]["observed_time"]["start_time"], "2024-10-10T13:00:05.000Z");
     let (code, _, err) = run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", "nothing"]);
     assert_eq!(code, 1, "{err}");
@@ -43,7 +43,7 @@ fn shipped_config_renders_the_honeypot_incident() {
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     let i = &b["incidents"][0];
-    assert_eq!(i["title"], "phpMyAdmin login attempt from 203.0.113.7");
+    assert_eq!(i["title"], "Brute-force attack from 203.0.113.7: phpMyAdmin login attempt");
     assert_eq!(
         (i["status"].as_str(), i["confidence"].as_str(), i["severity"].as_str(), i["tlp"].as_str()),
         (Some("New"), Some("High"), Some("High"), Some("amber"))

@@ -1,12 +1,15 @@
-//! Incident aggregation: one incident per (rule, group key) per window.
+//! Incident aggregation: one incident per group key (the attacker) per window — or, for rules
+//! set to `incident: rule`, per (rule, group key) per window.
 //!
 //! The old script created an incident for every hit. Here the first hit of a group (by default
 //! the attacker's `client_ip`) opens a window of `window` (default 1 h) starting at its event
-//! time; later hits of the same group inside the window become sightings of that incident.
+//! time; later hits of the same group inside the window become sightings of that incident,
+//! whichever rule they come from. The window counts detections per rule and per class.
 //!
 //! # Deterministic ids
 //! External ids are `<prefix>-<type>-<sha256>`:
-//! - incident (and judgement): hash of (rule id, group key, window start);
+//! - incident (and judgement): hash of (scope, group key, window start), the scope being empty
+//!   for an attacker's incident and the rule id for a rule's own;
 //! - sighting: hash of the detection's idempotency key (file identity, offset, rule);
 //! - relationship: hash of (sighting id, incident id).
 //!
@@ -49,6 +52,7 @@ fn hash_parts(parts: &[&str]) -> String {
 /// One incident window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
+    /// The rule of a rule-scoped incident; empty for an attacker's incident.
     pub rule: String,
     pub group: BTreeMap<String, String>,
     pub start: DateTime<Utc>,
@@ -62,6 +66,11 @@ pub struct Window {
     pub judgement: String,
     #[serde(default)]
     pub window_secs: u64,
+    /// Detections per rule and per class in this incident.
+    #[serde(default)]
+    pub rules: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub classes: BTreeMap<String, u64>,
 }
 
 /// What a hit got: the window (after the hit) and whether it opened it.
@@ -98,26 +107,30 @@ impl Windows {
         Ok(Windows { path: path.map(Path::to_path_buf), map, dirty: false, prefix: prefix.to_string() })
     }
 
-    /// Records a hit of `rule` for `group` at event time `t`.
+    /// Records a hit of `rule` (of attack class `class`) for `group` at event time `t`, in
+    /// the incident of `scope` (empty: the attacker's; a rule id: that rule's).
+    #[allow(clippy::too_many_arguments)]
     pub fn hit(
         &mut self,
+        scope: &str,
         rule: &str,
+        class: &str,
         group: BTreeMap<String, String>,
         window: Duration,
         t: DateTime<Utc>,
         detection_key: &str,
         line: &str,
     ) -> Hit {
-        let key = key_of(rule, &group);
+        let key = key_of(scope, &group);
         let len = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
         let reuse = self.map.get(&key).is_some_and(|w| t >= w.start - len && t < w.start + len);
         let new_incident = !reuse;
         if !reuse {
             let start_ms = t.timestamp_millis().to_string();
             let gk = group_string(&group);
-            let h = hash_parts(&[rule, &gk, &start_ms]);
+            let h = hash_parts(&[scope, &gk, &start_ms]);
             let w = Window {
-                rule: rule.to_string(),
+                rule: scope.to_string(),
                 group: group.clone(),
                 start: t,
                 first_seen: t,
@@ -127,11 +140,15 @@ impl Windows {
                 incident: format!("{}-incident-{h}", self.prefix),
                 judgement: format!("{}-judgement-{h}", self.prefix),
                 window_secs: window.as_secs(),
+                rules: BTreeMap::new(),
+                classes: BTreeMap::new(),
             };
             self.map.insert(key.clone(), w);
         }
         let w = self.map.get_mut(&key).expect("inserted");
         w.count += 1;
+        *w.rules.entry(rule.to_string()).or_default() += 1;
+        *w.classes.entry(class.to_string()).or_default() += 1;
         w.first_seen = w.first_seen.min(t);
         w.last_seen = w.last_seen.max(t);
         if w.samples.len() < MAX_SAMPLES {
@@ -203,10 +220,10 @@ mod tests {
     fn one_incident_per_group_per_window_with_stable_ids() {
         let mut w = Windows::open(None, "trapline").unwrap();
         let hour = Duration::from_secs(3600);
-        let a = w.hit("r", g("1.1.1.1"), hour, t(0), "k1", "l1");
-        let b = w.hit("r", g("1.1.1.1"), hour, t(60), "k2", "l2");
-        let c = w.hit("r", g("2.2.2.2"), hour, t(61), "k3", "l3");
-        let d = w.hit("r", g("1.1.1.1"), hour, t(3601), "k4", "l4");
+        let a = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let b = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(60), "k2", "l2");
+        let c = w.hit("r", "r", "sqli", g("2.2.2.2"), hour, t(61), "k3", "l3");
+        let d = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(3601), "k4", "l4");
         assert!(a.new_incident && !b.new_incident && c.new_incident && d.new_incident);
         assert_eq!(a.xids.incident, b.xids.incident);
         assert_ne!(a.xids.incident, c.xids.incident);
@@ -216,7 +233,7 @@ mod tests {
         assert!(a.xids.incident.starts_with("trapline-incident-") && a.xids.incident.len() == 18 + 64);
         // The same hit computed afresh (a replay after a crash) gets the same ids.
         let mut w2 = Windows::open(None, "trapline").unwrap();
-        let a2 = w2.hit("r", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let a2 = w2.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
         assert_eq!(a2.xids.incident, a.xids.incident);
         assert_eq!(a2.xids.sighting, a.xids.sighting);
         assert_eq!(a2.xids.relationship, a.xids.relationship);
@@ -228,11 +245,31 @@ mod tests {
         let p = dir.path().join("windows.json");
         let hour = Duration::from_secs(3600);
         let mut w = Windows::open(Some(&p), "x").unwrap();
-        let a = w.hit("r", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let a = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
         w.save().unwrap();
         let mut w = Windows::open(Some(&p), "x").unwrap();
-        let b = w.hit("r", g("1.1.1.1"), hour, t(10), "k2", "l2");
+        let b = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(10), "k2", "l2");
         assert!(!b.new_incident);
         assert_eq!(a.xids.incident, b.xids.incident);
+    }
+
+    #[test]
+    fn an_attackers_incident_gathers_every_rule_a_rule_scoped_one_only_its_own() {
+        let mut w = Windows::open(None, "trapline").unwrap();
+        let hour = Duration::from_secs(3600);
+        let a = w.hit("", "web.sqli.union", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let b = w.hit("", "scanner.ua", "scanner", g("1.1.1.1"), hour, t(1), "k2", "l2");
+        let c = w.hit("", "web.sqli.union", "sqli", g("1.1.1.1"), hour, t(2), "k3", "l3");
+        assert!(a.new_incident && !b.new_incident && !c.new_incident);
+        assert_eq!(
+            (a.xids.incident.as_str(), b.xids.incident.as_str()),
+            (c.xids.incident.as_str(), c.xids.incident.as_str())
+        );
+        assert_eq!(c.window.count, 3);
+        assert_eq!(c.window.classes, BTreeMap::from([("scanner".into(), 1), ("sqli".into(), 2)]));
+        assert_eq!(c.window.rules.len(), 2);
+        let own = w.hit("web.bruteforce", "web.bruteforce", "brute-force", g("1.1.1.1"), hour, t(3), "k4", "l4");
+        assert!(own.new_incident);
+        assert_ne!(own.xids.incident, a.xids.incident);
     }
 }

@@ -131,6 +131,8 @@ impl Composer {
                 "count": w.count, "first_seen": ms(w.first_seen), "last_seen": ms(w.last_seen),
                 "window_start": ms(w.start), "window_end": ms(end), "samples": w.samples,
                 "group": w.group, "new_incident": hit.new_incident,
+                "scope": if w.rule.is_empty() { "attacker" } else { "rule" },
+                "rules": w.rules, "classes": w.classes,
             },
             "host": self.base["host"],
             "vars": self.base["vars"],
@@ -147,7 +149,11 @@ impl Composer {
         let g = self.settings.grouping(&d.rule.id).clone();
         let group: BTreeMap<String, String> =
             g.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
-        let hit = self.windows.hit(&d.rule.id, group, g.window, d.event_time, &d.key, &d.line);
+        let scope = match g.scope {
+            settings::IncidentScope::Attacker => "",
+            settings::IncidentScope::Rule => d.rule.id.as_str(),
+        };
+        let hit = self.windows.hit(scope, &d.rule.id, &d.rule.class, group, g.window, d.event_time, &d.key, &d.line);
         let ctx = self.context(d, &hit);
         let r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
         Ok((hit, r.bundle))

@@ -41,9 +41,13 @@ pub struct XdrDef {
     /// Template directory (default: `<templates>/xdr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub templates: Option<PathBuf>,
-    /// One incident per (rule, group) per window; later hits add sightings to it.
+    /// One incident per group (the attacker) per window; later hits add sightings to it.
     #[serde(default = "default_window")]
     pub window: String,
+    /// `attacker` (default): one incident per group and window, whatever rules fire, each
+    /// detection a sighting of it; `rule`: one incident per rule, group and window.
+    #[serde(default)]
+    pub incident: IncidentScope,
     /// Detection fields that make the group key (default: the attacker, `client_ip`).
     #[serde(default = "default_group_by")]
     pub group_by: Vec<String>,
@@ -78,6 +82,20 @@ pub struct XdrRuleDef {
     /// Incident window for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    /// `rule`: this rule's detections get incidents of their own (see `incident` above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentScope>,
+}
+
+/// What one incident gathers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentScope {
+    /// Everything one attacker (group) does within the window.
+    #[default]
+    Attacker,
+    /// One rule's detections of one attacker within the window.
+    Rule,
 }
 
 fn default_region() -> String {
@@ -158,6 +176,7 @@ impl Endpoints {
 pub struct Grouping {
     pub group_by: Vec<String>,
     pub window: Duration,
+    pub scope: IncidentScope,
 }
 
 /// The resolved settings.
@@ -215,8 +234,11 @@ impl Settings {
                 "xdr.external_id_prefix must be non-empty and without commas"
             )));
         }
-        let grouping =
-            Grouping { group_by: d.group_by.clone(), window: duration(&d.window, "window").map_err(at("window"))? };
+        let grouping = Grouping {
+            group_by: d.group_by.clone(),
+            window: duration(&d.window, "window").map_err(at("window"))?,
+            scope: d.incident,
+        };
         let mut rule_grouping = BTreeMap::new();
         let mut rule_templates = BTreeMap::new();
         for (id, r) in &d.rules {
@@ -225,7 +247,13 @@ impl Settings {
                 None => grouping.window,
             };
             let group_by = r.group_by.clone().unwrap_or_else(|| grouping.group_by.clone());
-            rule_grouping.insert(id.clone(), Grouping { group_by, window });
+            // A rule with its own grouping or window cannot share the attacker's incident.
+            let scope = match r.incident {
+                Some(s) => s,
+                None if r.group_by.is_some() || r.window.is_some() => IncidentScope::Rule,
+                None => grouping.scope,
+            };
+            rule_grouping.insert(id.clone(), Grouping { group_by, window, scope });
             if let Some(t) = &r.templates {
                 rule_templates.insert(id.clone(), cfg.resolve(t));
             }
