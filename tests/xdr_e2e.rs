@@ -207,3 +207,33 @@ fn refused_deliveries_are_listed_and_requeued_into_the_running_trapline() {
     d.signal("TERM");
     assert_exactly_once(&sb, 1, 1);
 }
+
+/// The original use case with the shipped rules: a phpMyAdmin log-in brute force (hydra POSTs
+/// the guesses in the body, so only the rate is in the log) becomes one XDR incident.
+#[test]
+fn shipped_rules_send_a_phpmyadmin_brute_force_to_xdr() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let (_p, root) = common::project(
+        None,
+        &format!(
+            "rules: [\"<built-in>/rules\"]\ntemplates: \"<built-in>/templates\"\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/access.log]\n    start: beginning\nactions:\n  log: {{path: out.txt, console: false}}\n  xdr:\n    base_url: {}\n    client_id: client-test\n    client_secret: s3cret-value\n",
+            sb.url()
+        ),
+    );
+    let lines: Vec<String> = (0..8)
+        .map(|n| {
+            format!(
+                "203.0.113.66 - - [10/Oct/2024:13:00:{n:02} +0000] \"POST /phpmyadmin/index.php?route=/ HTTP/1.1\" 200 4211 \"-\" \"Mozilla/5.0\""
+            )
+        })
+        .collect();
+    append(&root.join("logs/access.log"), &lines);
+    let mut d = Daemon::start(&root.join("trapline.yml"));
+    assert!(wait_for(T, || !sb.entities("incidents").is_empty()), "{}", d.stderr());
+    d.signal("TERM");
+    let incidents = sb.entities("incidents");
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let title = incidents[0]["title"].as_str().unwrap();
+    assert!(title.starts_with("Brute-force attack from 203.0.113.66"), "{title}");
+}
