@@ -263,8 +263,8 @@ fn no_source_file_depends_on_the_build_tree() {
 
 #[test]
 fn packaged_config_loads_and_uses_the_built_in_rules() {
-    // The Debian package's /etc/trapline/trapline.yml; its only finding is the XDR rule while
-    // XDR is left to set up (TL111).
+    // The Debian package's /etc/trapline/trapline.yml; its only findings are the XDR rules
+    // while XDR is left to set up (TL111).
     let env = Env::new();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/trapline.yml");
     let out = env.run(&["lint", "--format", "json", "--config", config.to_str().unwrap()]);
@@ -272,7 +272,7 @@ fn packaged_config_loads_and_uses_the_built_in_rules() {
     let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let codes: Vec<&str> =
         findings.iter().filter(|f| f["severity"] != "note").filter_map(|f| f["code"].as_str()).collect();
-    assert_eq!(codes, ["TL111"], "{findings:?}");
+    assert!(!codes.is_empty() && codes.iter().all(|c| *c == "TL111"), "{findings:?}");
     let out = env.run_with(&["scan", "--config", config.to_str().unwrap(), "--fail-on-match", "-"], ATTACK);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
