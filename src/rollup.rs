@@ -186,10 +186,6 @@ impl Rollups {
         Rollups { def, max_keys: max_keys.max(1), open: HashMap::new() }
     }
 
-    pub fn settings(&self) -> &AlertsDef {
-        &self.def
-    }
-
     /// Counts `d` into its attacker's activity; appends the records it causes (closing idle
     /// activities first, then opening or escalating this one) to `out`.
     pub fn add(&mut self, d: &Detection, out: &mut Vec<Rollup>) -> Verdict {

@@ -298,7 +298,13 @@ impl Action for LogAction {
 
     fn shutdown(&mut self) {
         let _ = self.out.sync_data();
-        tracing::info!(written = self.written, replay_skipped = self.skipped, path = %self.path.display(), "log output closed");
+        tracing::info!(
+            written = self.written,
+            replay_skipped = self.skipped,
+            reopened = self.reopened,
+            path = %self.path.display(),
+            "log output closed"
+        );
     }
 }
 

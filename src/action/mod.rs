@@ -178,10 +178,6 @@ impl Actions {
         Ok(Actions::new(list, shutdown))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &dyn Action> {
-        self.list.iter().map(|a| &**a)
-    }
-
     /// Hands `d` to every action its rule names (and to those that take all), but to the
     /// log output only when `log` (roll-ups may hold per-line detections back). Transient
     /// failures are retried with backoff until they clear; an error is returned only when

@@ -237,3 +237,56 @@ fn merge_classes(dets: &mut Vec<Detection>) {
         i += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+
+    /// An event made of fields the source produced itself (a file-state change, say) is
+    /// evaluated like a parsed line; the source's fields win over what the format parsed.
+    #[test]
+    fn fields_from_the_source_are_matched_and_win_over_parsed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.yml"),
+            "rules:\n  - id: t.upload\n    title: t\n    severity: high\n    class: webshell\n    match: {all: [{field: path, ends_with: .php}, {field: kind, equals: created}]}\n",
+        )
+        .unwrap();
+        let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+        let setup = setup::build(None, &[dir.path().to_path_buf()], &adhoc).unwrap();
+        let info = setup.sources[0].info("/srv/www");
+        let mut p = Pipeline::new(setup, 16);
+        let mut got = Vec::new();
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let fields: [(&str, &[u8]); 2] = [("path", b"/uploads/x.php"), ("kind", b"created")];
+        let ev = Event {
+            origin: Origin::Object { object: 1, version: 2 },
+            raw: b"",
+            fields: &fields,
+            time: Some(t),
+            arrival: t,
+            truncated: false,
+        };
+        p.process(0, &info, &ev, &mut |d: Detection| {
+            got.push(d);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].fields["path"], "/uploads/x.php");
+        assert_eq!(got[0].event_time, t);
+        assert_eq!(got[0].key, Origin::Object { object: 1, version: 2 }.idempotency_key("t.upload"));
+        // A parsed line whose own path is not .php, with the source saying it is: the source wins.
+        let line = b"203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /a.txt HTTP/1.1\" 200 1 \"-\" \"-\"";
+        let ev = Event { raw: line, origin: Origin::Line { content: 0, offset: 0, line_number: 1 }, ..ev };
+        got.clear();
+        p.process(0, &info, &ev, &mut |d: Detection| {
+            got.push(d);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.len(), 1, "fields of the source replace the parsed path");
+        assert_eq!(got[0].fields["client_ip"], "203.0.113.7");
+    }
+}

@@ -84,10 +84,6 @@ impl Redactor {
         Redactor { names }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
     /// Masks the secrets in everything `d` carries from the log: the line, the fields and the
     /// threshold's group values.
     pub fn apply(&self, d: &mut Detection) {
