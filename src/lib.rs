@@ -5,9 +5,9 @@
 //!
 //! - [`event`]: what the engine evaluates — a line of a file, a message, a file's state or
 //!   content — with the origin its idempotency keys derive from.
-//! - [`source`]: where events come from. The tailer follows files across rotation and
-//!   restarts (offsets checkpointed on disk); the reader feeds `scan` from files, `.gz` and
-//!   stdin.
+//! - [`source`]: where events come from, behind one `Source`/`EventSink` interface. The
+//!   tailer follows files across rotation and restarts (offsets checkpointed on disk);
+//!   standard input is a stream source; the reader feeds `scan` from files, `.gz` and stdin.
 //! - [`parse`]: raw bytes (`&[u8]`) → named fields, for the built-in formats (combined/common,
 //!   Apache error, syslog, JSON lines) and custom regex formats. No allocation per line.
 //! - [`rule`]: the rule language as written (serde + schemars model) and its loading, with
@@ -22,8 +22,9 @@
 //! - [`rollup`]: one activity record per attacker (opened, escalated, closed) instead of one
 //!   alert per line.
 //! - [`pipeline`]: events → detections → a sink, the one path every command uses, plus the
-//!   wiring from config to a ready rule set.
-//! - [`daemon`]: `trapline run`: tailer → pipeline → actions, reloads, status.
+//!   wiring from config to a ready rule set and the redaction of secrets in detections.
+//! - [`daemon`]: `trapline run`: a source → pipeline → roll-ups and actions, reloads, saved
+//!   engine state, status.
 //! - [`shutdown`]: the one stop signal of the process.
 //! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
