@@ -1,4 +1,4 @@
-//! **state**: one process at a time per state directory.
+//! **state**: the state directory — one process at a time, files replaced atomically.
 //!
 //! Two `trapline run` on the same state directory would both resume the same checkpoints and
 //! write every detection twice. [`StateLock`] is an exclusive `flock(2)` on `<state>/lock`,
@@ -114,6 +114,26 @@ fn read_pid(file: &mut File) -> Option<u32> {
     file.rewind().ok()?;
     file.take(32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// With `sync`, the data and the directory entry are fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

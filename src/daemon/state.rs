@@ -9,8 +9,7 @@
 //! keys are hashes): the state directory must stay private, as it already holds offsets and
 //! the XDR outbox.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -84,18 +83,10 @@ impl EngineStore {
         }
         self.generation += 1;
         let saved = Saved { generation: self.generation, state: det.save() };
-        let path = self.slot(self.generation);
-        let tmp = path.with_extension("json.tmp");
-        {
-            // Buffered: unbuffered, serde_json makes a write(2) per token, and a state of
-            // 100,000 keys took seconds at every checkpoint, with reading paused.
-            let mut f = BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
-            serde_json::to_writer(&mut f, &saved).map_err(std::io::Error::other)?;
-            f.flush()?;
-            f.get_ref().sync_data()?;
-        }
-        fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
+        // Serialised into one buffer, written with one call: a state of 100,000 keys streamed
+        // token by token into the file took seconds at every checkpoint, with reading paused.
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        crate::state::write_atomic(&self.slot(self.generation), &bytes, true)?;
         let mark = json!({ "generation": self.generation });
         self.last = Some((g, mark.clone()));
         Ok(mark)

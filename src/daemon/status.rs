@@ -50,10 +50,9 @@ pub struct Reload {
 impl Status {
     /// Writes the status atomically (temporary file, rename), so readers never see half of it.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, dir.join(FILE))
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        // Not fsynced: the status is a view for operators, rewritten every few seconds.
+        crate::state::write_atomic(&dir.join(FILE), &bytes, false)
     }
 }
 

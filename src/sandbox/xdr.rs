@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::action::xdr::ctim;
-use crate::action::xdr::outbox::write_atomic;
+use crate::state::write_atomic;
 
 /// Sandbox settings (the §14 "config knobs").
 #[derive(Debug, Clone)]

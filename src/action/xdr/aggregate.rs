@@ -185,7 +185,7 @@ impl Windows {
         }
         let mut v: Vec<&Window> = self.map.values().collect();
         v.sort_by(|a, b| (a.start, &a.incident).cmp(&(b.start, &b.incident)));
-        super::outbox::write_atomic(path, &serde_json::to_vec(&v)?, true)?;
+        crate::state::write_atomic(path, &serde_json::to_vec(&v)?, true)?;
         self.dirty = false;
         Ok(())
     }

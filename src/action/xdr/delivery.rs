@@ -29,7 +29,8 @@ use super::bundle::MAX_BUNDLE_ENTITIES;
 use super::client::{Client, EntityResult, Error};
 use super::ctim::ENTITY_ARRAYS;
 use super::limiter::Backoff;
-use super::outbox::{Entry, Outbox, write_atomic};
+use super::outbox::{Entry, Outbox};
+use crate::state::write_atomic;
 
 /// Most stored incident ids remembered (oldest forgotten first; a forgotten one is simply sent
 /// again and answered `exists`).

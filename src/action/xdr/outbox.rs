@@ -15,13 +15,14 @@
 //! what to do when it is full (see the action).
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::state::write_atomic;
 
 /// One pending delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,26 +36,6 @@ pub struct Entry {
     pub queued_at: String,
     /// The validated bundle.
     pub bundle: Value,
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
-/// With `sync`, the data and the directory entry are fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
-    }
-    std::fs::rename(&tmp, path)?;
-    if sync {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 pub struct Outbox {
