@@ -132,7 +132,8 @@ fn init_tracing(level: &str) {
 
 /// Where a config is looked for when none is given, in this order: `./trapline.yml`, the
 /// user's (`$XDG_CONFIG_HOME/trapline/trapline.yml`, else `~/.config/trapline/trapline.yml`),
-/// then the system's (`/etc/trapline/trapline.yml`).
+/// then the system's (`/etc/trapline/trapline.yml`, or `$TRAPLINE_SYSTEM_CONFIG` for a
+/// package installed under another prefix).
 pub fn config_search_path() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("trapline.yml")];
     // The XDG base directory spec ignores a relative $XDG_CONFIG_HOME.
@@ -141,7 +142,8 @@ pub fn config_search_path() -> Vec<PathBuf> {
     if let Some(dir) = xdg.or_else(|| home.map(|h| h.join(".config"))) {
         out.push(dir.join("trapline").join("trapline.yml"));
     }
-    out.push(PathBuf::from("/etc/trapline/trapline.yml"));
+    let system = std::env::var_os("TRAPLINE_SYSTEM_CONFIG").filter(|p| !p.is_empty());
+    out.push(system.map_or_else(|| PathBuf::from("/etc/trapline/trapline.yml"), PathBuf::from));
     out
 }
 
