@@ -653,12 +653,11 @@ fn logrotate_bin() -> Option<PathBuf> {
 }
 
 /// Runs the real logrotate, forced, with `copytruncate` on `log` (no compression: the copy is
-/// `log.1`, older copies shift to `.2`, ...). Returns false when logrotate is not installed.
-fn logrotate_copytruncate(dir: &Path, log: &Path) -> bool {
-    let Some(bin) = logrotate_bin() else {
-        eprintln!("skipped: logrotate not installed (.ci/setup.sh installs it)");
-        return false;
-    };
+/// `log.1`, older copies shift to `.2`, ...). The tests that use it are `#[ignore]`d, so that a
+/// machine without logrotate reports them as ignored rather than passed; CI installs logrotate
+/// and runs them (`cargo test --test tail -- --ignored`).
+fn logrotate_copytruncate(dir: &Path, log: &Path) {
+    let bin = logrotate_bin().expect("logrotate is not installed (.ci/setup.sh installs it)");
     let conf = dir.join("logrotate.conf");
     fs::write(&conf, format!("{} {{\n\trotate 5\n\tcopytruncate\n\tmissingok\n}}\n", log.display())).unwrap();
     let out = std::process::Command::new(bin)
@@ -675,13 +674,12 @@ fn logrotate_copytruncate(dir: &Path, log: &Path) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::metadata(log).unwrap().len(), 0, "logrotate did not truncate {}", log.display());
-    true
 }
 
 /// Stopped with a checkpoint, 1,000 lines appended, `rotate` copies and truncates, restarted:
 /// the 1,000 lines come from the copy, then the truncated file from 0; a second restart reads
 /// nothing again.
-fn restart_across_copytruncate(rotate: impl FnOnce(&Path, &Path) -> bool) {
+fn restart_across_copytruncate(rotate: impl FnOnce(&Path, &Path)) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let rec = Rec::default();
@@ -695,9 +693,7 @@ fn restart_across_copytruncate(rotate: impl FnOnce(&Path, &Path) -> bool) {
 
     let unread = numbered("unread", 0..1000);
     append(&log, &joined(&unread));
-    if !rotate(dir.path(), &log) {
-        return;
-    }
+    rotate(dir.path(), &log);
     let new = numbered("new", 0..20);
     append(&log, &joined(&new));
 
@@ -727,19 +723,17 @@ fn restart_across_copytruncate(rotate: impl FnOnce(&Path, &Path) -> bool) {
 
 #[test]
 fn restart_across_copytruncate_reads_the_copy_from_the_checkpoint() {
-    restart_across_copytruncate(|dir, log| {
-        copytruncate(log, &dir.join("access.log.1"));
-        true
-    });
+    restart_across_copytruncate(|dir, log| copytruncate(log, &dir.join("access.log.1")));
 }
 
 #[test]
+#[ignore = "needs logrotate; CI runs it"]
 fn restart_across_real_logrotate_copytruncate_loses_nothing() {
     restart_across_copytruncate(logrotate_copytruncate);
 }
 
 /// Lines appended while the tailer is busy, then copied and truncated before it reads them.
-fn copytruncate_while_running(rotate: impl FnOnce(&Path, &Path) -> bool) {
+fn copytruncate_while_running(rotate: impl FnOnce(&Path, &Path)) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let rec = Rec::default();
@@ -759,13 +753,10 @@ fn copytruncate_while_running(rotate: impl FnOnce(&Path, &Path) -> bool) {
     for chunk in unread.chunks(10) {
         writer.write_all(&joined(chunk)).unwrap();
     }
-    let rotated = rotate(dir.path(), &log);
+    rotate(dir.path(), &log);
     let after = numbered("after", 0..30);
     writer.write_all(&joined(&after)).unwrap();
     release.send(()).unwrap();
-    if !rotated {
-        return;
-    }
 
     let expected = [before, vec!["gate".to_string()], unread.clone(), after.clone()].concat();
     rec.wait_all(&expected);
@@ -780,13 +771,11 @@ fn copytruncate_while_running(rotate: impl FnOnce(&Path, &Path) -> bool) {
 
 #[test]
 fn copytruncate_while_running_reads_unread_lines_from_the_copy() {
-    copytruncate_while_running(|dir, log| {
-        copytruncate(log, &dir.join("access.log-20261201"));
-        true
-    });
+    copytruncate_while_running(|dir, log| copytruncate(log, &dir.join("access.log-20261201")));
 }
 
 #[test]
+#[ignore = "needs logrotate; CI runs it"]
 fn real_logrotate_copytruncate_while_running_loses_nothing() {
     copytruncate_while_running(logrotate_copytruncate);
 }
