@@ -76,6 +76,9 @@ if command -v systemd-analyze >/dev/null; then
         systemd-analyze security --offline=yes --threshold=30 "$unit" | tail -n 1
     fi
     echo "package-test: systemd unit verified"
+elif [ "${TRAPLINE_E2E_REQUIRED:-}" = 1 ]; then
+    echo "package-test: systemd-analyze not installed (.ci/setup.sh installs systemd); the unit must be verified" >&2
+    exit 1
 else
     echo "package-test: systemd-analyze not installed; unit not verified"
 fi

@@ -6,6 +6,7 @@
 #   gcc, libc6-dev      the linker cargo uses
 #   ca-certificates     fetching crates
 #   dpkg-dev, binutils  cargo-deb: dpkg-shlibdeps (the package's Depends), strip
+#   systemd             systemd-analyze, to verify the packaged unit
 #   cargo-deb           .ci/package-test.sh (a cargo subcommand, from crates.io, pinned)
 # Run as root (or as a user with sudo).
 set -euo pipefail
@@ -15,7 +16,7 @@ installed() {
 }
 
 missing=()
-for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils; do
+for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -182,11 +182,6 @@ impl Loaded {
         self.resolve(Path::new(p)).display().to_string()
     }
 
-    /// The built-in config (`<built-in>/trapline.yml`).
-    pub fn builtin() -> Result<Loaded> {
-        Loaded::from_file(Path::new(crate::assets::CONFIG))
-    }
-
     /// True for the built-in config.
     pub fn is_builtin(&self) -> bool {
         crate::assets::is_builtin(&self.path)

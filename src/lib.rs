@@ -33,7 +33,8 @@
 //! - [`assets`]: the shipped rules, templates and default config, built into the binary.
 //!
 //! Dependencies point one way: rule model and engine ← sources and actions ← pipeline and
-//! daemon ← cli.
+//! daemon ← cli. The config model (`config`, composed of each part's own `*Def` section) is
+//! read by every layer above the engine.
 
 pub mod action;
 pub mod assets;

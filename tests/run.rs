@@ -349,6 +349,8 @@ fn standard_input_as_the_source() {
     let got = detections(&root.join("out.txt"));
     assert_eq!(got.len(), 50, "{stderr}");
     assert!(got.iter().all(|d| d["source"]["path"] == "-" && d["source"]["name"] == "piped"));
+    // A stream cannot resume: no engine state is saved for it (a file source's stays intact).
+    assert!(!root.join("state/engine-0.json").exists() && !root.join("state/engine-1.json").exists());
     let keys: std::collections::HashSet<&str> = got.iter().map(|d| d["key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), 50, "idempotency keys of stream messages must differ");
 

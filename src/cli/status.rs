@@ -9,7 +9,7 @@ use clap::Args;
 use crate::action::console::escape;
 use crate::config;
 
-pub use crate::daemon::status::{FILE, Reload, Status, now};
+pub use crate::daemon::status::{FILE, Status};
 
 /// Exit code of `trapline status` when the daemon that wrote the status is not running.
 pub const EXIT_NOT_RUNNING: i32 = 3;

@@ -59,8 +59,13 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         .context("cannot start the async runtime")?;
     let marks = marks_of(source.mark());
     // Before anything is hashed: the saved state brings its own hash seed.
-    let mut engine_store = state::EngineStore::new(&cfg.resolve(&c.state_dir));
-    let saved = engine_store.load(marks.get(state::MARK))?;
+    // Only a source with checkpoints (files) can resume where the state was saved; a stream
+    // (stdin) starts afresh and must not overwrite a file source's saved state.
+    let mut engine_store = source.checkpoints().then(|| state::EngineStore::new(&cfg.resolve(&c.state_dir)));
+    let saved = match &mut engine_store {
+        Some(store) => store.load(marks.get(state::MARK))?,
+        None => None,
+    };
     let mut actions = Actions::from_config(&cfg, &built.rules, Some(&marks), runtime.handle(), shutdown.clone())?;
     let status_dir = cfg.resolve(&c.state_dir);
     let mut since = String::new();
@@ -169,7 +174,8 @@ struct Daemon {
     /// Source descriptions by (source index, path), built once per file.
     infos: Vec<(usize, PathBuf, SourceInfo)>,
     reloader: Reloader,
-    engine_store: state::EngineStore,
+    /// Saves the threshold and suppression state with each checkpoint (sources with checkpoints).
+    engine_store: Option<state::EngineStore>,
     /// Attackers' activities, and the records they emit.
     rollups: Rollups,
     records: Vec<crate::rollup::Rollup>,
@@ -185,7 +191,7 @@ impl Daemon {
         pipeline: Pipeline,
         actions: Actions,
         reloader: Reloader,
-        engine_store: state::EngineStore,
+        engine_store: Option<state::EngineStore>,
     ) -> Daemon {
         let now = status::now();
         let status = Status {
@@ -225,6 +231,9 @@ impl Daemon {
             Ok(new) => {
                 let errors = self.actions.reload();
                 report.state_kept = self.pipeline.replace(new);
+                if let Some(store) = &mut self.engine_store {
+                    store.invalidate();
+                }
                 self.status.rules = self.pipeline.rules().rules.len();
                 self.status.rules_loaded_at = report.at.clone();
                 self.infos.clear();
@@ -308,7 +317,9 @@ impl EventSink for Daemon {
 
     fn flush(&mut self) -> std::io::Result<Mark> {
         let mut marks = self.actions.flush()?;
-        marks.insert(state::MARK.to_string(), self.engine_store.save(self.pipeline.detector())?);
+        if let Some(store) = &mut self.engine_store {
+            marks.insert(state::MARK.to_string(), store.save(self.pipeline.detector())?);
+        }
         Ok(Mark::Object(marks))
     }
 

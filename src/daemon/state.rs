@@ -60,7 +60,15 @@ impl EngineStore {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let saved: Saved = serde_json::from_slice(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+        let saved: Saved = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                // Not worth refusing to start over (an older format, a damaged disk): the state
+                // only shapes thresholds and suppression.
+                tracing::warn!(path = %path.display(), error = %e, "saved engine state unreadable; thresholds and suppression start empty");
+                return Ok(None);
+            }
+        };
         if saved.generation != generation {
             tracing::warn!(path = %path.display(), "saved engine state is not the checkpoint's; thresholds and suppression start empty");
             return Ok(None);
@@ -70,6 +78,12 @@ impl EngineStore {
             return Ok(None);
         }
         Ok(Some(saved.state))
+    }
+
+    /// Forgets the last save, so the next one writes: after a reload the state changes
+    /// (windows of changed rules reset) without the hit counts saying so.
+    pub fn invalidate(&mut self) {
+        self.last = None;
     }
 
     /// Saves the detector's state if it changed since the last save; returns the mark to

@@ -85,17 +85,18 @@ impl Redactor {
     }
 
     /// Masks the secrets in everything `d` carries from the log: the line, the fields and the
-    /// threshold's group values.
+    /// threshold's group values (whole values of fields named like a secret).
     pub fn apply(&self, d: &mut Detection) {
         if self.names.is_empty() {
             return;
         }
         redact_in_place(self, &mut d.line);
-        for v in d.fields.values_mut() {
-            redact_in_place(self, v);
-        }
-        if let Some(t) = &mut d.threshold {
-            for v in t.group.values_mut() {
+        // A field may itself be a secret (a custom format's `password` capture, a JSON key).
+        let fields = d.fields.iter_mut().chain(d.threshold.iter_mut().flat_map(|t| t.group.iter_mut()));
+        for (k, v) in fields {
+            if self.is_sensitive(k.as_bytes()) {
+                *v = MASK.to_string();
+            } else {
                 redact_in_place(self, v);
             }
         }
@@ -131,7 +132,7 @@ impl Redactor {
     /// its value.
     fn secret_at(&self, b: &[u8], i: usize) -> Option<(usize, usize)> {
         let quoted = b[i] == b'"';
-        if !quoted && i > 0 && !matches!(b[i - 1], b'?' | b'&' | b';' | b' ' | b'\t') {
+        if !quoted && i > 0 && !matches!(b[i - 1], b'?' | b'&' | b';' | b' ' | b'\t' | b'"') {
             return None;
         }
         let name_start = i + usize::from(quoted);
@@ -232,6 +233,37 @@ mod tests {
         assert_eq!(r.redact("PHPSESSID=deadbeef; theme=dark"), "PHPSESSID=***; theme=dark");
         assert_eq!(r.redact(r#"{"user":"a","password": "p\"w","n":1}"#), r#"{"user":"a","password": "***","n":1}"#);
         assert_eq!(r.redact("?token=&a=1"), "?token=***&a=1");
+        assert_eq!(r.redact(r#"body="password=x&a=1""#), r#"body="password=***&a=1""#);
+    }
+
+    #[test]
+    fn fields_named_like_a_secret_are_masked_whole() {
+        use crate::engine::detection::{RuleInfo, SourceRef};
+        let t = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        let mut d = Detection {
+            key: "k".into(),
+            rule: RuleInfo {
+                id: "r".into(),
+                title: "r".into(),
+                severity: crate::rule::Severity::Low,
+                class: "other".into(),
+                tags: vec![],
+            },
+            source: SourceRef { name: "s".into(), path: "p".into(), format: "app".into(), line_number: 1, offset: 0 },
+            event_time: t,
+            time_source: "event",
+            detected_at: t,
+            fields: [("password".to_string(), "hunter2".to_string()), ("user".to_string(), "admin".to_string())].into(),
+            line: "login user=admin password hunter2".into(),
+            line_truncated: false,
+            threshold: None,
+            suppressed: 0,
+            actions: vec![],
+            also: vec![],
+        };
+        r().apply(&mut d);
+        assert_eq!(d.fields["password"], MASK);
+        assert_eq!(d.fields["user"], "admin");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub trait Source {
     /// Delivers events to `sink` until `stop` is set or the source ends; then flushes the sink
     /// (and checkpoints, where the source has positions). A sink error ends it at once.
     fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> anyhow::Result<()>;
+    /// Whether the source keeps checkpoints (and so can resume where a restart left off).
+    fn checkpoints(&self) -> bool {
+        false
+    }
     /// The mark stored with the last checkpoint, if the source keeps checkpoints.
     fn mark(&self) -> Option<&Mark> {
         None

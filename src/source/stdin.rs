@@ -63,23 +63,43 @@ impl Source for StdinSource {
         let stream = fastrand::u64(..);
         let at = Whence { source: self.source, path: Path::new("-") };
         let mut sequence = 0u64;
-        let mut flushed = Instant::now();
+        let mut deliver = |sink: &mut dyn EventSink, line: &[u8], truncated: bool| {
+            sequence += 1;
+            let origin = Origin::Message { stream, sequence };
+            sink.event(&at, &Event::line(line, origin, Utc::now(), truncated))
+        };
+        let (mut flushed, mut ticked) = (Instant::now(), Instant::now());
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(WAIT) {
-                Ok(Ok((line, truncated))) => {
-                    sequence += 1;
-                    let origin = Origin::Message { stream, sequence };
-                    sink.event(&at, &Event::line(&line, origin, Utc::now(), truncated))?;
+                Ok(Ok((line, truncated))) => deliver(sink, &line, truncated)?,
+                Ok(Err(e)) => {
+                    sink.flush()?;
+                    return Err(anyhow::Error::new(e).context("cannot read standard input"));
                 }
-                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("cannot read standard input")),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            // Periodic work between lines, not after each one: a busy pipe delivers thousands
+            // of lines per tick.
             if flushed.elapsed() >= FLUSH_EVERY {
-                sink.flush()?;
+                // A failed flush (disk full) is retried at the next interval: the stream
+                // cannot be read again, so stopping would lose it.
+                if let Err(e) = sink.flush() {
+                    tracing::warn!(error = %e, "flush failed; retrying");
+                }
                 flushed = Instant::now();
             }
-            sink.tick();
+            if ticked.elapsed() >= WAIT {
+                sink.tick();
+                ticked = Instant::now();
+            }
+        }
+        // Lines already read from the pipe cannot be read again: handle them before stopping.
+        for msg in rx.try_iter() {
+            match msg {
+                Ok((line, truncated)) => deliver(sink, &line, truncated)?,
+                Err(_) => break,
+            }
         }
         sink.flush()?;
         Ok(())
@@ -91,7 +111,7 @@ impl Source for StdinSource {
 /// a newline is delivered.
 fn read_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Line>> {
     let mut line = Vec::new();
-    let n = input.by_ref().take(max as u64 + 1).read_until(b'\n', &mut line)?;
+    let n = input.by_ref().take((max as u64).saturating_add(1)).read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }

@@ -143,6 +143,10 @@ impl crate::source::Source for Tailer {
         Tailer::run(self, &mut Lines(sink), stop)
     }
 
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
     fn mark(&self) -> Option<&Mark> {
         self.sink_mark()
     }
