@@ -815,3 +815,79 @@ fn a_copy_already_read_is_not_read_again_for_a_later_truncation() {
     let expected = [vec!["#header".to_string()], old, vec!["#header".to_string()], new].concat();
     assert_eq!(rec.lines(), expected);
 }
+
+/// A [`Rec`] whose flushes become durable only when the test says so (a waiting caller is
+/// told they are, as a sink that finishes its work before answering would).
+#[derive(Clone, Default)]
+struct SlowDurable {
+    rec: Rec,
+    durable: Arc<AtomicBool>,
+    asked: Arc<Mutex<u64>>,
+}
+
+impl LineSink for SlowDurable {
+    fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()> {
+        self.rec.line(file, line, pos)
+    }
+
+    fn flush(&mut self) -> std::io::Result<Mark> {
+        self.rec.flush()
+    }
+
+    fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
+        *self.asked.lock().unwrap() += 1;
+        Ok(wait || self.durable.load(Ordering::SeqCst))
+    }
+}
+
+fn checkpoint_mark(dir: &Path) -> serde_json::Value {
+    let text = fs::read(dir.join("state").join("tail-checkpoints.json")).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&text).unwrap()["sink_mark"].clone()
+}
+
+/// While the sink's flush is not durable, the tailer keeps reading, takes no new flush and
+/// leaves the checkpoint on disk alone; once it is, the checkpoint of that flush is written,
+/// and a restart re-reads nothing.
+#[test]
+fn a_checkpoint_waits_for_the_sinks_flush_to_be_durable_while_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    fs::write(&log, "").unwrap();
+    let cfg = config(dir.path(), &pat(&log), StartAt::Beginning);
+    let sink = SlowDurable::default();
+    let run = Running::start_with(cfg.clone(), sink.clone());
+    let on_disk = checkpoint_mark(dir.path());
+    assert_eq!(on_disk, serde_json::json!(0), "start-up checkpoint, before any line");
+
+    sink.durable.store(false, Ordering::SeqCst);
+    let first = numbered("first", 0..10);
+    append(&log, &joined(&first));
+    sink.rec.wait_all(&first);
+    // The periodic checkpoint flushes once, then waits.
+    let asked = *sink.asked.lock().unwrap();
+    let start = Instant::now();
+    while *sink.asked.lock().unwrap() < asked + 3 {
+        assert!(start.elapsed() < DEADLINE, "the tailer never asked whether its flush was durable");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let flushed = *sink.rec.last_mark.lock().unwrap();
+    assert_eq!(flushed, Some(10), "flushed after the first lines");
+    let second = numbered("second", 0..10);
+    append(&log, &joined(&second));
+    sink.rec.wait_all(&second);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(*sink.rec.last_mark.lock().unwrap(), flushed, "no new flush while one is pending");
+    assert_eq!(checkpoint_mark(dir.path()), on_disk, "nothing written while the flush is not durable");
+
+    let written = run.stats().checkpoints;
+    sink.durable.store(true, Ordering::SeqCst);
+    run.wait_stats("the deferred checkpoint", |s| s.checkpoints > written);
+    run.stop();
+    assert_eq!(checkpoint_mark(dir.path()), serde_json::json!(20), "the final checkpoint covers every line");
+
+    let again = Rec::default();
+    let run = Running::start(cfg, &again);
+    thread::sleep(Duration::from_millis(300));
+    run.stop();
+    assert!(again.lines().is_empty(), "nothing read twice: {:?}", again.lines());
+}

@@ -323,6 +323,13 @@ impl EventSink for Daemon {
         Ok(Mark::Object(marks))
     }
 
+    fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
+        match &mut self.engine_store {
+            Some(store) => store.durable(wait),
+            None => Ok(true),
+        }
+    }
+
     fn tick(&mut self) {
         self.actions.tick();
         self.rollups.tick(Instant::now(), &mut self.records);

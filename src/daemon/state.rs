@@ -5,7 +5,12 @@
 //! and generation. A crash between writing a slot and writing the checkpoint leaves the
 //! previous slot — the one the previous checkpoint names — intact, so the state restored is
 //! always that of exactly the lines before the checkpoint; the lines after it are read again
-//! and step the windows again. The file also holds the secret seed of the key hashes (the
+//! and step the windows again.
+//!
+//! Serialising and writing the state (megabytes for tens of thousands of clients) happens on
+//! a thread of its own: only the snapshot is taken on the reading thread. The source writes
+//! the checkpoint naming the new slot once [`EngineStore::durable`] says the slot is on disk,
+//! and meanwhile keeps reading; one slot write is in flight at a time. The file also holds the secret seed of the key hashes (the
 //! keys are hashes): the state directory must stay private, as it already holds offsets and
 //! the XDR outbox.
 
@@ -13,6 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, TryRecvError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -31,13 +37,16 @@ struct Saved {
 pub struct EngineStore {
     dir: PathBuf,
     generation: u64,
-    /// The detector's generation at the last save, and the mark of that save.
+    /// The detector's generation at the last durable save, and the mark of that save.
     last: Option<(u64, serde_json::Value)>,
+    /// The save being written: the detector's generation, its mark, and where the writer
+    /// reports the outcome.
+    in_flight: Option<(u64, serde_json::Value, Receiver<std::io::Result<()>>)>,
 }
 
 impl EngineStore {
     pub fn new(dir: &Path) -> EngineStore {
-        EngineStore { dir: dir.to_path_buf(), generation: 0, last: None }
+        EngineStore { dir: dir.to_path_buf(), generation: 0, last: None, in_flight: None }
     }
 
     fn slot(&self, generation: u64) -> PathBuf {
@@ -84,11 +93,18 @@ impl EngineStore {
     /// (windows of changed rules reset) without the hit counts saying so.
     pub fn invalidate(&mut self) {
         self.last = None;
+        // Nor may a save in flight, of the state before the reload, count as the last one.
+        if let Some((g, _, _)) = &mut self.in_flight {
+            *g = u64::MAX;
+        }
     }
 
     /// Saves the detector's state if it changed since the last save; returns the mark to
-    /// store with the checkpoint.
+    /// store with the checkpoint. The slot is written in the background: the mark may be
+    /// stored only once [`EngineStore::durable`] says so. A save still in flight is finished
+    /// first.
     pub fn save(&mut self, det: &Detector) -> std::io::Result<serde_json::Value> {
+        self.durable(true)?;
         let g = det.generation();
         if let Some((last, mark)) = &self.last
             && *last == g
@@ -97,13 +113,38 @@ impl EngineStore {
         }
         self.generation += 1;
         let saved = Saved { generation: self.generation, state: det.save() };
-        // Serialised into one buffer, written with one call: a state of 100,000 keys streamed
-        // token by token into the file took seconds at every checkpoint, with reading paused.
-        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(&self.slot(self.generation), &bytes, true)?;
+        let path = self.slot(self.generation);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new().name("engine-state".into()).spawn(move || {
+            // Serialised into one buffer, written with one call: a state of 100,000 keys
+            // streamed token by token into the file took seconds.
+            let written = serde_json::to_vec(&saved)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| crate::state::write_atomic(&path, &bytes, true));
+            let _ = tx.send(written);
+        })?;
         let mark = json!({ "generation": self.generation });
-        self.last = Some((g, mark.clone()));
+        self.in_flight = Some((g, mark.clone(), rx));
         Ok(mark)
+    }
+
+    /// Whether the last save is on disk (with `wait`, blocks until it is). A failed write is
+    /// reported once; the next save writes again.
+    pub fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
+        let Some((_, _, rx)) = &self.in_flight else { return Ok(true) };
+        let written = if wait {
+            rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("engine state writer stopped")))
+        } else {
+            match rx.try_recv() {
+                Ok(w) => w,
+                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Disconnected) => Err(std::io::Error::other("engine state writer stopped")),
+            }
+        };
+        let (g, mark, _) = self.in_flight.take().expect("checked above");
+        written?;
+        self.last = Some((g, mark));
+        Ok(true)
     }
 }
 
@@ -120,6 +161,7 @@ mod tests {
         let mut store = EngineStore::new(dir.path());
         let mark = store.save(pipeline.detector()).unwrap();
         assert_eq!(mark, json!({ "generation": 1 }));
+        assert!(store.durable(true).unwrap());
         // Unchanged state: no new slot, the same mark.
         assert_eq!(store.save(pipeline.detector()).unwrap(), mark);
         let text = fs::read(dir.path().join("engine-1.json")).unwrap();

@@ -44,6 +44,12 @@ pub trait EventSink {
     /// Makes the effects of every event delivered so far durable; returns the mark the
     /// source stores with its checkpoint (and hands back after a restart).
     fn flush(&mut self) -> std::io::Result<Mark>;
+    /// Whether what the last flush's mark names is durable yet (with `wait`, blocks until it
+    /// is): a sink may finish slow work in the background, and a source writes its
+    /// checkpoint as of that flush only then.
+    fn durable(&mut self, _wait: bool) -> std::io::Result<bool> {
+        Ok(true)
+    }
     /// Called between events at least every few hundred milliseconds: periodic work.
     fn tick(&mut self) {}
 }

@@ -132,6 +132,13 @@ pub trait LineSink {
     /// durable, and return an opaque mark (e.g. the output file's identity and length) stored
     /// with the checkpoint. An error skips that checkpoint (the offsets do not move).
     fn flush(&mut self) -> io::Result<Mark>;
+    /// Whether what the last [`LineSink::flush`]'s mark names is durable yet; with `wait`,
+    /// blocks until it is. A sink may finish slow work (saving a large state) in the
+    /// background: the tailer keeps reading and writes the checkpoint *as of that flush*
+    /// once this says so. An error drops that checkpoint (a later one flushes again).
+    fn durable(&mut self, _wait: bool) -> io::Result<bool> {
+        Ok(true)
+    }
     /// Called on every turn of the loop (at least every few hundred milliseconds, lines or
     /// not), between lines: the place for periodic work such as a rule reload.
     fn tick(&mut self) {}
@@ -162,6 +169,10 @@ impl LineSink for Lines<'_> {
 
     fn flush(&mut self) -> io::Result<Mark> {
         self.0.flush()
+    }
+
+    fn durable(&mut self, wait: bool) -> io::Result<bool> {
+        self.0.durable(wait)
     }
 
     fn tick(&mut self) {
@@ -256,6 +267,8 @@ const PER_FILE_BUDGET: u64 = 1 << 20;
 const PUMP_SLICE: Duration = Duration::from_millis(100);
 /// Longest wait for events, so that the stop flag is seen in time.
 const MAX_WAIT: Duration = Duration::from_millis(200);
+/// How often a deferred checkpoint looks whether the sink's flush became durable.
+const DEFERRED_POLL: Duration = Duration::from_millis(20);
 
 /// The live file tailer.
 pub struct Tailer {
@@ -284,6 +297,9 @@ pub struct Tailer {
     dirty: bool,
     /// Checkpoint at once (after a truncation reset).
     urgent: bool,
+    /// A checkpoint taken at a flush whose effects the sink is still making durable: written
+    /// as soon as they are (see [`LineSink::durable`]); no other is taken meanwhile.
+    deferred: Option<Checkpoints>,
     counters: Arc<Counters>,
     buf: Vec<u8>,
 }
@@ -312,6 +328,7 @@ impl Tailer {
             warned: HashSet::new(),
             dirty: true,
             urgent: false,
+            deferred: None,
             counters: Arc::new(Counters::default()),
             buf: vec![0; CHUNK],
             cfg,
@@ -344,7 +361,7 @@ impl Tailer {
             // its effects. Without it, a crash (or a sink that fails for good) before the
             // first periodic checkpoint would restart from the start policy with no mark, and
             // the replay could not be told from new output.
-            if let Err(e) = self.checkpoint(sink) {
+            if let Err(e) = self.checkpoint(sink, true) {
                 warn!(error = format!("{e:#}"), "checkpoint failed; retrying");
             }
         } else {
@@ -376,10 +393,13 @@ impl Tailer {
             self.close_drained(sink)?;
             self.update_gauges();
             sink.tick();
+            if let Err(e) = self.finish_deferred(sink, false) {
+                warn!(error = format!("{e:#}"), "checkpoint failed; retrying");
+            }
             let now = Instant::now();
             let dirty = self.is_dirty();
             if self.urgent || (dirty && now >= next_checkpoint) {
-                if let Err(e) = self.checkpoint(sink) {
+                if let Err(e) = self.checkpoint(sink, self.urgent) {
                     warn!(error = format!("{e:#}"), "checkpoint failed; retrying");
                 }
                 next_checkpoint = now + self.cfg.checkpoint_interval;
@@ -387,6 +407,9 @@ impl Tailer {
             let mut until = next_poll.min(now + MAX_WAIT);
             if self.is_dirty() {
                 until = until.min(next_checkpoint);
+            }
+            if self.deferred.is_some() {
+                until = until.min(now + DEFERRED_POLL);
             }
             let timeout = if more { Duration::ZERO } else { until.saturating_duration_since(now) };
             let patterns = &self.patterns;
@@ -398,7 +421,7 @@ impl Tailer {
         self.check_all(false);
         self.pump(sink, stop, Instant::now())?;
         self.update_gauges();
-        self.checkpoint(sink)
+        self.checkpoint(sink, true)
     }
 
     /// Re-runs discovery: opens new files, notices files that left their path.
@@ -674,31 +697,66 @@ impl Tailer {
         self.dirty || self.urgent || self.files.values().any(|t| t.dirty)
     }
 
-    /// Flushes the sink, then writes the checkpoint. Nothing is written if the flush fails.
-    fn checkpoint(&mut self, sink: &mut dyn LineSink) -> anyhow::Result<()> {
+    /// Flushes the sink and takes a checkpoint: written at once when the sink's effects are
+    /// durable, else as soon as they are (with `wait`, before returning). Nothing is written
+    /// if the flush fails. While an earlier checkpoint still waits, no new one is taken (with
+    /// `wait`, the earlier one is finished first).
+    fn checkpoint(&mut self, sink: &mut dyn LineSink, wait: bool) -> anyhow::Result<()> {
+        if !self.finish_deferred(sink, wait)? {
+            return Ok(());
+        }
         let mark = sink.flush().map_err(|e| anyhow::anyhow!("sink flush failed: {e}"))?;
         let mut files: Vec<FileCheckpoint> =
             self.files.values().map(|t| t.checkpoint(&self.cfg.sources[t.info.source].name)).collect();
         files.extend(self.pending.iter().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let doc = Checkpoints {
+        self.deferred = Some(Checkpoints {
             version: VERSION,
-            sink_mark: Some(mark.clone()),
+            sink_mark: Some(mark),
             sources: self.cfg.sources.iter().map(|s| s.name.clone()).collect(),
             files,
             copies_read: self.copies_read.clone(),
-        };
-        self.store
-            .save(&doc)
-            .map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", self.store.path().display()))?;
-        self.sink_mark = Some(mark);
+        });
+        // The checkpoint holds everything up to here: what changes next is the next one's.
         self.dirty = false;
         self.urgent = false;
         for t in self.files.values_mut() {
             t.dirty = false;
         }
-        self.counters.checkpoints.fetch_add(1, Relaxed);
+        self.finish_deferred(sink, wait)?;
         Ok(())
+    }
+
+    /// Writes the deferred checkpoint once the sink says its flush is durable. Returns whether
+    /// none is left waiting. On an error the checkpoint is dropped and the next one starts
+    /// over from a new flush.
+    fn finish_deferred(&mut self, sink: &mut dyn LineSink, wait: bool) -> anyhow::Result<bool> {
+        if self.deferred.is_none() {
+            return Ok(true);
+        }
+        let written = match sink.durable(wait) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {
+                let doc = self.deferred.take().expect("checked above");
+                self.store
+                    .save(&doc)
+                    .map(|()| doc)
+                    .map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", self.store.path().display()))
+            }
+            Err(e) => Err(anyhow::anyhow!("sink flush failed: {e}")),
+        };
+        match written {
+            Ok(doc) => {
+                self.sink_mark = doc.sink_mark;
+                self.counters.checkpoints.fetch_add(1, Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                self.deferred = None;
+                self.dirty = true;
+                Err(e)
+            }
+        }
     }
 
     /// Directories to watch: the patterns' base directories and those of followed files.
