@@ -3,7 +3,9 @@
 //! - **live**: Debian's `apache2` attacked by real `nmap` (service detection and HTTP
 //!   scripts) and real `wfuzz` (directory discovery, SQL injection list, phpMyAdmin log-in
 //!   brute force), while `trapline run` tails apache's access log with the shipped rules and
-//!   templates and sends incidents to the local XDR sandbox;
+//!   templates and sends incidents to the local XDR sandbox; then real benign traffic: `wget`
+//!   crawling the whole Apache manual (Debian's apache2-doc) as a browser, through
+//!   `trapline scan`;
 //! - **corpus scanners**: the real sqlmap, dirb, hydra and whatweb logs of the shared corpus
 //!   through the same `trapline run` setup;
 //! - **corpus benign**: the real application traffic of the corpus's CrowdSec `*-whitelist`
@@ -16,10 +18,10 @@
 //! 0.1 % of lines flagged at medium severity or above and 1 % at any severity. The figures are
 //! printed; the README's "Measured" table is made of them.
 //!
-//! The live trial needs apache2, nmap and wfuzz: it is reported as ignored without them,
-//! unless `TRAPLINE_E2E_REQUIRED=1` (as in CI), where it fails instead. The corpus trials need
-//! the corpus (`$TRAPLINE_CORPUS`, default `../shared/corpus` beside the repository) and are
-//! reported as ignored, with the reason, when it is absent.
+//! The live trial needs apache2, apache2-doc, nmap, wfuzz and wget: it is reported as ignored
+//! without them, unless `TRAPLINE_E2E_REQUIRED=1` (as in CI), where it fails instead. The
+//! corpus trials need the corpus (`$TRAPLINE_CORPUS`, default `../shared/corpus` beside the
+//! repository) and are reported as ignored, with the reason, when it is absent.
 
 mod common;
 #[path = "common/xdr.rs"]
@@ -36,7 +38,7 @@ use common::{Daemon, detections, wait_for};
 use serde_json::Value;
 use xdr_common::Sandbox;
 
-/// The target: what a person can still read.
+/// What a person can still read and act on, per attacker and hour.
 const MAX_CONSOLE_PER_ATTACKER_HOUR: usize = 10;
 /// Benign traffic: lines flagged at severity medium or above, and at any severity.
 const MAX_BENIGN_MEDIUM: f64 = 0.001;
