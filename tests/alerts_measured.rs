@@ -48,12 +48,14 @@ const WORDLISTS: &str = "/usr/share/wfuzz/wordlist";
 /// Debian's apache2-doc: the Apache manual in HTML, a real site for a benign crawl.
 const MANUAL: &str = "/usr/share/doc/apache2-doc/manual";
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-/// The scanner logs of the corpus (`scanner-traffic/`), one tool each.
+/// The scanner logs of the corpus, one tool each (paths relative to the corpus).
 const SCANNER_LOGS: &[(&str, &str)] = &[
-    ("sqlmap", "sqlmap.access.log"),
-    ("dirb", "dirb.access.log"),
-    ("hydra", "hydra-phpmyadmin.access.log"),
-    ("whatweb", "whatweb.access.log"),
+    ("sqlmap", "scanner-traffic/sqlmap.access.log"),
+    ("dirb", "scanner-traffic/dirb.access.log"),
+    ("hydra", "scanner-traffic/hydra-phpmyadmin.access.log"),
+    ("whatweb", "scanner-traffic/whatweb.access.log"),
+    // 77 requests of a real Nikto run (common format), kept by the CrowdSec hub as a test.
+    ("nikto (excerpt)", "crowdsec-hub-tests/apache-http-probing/apache-http-probing.log"),
 ];
 
 fn main() {
@@ -281,7 +283,7 @@ fn tool(name: &str, args: &[&str]) {
 fn corpus_scanner_traffic(corpus: &Path) {
     let mut rows = Vec::new();
     for (name, file) in SCANNER_LOGS {
-        let src = corpus.join("scanner-traffic").join(file);
+        let src = corpus.join(file);
         let session = Session::with_log(&std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())));
         rows.push(session.finish(name));
     }
