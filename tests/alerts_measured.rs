@@ -120,8 +120,9 @@ fn live_prerequisites() -> Result<(), String> {
     if which("wget").is_none() {
         missing.push("wget");
     }
+    // A dpkg path-exclude on /usr/share/doc would leave the package installed but empty.
     if !Path::new(MANUAL).join("en/index.html").exists() {
-        missing.push("apache2-doc");
+        missing.push("apache2-doc (its manual under /usr/share/doc)");
     }
     if missing.is_empty() {
         Ok(())
