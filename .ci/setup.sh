@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine, only what is missing:
 #   apache2, logrotate  tests/e2e_apache.rs (real apache + logrotate; CI requires it to run)
+#   nmap, wfuzz         tests/alerts_measured.rs: real attack tools against that apache
+#   apache2-doc, wget   tests/alerts_measured.rs: real benign traffic (a crawl of the manual)
 #   procps              `kill`, used by the daemon tests to send signals
 #   gzip                logrotate's compress (Debian's apache rotation config)
 #   gcc, libc6-dev      the linker cargo uses
@@ -16,7 +18,7 @@ installed() {
 }
 
 missing=()
-for pkg in apache2 logrotate procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd; do
+for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -14,16 +14,15 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::apache::{self, APACHE, Apache, is_root};
 use common::{Daemon, detections, wait_for};
 
-const APACHE: &str = "/usr/sbin/apache2";
-const MODULES: &str = "/usr/lib/apache2/modules";
 const MARKER: &str = "e2e-marker-";
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
@@ -141,14 +140,10 @@ fn prerequisites() -> Result<PathBuf, String> {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists());
-    let missing: Vec<&str> = [
-        (!Path::new(APACHE).exists()).then_some(APACHE),
-        (!Path::new(MODULES).join("mod_mpm_event.so").exists()).then_some("apache2 modules"),
-        logrotate.is_none().then_some("logrotate"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut missing = apache::missing();
+    if logrotate.is_none() {
+        missing.push("logrotate");
+    }
     match logrotate {
         Some(l) if missing.is_empty() => Ok(l),
         _ => Err(format!("{} not installed (apt-get install apache2 logrotate)", missing.join(", "))),
@@ -168,8 +163,9 @@ fn apache_logrotate_trapline_end_to_end(logrotate: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
 
-    let apache = Apache::start(&root);
-    let first_inode = std::fs::metadata(&access).expect("apache did not create access.log").ino();
+    let apache = Apache::start(&root, SITE);
+    assert_eq!(apache.access_log, access);
+    let first_inode = apache.access_inode();
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let config = root.join("trapline/trapline.yml");
@@ -411,120 +407,4 @@ fn logrotate_conf(log: &Path, apache_conf: &Path) -> String {
         log = log.display(),
         conf = apache_conf.display(),
     )
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
-
-/// A private apache instance; stopped (and killed if need be) when dropped, also on panic.
-struct Apache {
-    conf: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-impl Apache {
-    fn start(root: &Path) -> Apache {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let www = root.join("www");
-        for f in SITE {
-            let p = www.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, format!("<html><body>{f}</body></html>\n")).unwrap();
-        }
-        let run = root.join("apache/run");
-        std::fs::write(root.join("apache/mime.types"), "text/html html\ntext/css css\nimage/png png\ntext/plain txt\n")
-            .unwrap();
-        // Workers run as www-data when we are root (apache refuses to serve as root).
-        let user = if is_root() {
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let (u, g) = if passwd.lines().any(|l| l.starts_with("www-data:")) {
-                ("www-data", "www-data")
-            } else {
-                ("nobody", "nogroup")
-            };
-            format!("User {u}\nGroup {g}\n")
-        } else {
-            String::new()
-        };
-        let m = MODULES;
-        let conf = root.join("apache/apache2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"ServerRoot "{ar}"
-LoadModule mpm_event_module {m}/mod_mpm_event.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule mime_module {m}/mod_mime.so
-LoadModule dir_module {m}/mod_dir.so
-Listen 127.0.0.1:{port}
-ServerName localhost
-{user}PidFile "{run}/apache2.pid"
-DefaultRuntimeDir "{run}"
-Mutex file:{run} default
-ErrorLog "{ar}/error.log"
-LogLevel warn
-TypesConfig "{ar}/mime.types"
-DocumentRoot "{www}"
-<Directory />
-    Require all denied
-</Directory>
-<Directory "{www}">
-    Require all granted
-</Directory>
-DirectoryIndex index.html
-LogFormat "%h %l %u %t \"%r\" %>s %O \"%{{Referer}}i\" \"%{{User-Agent}}i\"" combined
-CustomLog "{log}" combined
-"#,
-                ar = root.join("apache").display(),
-                run = run.display(),
-                www = www.display(),
-                log = root.join("logs/access.log").display(),
-            ),
-        )
-        .unwrap();
-
-        // In the foreground (still `-k start`) so apache's main process is our child: we reap it
-        // and can always kill it, and logrotate's `-k graceful` signals it through the pid file.
-        let console = root.join("apache/console.log");
-        let child = Command::new(APACHE)
-            .arg("-f")
-            .arg(&conf)
-            .args(["-k", "start", "-D", "FOREGROUND"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&console).unwrap())
-            .spawn()
-            .expect("run apache2");
-        let mut a = Apache { conf, port, child };
-        let errors = || {
-            let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
-            format!("{}{}", read(console.clone()), read(root.join("apache/error.log")))
-        };
-        let pidfile = run.join("apache2.pid");
-        let up = wait_for(Duration::from_secs(15), || {
-            if let Some(st) = a.child.try_wait().unwrap() {
-                panic!("apache2 exited at start ({st}):\n{}", errors());
-            }
-            pidfile.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "apache did not come up on port {port}:\n{}", errors());
-        a
-    }
-}
-
-impl Drop for Apache {
-    fn drop(&mut self) {
-        let _ = Command::new(APACHE)
-            .arg("-f")
-            .arg(&self.conf)
-            .args(["-k", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !wait_for(Duration::from_secs(10), || self.child.try_wait().is_ok_and(|s| s.is_some())) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the real `trapline` binary.
 #![allow(dead_code)]
 
+pub mod apache;
 pub mod attacks;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,8 @@ pub fn rollups(path: &Path) -> Vec<serde_json::Value> {
 pub struct Daemon {
     pub child: Option<Child>,
     pub stderr_path: PathBuf,
+    /// What it printed on its standard output (the console action).
+    pub stdout_path: PathBuf,
 }
 
 impl Daemon {
@@ -87,15 +90,16 @@ impl Daemon {
         let dir = config.parent().unwrap();
         let n = std::fs::read_dir(dir).unwrap().count();
         let stderr_path = dir.join(format!("trapline-{n}.stderr"));
+        let stdout_path = dir.join(format!("trapline-{n}.stdout"));
         let child = Command::new(bin())
             .args(["run", "--config", config.to_str().unwrap()])
             .env("NO_COLOR", "1")
             .env("TRAPLINE_LOG", "debug")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .expect("start trapline run");
-        let d = Daemon { child: Some(child), stderr_path };
+        let d = Daemon { child: Some(child), stderr_path, stdout_path };
         // Ready when it logged that it is running (the tailer has then scanned its files).
         assert!(
             wait_for(Duration::from_secs(20), || d.stderr().contains("trapline running")),
@@ -108,6 +112,10 @@ impl Daemon {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

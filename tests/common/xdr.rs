@@ -183,7 +183,11 @@ pub fn wait_delivered(sb: &Sandbox, incidents: usize, sightings: usize, timeout:
 /// Every sighting is `member-of` a stored incident, every external id is stored once, and the
 /// counts are exact.
 pub fn assert_exactly_once(sb: &Sandbox, incidents: usize, sightings: usize) {
-    let d = sb.dump();
+    assert_exactly_once_in(&sb.dump(), incidents, sightings);
+}
+
+/// [`assert_exactly_once`] on what the sandbox held (its `/sandbox/dump`).
+pub fn assert_exactly_once_in(d: &Value, incidents: usize, sightings: usize) {
     let inc = d["entities"]["incidents"].as_array().unwrap();
     let sig = d["entities"]["sightings"].as_array().unwrap();
     let rel = d["entities"]["relationships"].as_array().unwrap();
