@@ -34,6 +34,7 @@ import tempfile
 import time
 
 MARKER = re.compile(rb"m=MK(\d+)")
+ROLLUP = b'"kind":"rollup"'
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
 TS_PLACEHOLDER = b"@" * 26  # width of "02/Dec/2026:00:48:49 +0000"
 WORDS = ("home about products blog news article category item search cart checkout account "
@@ -281,6 +282,7 @@ class Watcher:
         self.rest = b""
         self.seen = {}  # marker -> (time written seen, end offset in out.txt)
         self.dups = 0
+        self.rollups = 0
         self.other = 0
         self.checkpoints = []  # (time, log mark len, read offset, log size then)
 
@@ -302,6 +304,11 @@ class Watcher:
         off = start
         for line in lines:
             off += len(line) + 1
+            # Roll-up records (one per attacker: opened, escalated, closed) quote sample lines;
+            # only detections are timed.
+            if ROLLUP in line:
+                self.rollups += 1
+                continue
             m = MARKER.search(line)
             if not m:
                 self.other += 1

@@ -18,6 +18,8 @@ if [ ! -x "$BIN" ]; then
   exit 2
 fi
 command -v python3 >/dev/null || { echo "error: needs python3" >&2; exit 2; }
+# The daemons run in their own temporary directories.
+BIN=$(realpath "$BIN")
 if [ -n "$(find src rules Cargo.toml -newer "$BIN" -print -quit)" ]; then
   echo "warning: $BIN is older than the sources; rebuild with cargo build --release for current figures" >&2
 fi

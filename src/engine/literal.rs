@@ -176,6 +176,25 @@ fn required(h: &Hir) -> Option<Vec<Vec<u8>>> {
                 run.iter().try_fold(vec![Vec::new()], |acc, set| product(&acc, set))
             };
             for p in parts {
+                // `x+` of a small exact language: its first occurrence still continues the run
+                // (`or\s+` → `or `, `or\t`, ...) and its last one starts the next
+                // (`\s+select` → ` select`, ...): both are contiguous in any match.
+                if let HirKind::Repetition(r) = p.kind()
+                    && r.min >= 1
+                    && let Some(set) = exact(&r.sub).filter(|s| !s.iter().any(Vec::is_empty))
+                    && exact(p).is_none()
+                {
+                    run.push_back(set.clone());
+                    while run.len() > 1 && product_of(&run).is_none() {
+                        run.pop_front();
+                    }
+                    if let Some(done) = product_of(&run) {
+                        consider(&mut best, done);
+                    }
+                    run.clear();
+                    run.push_back(set);
+                    continue;
+                }
                 match exact(p) {
                     Some(set) => {
                         run.push_back(set);
@@ -259,7 +278,18 @@ mod tests {
 
     #[test]
     fn extracts_inner_literals() {
-        assert_eq!(lits(r"union\s+select"), Some(vec!["select".into()]));
+        // White space on either side makes a literal much rarer than the word alone.
+        assert_eq!(
+            lits(r"union\s+select"),
+            Some(vec!["\tselect".into(), "\nselect".into(), "\x0bselect".into(), "\x0cselect".into(), "\rselect".into(), " select".into()])
+        );
+        assert_eq!(
+            lits(r"(?:or|and)\s+\d"),
+            Some(vec![
+                "and\t".into(), "and\n".into(), "and\x0b".into(), "and\x0c".into(), "and\r".into(), "and ".into(),
+                "or\t".into(), "or\n".into(), "or\x0b".into(), "or\x0c".into(), "or\r".into(), "or ".into()
+            ])
+        );
         assert_eq!(lits(r"(?:etc|proc)/passwd"), Some(vec!["etc/passwd".into(), "proc/passwd".into()]));
         assert_eq!(lits(r"^/wp-(admin|login)"), Some(vec!["/wp-admin".into(), "/wp-login".into()]));
         assert_eq!(lits(r"\.(bak|old)$"), Some(vec![".bak".into(), ".old".into()]));
@@ -281,6 +311,42 @@ mod tests {
         assert_eq!(lits(r"(?:;|&&)\s*(?:id|ls)\b"), Some(vec!["&&".into(), ";".into()]));
         assert_eq!(lits(r"(sqlmap|nikto)"), Some(vec!["nikto".into(), "sqlmap".into()]));
         assert_eq!(lits(r"\$\{jndi:"), Some(vec!["${jndi:".into()]));
+    }
+
+    /// Whatever a regex matches contains one of its required literals: checked on generated
+    /// text for patterns with repetitions, classes and alternations.
+    #[test]
+    fn every_match_holds_a_required_literal() {
+        let patterns = [
+            r"(?:or|and)\s+\d",
+            r"['\x22)]\s*(?:or|and|xor|&&|\|\|)[\s'\x22(]+\w*[\s')]*(?:=|<>|like\s*')",
+            r"(?:^|[^a-z])(?:or|and)\s+'[^']{0,20}'\s*=\s*'",
+            r"union\s+(?:all\s+)?select",
+            r"a[/\\]+b\d+c",
+            r"x(?:ab)+y",
+        ];
+        let parts = [
+            "or", "OR", "and", " ", "\t", "'", "\"", ")", "(", "1", "=", "union", "select", "all", "a", "b", "c", "/", "\\",
+            "x", "ab", "y", "like", "&&", "xor", "z", "'1'", "='", " or ", " AND\t'a'", "or '1'", "union ", " select", "a/", "b1", "1c", "xab",
+        ];
+        let mut rng = fastrand::Rng::with_seed(11);
+        for p in patterns {
+            let re = crate::engine::compile::build_regex(p, false).unwrap();
+            let lits = required_literals(p, true).unwrap_or_else(|| panic!("{p} has literals"));
+            let mut matched = 0;
+            for _ in 0..100_000 {
+                let s: String = (0..rng.usize(1..10)).map(|_| parts[rng.usize(..parts.len())]).collect();
+                if re.is_match(s.as_bytes()) {
+                    matched += 1;
+                    let lower = s.to_ascii_lowercase();
+                    assert!(
+                        lits.iter().any(|l| lower.as_bytes().windows(l.len()).any(|w| w == l.as_slice())),
+                        "{p} matches {s:?} without any of {lits:?}"
+                    );
+                }
+            }
+            assert!(matched >= 10, "{p}: the generated text matches ({matched})");
+        }
     }
 
     #[test]
