@@ -225,32 +225,29 @@ const COMMON: &[(&str, T)] = &[
 const DESCRIBABLE: &[(&str, T)] = &[("title", T::Str), ("description", T::Str), ("short_description", T::Str)];
 const SOURCABLE: &[(&str, T)] = &[("source", T::Str), ("source_uri", T::Str)];
 
-static INCIDENT: Schema = Schema {
-    req: &["confidence", "status", "incident_time"],
-    parts: &[
-        COMMON,
-        DESCRIBABLE,
-        SOURCABLE,
-        &[
-            ("confidence", T::Enum(CONFIDENCE)),
-            ("status", T::Enum(STATUS)),
-            ("incident_time", T::Obj(&INCIDENT_TIME)),
-            ("categories", STRS),
-            ("discovery_method", T::Str),
-            ("intended_effect", T::Str),
-            ("assignees", STRS),
-            ("detection_sources", STRS),
-            ("promotion_method", T::Enum(PROMOTION)),
-            ("severity", T::Enum(SEVERITY)),
-            ("tactics", STRS),
-            ("techniques", STRS),
-            ("meta", T::Meta),
-            ("scores", T::NumMap),
-            ("detection_status", T::Enum(DETECTION_STATUS)),
-            ("short_id", T::Str),
-        ],
-    ],
-};
+static INCIDENT: Schema =
+    Schema { req: &["confidence", "status", "incident_time"], parts: &[COMMON, DESCRIBABLE, SOURCABLE, INCIDENT_OWN] };
+/// The body of an incident PATCH: CTIA's `PartialNewIncident` (`entity/incident.clj`
+/// `:patch-schema`), i.e. the `NewIncident` closed map with every key optional.
+static INCIDENT_PATCH: Schema = Schema { req: &[], parts: &[COMMON, DESCRIBABLE, SOURCABLE, INCIDENT_OWN] };
+const INCIDENT_OWN: &[(&str, T)] = &[
+    ("confidence", T::Enum(CONFIDENCE)),
+    ("status", T::Enum(STATUS)),
+    ("incident_time", T::Obj(&INCIDENT_TIME)),
+    ("categories", STRS),
+    ("discovery_method", T::Str),
+    ("intended_effect", T::Str),
+    ("assignees", STRS),
+    ("detection_sources", STRS),
+    ("promotion_method", T::Enum(PROMOTION)),
+    ("severity", T::Enum(SEVERITY)),
+    ("tactics", STRS),
+    ("techniques", STRS),
+    ("meta", T::Meta),
+    ("scores", T::NumMap),
+    ("detection_status", T::Enum(DETECTION_STATUS)),
+    ("short_id", T::Str),
+];
 static SIGHTING: Schema = Schema {
     req: &["observed_time"],
     parts: &[
@@ -408,6 +405,84 @@ fn entity_array_errors(v: &Value, s: &'static Schema, ty: &str) -> Option<Value>
 pub fn entity_schema_errors(entity_type: &str, v: &Value) -> Option<Value> {
     let s = schema_of(entity_type)?;
     check(v, T::Obj(s))
+}
+
+/// The incident fields trapline keeps current with a PATCH: those its templates derive from
+/// the aggregate (counts, times, classes, severity, ATT&CK ids, scores). CTIA would accept any
+/// `NewIncident` key ([`patch_schema_errors`]), but the rest belong to others once the incident
+/// exists: `status`, `assignees`, `confidence`, `tlp` and `incident_time` are what analysts
+/// (and CTIA's status transitions) change, and the ids, `type` and `source` identify the
+/// incident. Sending them again would undo an analyst's triage.
+pub const INCIDENT_PATCH_KEYS: &[&str] = &[
+    "title",
+    "short_description",
+    "description",
+    "severity",
+    "categories",
+    "tactics",
+    "techniques",
+    "scores",
+    "meta",
+    "intended_effect",
+    "detection_sources",
+    "timestamp",
+];
+
+/// The PATCH body that brings a stored incident up to date with `incident` (a rendered
+/// incident entity): its [`INCIDENT_PATCH_KEYS`], nothing else.
+pub fn incident_patch(incident: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(o) = incident.as_object() {
+        for k in INCIDENT_PATCH_KEYS {
+            if let Some(v) = o.get(*k) {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Schema layer of an incident PATCH body (`PartialNewIncident`): a closed map whose keys are
+/// all optional; `None` if it passes, else the `errors` tree CTIA returns with a 400.
+pub fn patch_schema_errors(v: &Value) -> Option<Value> {
+    let mut e = check(v, T::Obj(&INCIDENT_PATCH));
+    if e.is_none()
+        && let Some(t) = v.get("type")
+        && t != "incident"
+    {
+        e = Some(json!({"type": enum_leaf(&["incident"], t)}));
+    }
+    e
+}
+
+/// CTIA's PATCH semantics (`flows/crud.clj` `patch-entity` with `:replace`): nested maps are
+/// merged key by key, every other value (arrays included) is replaced; `id` and
+/// `schema_version` of the body are ignored. The caller re-validates the result as a whole
+/// entity, as CTIA does.
+pub fn merge_patch(stored: &Value, patch: &Value) -> Value {
+    fn deep(a: &mut Value, b: &Value) {
+        match (a.as_object_mut(), b.as_object()) {
+            (Some(ao), Some(bo)) => {
+                for (k, v) in bo {
+                    match ao.get_mut(k) {
+                        Some(x) if x.is_object() && v.is_object() => deep(x, v),
+                        _ => {
+                            ao.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            _ => *a = b.clone(),
+        }
+    }
+    let mut body = patch.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("id");
+        o.remove("schema_version");
+    }
+    let mut out = stored.clone();
+    deep(&mut out, &body);
+    out
 }
 
 fn check(v: &Value, t: T) -> Option<Value> {
