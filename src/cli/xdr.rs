@@ -82,6 +82,10 @@ pub struct SandboxArgs {
     /// Keep accepted entities in this JSON file (reloaded on start).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Scopes granted to tokens, space-separated (`private-intel` grants everything trapline
+    /// uses; e.g. `private-intel:write` alone cannot PATCH incidents).
+    #[arg(long, default_value = "private-intel")]
+    pub scope: String,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +153,7 @@ fn run_sandbox(a: SandboxArgs) -> Result<i32> {
         client_id: a.client_id,
         client_secret: a.client_secret,
         data: a.data,
+        scope: a.scope,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

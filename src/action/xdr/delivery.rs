@@ -36,7 +36,7 @@ use tokio::sync::{Notify, mpsc};
 use super::bundle::MAX_BUNDLE_ENTITIES;
 use super::client::{Client, EntityResult, Error};
 use super::ctim::ENTITY_ARRAYS;
-use super::limiter::{Backoff, Budget};
+use super::limiter::Backoff;
 use super::outbox::{Entry, Outbox, Patch};
 use crate::state::write_atomic;
 
@@ -107,35 +107,35 @@ impl Stored {
     }
 }
 
-/// The per-incident import bound: at most `limit` imports of one incident per rolling
-/// `period`. Detections of an incident arriving faster wait in the queue and go together in
-/// its next allowed import, instead of one import (and one PATCH) each.
+/// The per-incident import bound: at most `limit` imports of one incident per `period`,
+/// enforced as spacing. An incident's first import goes at once (the alert is not delayed);
+/// each further one waits until `period / limit` has passed since the previous one, so no
+/// `period` ever holds more than `limit`. Detections arriving meanwhile wait in the queue and
+/// go together in the next allowed import, instead of one import (and one PATCH) each.
+/// Spacing rather than a rolling count: a rolling count would spend the whole allowance on
+/// the first detections of a burst and then hold the rest for a full period.
 pub struct IncidentRate {
-    limit: u32,
-    period: Duration,
-    sent: HashMap<String, Budget>,
+    interval: Duration,
+    last: HashMap<String, Instant>,
 }
 
 impl IncidentRate {
     pub fn new(limit: u32, period: Duration) -> IncidentRate {
-        IncidentRate { limit: limit.max(1), period, sent: HashMap::new() }
+        IncidentRate { interval: period / limit.max(1), last: HashMap::new() }
     }
 
     /// How long until `incident` may be imported again (zero: now).
-    pub fn wait(&mut self, incident: &str, now: Instant) -> Duration {
-        self.sent.get_mut(incident).map_or(Duration::ZERO, |b| b.wait(now))
+    pub fn wait(&self, incident: &str, now: Instant) -> Duration {
+        self.last.get(incident).map_or(Duration::ZERO, |t| (*t + self.interval).saturating_duration_since(now))
     }
 
     /// Counts an import of `incident` sent at `now`.
     pub fn record(&mut self, incident: &str, now: Instant) {
-        let (limit, period) = (self.limit as usize, self.period);
-        self.sent.entry(incident.to_string()).or_insert_with(|| Budget::new(limit, period)).record(now);
-        // Incidents quiet for a whole period need no memory.
-        if self.sent.len() > 4096 {
-            self.sent.retain(|_, b| {
-                b.wait(now);
-                b.used() > 0
-            });
+        self.last.insert(incident.to_string(), now);
+        // Incidents whose spacing has passed need no memory.
+        if self.last.len() > 4096 {
+            let interval = self.interval;
+            self.last.retain(|_, t| now.duration_since(*t) < interval);
         }
     }
 }
@@ -319,10 +319,10 @@ impl Delivery {
             }
             let now = Instant::now();
             let max_entries = if one_at_a_time > 0 { 1 } else { usize::MAX };
-            let batch = take_batch(&p.queue, &stored, max_entries, &mut self.rate, now);
+            let batch = take_batch(&p.queue, &stored, max_entries, &self.rate, now);
             if batch.is_empty() {
                 // Nothing may go now: wait for news, or for the first incident whose bound frees.
-                let wait = next_allowed(&p.queue, &mut self.rate, now).unwrap_or(Duration::from_secs(3600));
+                let wait = next_allowed(&p.queue, &self.rate, now).unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
                     m = rx.recv() => match m { Some(m) => p.accept(m), None => break },
                     _ = self.wake.notified() => {}
@@ -536,7 +536,7 @@ fn take_batch(
     queue: &VecDeque<Entry>,
     stored: &Stored,
     max_entries: usize,
-    rate: &mut IncidentRate,
+    rate: &IncidentRate,
     now: Instant,
 ) -> Vec<String> {
     let mut seen = HashSet::new();
@@ -561,7 +561,7 @@ fn take_batch(
 }
 
 /// How long until some queued entry's incident may be imported (`None`: nothing queued).
-fn next_allowed(queue: &VecDeque<Entry>, rate: &mut IncidentRate, now: Instant) -> Option<Duration> {
+fn next_allowed(queue: &VecDeque<Entry>, rate: &IncidentRate, now: Instant) -> Option<Duration> {
     queue.iter().map(|e| incident_of(e).map_or(Duration::ZERO, |x| rate.wait(x, now))).min()
 }
 
@@ -650,7 +650,7 @@ mod tests {
             entry("c", "transient:i2", "transient:s3"),
         ]
         .into();
-        let batch = take_batch(&q, &stored, usize::MAX, &mut unbounded(), Instant::now());
+        let batch = take_batch(&q, &stored, usize::MAX, &unbounded(), Instant::now());
         assert_eq!(batch.len(), 3);
         let b = merge(&q, &batch, &stored);
         assert_eq!(b["incidents"].as_array().unwrap().len(), 2);
@@ -670,9 +670,9 @@ mod tests {
         let stored = Stored::open(dir.path().join("s.json"));
         let q: VecDeque<Entry> =
             (0..60).map(|i| entry(&format!("e{i}"), &format!("transient:i{i}"), &format!("transient:s{i}"))).collect();
-        let batch = take_batch(&q, &stored, usize::MAX, &mut unbounded(), Instant::now());
+        let batch = take_batch(&q, &stored, usize::MAX, &unbounded(), Instant::now());
         assert_eq!(batch.len(), 33, "3 entities each, at most 100");
-        assert_eq!(take_batch(&q, &stored, 1, &mut unbounded(), Instant::now()).len(), 1);
+        assert_eq!(take_batch(&q, &stored, 1, &unbounded(), Instant::now()).len(), 1);
     }
 
     fn seq(mut e: Entry, seq: u64) -> Entry {
@@ -684,6 +684,7 @@ mod tests {
     fn an_incident_over_its_bound_waits_and_then_goes_in_one_import() {
         let dir = tempfile::tempdir().unwrap();
         let stored = Stored::open(dir.path().join("s.json"));
+        // 2 per minute: one import every 30 s at most.
         let mut rate = IncidentRate::new(2, Duration::from_secs(60));
         let t0 = Instant::now();
         let q: VecDeque<Entry> = vec![
@@ -693,19 +694,37 @@ mod tests {
             entry("a3", "transient:i1", "transient:s4"),
         ]
         .into();
+        assert_eq!(take_batch(&q, &stored, usize::MAX, &rate, t0).len(), 4, "first import of each: at once");
         rate.record("transient:i1", t0);
-        assert_eq!(take_batch(&q, &stored, usize::MAX, &mut rate, t0).len(), 4, "one import so far: allowed");
-        rate.record("transient:i1", t0 + Duration::from_secs(1));
-        // Two imports of i1 within the minute: only i2's entry may go.
+        // i1 was just imported: only i2's entry may go.
         let now = t0 + Duration::from_secs(2);
-        assert_eq!(take_batch(&q, &stored, usize::MAX, &mut rate, now), ["b1"]);
+        assert_eq!(take_batch(&q, &stored, usize::MAX, &rate, now), ["b1"]);
         let q: VecDeque<Entry> = q.into_iter().filter(|e| e.id != "b1").collect();
-        assert!(take_batch(&q, &stored, usize::MAX, &mut rate, now).is_empty());
-        assert_eq!(next_allowed(&q, &mut rate, now), Some(Duration::from_secs(58)));
-        // A minute after the first import, everything waiting goes together.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(take_batch(&q, &stored, usize::MAX, &mut rate, later), ["a1", "a2", "a3"]);
-        assert_eq!(next_allowed(&VecDeque::new(), &mut rate, later), None);
+        assert!(take_batch(&q, &stored, usize::MAX, &rate, now).is_empty());
+        assert_eq!(next_allowed(&q, &rate, now), Some(Duration::from_secs(28)));
+        // Half a minute after the previous import, everything waiting goes together.
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(take_batch(&q, &stored, usize::MAX, &rate, later), ["a1", "a2", "a3"]);
+        assert_eq!(next_allowed(&VecDeque::new(), &rate, later), None);
+    }
+
+    #[test]
+    fn no_minute_holds_more_imports_than_the_bound() {
+        // Detections of one incident every 100 ms for 5 minutes, imported whenever allowed.
+        let mut rate = IncidentRate::new(2, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        for i in 0..3000u64 {
+            let now = t0 + Duration::from_millis(100 * i);
+            if rate.wait("x", now).is_zero() {
+                rate.record("x", now);
+                sent.push(now);
+            }
+        }
+        assert_eq!(sent.len(), 10, "5 minutes at 2 per minute");
+        for w in sent.windows(3) {
+            assert!(w[2] - w[0] >= Duration::from_secs(60), "3 imports within a minute");
+        }
     }
 
     #[test]
@@ -717,7 +736,7 @@ mod tests {
         let mut b = seq(entry("b", "transient:i1", "transient:s2"), 2);
         b.bundle["incidents"][0]["title"] = json!("2 detections");
         let q: VecDeque<Entry> = vec![a, b].into();
-        let batch = take_batch(&q, &stored, usize::MAX, &mut unbounded(), Instant::now());
+        let batch = take_batch(&q, &stored, usize::MAX, &unbounded(), Instant::now());
         let m = merge(&q, &batch, &stored);
         assert_eq!(m["incidents"], json!([{"id": "transient:i1", "title": "2 detections"}]));
         assert_eq!(batch_incidents(&q, &batch), BTreeMap::from([("transient:i1".to_string(), 2)]));

@@ -61,9 +61,10 @@ pub struct XdrDef {
     /// Client-side request budget per rolling hour (the organisation's limit is 8,000).
     #[serde(default = "default_budget")]
     pub max_requests_per_hour: u32,
-    /// Most bundle imports per incident per minute. Detections of an incident arriving faster
-    /// wait and go together in its next allowed import (many sightings per bundle, up to 100
-    /// entities); each import is followed by one PATCH bringing the incident up to date.
+    /// Most bundle imports per incident per minute (default 2). An incident's first import goes
+    /// at once; later ones are spaced a minute / N apart. Detections arriving faster wait (in
+    /// the outbox) and go together in the incident's next allowed import (many sightings per
+    /// bundle, up to 100 entities), followed by one PATCH bringing the incident up to date.
     #[serde(default = "default_imports_per_minute")]
     pub max_imports_per_incident_per_minute: u32,
     /// The "minute" of `max_imports_per_incident_per_minute` (default `1m`). Only tests should
