@@ -57,11 +57,13 @@ pub struct Stats {
     pub patched: AtomicU64,
 }
 
-/// What the reading thread hands to the delivery task.
+/// What the reading thread hands to the delivery task: a queued detection and, when it joined
+/// an existing incident, the incident's new PATCH. They travel together so that the task never
+/// sees the PATCH of a detection whose sighting it has not queued yet.
 #[derive(Debug, Clone)]
-pub enum Msg {
-    Entry(Entry),
-    Patch(Patch),
+pub struct Msg {
+    pub entry: Entry,
+    pub patch: Option<Patch>,
 }
 
 /// Incident transient id → stored long id, persisted.
@@ -179,19 +181,28 @@ struct Pending {
     due: HashSet<String>,
     /// Incidents being looked up by an import of their own.
     resolving: HashSet<String>,
+    /// PATCHes that failed for now, and when to try them again. Their imports go on meanwhile.
+    retry_at: HashMap<String, Instant>,
 }
 
 impl Pending {
     fn accept(&mut self, m: Msg) {
-        match m {
-            Msg::Entry(e) => push(&mut self.queue, e),
-            Msg::Patch(p) => {
-                // The newest aggregate wins (a replay may bring an older one).
-                if self.patches.get(&p.incident).is_none_or(|q| q.seq <= p.seq) {
-                    self.patches.insert(p.incident.clone(), p);
-                }
-            }
+        push(&mut self.queue, m.entry);
+        if let Some(p) = m.patch {
+            self.add_patch(p);
         }
+    }
+
+    fn add_patch(&mut self, p: Patch) {
+        // The newest aggregate wins (a replay may bring an older one).
+        if self.patches.get(&p.incident).is_none_or(|q| q.seq <= p.seq) {
+            self.patches.insert(p.incident.clone(), p);
+        }
+    }
+
+    /// How long until a PATCH waiting to be retried may go.
+    fn next_retry(&self, now: Instant) -> Option<Duration> {
+        self.retry_at.values().map(|t| t.saturating_duration_since(now)).min()
     }
 
     fn waiting(&self, incident: &str) -> bool {
@@ -200,11 +211,14 @@ impl Pending {
 
     /// Which pending PATCH to handle now, if any: those of just-imported incidents first, then
     /// any whose incident has no sighting waiting (left over from a crash or a failure).
-    fn next_patch(&self, stored: &Stored) -> Option<PatchStep> {
+    fn next_patch(&self, stored: &Stored, now: Instant) -> Option<PatchStep> {
         let mut order: Vec<&Patch> = self.patches.values().collect();
         order.sort_by_key(|p| (!self.due.contains(&p.incident), p.seq));
         for p in order {
             let x = &p.incident;
+            if self.retry_at.get(x).is_some_and(|t| *t > now) {
+                continue;
+            }
             let known = stored.map.get(x);
             if self.due.contains(x)
                 && let Some(long) = known
@@ -229,10 +243,11 @@ impl Delivery {
     pub async fn run(mut self, initial: Vec<Entry>, patches: Vec<Patch>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut p = Pending { queue: initial.into(), ..Default::default() };
         for x in patches {
-            p.accept(Msg::Patch(x));
+            p.add_patch(x);
         }
         let mut stored = Stored::open(self.state_dir.join("stored.json"));
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+        let mut patch_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         let mut one_at_a_time = 0usize;
         let mut last_warn: Option<Instant> = None;
         if !p.queue.is_empty() || !p.patches.is_empty() {
@@ -250,8 +265,8 @@ impl Delivery {
                 break;
             }
             // Incident updates first: each follows the import of its incident's sightings.
-            if let Some(step) = p.next_patch(&stored) {
-                let retry = match step {
+            if let Some(step) = p.next_patch(&stored, Instant::now()) {
+                match step {
                     PatchStep::Drop(x) => {
                         if let Some(q) = p.patches.remove(&x) {
                             tracing::warn!(rule = %q.rule, "XDR incident update dropped: the incident is not in XDR");
@@ -259,7 +274,7 @@ impl Delivery {
                         }
                         p.resolving.remove(&x);
                         p.due.remove(&x);
-                        None
+                        p.retry_at.remove(&x);
                     }
                     PatchStep::Resolve(x) => {
                         let q = &p.patches[&x];
@@ -271,7 +286,6 @@ impl Delivery {
                             queued_at: q.queued_at.clone(),
                             bundle: json!({"type": "bundle", "source": q.source, "incidents": [q.entity]}),
                         });
-                        None
                     }
                     PatchStep::Send(x, long) => {
                         let q = p.patches[&x].clone();
@@ -283,18 +297,32 @@ impl Delivery {
                         p.resolving.remove(&x);
                         match r {
                             Ok(_) => {
-                                backoff.reset();
+                                patch_backoff.reset();
                                 p.due.remove(&x);
+                                p.retry_at.remove(&x);
                                 self.stats.patched.fetch_add(1, Ordering::Relaxed);
                                 self.outbox.remove_patch(&x, q.seq);
                                 if p.patches.get(&x).is_some_and(|n| n.seq == q.seq) {
                                     p.patches.remove(&x);
                                 }
-                                None
                             }
                             Err(Error::Transient { msg, retry_after }) => {
+                                // Only this update waits: imports (other incidents, and this
+                                // one's next sightings) go on, and a newer PATCH replaces it.
                                 tracing::debug!(error = %msg, "XDR incident update failed");
-                                Some(retry_after)
+                                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                                let delay = match retry_after {
+                                    Some(a) => {
+                                        self.client.budget.lock().await.pause_until(Instant::now() + a);
+                                        a
+                                    }
+                                    None => patch_backoff.next_delay(),
+                                };
+                                p.retry_at.insert(x.clone(), Instant::now() + delay);
+                                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                                    tracing::warn!(retry_in = ?delay, error = %msg, "XDR incident update will be retried");
+                                    last_warn = Some(Instant::now());
+                                }
                             }
                             Err(Error::Rejected { status, body }) => {
                                 if status == 404 {
@@ -305,15 +333,12 @@ impl Delivery {
                                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                                 }
                                 p.due.remove(&x);
+                                p.retry_at.remove(&x);
                                 p.patches.remove(&x);
                                 self.outbox.remove_patch(&x, q.seq);
-                                None
                             }
                         }
                     }
-                };
-                if let Some(after) = retry {
-                    self.retry_wait(after, &mut backoff, &mut last_warn, p.queue.len()).await;
                 }
                 continue;
             }
@@ -322,7 +347,11 @@ impl Delivery {
             let batch = take_batch(&p.queue, &stored, max_entries, &self.rate, now);
             if batch.is_empty() {
                 // Nothing may go now: wait for news, or for the first incident whose bound frees.
-                let wait = next_allowed(&p.queue, &self.rate, now).unwrap_or(Duration::from_secs(3600));
+                let wait = [next_allowed(&p.queue, &self.rate, now), p.next_retry(now)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
                     m = rx.recv() => match m { Some(m) => p.accept(m), None => break },
                     _ = self.wake.notified() => {}
@@ -760,27 +789,33 @@ mod tests {
         let mut stored = Stored::open(dir.path().join("s.json"));
         let long = "http://x/ctia/incident/incident-00000000-0000-4000-8000-000000000000";
         let mut p = Pending::default();
+        let now = Instant::now();
         for s in [3, 5, 4] {
-            p.accept(Msg::Patch(patch("transient:i1", s)));
+            p.add_patch(patch("transient:i1", s));
         }
         assert_eq!(p.patches.len(), 1);
         assert_eq!(p.patches["transient:i1"].seq, 5, "many detections, one PATCH: the newest");
         // Its sightings are still waiting: no PATCH yet.
-        p.accept(Msg::Entry(entry("a", "transient:i1", "transient:s1")));
+        p.accept(Msg { entry: entry("a", "transient:i1", "transient:s1"), patch: None });
         stored.insert("transient:i1", long);
-        assert_eq!(p.next_patch(&stored), None);
+        assert_eq!(p.next_patch(&stored, now), None);
         // Just imported (more sightings may still wait for the bound): the PATCH goes now.
         p.due.insert("transient:i1".into());
-        assert_eq!(p.next_patch(&stored), Some(PatchStep::Send("transient:i1".into(), long.into())));
+        assert_eq!(p.next_patch(&stored, now), Some(PatchStep::Send("transient:i1".into(), long.into())));
+        // A failed one waits for its retry time; imports do not.
+        p.retry_at.insert("transient:i1".into(), now + Duration::from_secs(5));
+        assert_eq!(p.next_patch(&stored, now), None);
+        assert_eq!(p.next_retry(now), Some(Duration::from_secs(5)));
+        p.retry_at.clear();
         // Left over with nothing waiting (a crash after the import): sent too.
         p.due.clear();
         p.queue.clear();
-        assert_eq!(p.next_patch(&stored), Some(PatchStep::Send("transient:i1".into(), long.into())));
+        assert_eq!(p.next_patch(&stored, now), Some(PatchStep::Send("transient:i1".into(), long.into())));
         // Stored id unknown: look it up first; if that fails, give up.
         let fresh = Stored::open(dir.path().join("other.json"));
-        assert_eq!(p.next_patch(&fresh), Some(PatchStep::Resolve("transient:i1".into())));
+        assert_eq!(p.next_patch(&fresh, now), Some(PatchStep::Resolve("transient:i1".into())));
         p.resolving.insert("transient:i1".into());
-        assert_eq!(p.next_patch(&fresh), Some(PatchStep::Drop("transient:i1".into())));
+        assert_eq!(p.next_patch(&fresh, now), Some(PatchStep::Drop("transient:i1".into())));
     }
 
     #[test]

@@ -308,10 +308,7 @@ impl Action for XdrAction {
         self.outbox.put(&entry).context("cannot write the XDR outbox").map_err(ActionError::Transient)?;
         self.queued += 1;
         if let Some(tx) = &self.tx {
-            if let Some(p) = patch {
-                let _ = tx.send(Msg::Patch(p));
-            }
-            let _ = tx.send(Msg::Entry(entry));
+            let _ = tx.send(Msg { entry, patch });
         }
         Ok(())
     }
@@ -329,7 +326,7 @@ impl Action for XdrAction {
         let entries = self.outbox.rescan().context("cannot read the XDR outbox")?;
         if let Some(tx) = &self.tx {
             for e in entries {
-                let _ = tx.send(Msg::Entry(e));
+                let _ = tx.send(Msg { entry: e, patch: None });
             }
         }
         self.wake.notify_one();
