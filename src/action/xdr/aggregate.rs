@@ -315,4 +315,22 @@ mod tests {
         assert!(own.new_incident);
         assert_ne!(own.xids.incident, a.xids.incident);
     }
+
+    #[test]
+    fn the_aggregate_keeps_the_highest_severity_and_every_tag() {
+        let mut w = Windows::open(None, "trapline").unwrap();
+        let hour = Duration::from_secs(3600);
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (a, b) = (tags(&["attack.t1110", "x"]), tags(&["attack.t1190", "x"]));
+        let r = |id, severity, tags| RuleFacts { id, class: "c", severity, tags };
+        w.hit("", r("r1", "medium", &a), g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let h = w.hit("", r("r2", "critical", &b), g("1.1.1.1"), hour, t(1), "k2", "l2");
+        assert_eq!(
+            (h.window.severity.as_str(), h.window.tags.clone()),
+            ("critical", tags(&["attack.t1110", "x", "attack.t1190"]))
+        );
+        let h = w.hit("", r("r1", "low", &a), g("1.1.1.1"), hour, t(2), "k3", "l3");
+        assert_eq!(h.window.severity, "critical", "never lowered");
+        assert_eq!(h.window.last_seen, t(2));
+    }
 }

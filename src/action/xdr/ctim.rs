@@ -875,4 +875,57 @@ mod tests {
         bad["disposition"] = json!(3);
         assert!(disposition_error(&bad).is_some());
     }
+
+    #[test]
+    fn incident_patch_keeps_only_what_the_aggregate_derives() {
+        let mut i = doc_example()["incidents"][0].clone();
+        i["meta"] = json!({"detections": 3});
+        let p = incident_patch(&i);
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "categories",
+                "description",
+                "meta",
+                "severity",
+                "short_description",
+                "tactics",
+                "techniques",
+                "timestamp",
+                "title"
+            ]
+        );
+        for owned in ["status", "confidence", "tlp", "incident_time", "id", "external_ids", "type", "source"] {
+            assert!(p.get(owned).is_none(), "{owned} is not patched");
+        }
+        assert_eq!(patch_schema_errors(&p), None);
+        assert_eq!(spec_error(&p), None);
+    }
+
+    #[test]
+    fn patch_schema_is_new_incident_with_every_key_optional() {
+        assert_eq!(patch_schema_errors(&json!({})), None, "nothing is required");
+        assert_eq!(patch_schema_errors(&json!({"status": "Open", "assignees": ["a"]})), None);
+        let e = patch_schema_errors(&json!({"bogus": 1, "severity": "Severe", "scores": {"asset": "x"}})).unwrap();
+        assert_eq!(e["bogus"], "disallowed-key");
+        assert!(e["severity"].as_str().unwrap().contains("Severe"));
+        assert!(e["scores"]["asset"].as_str().unwrap().contains("instance?"));
+        assert!(patch_schema_errors(&json!({"type": "sighting"})).is_some());
+        assert!(patch_schema_errors(&json!([1])).is_some());
+    }
+
+    #[test]
+    fn merge_patch_merges_maps_and_replaces_the_rest() {
+        let stored = json!({"id": "http://x/ctia/incident/incident-1", "title": "a", "tactics": ["TA0001", "TA0006"],
+                            "meta": {"detections": 1, "kept": true}, "incident_time": {"opened": "t0", "closed": "t1"}});
+        let patch = json!({"id": "other", "schema_version": "9", "title": "b", "tactics": ["TA0043"],
+                           "meta": {"detections": 4}, "incident_time": {"opened": "t2"}});
+        let m = merge_patch(&stored, &patch);
+        assert_eq!(
+            m,
+            json!({"id": "http://x/ctia/incident/incident-1", "title": "b", "tactics": ["TA0043"],
+                   "meta": {"detections": 4, "kept": true}, "incident_time": {"opened": "t2", "closed": "t1"}})
+        );
+    }
 }
