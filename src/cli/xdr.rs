@@ -261,6 +261,8 @@ fn purge(a: PurgeArgs) -> Result<i32> {
         for f in ["windows.json", "stored.json"] {
             let _ = std::fs::remove_file(s.state_dir.join(f));
         }
+        // So are pending incident updates: they would only meet a 404.
+        let _ = std::fs::remove_dir_all(s.state_dir.join("patches"));
         println!("local incident state in {} cleared", s.state_dir.display());
     } else {
         println!("dry run: nothing deleted; run with --yes to delete");
