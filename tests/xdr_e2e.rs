@@ -379,3 +379,30 @@ fn a_restart_between_import_and_patch_still_ends_with_a_current_incident() {
     assert_eq!(sb.counter("patches"), 1);
     assert_eq!(env.failed(), 0);
 }
+
+/// Detections held back by the per-incident bound (here the real one: 2 per minute, so the
+/// second import waits half a minute) are in the outbox, not in memory: a shutdown keeps them,
+/// and the next start delivers them, with the incident brought up to date.
+#[test]
+fn detections_held_back_by_the_bound_survive_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let env = XdrEnv::new(&sb.url(), "    incident_rate_period: 1m\n");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    append(&env.log(), &(1..4).map(|n| attack("203.0.113.7", n)).collect::<Vec<_>>());
+    assert!(wait_for(T, || env.pending() == 3), "pending {}", env.pending());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sb.entities("sightings").len(), 1, "held back by the bound");
+    let took = d.signal("TERM");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert_eq!(env.pending(), 3, "kept for the next start");
+
+    let mut d = Daemon::start(&env.config());
+    assert!(wait_delivered(&sb, 1, 4, T), "{}", d.stderr());
+    assert!(wait_for(T, || sb.entities("incidents")[0]["meta"]["detections"] == 4), "{}", d.stderr());
+    d.signal("TERM");
+    assert_exactly_once(&sb, 1, 4);
+    assert_eq!(env.pending(), 0);
+}

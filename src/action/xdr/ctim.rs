@@ -13,6 +13,9 @@
 //!   [`tlp_error`] (minimum TLP) and the judgement disposition check: one entity fails, with
 //!   a per-entity `"result": "error"` inside a bundle.
 //!
+//! An incident PATCH has its own schema ([`patch_schema_errors`]: CTIA's `PartialNewIncident`)
+//! and merge ([`merge_patch`]); [`INCIDENT_PATCH_KEYS`] is the narrower set trapline sends.
+//!
 //! The tests pin the verdicts on the documented examples (§6.1 passes; each documented
 //! violation fails in its layer) so that a mistake here cannot hide behind the sandbox agreeing
 //! with the client.

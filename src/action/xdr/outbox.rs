@@ -11,6 +11,9 @@
 //! overwrites its own pending entry instead of adding a second one. Entries XDR rejects for
 //! good (a validation error) move to `failed/` with the service's message, for a human.
 //!
+//! Incident updates live next to it, in `<state>/xdr/patches/`: one [`Patch`] per incident,
+//! replaced by each later detection of the incident, fsynced with the entries.
+//!
 //! The queue is bounded by `max_pending` (counted in [`Outbox::pending`]); the caller decides
 //! what to do when it is full (see the action).
 
