@@ -200,9 +200,11 @@ impl Pending {
         }
     }
 
-    /// How long until a PATCH waiting to be retried may go.
+    /// How long until a PATCH waiting to be retried may go. Retry times already passed do not
+    /// count: such a PATCH waits for its incident's sightings, not for the clock (counting it
+    /// would turn the idle wait into a busy loop).
     fn next_retry(&self, now: Instant) -> Option<Duration> {
-        self.retry_at.values().map(|t| t.saturating_duration_since(now)).min()
+        self.retry_at.values().filter(|t| **t > now).map(|t| *t - now).min()
     }
 
     fn waiting(&self, incident: &str) -> bool {
@@ -806,6 +808,7 @@ mod tests {
         p.retry_at.insert("transient:i1".into(), now + Duration::from_secs(5));
         assert_eq!(p.next_patch(&stored, now), None);
         assert_eq!(p.next_retry(now), Some(Duration::from_secs(5)));
+        assert_eq!(p.next_retry(now + Duration::from_secs(6)), None, "a passed retry time is no reason to wake");
         p.retry_at.clear();
         // Left over with nothing waiting (a crash after the import): sent too.
         p.due.clear();
