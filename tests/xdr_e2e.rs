@@ -353,6 +353,17 @@ fn a_restart_between_import_and_patch_still_ends_with_a_current_incident() {
     let mut d = Daemon::start(&env.config());
     append(&env.log(), &[attack("203.0.113.7", 0)]);
     assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    // An analyst takes the incident and re-rates it.
+    let short = sb.entities("incidents")[0]["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let tok = xdr_common::token(&sb.addr, "client-test", "s3cret-value");
+    let (s, b) = xdr_common::http_with(
+        &sb.addr,
+        "PATCH",
+        &format!("/ctia/incident/{short}"),
+        Some(&json!({"status": "Open: Investigating", "severity": "Low"}).to_string()),
+        &[("Authorization", &format!("Bearer {tok}"))],
+    );
+    assert_eq!(s, 200, "{b}");
     sb.faults(json!({"patch_5xx": 100000}));
     append(&env.log(), &(1..5).map(|n| attack("203.0.113.7", n)).collect::<Vec<_>>());
     assert!(wait_delivered(&sb, 1, 5, T), "{}", d.stderr());
@@ -373,10 +384,13 @@ fn a_restart_between_import_and_patch_still_ends_with_a_current_incident() {
     assert_eq!(inc["meta"]["last_seen"], "2024-10-10T13:00:04.000Z");
     assert_eq!(inc["title"], "Attack from 203.0.113.7: phpMyAdmin login attempt");
     assert!(inc["short_description"].as_str().unwrap().contains("5 detections"));
+    // The update did not undo the analyst's work: status is never patched, and severity only
+    // when a more severe detection joins (all five are of the same rule here).
+    assert_eq!((inc["status"].as_str(), inc["severity"].as_str()), (Some("Open: Investigating"), Some("Low")));
     assert!(wait_for(T, || std::fs::read_dir(env.root.join("state/xdr/patches")).unwrap().count() == 0));
     d.signal("TERM");
     assert_exactly_once(&sb, 1, 5);
-    assert_eq!(sb.counter("patches"), 1);
+    assert_eq!(sb.counter("patches"), 2, "the analyst's and trapline's");
     assert_eq!(env.failed(), 0);
 }
 

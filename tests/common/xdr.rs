@@ -210,3 +210,22 @@ pub fn assert_exactly_once(sb: &Sandbox, incidents: usize, sightings: usize) {
         assert!(sig_ids.contains(r["source_ref"].as_str().unwrap()), "dangling source_ref {r}");
     }
 }
+
+/// A bearer token from the sandbox (form-encoded client-credentials request).
+pub fn token(addr: &str, id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let raw = "grant_type=client_credentials";
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST /iroh/oauth2/token HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{raw}",
+        raw.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"));
+    v["access_token"].as_str().expect("a token").to_string()
+}

@@ -77,6 +77,18 @@ pub struct Window {
     /// The rules' tags (ATT&CK ids and others), in order of first appearance.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The severity of the detection that opened the window (what the incident was created
+    /// with).
+    #[serde(default)]
+    pub opened_severity: String,
+}
+
+impl Window {
+    /// True once a detection of higher severity than the first one joined: only then does an
+    /// update carry the severity (an analyst's own choice is otherwise left alone).
+    pub fn severity_raised(&self) -> bool {
+        severity_rank(&self.severity) > severity_rank(&self.opened_severity)
+    }
 }
 
 /// Most distinct tags kept per window.
@@ -173,6 +185,7 @@ impl Windows {
                 classes: BTreeMap::new(),
                 severity: String::new(),
                 tags: Vec::new(),
+                opened_severity: facts.severity.to_string(),
             };
             self.map.insert(key.clone(), w);
         }
@@ -331,6 +344,10 @@ mod tests {
         );
         let h = w.hit("", r("r1", "low", &a), g("1.1.1.1"), hour, t(2), "k3", "l3");
         assert_eq!(h.window.severity, "critical", "never lowered");
+        assert!(h.window.severity_raised(), "opened at medium");
         assert_eq!(h.window.last_seen, t(2));
+        w.hit("", r("r1", "low", &a), g("2.2.2.2"), hour, t(2), "k4", "l4");
+        let other = w.hit("", r("r1", "low", &a), g("2.2.2.2"), hour, t(3), "k5", "l5").window;
+        assert!(!other.severity_raised() && other.opened_severity == "low");
     }
 }

@@ -415,7 +415,8 @@ pub fn entity_schema_errors(entity_type: &str, v: &Value) -> Option<Value> {
 /// `NewIncident` key ([`patch_schema_errors`]), but the rest belong to others once the incident
 /// exists: `status`, `assignees`, `confidence`, `tlp` and `incident_time` are what analysts
 /// (and CTIA's status transitions) change, and the ids, `type` and `source` identify the
-/// incident. Sending them again would undo an analyst's triage.
+/// incident. Sending them again would undo an analyst's triage. (`severity` is dropped from an
+/// update too unless the aggregate's rose above the first detection's: see the action.)
 pub const INCIDENT_PATCH_KEYS: &[&str] = &[
     "title",
     "short_description",

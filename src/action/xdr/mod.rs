@@ -170,7 +170,14 @@ impl Composer {
         };
         let hit = self.windows.hit(scope, facts, group, g.window, d.event_time, &d.key, &d.line);
         let ctx = self.context(d, &hit);
-        let r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
+        let mut r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
+        // Severity is updated only when it rose above what the incident was created with:
+        // otherwise every update would undo an analyst's re-rating.
+        if !hit.window.severity_raised()
+            && let Some(o) = r.patch.as_object_mut()
+        {
+            o.remove("severity");
+        }
         Ok((hit, r))
     }
 
