@@ -207,6 +207,82 @@ fn sandbox_validates_like_the_service() {
     assert_eq!(s, 403);
 }
 
+/// `PATCH /iroh/private-intel/incident/{id}` as CTIA applies it: scope, body schema (every
+/// key optional, none unknown), 404, deep merge, the merged incident re-validated, the stored
+/// incident returned (and visible to GET).
+#[test]
+fn sandbox_patches_incidents_like_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let auth = format!("Bearer {}", token(&sb.addr, "a", "b"));
+    let send = |method: &str, path: &str, body: Option<&Value>, auth: &str| {
+        let body = body.map(|b| b.to_string());
+        let (s, b) = http_with(&sb.addr, method, path, body.as_deref(), &[("Authorization", auth)]);
+        (s, serde_json::from_str::<Value>(&b).unwrap_or(Value::String(b)))
+    };
+    let bundle = json!({"source": "t", "incidents": [{"id": "transient:t-incident-1", "external_ids": ["t-incident-1"],
+        "status": "Open", "confidence": "High", "severity": "Low", "tlp": "amber", "title": "1 detection",
+        "incident_time": {"opened": "2024-10-10T13:55:36.000Z"}, "meta": {"detections": 1, "first": "a"}}]});
+    let (s, b) = send("POST", "/iroh/private-intel/bundle/import", Some(&bundle), &auth);
+    assert_eq!(s, 200, "{b}");
+    let long = b["results"][0]["id"].as_str().unwrap().to_string();
+    let short = long.rsplit('/').next().unwrap().to_string();
+    let path = format!("/iroh/private-intel/incident/{short}");
+
+    let patch = json!({"title": "3 detections", "severity": "Critical", "meta": {"detections": 3},
+                       "categories": ["Unauthorized Access"], "timestamp": "2024-10-10T13:56:00.000Z"});
+    let (s, stored) = send("PATCH", &path, Some(&patch), &auth);
+    assert_eq!(s, 200, "{stored}");
+    assert_eq!(stored["id"], long.as_str());
+    assert_eq!((stored["title"].as_str(), stored["severity"].as_str()), (Some("3 detections"), Some("Critical")));
+    assert_eq!(stored["meta"], json!({"detections": 3, "first": "a"}), "maps are merged");
+    assert_eq!(stored["status"], "Open", "untouched fields stay");
+    let (s, got) = send("GET", &path, None, &auth);
+    assert_eq!((s, &got), (200, &stored));
+    // CTIA's own path does the same.
+    let (s, _) = send("PATCH", &format!("/ctia/incident/{short}"), Some(&json!({"title": "via ctia"})), &auth);
+    assert_eq!(s, 200);
+    assert_eq!(sb.entities("incidents")[0]["title"], "via ctia");
+
+    // A key no incident has, a closed vocabulary violated, a wrong type: 400, nothing changed.
+    let (s, b) = send("PATCH", &path, Some(&json!({"bogus": 1, "severity": "Severe", "categories": "x"})), &auth);
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["errors"]["bogus"], "disallowed-key");
+    assert!(b["errors"]["severity"].as_str().unwrap().contains("Severe"));
+    assert!(b["errors"]["categories"].as_str().unwrap().contains("instance?"));
+    // Valid shape, invalid value (spec layer on the merged incident).
+    let (s, b) = send("PATCH", &path, Some(&json!({"title": "x".repeat(1025)})), &auth);
+    assert_eq!((s, b["error"].as_str()), (400, Some("Spec Validation Client Error")));
+    let (s, _) = send("PATCH", &path, Some(&json!({"tlp": "white"})), &auth);
+    assert_eq!(s, 400);
+    assert_eq!(sb.entities("incidents")[0]["title"], "via ctia");
+    // Unknown id; only incidents can be patched.
+    let (s, _) = send(
+        "PATCH",
+        "/iroh/private-intel/incident/incident-00000000-0000-4000-8000-000000000000",
+        Some(&patch),
+        &auth,
+    );
+    assert_eq!(s, 404);
+    let (s, _) = send("PATCH", &format!("/ctia/sighting/{short}"), Some(&patch), &auth);
+    assert_eq!(s, 405);
+    // No token; a token whose scope does not cover incident writes.
+    let (s, _) = send("PATCH", &path, Some(&patch), "Bearer nope");
+    assert_eq!(s, 401);
+    let narrow = Sandbox::start("127.0.0.1:0", &dir.path().join("narrow.json"), &["--scope", "private-intel:read"]);
+    let tok = token(&narrow.addr, "a", "b");
+    let (s, b) = http_with(
+        &narrow.addr,
+        "PATCH",
+        &path,
+        Some(&patch.to_string()),
+        &[("Authorization", &format!("Bearer {tok}"))],
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("missing_capability"));
+    assert_eq!(sb.counter("patches"), 2);
+}
+
 /// The target, the URL observable and the IP relation name what was attacked: the vhost from
 /// the log, else nothing guessed (no address of this machine).
 #[test]

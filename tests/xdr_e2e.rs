@@ -237,3 +237,186 @@ fn shipped_rules_send_a_phpmyadmin_brute_force_to_xdr() {
     let title = incidents[0]["title"].as_str().unwrap();
     assert!(title.starts_with("Brute-force attack from 203.0.113.66"), "{title}");
 }
+
+/// Two rules of different classes and severities, both sent to XDR.
+const TWO_RULES: &str = "rules:\n  - id: t.pma\n    title: phpMyAdmin login attempt\n    severity: high\n    class: brute-force\n    tags: [attack.t1110, attack.credential-access]\n    match: {all: [{field: path, contains: /phpmyadmin}, {field: query, contains: pma_password=}]}\n    actions: [log, xdr-incident]\n  - id: t.sqli\n    title: UNION-based SQL injection\n    severity: critical\n    class: sqli\n    tags: [attack.t1190, attack.initial-access]\n    match: {field: query, contains: UNION}\n    actions: [log, xdr-incident]\n";
+
+/// SQL injection line `n` from `ip` (second `n`).
+fn sqli(ip: &str, n: u32) -> String {
+    format!(
+        "{ip} - - [10/Oct/2024:13:{:02}:{:02} +0000] \"GET /item.php?id=1%20UNION%20SELECT%20{n} HTTP/1.1\" 200 512 \"-\" \"sqlmap/1.7\"",
+        (n / 60) % 60,
+        n % 60
+    )
+}
+
+/// The `at_ms` of the sandbox's log entries of kind `op` that touched `incident`.
+fn log_times(sb: &Sandbox, op: &str, incident: &str) -> Vec<u64> {
+    sb.dump()["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["op"] == op && l["incidents"].as_array().unwrap().iter().any(|i| i == incident))
+        .map(|l| l["at_ms"].as_u64().unwrap())
+        .collect()
+}
+
+/// One attacker keeps attacking for seconds with two kinds of attack: one incident, every
+/// detection a sighting of it, and after the run the incident itself says what happened in
+/// all of them (count, last seen, both classes in the title, the higher severity, both
+/// techniques), while its imports stayed within `max_imports_per_incident_per_minute` (here
+/// per 2 s, so the test runs in seconds) and detections arriving faster went together.
+#[test]
+fn an_attacker_over_time_is_one_incident_kept_current_within_the_import_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let period_ms = 2000u64;
+    let env = XdrEnv::new(&sb.url(), "    max_imports_per_incident_per_minute: 2\n    incident_rate_period: 2s\n");
+    std::fs::write(env.root.join("rules/t.yml"), TWO_RULES).unwrap();
+    let mut d = Daemon::start(&env.config());
+
+    let ip = "203.0.113.7";
+    let (rounds, per_round) = (12u32, 3u32);
+    let total = (rounds * per_round) as usize;
+    for r in 0..rounds {
+        let lines: Vec<String> = (0..per_round)
+            .map(|k| {
+                let n = r * per_round + k;
+                if k == 2 { sqli(ip, n) } else { attack(ip, n) }
+            })
+            .collect();
+        append(&env.log(), &lines);
+        std::thread::sleep(Duration::from_millis(350));
+    }
+    let last_seen = format!("2024-10-10T13:00:{:02}.000Z", total - 1);
+    let current = || {
+        let inc = sb.entities("incidents");
+        sb.entities("sightings").len() == total
+            && inc.len() == 1
+            && inc[0]["meta"]["detections"] == json!(total)
+            && inc[0]["meta"]["last_seen"] == json!(last_seen)
+    };
+    assert!(wait_for(T, current), "{}\n{:#?}", d.stderr(), sb.entities("incidents"));
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 1, total);
+    assert_eq!(env.pending(), 0);
+    assert!(std::fs::read_dir(env.root.join("state/xdr/patches")).unwrap().next().is_none(), "no update left");
+
+    let inc = &sb.entities("incidents")[0];
+    let id = inc["id"].as_str().unwrap();
+    assert_eq!(inc["title"], format!("Brute-force and sqli attacks from {ip} ({total} detections of 2 rules)"));
+    assert_eq!(inc["severity"], "Critical", "the higher of high and critical");
+    assert_eq!(inc["techniques"], json!(["T1110", "T1190"]));
+    assert_eq!(inc["tactics"], json!(["TA0006", "TA0001"]));
+    assert_eq!(inc["categories"], json!(["Unauthorized Access"]));
+    assert_eq!(inc["meta"]["first_seen"], "2024-10-10T13:00:00.000Z");
+    assert_eq!(inc["meta"]["classes"], "brute-force, sqli");
+    assert_eq!(inc["scores"]["ttp"], 100);
+    let desc = inc["description"].as_str().unwrap();
+    assert!(desc.contains(&format!("**{total}** detections")) && desc.contains(&last_seen), "{desc}");
+    assert!(desc.contains("brute-force: 24") && desc.contains("sqli: 12"), "{desc}");
+    // What analysts own is never patched.
+    assert_eq!((inc["status"].as_str(), inc["tlp"].as_str()), (Some("New"), Some("amber")));
+    assert_eq!(inc["incident_time"]["opened"], "2024-10-10T13:00:00.000Z");
+
+    let imports = log_times(&sb, "import", id);
+    let patches = log_times(&sb, "patch", id);
+    eprintln!(
+        "{total} detections over {} ms: {} imports at {imports:?}, {} PATCHes at {patches:?}",
+        rounds as u64 * 350,
+        imports.len(),
+        patches.len()
+    );
+    // Latency tolerance: times are taken when requests arrive, the bound when they leave.
+    let slack = 150;
+    for w in imports.windows(3) {
+        assert!(w[2] - w[0] + slack >= period_ms, "3 imports within {period_ms} ms: {imports:?}");
+    }
+    assert!(imports.len() < total / 3, "detections arriving faster went together: {imports:?}");
+    assert!(imports.len() >= 3, "{imports:?}");
+    assert!(!patches.is_empty() && patches.len() <= imports.len(), "one PATCH per import at most: {patches:?}");
+    // Each PATCH follows an import.
+    for p in &patches {
+        assert!(imports.iter().any(|i| i <= p), "{patches:?} {imports:?}");
+    }
+}
+
+/// trapline is killed after the sightings' import but before the incident's PATCH got
+/// through (every PATCH fails until then): the update waits in the state directory, and the
+/// restarted trapline sends it, so the incident ends current.
+#[test]
+fn a_restart_between_import_and_patch_still_ends_with_a_current_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let env = XdrEnv::new(&sb.url(), "");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    // An analyst takes the incident and re-rates it.
+    let short = sb.entities("incidents")[0]["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let tok = xdr_common::token(&sb.addr, "client-test", "s3cret-value");
+    let (s, b) = xdr_common::http_with(
+        &sb.addr,
+        "PATCH",
+        &format!("/ctia/incident/{short}"),
+        Some(&json!({"status": "Open: Investigating", "severity": "Low"}).to_string()),
+        &[("Authorization", &format!("Bearer {tok}"))],
+    );
+    assert_eq!(s, 200, "{b}");
+    sb.faults(json!({"patch_5xx": 100000}));
+    append(&env.log(), &(1..5).map(|n| attack("203.0.113.7", n)).collect::<Vec<_>>());
+    assert!(wait_delivered(&sb, 1, 5, T), "{}", d.stderr());
+    assert!(wait_for(T, || sb.counter("injected_5xx") >= 1), "{}", d.stderr());
+    let stale = &sb.entities("incidents")[0];
+    assert_eq!(stale["meta"]["detections"], 1, "created from the first detection, not yet updated");
+    // Let the checkpoint pass the lines, then kill.
+    std::thread::sleep(Duration::from_millis(1500));
+    d.signal("KILL");
+    let left = std::fs::read_dir(env.root.join("state/xdr/patches")).unwrap().count();
+    assert_eq!(left, 1, "the update is kept for the next start");
+
+    sb.faults(json!({}));
+    let mut d = Daemon::start(&env.config());
+    let current = || sb.entities("incidents")[0]["meta"]["detections"] == 5;
+    assert!(wait_for(T, current), "{}\n{:#?}", d.stderr(), sb.entities("incidents"));
+    let inc = &sb.entities("incidents")[0];
+    assert_eq!(inc["meta"]["last_seen"], "2024-10-10T13:00:04.000Z");
+    assert_eq!(inc["title"], "Attack from 203.0.113.7: phpMyAdmin login attempt");
+    assert!(inc["short_description"].as_str().unwrap().contains("5 detections"));
+    // The update did not undo the analyst's work: status is never patched, and severity only
+    // when a more severe detection joins (all five are of the same rule here).
+    assert_eq!((inc["status"].as_str(), inc["severity"].as_str()), (Some("Open: Investigating"), Some("Low")));
+    assert!(wait_for(T, || std::fs::read_dir(env.root.join("state/xdr/patches")).unwrap().count() == 0));
+    d.signal("TERM");
+    assert_exactly_once(&sb, 1, 5);
+    assert_eq!(sb.counter("patches"), 2, "the analyst's and trapline's");
+    assert_eq!(env.failed(), 0);
+}
+
+/// Detections held back by the per-incident bound (here the real one: 2 per minute, so the
+/// second import waits half a minute) are in the outbox, not in memory: a shutdown keeps them,
+/// and the next start delivers them, with the incident brought up to date.
+#[test]
+fn detections_held_back_by_the_bound_survive_a_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start("127.0.0.1:0", &dir.path().join("sb.json"), &[]);
+    let env = XdrEnv::new(&sb.url(), "    incident_rate_period: 1m\n");
+    let mut d = Daemon::start(&env.config());
+    append(&env.log(), &[attack("203.0.113.7", 0)]);
+    assert!(wait_delivered(&sb, 1, 1, T), "{}", d.stderr());
+    append(&env.log(), &(1..4).map(|n| attack("203.0.113.7", n)).collect::<Vec<_>>());
+    assert!(wait_for(T, || env.pending() == 3), "pending {}", env.pending());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sb.entities("sightings").len(), 1, "held back by the bound");
+    let took = d.signal("TERM");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert_eq!(env.pending(), 3, "kept for the next start");
+
+    let mut d = Daemon::start(&env.config());
+    assert!(wait_delivered(&sb, 1, 4, T), "{}", d.stderr());
+    assert!(wait_for(T, || sb.entities("incidents")[0]["meta"]["detections"] == 4), "{}", d.stderr());
+    d.signal("TERM");
+    assert_exactly_once(&sb, 1, 4);
+    assert_eq!(env.pending(), 0);
+}

@@ -82,6 +82,10 @@ pub struct SandboxArgs {
     /// Keep accepted entities in this JSON file (reloaded on start).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Scopes granted to tokens, space-separated (`private-intel` grants everything trapline
+    /// uses; e.g. `private-intel:write` alone cannot PATCH incidents).
+    #[arg(long, default_value = "private-intel")]
+    pub scope: String,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +153,7 @@ fn run_sandbox(a: SandboxArgs) -> Result<i32> {
         client_id: a.client_id,
         client_secret: a.client_secret,
         data: a.data,
+        scope: a.scope,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -256,6 +261,8 @@ fn purge(a: PurgeArgs) -> Result<i32> {
         for f in ["windows.json", "stored.json"] {
             let _ = std::fs::remove_file(s.state_dir.join(f));
         }
+        // So are pending incident updates: they would only meet a 404.
+        let _ = std::fs::remove_dir_all(s.state_dir.join("patches"));
         println!("local incident state in {} cleared", s.state_dir.display());
     } else {
         println!("dry run: nothing deleted; run with --yes to delete");

@@ -7,6 +7,12 @@
 //! updated, transient id mapped to the existing one), the spec layer, the TLP minimum,
 //! judgement dispositions and transient-reference resolution (→ per-entity `error`).
 //!
+//! `PATCH /iroh/private-intel/incident/{id}` (and CTIA's `PATCH /ctia/incident/{id}`) update a
+//! stored incident as CTIA does: token scope, then the body against `PartialNewIncident` (→ 400
+//! `{"errors": ...}` on a key no incident has or a bad value), 404 for an unknown id, a deep
+//! merge (maps merged, other values replaced), the merged incident re-validated (→ 400), and
+//! the stored incident as the answer.
+//!
 //! What it accepted is kept in memory, optionally in a JSON file (`--data`, reloaded on start,
 //! so a restarted sandbox remembers), and is visible through CTIA's search endpoints and
 //! `GET /sandbox/dump`. Tests inject faults with `POST /sandbox/faults` (429 with
@@ -42,6 +48,8 @@ pub struct Options {
     pub client_secret: Option<String>,
     /// Where accepted entities are kept across restarts.
     pub data: Option<PathBuf>,
+    /// Scopes granted to every token, space-separated.
+    pub scope: String,
 }
 
 impl Default for Options {
@@ -53,6 +61,7 @@ impl Default for Options {
             client_id: None,
             client_secret: None,
             data: None,
+            scope: "private-intel".into(),
         }
     }
 }
@@ -70,6 +79,8 @@ pub struct Faults {
     pub drop: u32,
     /// Delay every request by this many milliseconds.
     pub delay_ms: u64,
+    /// Answer this many incident PATCHes with 503.
+    pub patch_5xx: u32,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -84,15 +95,22 @@ struct Counters {
     injected_429: u64,
     injected_5xx: u64,
     dropped: u64,
+    patches: u64,
+    forbidden_403: u64,
 }
 
 struct Inner {
     opts: Options,
     /// long id → stored entity.
     entities: BTreeMap<String, Value>,
-    tokens: HashMap<String, Instant>,
+    /// token → (expiry, granted scopes).
+    tokens: HashMap<String, (Instant, String)>,
     faults: Faults,
     counters: Counters,
+    /// Every import and PATCH as it arrived: milliseconds since start, and the incidents it
+    /// touched (for tests of pacing).
+    log: Vec<Value>,
+    started: Instant,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -146,6 +164,8 @@ pub fn router(opts: Options) -> Router {
         tokens: HashMap::new(),
         faults: Faults::default(),
         counters: Counters::default(),
+        log: Vec::new(),
+        started: Instant::now(),
     }));
     Router::new()
         .route("/iroh/oauth2/token", post(token))
@@ -156,7 +176,8 @@ pub fn router(opts: Options) -> Router {
         .route("/ctia/{entity}/search", get(search).delete(delete_search))
         .route("/ctia/{entity}/search/count", get(count))
         .route("/ctia/{entity}/external_id/{xid}", get(by_external_id))
-        .route("/ctia/{entity}/{id}", get(get_one).delete(delete_one))
+        .route("/ctia/{entity}/{id}", get(get_one).delete(delete_one).patch(patch_ctia))
+        .route("/iroh/private-intel/incident/{id}", get(get_incident).patch(patch_iroh))
         .route("/sandbox/dump", get(dump))
         .route("/sandbox/faults", post(set_faults))
         .route("/sandbox/expire-tokens", post(expire_tokens))
@@ -233,7 +254,7 @@ fn check_auth(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         return Err(err401("invalid_request", "No Authorization Header"));
     };
     let tok = h.strip_prefix("Bearer ").unwrap_or("");
-    match s.tokens.get(tok).copied() {
+    match s.tokens.get(tok).map(|(e, _)| *e) {
         None => {
             s.counters.unauthorized_401 += 1;
             Err(err401("jwt_invalid_signature", "JWT signature does not match"))
@@ -245,6 +266,41 @@ fn check_auth(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Whether a granted scope covers a required one: `private-intel` covers
+/// `private-intel:write` and `private-intel/incident:write`; `private-intel:write` covers
+/// `private-intel/incident:write` but not `private-intel:read`.
+pub fn scope_covers(granted: &str, required: &str) -> bool {
+    let (gp, ga) = granted.split_once(':').map_or((granted, None), |(p, a)| (p, Some(a)));
+    let (rp, ra) = required.split_once(':').map_or((required, None), |(p, a)| (p, Some(a)));
+    let under = rp == gp || rp.strip_prefix(gp).is_some_and(|r| r.starts_with('/'));
+    under && (ga.is_none() || ga == ra)
+}
+
+/// Layer 1, second half: the token's scopes must cover `required` (403 with CTIA's body).
+#[allow(clippy::result_large_err)]
+fn check_scope(st: &Shared, headers: &HeaderMap, required: &str) -> Result<(), Response> {
+    let mut s = lock(st);
+    let tok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let granted = s.tokens.get(tok).map(|(_, g)| g.clone()).unwrap_or_default();
+    if granted.split_whitespace().any(|g| scope_covers(g, required)) {
+        return Ok(());
+    }
+    s.counters.forbidden_403 += 1;
+    Err(json_resp(
+        StatusCode::FORBIDDEN,
+        json!({"message": "Missing capability", "error": "missing_capability", "capabilities": required, "owner": "sandbox"}),
+    ))
+}
+
+/// Layer 1 whole: token, then scope; the refusal, if any.
+fn authorize(st: &Shared, headers: &HeaderMap, scope: &str) -> Option<Response> {
+    check_auth(st, headers).err().or_else(|| check_scope(st, headers, scope).err())
 }
 
 async fn delay(st: &Shared) {
@@ -301,10 +357,11 @@ async fn token(State(st): State<Shared>, headers: HeaderMap, body: String) -> Re
         b64url(payload.to_string().as_bytes()),
         b64url(&fastrand::u64(..).to_le_bytes())
     );
-    s.tokens.insert(tok.clone(), Instant::now() + ttl);
+    let scope = s.opts.scope.clone();
+    s.tokens.insert(tok.clone(), (Instant::now() + ttl, scope.clone()));
     json_resp(
         StatusCode::OK,
-        json!({"access_token": tok, "token_type": "bearer", "expires_in": ttl.as_secs(), "scope": "private-intel"}),
+        json!({"access_token": tok, "token_type": "bearer", "expires_in": ttl.as_secs(), "scope": scope}),
     )
 }
 
@@ -382,7 +439,7 @@ async fn import(
     body: Bytes,
 ) -> Response {
     delay(&st).await;
-    if let Err(r) = check_auth(&st, &headers) {
+    if let Some(r) = authorize(&st, &headers, "private-intel:write") {
         return r;
     }
     let drop_answer;
@@ -502,6 +559,20 @@ async fn import(
             results.push(r);
         }
     }
+    let touched: Vec<Value> = results
+        .iter()
+        .filter(|r| r["type"] == "incident")
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .chain(bundle.get("relationships").and_then(Value::as_array).into_iter().flatten().filter_map(|r| {
+            let t = r["target_ref"].as_str()?;
+            tempids.get(t).cloned().or_else(|| (!t.starts_with("transient:")).then(|| t.to_string()))
+        }))
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .map(Value::from)
+        .collect();
+    let at = s.started.elapsed().as_millis() as u64;
+    s.log.push(json!({"op": "import", "at_ms": at, "incidents": touched, "entities": n}));
     s.save();
     drop(s);
     let body = json!({"results": results});
@@ -720,6 +791,115 @@ async fn delete_one(
     }
 }
 
+/// The stored long id of an incident named by long id, short id (`incident-<uuid>`) or bare
+/// uuid (the forms IROH accepts).
+fn incident_id_of(s: &Inner, id: &str) -> Option<String> {
+    let short = id.rsplit('/').next().unwrap_or(id);
+    let short = if short.starts_with("incident-") { short.to_string() } else { format!("incident-{short}") };
+    long_id_of(s, "incident", &short)
+}
+
+async fn get_incident(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_auth(&st, &headers) {
+        return r;
+    }
+    let s = lock(&st);
+    match incident_id_of(&s, &id).and_then(|k| s.entities.get(&k)) {
+        Some(e) => json_resp(StatusCode::OK, e.clone()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn patch_iroh(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    patch_one(&st, &id, &headers, &body).await
+}
+
+async fn patch_ctia(
+    State(st): State<Shared>,
+    Path((entity, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // CTIA can patch incidents only (`:can-patch? true`); other entities have no such route.
+    if entity != "incident" {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    patch_one(&st, &id, &headers, &body).await
+}
+
+/// `PATCH` of one incident, in CTIA's order: auth and scope, body schema (all keys optional,
+/// closed map), lookup, merge, validation of the merged incident, store.
+async fn patch_one(st: &Shared, id: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    delay(st).await;
+    if let Some(r) = authorize(st, headers, "private-intel/incident:write") {
+        return r;
+    }
+    {
+        let mut s = lock(st);
+        if s.faults.patch_5xx > 0 {
+            s.faults.patch_5xx -= 1;
+            s.counters.injected_5xx += 1;
+            return json_resp(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unknown server error", "error_description": "injected fault", "trace_id": uuid()}),
+            );
+        }
+    }
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            lock(st).counters.rejected_400 += 1;
+            return json_resp(
+                StatusCode::BAD_REQUEST,
+                json!({"type": "json-parse-exception", "message": e.to_string()}),
+            );
+        }
+    };
+    let mut s = lock(st);
+    if let Some(errors) = ctim::patch_schema_errors(&patch) {
+        s.counters.rejected_400 += 1;
+        return json_resp(StatusCode::BAD_REQUEST, json!({"errors": errors}));
+    }
+    let Some(long) = incident_id_of(&s, id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let merged = ctim::merge_patch(&s.entities[&long], &patch);
+    let mut check = merged.clone();
+    if let Some(o) = check.as_object_mut() {
+        o.remove("id");
+        o.remove("schema_version");
+    }
+    let invalid = ctim::entity_schema_errors("incident", &check)
+        .map(|errors| json!({"errors": errors}))
+        .or_else(|| {
+            ctim::spec_error(&check).map(|m| {
+                json!({"error": "Spec Validation Client Error", "type": "Invalid Entity Error", "message": m,
+                       "entity": patch, "class": "clojure.lang.ExceptionInfo"})
+            })
+        })
+        .or_else(|| {
+            ctim::tlp_error(&check, &s.opts.min_tlp).map(|m| {
+                json!({"type": "Invalid TLP Error", "message": m, "entity": patch, "class": "clojure.lang.ExceptionInfo"})
+            })
+        });
+    if let Some(body) = invalid {
+        s.counters.rejected_400 += 1;
+        return json_resp(StatusCode::BAD_REQUEST, body);
+    }
+    let mut stored = merged;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    stored["id"] = json!(long);
+    stored["type"] = json!("incident");
+    stored["schema_version"] = json!("1.3.30");
+    stored["modified"] = json!(now);
+    s.entities.insert(long.clone(), stored.clone());
+    s.counters.patches += 1;
+    let at = s.started.elapsed().as_millis() as u64;
+    s.log.push(json!({"op": "patch", "at_ms": at, "incidents": [long]}));
+    s.save();
+    json_resp(StatusCode::OK, stored)
+}
+
 /// Everything stored, by type, plus counters. No auth: it is a local inspection aid.
 async fn dump(State(st): State<Shared>) -> Response {
     let s = lock(&st);
@@ -730,7 +910,7 @@ async fn dump(State(st): State<Shared>) -> Response {
     for e in s.entities.values() {
         by.entry(format!("{}s", e["type"].as_str().unwrap_or("other"))).or_default().push(e.clone());
     }
-    json_resp(StatusCode::OK, json!({"entities": by, "counters": s.counters, "faults": s.faults}))
+    json_resp(StatusCode::OK, json!({"entities": by, "counters": s.counters, "faults": s.faults, "log": s.log}))
 }
 
 async fn set_faults(State(st): State<Shared>, axum::Json(f): axum::Json<Faults>) -> Response {
@@ -742,7 +922,7 @@ async fn set_faults(State(st): State<Shared>, axum::Json(f): axum::Json<Faults>)
 async fn expire_tokens(State(st): State<Shared>) -> Response {
     let mut s = lock(&st);
     let past = Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or_else(Instant::now);
-    for exp in s.tokens.values_mut() {
+    for (exp, _) in s.tokens.values_mut() {
         *exp = past;
     }
     json_resp(StatusCode::OK, json!({"expired": s.tokens.len()}))
@@ -752,6 +932,7 @@ async fn reset(State(st): State<Shared>) -> Response {
     let mut s = lock(&st);
     s.entities.clear();
     s.counters = Counters::default();
+    s.log.clear();
     s.save();
     StatusCode::NO_CONTENT.into_response()
 }

@@ -71,6 +71,48 @@ pub struct Window {
     pub rules: BTreeMap<String, u64>,
     #[serde(default)]
     pub classes: BTreeMap<String, u64>,
+    /// The highest rule severity among the detections (`info` … `critical`).
+    #[serde(default)]
+    pub severity: String,
+    /// The rules' tags (ATT&CK ids and others), in order of first appearance.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The severity of the detection that opened the window (what the incident was created
+    /// with).
+    #[serde(default)]
+    pub opened_severity: String,
+}
+
+impl Window {
+    /// True once a detection of higher severity than the first one joined: only then does an
+    /// update carry the severity (an analyst's own choice is otherwise left alone).
+    pub fn severity_raised(&self) -> bool {
+        severity_rank(&self.severity) > severity_rank(&self.opened_severity)
+    }
+}
+
+/// Most distinct tags kept per window.
+const MAX_TAGS: usize = 64;
+
+/// Rank of a rule severity; unknown names rank lowest.
+pub fn severity_rank(s: &str) -> u8 {
+    match s {
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        "critical" => 4,
+        _ => 0,
+    }
+}
+
+/// What the aggregate needs to know about the rule of a hit.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleFacts<'a> {
+    pub id: &'a str,
+    /// Attack class (`other` when the rule names none).
+    pub class: &'a str,
+    pub severity: &'a str,
+    pub tags: &'a [String],
 }
 
 /// What a hit got: the window (after the hit) and whether it opened it.
@@ -107,14 +149,13 @@ impl Windows {
         Ok(Windows { path: path.map(Path::to_path_buf), map, dirty: false, prefix: prefix.to_string() })
     }
 
-    /// Records a hit of `rule` (of attack class `class`) for `group` at event time `t`, in
-    /// the incident of `scope` (empty: the attacker's; a rule id: that rule's).
+    /// Records a hit of `rule` for `group` at event time `t`, in the incident of `scope`
+    /// (empty: the attacker's; a rule id: that rule's).
     #[allow(clippy::too_many_arguments)]
     pub fn hit(
         &mut self,
         scope: &str,
-        rule: &str,
-        class: &str,
+        facts: RuleFacts<'_>,
         group: BTreeMap<String, String>,
         window: Duration,
         t: DateTime<Utc>,
@@ -142,13 +183,25 @@ impl Windows {
                 window_secs: window.as_secs(),
                 rules: BTreeMap::new(),
                 classes: BTreeMap::new(),
+                severity: String::new(),
+                tags: Vec::new(),
+                opened_severity: facts.severity.to_string(),
             };
             self.map.insert(key.clone(), w);
         }
         let w = self.map.get_mut(&key).expect("inserted");
+        let rule = facts.id;
         w.count += 1;
         *w.rules.entry(rule.to_string()).or_default() += 1;
-        *w.classes.entry(class.to_string()).or_default() += 1;
+        *w.classes.entry(facts.class.to_string()).or_default() += 1;
+        if w.severity.is_empty() || severity_rank(facts.severity) > severity_rank(&w.severity) {
+            w.severity = facts.severity.to_string();
+        }
+        for t in facts.tags {
+            if w.tags.len() < MAX_TAGS && !w.tags.contains(t) {
+                w.tags.push(t.clone());
+            }
+        }
         w.first_seen = w.first_seen.min(t);
         w.last_seen = w.last_seen.max(t);
         if w.samples.len() < MAX_SAMPLES {
@@ -212,6 +265,9 @@ mod tests {
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
     }
+    fn f<'a>(id: &'a str, class: &'a str) -> RuleFacts<'a> {
+        RuleFacts { id, class, severity: "high", tags: &[] }
+    }
     fn g(ip: &str) -> BTreeMap<String, String> {
         [("client_ip".to_string(), ip.to_string())].into_iter().collect()
     }
@@ -220,10 +276,10 @@ mod tests {
     fn one_incident_per_group_per_window_with_stable_ids() {
         let mut w = Windows::open(None, "trapline").unwrap();
         let hour = Duration::from_secs(3600);
-        let a = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
-        let b = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(60), "k2", "l2");
-        let c = w.hit("r", "r", "sqli", g("2.2.2.2"), hour, t(61), "k3", "l3");
-        let d = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(3601), "k4", "l4");
+        let a = w.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let b = w.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(60), "k2", "l2");
+        let c = w.hit("r", f("r", "sqli"), g("2.2.2.2"), hour, t(61), "k3", "l3");
+        let d = w.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(3601), "k4", "l4");
         assert!(a.new_incident && !b.new_incident && c.new_incident && d.new_incident);
         assert_eq!(a.xids.incident, b.xids.incident);
         assert_ne!(a.xids.incident, c.xids.incident);
@@ -233,7 +289,7 @@ mod tests {
         assert!(a.xids.incident.starts_with("trapline-incident-") && a.xids.incident.len() == 18 + 64);
         // The same hit computed afresh (a replay after a crash) gets the same ids.
         let mut w2 = Windows::open(None, "trapline").unwrap();
-        let a2 = w2.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let a2 = w2.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(0), "k1", "l1");
         assert_eq!(a2.xids.incident, a.xids.incident);
         assert_eq!(a2.xids.sighting, a.xids.sighting);
         assert_eq!(a2.xids.relationship, a.xids.relationship);
@@ -245,10 +301,10 @@ mod tests {
         let p = dir.path().join("windows.json");
         let hour = Duration::from_secs(3600);
         let mut w = Windows::open(Some(&p), "x").unwrap();
-        let a = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let a = w.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(0), "k1", "l1");
         w.save().unwrap();
         let mut w = Windows::open(Some(&p), "x").unwrap();
-        let b = w.hit("r", "r", "sqli", g("1.1.1.1"), hour, t(10), "k2", "l2");
+        let b = w.hit("r", f("r", "sqli"), g("1.1.1.1"), hour, t(10), "k2", "l2");
         assert!(!b.new_incident);
         assert_eq!(a.xids.incident, b.xids.incident);
     }
@@ -257,9 +313,9 @@ mod tests {
     fn an_attackers_incident_gathers_every_rule_a_rule_scoped_one_only_its_own() {
         let mut w = Windows::open(None, "trapline").unwrap();
         let hour = Duration::from_secs(3600);
-        let a = w.hit("", "web.sqli.union", "sqli", g("1.1.1.1"), hour, t(0), "k1", "l1");
-        let b = w.hit("", "scanner.ua", "scanner", g("1.1.1.1"), hour, t(1), "k2", "l2");
-        let c = w.hit("", "web.sqli.union", "sqli", g("1.1.1.1"), hour, t(2), "k3", "l3");
+        let a = w.hit("", f("web.sqli.union", "sqli"), g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let b = w.hit("", f("scanner.ua", "scanner"), g("1.1.1.1"), hour, t(1), "k2", "l2");
+        let c = w.hit("", f("web.sqli.union", "sqli"), g("1.1.1.1"), hour, t(2), "k3", "l3");
         assert!(a.new_incident && !b.new_incident && !c.new_incident);
         assert_eq!(
             (a.xids.incident.as_str(), b.xids.incident.as_str()),
@@ -268,8 +324,30 @@ mod tests {
         assert_eq!(c.window.count, 3);
         assert_eq!(c.window.classes, BTreeMap::from([("scanner".into(), 1), ("sqli".into(), 2)]));
         assert_eq!(c.window.rules.len(), 2);
-        let own = w.hit("web.bruteforce", "web.bruteforce", "brute-force", g("1.1.1.1"), hour, t(3), "k4", "l4");
+        let own = w.hit("web.bruteforce", f("web.bruteforce", "brute-force"), g("1.1.1.1"), hour, t(3), "k4", "l4");
         assert!(own.new_incident);
         assert_ne!(own.xids.incident, a.xids.incident);
+    }
+
+    #[test]
+    fn the_aggregate_keeps_the_highest_severity_and_every_tag() {
+        let mut w = Windows::open(None, "trapline").unwrap();
+        let hour = Duration::from_secs(3600);
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (a, b) = (tags(&["attack.t1110", "x"]), tags(&["attack.t1190", "x"]));
+        let r = |id, severity, tags| RuleFacts { id, class: "c", severity, tags };
+        w.hit("", r("r1", "medium", &a), g("1.1.1.1"), hour, t(0), "k1", "l1");
+        let h = w.hit("", r("r2", "critical", &b), g("1.1.1.1"), hour, t(1), "k2", "l2");
+        assert_eq!(
+            (h.window.severity.as_str(), h.window.tags.clone()),
+            ("critical", tags(&["attack.t1110", "x", "attack.t1190"]))
+        );
+        let h = w.hit("", r("r1", "low", &a), g("1.1.1.1"), hour, t(2), "k3", "l3");
+        assert_eq!(h.window.severity, "critical", "never lowered");
+        assert!(h.window.severity_raised(), "opened at medium");
+        assert_eq!(h.window.last_seen, t(2));
+        w.hit("", r("r1", "low", &a), g("2.2.2.2"), hour, t(2), "k4", "l4");
+        let other = w.hit("", r("r1", "low", &a), g("2.2.2.2"), hour, t(3), "k5", "l5").window;
+        assert!(!other.severity_raised() && other.opened_severity == "low");
     }
 }

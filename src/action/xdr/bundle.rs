@@ -242,10 +242,13 @@ fn template_error(path: &Path, e: &minijinja::Error) -> anyhow::Error {
     anyhow!("{}:{line}: {detail}", path.display())
 }
 
-/// What one detection turns into: the bundle and the ids it uses.
+/// What one detection turns into: the bundle, and the PATCH that brings its incident up to
+/// date when the incident already exists.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub bundle: Value,
+    /// [`ctim::incident_patch`] of the bundle's incident, validated.
+    pub patch: Value,
 }
 
 impl Renderer {
@@ -323,7 +326,8 @@ impl Renderer {
     pub fn render(&self, rule_id: &str, ctx: &Value, new_incident: bool) -> Result<Rendered> {
         let set = self.per_rule.get(rule_id).unwrap_or(&self.default);
         let bundle = self.render_with(set, ctx, new_incident)?;
-        Ok(Rendered { bundle })
+        let patch = ctim::incident_patch(&bundle["incidents"][0]);
+        Ok(Rendered { bundle, patch })
     }
 
     fn render_with(&self, set: &TemplateSet, ctx: &Value, with_judgement: bool) -> Result<Value> {
@@ -370,8 +374,46 @@ impl Renderer {
                 .collect();
             anyhow!("{}", msgs.join("\n"))
         })?;
+        // The incident's PATCH is checked like the bundle, so a template whose fields a PATCH
+        // cannot carry fails here, not at the second detection of an attacker.
+        let patch = ctim::incident_patch(&bundle["incidents"][0]);
+        validate_patch(&patch).map_err(|problems| {
+            let msgs: Vec<String> = problems
+                .iter()
+                .map(|(key, m)| format!("{}: incident PATCH {key}: {m}", set.locate("incident.json.j2", key)))
+                .collect();
+            anyhow!("{}", msgs.join("\n"))
+        })?;
         Ok(bundle)
     }
+}
+
+/// Checks an incident PATCH body as the service would (schema layer of `PartialNewIncident`,
+/// spec layer) plus trapline's own time format; problems as (key, message).
+pub fn validate_patch(patch: &Value) -> std::result::Result<(), Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    if let Some(errs) = ctim::patch_schema_errors(patch) {
+        let mut leaves = Vec::new();
+        flatten(&errs, &mut Vec::new(), &mut leaves);
+        for (p, m) in leaves {
+            problems.push((p.first().cloned().unwrap_or_default(), m));
+        }
+        return Err(problems);
+    }
+    if let Some(o) = patch.as_object()
+        && let Some(k) = o.keys().find(|k| !ctim::INCIDENT_PATCH_KEYS.contains(&k.as_str()))
+    {
+        problems.push((k.clone(), "not a field trapline keeps current".to_string()));
+    }
+    if let Some(m) = ctim::spec_error(patch) {
+        problems.push((String::new(), format!("Entity validation Error: {}", m.trim_end())));
+    }
+    for (k, v) in time_values(patch) {
+        if !ctim::is_strict_utc_millis(&v) {
+            problems.push((k, format!("{v:?}: times must be UTC with milliseconds and Z (YYYY-MM-DDTHH:MM:SS.sssZ)")));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 /// One validation problem: which entity array, the JSON path inside the entity, the message.
@@ -527,7 +569,9 @@ pub fn sample_context(hostile: bool) -> Value {
         "line": line,
         "aggregate": {"count": 1, "first_seen": t, "last_seen": t, "window_start": t, "window_end": t,
                       "samples": [line], "group": {}, "new_incident": true,
-                      "scope": "attacker", "rules": {"sample.rule": 1}, "classes": {"other": 1}},
+                      "scope": "attacker", "rules": {"sample.rule": 1, "sample.other": 2},
+                      "classes": {"other": 1, "sqli": 2}, "severity": "critical",
+                      "tags": ["attack.t1190", "attack.initial-access"]},
         "host": {"hostname": if hostile { "h".repeat(300) } else { String::new() }},
         "vars": {},
         "target": target,

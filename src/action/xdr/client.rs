@@ -1,4 +1,5 @@
-//! The XDR HTTP client: OAuth2 client-credentials token, bundle import, search, delete.
+//! The XDR HTTP client: OAuth2 client-credentials token, bundle import, incident PATCH,
+//! search, delete.
 //!
 //! - Token (`xdr-ctim.md` §4): `POST /iroh/oauth2/token` with HTTP Basic and
 //!   `grant_type=client_credentials`; cached, renewed when fewer than 60 s remain, and renewed
@@ -6,6 +7,9 @@
 //! - Import (§6): `POST /iroh/private-intel/bundle/import?external-key-prefixes=<prefix>-`; the
 //!   answer is 200 whenever the body passes the schema layer, with one result per entity,
 //!   matched back by `original_id`.
+//! - Incident PATCH (§5.1): `PATCH /iroh/private-intel/incident/{id}` on the same IROH front
+//!   door as the import (not CTIA's `PATCH /ctia/incident/{id}`): one host, one scope family
+//!   (`private-intel`), the family Cisco's incident-management guide documents for incidents.
 //! - Errors are sorted by what the caller should do: [`Error::Transient`] (retry later: network,
 //!   timeouts, 429, 5xx, auth problems that an operator can fix without losing data) and
 //!   [`Error::Rejected`] (this body will never be accepted: 400).
@@ -220,6 +224,17 @@ impl Client {
         let r: ImportResult =
             resp.json().await.map_err(|e| transient(format!("unreadable import response: {}", without_url(&e))))?;
         Ok(r.results)
+    }
+
+    /// `PATCH /iroh/private-intel/incident/{short id}` on the IROH front door, the host and
+    /// family the bundle import already uses (`xdr-ctim.md` §5, §5.1: 200 with the stored
+    /// incident). The path takes the short id (`incident-<uuid>`) of the stored long id. A 404
+    /// (the incident was deleted) comes back as [`Error::Rejected`].
+    pub async fn patch_incident(&self, long_id: &str, body: &Value) -> Result<Value, Error> {
+        let short = long_id.rsplit('/').next().unwrap_or(long_id);
+        let url = self.ep.incident_url(short);
+        let resp = self.send(|tok| self.http.patch(&url).bearer_auth(tok).json(body)).await?;
+        resp.json().await.map_err(|e| transient(format!("unreadable PATCH response: {}", without_url(&e))))
     }
 
     /// `GET /ctia/{entity}/search` (CTIA host): one page.

@@ -13,6 +13,9 @@
 //!   [`tlp_error`] (minimum TLP) and the judgement disposition check: one entity fails, with
 //!   a per-entity `"result": "error"` inside a bundle.
 //!
+//! An incident PATCH has its own schema ([`patch_schema_errors`]: CTIA's `PartialNewIncident`)
+//! and merge ([`merge_patch`]); [`INCIDENT_PATCH_KEYS`] is the narrower set trapline sends.
+//!
 //! The tests pin the verdicts on the documented examples (§6.1 passes; each documented
 //! violation fails in its layer) so that a mistake here cannot hide behind the sandbox agreeing
 //! with the client.
@@ -225,32 +228,29 @@ const COMMON: &[(&str, T)] = &[
 const DESCRIBABLE: &[(&str, T)] = &[("title", T::Str), ("description", T::Str), ("short_description", T::Str)];
 const SOURCABLE: &[(&str, T)] = &[("source", T::Str), ("source_uri", T::Str)];
 
-static INCIDENT: Schema = Schema {
-    req: &["confidence", "status", "incident_time"],
-    parts: &[
-        COMMON,
-        DESCRIBABLE,
-        SOURCABLE,
-        &[
-            ("confidence", T::Enum(CONFIDENCE)),
-            ("status", T::Enum(STATUS)),
-            ("incident_time", T::Obj(&INCIDENT_TIME)),
-            ("categories", STRS),
-            ("discovery_method", T::Str),
-            ("intended_effect", T::Str),
-            ("assignees", STRS),
-            ("detection_sources", STRS),
-            ("promotion_method", T::Enum(PROMOTION)),
-            ("severity", T::Enum(SEVERITY)),
-            ("tactics", STRS),
-            ("techniques", STRS),
-            ("meta", T::Meta),
-            ("scores", T::NumMap),
-            ("detection_status", T::Enum(DETECTION_STATUS)),
-            ("short_id", T::Str),
-        ],
-    ],
-};
+static INCIDENT: Schema =
+    Schema { req: &["confidence", "status", "incident_time"], parts: &[COMMON, DESCRIBABLE, SOURCABLE, INCIDENT_OWN] };
+/// The body of an incident PATCH: CTIA's `PartialNewIncident` (`entity/incident.clj`
+/// `:patch-schema`), i.e. the `NewIncident` closed map with every key optional.
+static INCIDENT_PATCH: Schema = Schema { req: &[], parts: &[COMMON, DESCRIBABLE, SOURCABLE, INCIDENT_OWN] };
+const INCIDENT_OWN: &[(&str, T)] = &[
+    ("confidence", T::Enum(CONFIDENCE)),
+    ("status", T::Enum(STATUS)),
+    ("incident_time", T::Obj(&INCIDENT_TIME)),
+    ("categories", STRS),
+    ("discovery_method", T::Str),
+    ("intended_effect", T::Str),
+    ("assignees", STRS),
+    ("detection_sources", STRS),
+    ("promotion_method", T::Enum(PROMOTION)),
+    ("severity", T::Enum(SEVERITY)),
+    ("tactics", STRS),
+    ("techniques", STRS),
+    ("meta", T::Meta),
+    ("scores", T::NumMap),
+    ("detection_status", T::Enum(DETECTION_STATUS)),
+    ("short_id", T::Str),
+];
 static SIGHTING: Schema = Schema {
     req: &["observed_time"],
     parts: &[
@@ -408,6 +408,85 @@ fn entity_array_errors(v: &Value, s: &'static Schema, ty: &str) -> Option<Value>
 pub fn entity_schema_errors(entity_type: &str, v: &Value) -> Option<Value> {
     let s = schema_of(entity_type)?;
     check(v, T::Obj(s))
+}
+
+/// The incident fields trapline keeps current with a PATCH: those its templates derive from
+/// the aggregate (counts, times, classes, severity, ATT&CK ids, scores). CTIA would accept any
+/// `NewIncident` key ([`patch_schema_errors`]), but the rest belong to others once the incident
+/// exists: `status`, `assignees`, `confidence`, `tlp` and `incident_time` are what analysts
+/// (and CTIA's status transitions) change, and the ids, `type` and `source` identify the
+/// incident. Sending them again would undo an analyst's triage. (`severity` is dropped from an
+/// update too unless the aggregate's rose above the first detection's: see the action.)
+pub const INCIDENT_PATCH_KEYS: &[&str] = &[
+    "title",
+    "short_description",
+    "description",
+    "severity",
+    "categories",
+    "tactics",
+    "techniques",
+    "scores",
+    "meta",
+    "intended_effect",
+    "detection_sources",
+    "timestamp",
+];
+
+/// The PATCH body that brings a stored incident up to date with `incident` (a rendered
+/// incident entity): its [`INCIDENT_PATCH_KEYS`], nothing else.
+pub fn incident_patch(incident: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(o) = incident.as_object() {
+        for k in INCIDENT_PATCH_KEYS {
+            if let Some(v) = o.get(*k) {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Schema layer of an incident PATCH body (`PartialNewIncident`): a closed map whose keys are
+/// all optional; `None` if it passes, else the `errors` tree CTIA returns with a 400.
+pub fn patch_schema_errors(v: &Value) -> Option<Value> {
+    let mut e = check(v, T::Obj(&INCIDENT_PATCH));
+    if e.is_none()
+        && let Some(t) = v.get("type")
+        && t != "incident"
+    {
+        e = Some(json!({"type": enum_leaf(&["incident"], t)}));
+    }
+    e
+}
+
+/// CTIA's PATCH semantics (`flows/crud.clj` `patch-entity` with `:replace`): nested maps are
+/// merged key by key, every other value (arrays included) is replaced; `id` and
+/// `schema_version` of the body are ignored. The caller re-validates the result as a whole
+/// entity, as CTIA does.
+pub fn merge_patch(stored: &Value, patch: &Value) -> Value {
+    fn deep(a: &mut Value, b: &Value) {
+        match (a.as_object_mut(), b.as_object()) {
+            (Some(ao), Some(bo)) => {
+                for (k, v) in bo {
+                    match ao.get_mut(k) {
+                        Some(x) if x.is_object() && v.is_object() => deep(x, v),
+                        _ => {
+                            ao.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            _ => *a = b.clone(),
+        }
+    }
+    let mut body = patch.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("id");
+        o.remove("schema_version");
+    }
+    let mut out = stored.clone();
+    deep(&mut out, &body);
+    out
 }
 
 fn check(v: &Value, t: T) -> Option<Value> {
@@ -799,5 +878,58 @@ mod tests {
         let mut bad = j.clone();
         bad["disposition"] = json!(3);
         assert!(disposition_error(&bad).is_some());
+    }
+
+    #[test]
+    fn incident_patch_keeps_only_what_the_aggregate_derives() {
+        let mut i = doc_example()["incidents"][0].clone();
+        i["meta"] = json!({"detections": 3});
+        let p = incident_patch(&i);
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "categories",
+                "description",
+                "meta",
+                "severity",
+                "short_description",
+                "tactics",
+                "techniques",
+                "timestamp",
+                "title"
+            ]
+        );
+        for owned in ["status", "confidence", "tlp", "incident_time", "id", "external_ids", "type", "source"] {
+            assert!(p.get(owned).is_none(), "{owned} is not patched");
+        }
+        assert_eq!(patch_schema_errors(&p), None);
+        assert_eq!(spec_error(&p), None);
+    }
+
+    #[test]
+    fn patch_schema_is_new_incident_with_every_key_optional() {
+        assert_eq!(patch_schema_errors(&json!({})), None, "nothing is required");
+        assert_eq!(patch_schema_errors(&json!({"status": "Open", "assignees": ["a"]})), None);
+        let e = patch_schema_errors(&json!({"bogus": 1, "severity": "Severe", "scores": {"asset": "x"}})).unwrap();
+        assert_eq!(e["bogus"], "disallowed-key");
+        assert!(e["severity"].as_str().unwrap().contains("Severe"));
+        assert!(e["scores"]["asset"].as_str().unwrap().contains("instance?"));
+        assert!(patch_schema_errors(&json!({"type": "sighting"})).is_some());
+        assert!(patch_schema_errors(&json!([1])).is_some());
+    }
+
+    #[test]
+    fn merge_patch_merges_maps_and_replaces_the_rest() {
+        let stored = json!({"id": "http://x/ctia/incident/incident-1", "title": "a", "tactics": ["TA0001", "TA0006"],
+                            "meta": {"detections": 1, "kept": true}, "incident_time": {"opened": "t0", "closed": "t1"}});
+        let patch = json!({"id": "other", "schema_version": "9", "title": "b", "tactics": ["TA0043"],
+                           "meta": {"detections": 4}, "incident_time": {"opened": "t2"}});
+        let m = merge_patch(&stored, &patch);
+        assert_eq!(
+            m,
+            json!({"id": "http://x/ctia/incident/incident-1", "title": "b", "tactics": ["TA0043"],
+                   "meta": {"detections": 4, "kept": true}, "incident_time": {"opened": "t2", "closed": "t1"}})
+        );
     }
 }

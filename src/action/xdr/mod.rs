@@ -3,9 +3,10 @@
 //! ```text
 //! fire (reading thread)                        delivery (task on the daemon's tokio runtime)
 //!   aggregate: window per (rule, group) ──┐
-//!   render templates → validated bundle   │     outbox → merge ≤ 100 entities → budget
-//!   outbox: write file (atomic)   ────────┴──▶  → token → bundle import → per-entity results
-//!   channel send (never blocks)                  → remove confirmed / failed/ / retry+backoff
+//!   render templates → validated bundle   │     outbox → per-incident bound → merge ≤ 100
+//!     + the incident's PATCH (coalesced)  │     entities → budget → token → bundle import
+//!   outbox: write files (atomic)  ────────┴──▶  → per-entity results → remove confirmed /
+//!   channel send (never blocks)                  failed/ / retry+backoff → incident PATCH
 //! ```
 //!
 //! - [`settings`]: the `actions.xdr` config section, regions and credentials;
@@ -46,8 +47,8 @@ use crate::config::Loaded;
 use crate::engine::Detection;
 use aggregate::{Hit, Windows};
 use bundle::{Ids, Renderer};
-use delivery::{Delivery, Stats};
-use outbox::{Entry, Outbox};
+use delivery::{Delivery, IncidentRate, Msg, Stats};
+use outbox::{Entry, Outbox, Patch};
 use settings::Settings;
 
 /// The name rules use in `actions:`.
@@ -133,6 +134,8 @@ impl Composer {
                 "group": w.group, "new_incident": hit.new_incident,
                 "scope": if w.rule.is_empty() { "attacker" } else { "rule" },
                 "rules": w.rules, "classes": w.classes,
+                "severity": if w.severity.is_empty() { d.rule.severity.as_str() } else { w.severity.as_str() },
+                "tags": w.tags,
             },
             "host": self.base["host"],
             "vars": self.base["vars"],
@@ -146,6 +149,12 @@ impl Composer {
 
     /// Aggregates and renders one detection.
     pub fn compose(&mut self, d: &Detection) -> Result<(Hit, Value)> {
+        let (hit, r) = self.compose_update(d)?;
+        Ok((hit, r.bundle))
+    }
+
+    /// Aggregates and renders one detection: its bundle and its incident's PATCH.
+    pub fn compose_update(&mut self, d: &Detection) -> Result<(Hit, bundle::Rendered)> {
         let g = self.settings.grouping(&d.rule.id).clone();
         let group: BTreeMap<String, String> =
             g.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
@@ -153,10 +162,23 @@ impl Composer {
             settings::IncidentScope::Attacker => "",
             settings::IncidentScope::Rule => d.rule.id.as_str(),
         };
-        let hit = self.windows.hit(scope, &d.rule.id, &d.rule.class, group, g.window, d.event_time, &d.key, &d.line);
+        let facts = aggregate::RuleFacts {
+            id: &d.rule.id,
+            class: &d.rule.class,
+            severity: d.rule.severity.as_str(),
+            tags: &d.rule.tags,
+        };
+        let hit = self.windows.hit(scope, facts, group, g.window, d.event_time, &d.key, &d.line);
         let ctx = self.context(d, &hit);
-        let r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
-        Ok((hit, r.bundle))
+        let mut r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
+        // Severity is updated only when it rose above what the incident was created with:
+        // otherwise every update would undo an analyst's re-rating.
+        if !hit.window.severity_raised()
+            && let Some(o) = r.patch.as_object_mut()
+        {
+            o.remove("severity");
+        }
+        Ok((hit, r))
     }
 
     pub fn save(&mut self) -> std::io::Result<()> {
@@ -174,7 +196,7 @@ impl Composer {
 pub struct XdrAction {
     composer: Composer,
     outbox: Arc<Outbox>,
-    tx: Option<mpsc::UnboundedSender<Entry>>,
+    tx: Option<mpsc::UnboundedSender<Msg>>,
     stop: Arc<AtomicBool>,
     wake: Arc<Notify>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -217,8 +239,10 @@ impl XdrAction {
             stop: Arc::clone(&stop),
             wake: Arc::clone(&wake),
             state_dir: settings.state_dir.clone(),
+            rate: IncidentRate::new(settings.imports_per_incident, settings.incident_period),
         };
-        let task = runtime.spawn(delivery.run(pending, rx));
+        let patches = outbox.pending_patches().context("cannot read the XDR outbox's incident updates")?;
+        let task = runtime.spawn(delivery.run(pending, patches, rx));
         tracing::info!(
             import = %settings.endpoints.import_url(),
             templates = %settings.templates.display(),
@@ -259,7 +283,7 @@ impl Action for XdrAction {
             }
             return Ok(());
         }
-        let (hit, bundle) = match self.composer.compose(d) {
+        let (hit, rendered) = match self.composer.compose_update(d) {
             Ok(x) => x,
             Err(e) => {
                 self.errors += 1;
@@ -271,12 +295,27 @@ impl Action for XdrAction {
             seq: self.outbox.next_seq(),
             rule: d.rule.id.clone(),
             queued_at: ms(Utc::now()),
-            bundle,
+            bundle: rendered.bundle,
         };
+        // A detection joining an existing incident changes what the incident says (counts,
+        // last seen, classes, severity): its PATCH replaces the incident's pending one, and goes
+        // out after the import of the sightings.
+        let patch = (!hit.new_incident).then(|| Patch {
+            incident: format!("transient:{}", hit.xids.incident),
+            seq: entry.seq,
+            rule: entry.rule.clone(),
+            queued_at: entry.queued_at.clone(),
+            body: rendered.patch,
+            entity: entry.bundle["incidents"][0].clone(),
+            source: self.composer.settings.source.clone(),
+        });
+        if let Some(p) = &patch {
+            self.outbox.put_patch(p).context("cannot write the XDR outbox").map_err(ActionError::Transient)?;
+        }
         self.outbox.put(&entry).context("cannot write the XDR outbox").map_err(ActionError::Transient)?;
         self.queued += 1;
         if let Some(tx) = &self.tx {
-            let _ = tx.send(entry);
+            let _ = tx.send(Msg { entry, patch });
         }
         Ok(())
     }
@@ -294,7 +333,7 @@ impl Action for XdrAction {
         let entries = self.outbox.rescan().context("cannot read the XDR outbox")?;
         if let Some(tx) = &self.tx {
             for e in entries {
-                let _ = tx.send(e);
+                let _ = tx.send(Msg { entry: e, patch: None });
             }
         }
         self.wake.notify_one();
@@ -319,6 +358,8 @@ impl Action for XdrAction {
         tracing::info!(
             queued = self.queued,
             delivered = self.stats.delivered.load(Ordering::Relaxed),
+            imports = self.stats.imports.load(Ordering::Relaxed),
+            incident_updates = self.stats.patched.load(Ordering::Relaxed),
             failed = self.stats.failed.load(Ordering::Relaxed),
             not_queued_outbox_full = self.dropped,
             render_errors = self.errors,

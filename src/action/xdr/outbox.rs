@@ -11,6 +11,9 @@
 //! overwrites its own pending entry instead of adding a second one. Entries XDR rejects for
 //! good (a validation error) move to `failed/` with the service's message, for a human.
 //!
+//! Incident updates live next to it, in `<state>/xdr/patches/`: one [`Patch`] per incident,
+//! replaced by each later detection of the incident, fsynced with the entries.
+//!
 //! The queue is bounded by `max_pending` (counted in [`Outbox::pending`]); the caller decides
 //! what to do when it is full (see the action).
 
@@ -38,9 +41,36 @@ pub struct Entry {
     pub bundle: Value,
 }
 
+/// The pending update of one existing incident: a PATCH rendered from the latest aggregate.
+///
+/// One file per incident (`<state>/xdr/patches/<sha256 of its id>.json`), overwritten by every
+/// later detection of the incident: however many detections join it, one PATCH carries the
+/// newest state. It is removed only once XDR has applied it, and only if no newer one replaced
+/// it meanwhile ([`Outbox::remove_patch`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    /// The incident's transient id (`transient:<external id>`).
+    pub incident: String,
+    /// `seq` of the detection that rendered it.
+    pub seq: u64,
+    pub rule: String,
+    pub queued_at: String,
+    /// The PATCH body.
+    pub body: Value,
+    /// The whole incident rendered from the same aggregate, and the bundle's `source`: when
+    /// the incident's stored id is not known (forgotten, or its sightings failed), importing
+    /// it alone is answered `exists` with the id.
+    pub entity: Value,
+    pub source: String,
+}
+
 pub struct Outbox {
     dir: PathBuf,
+    patches: PathBuf,
     failed: PathBuf,
+    /// Serialises writing and conditional removal of patch files (the reading thread
+    /// replaces them while the delivery task removes them).
+    patch_lock: std::sync::Mutex<()>,
     /// Entries on disk, not yet confirmed.
     pending: Arc<AtomicUsize>,
     seq: AtomicU64,
@@ -53,13 +83,17 @@ impl Outbox {
     /// first. Leftover temporary files of an interrupted write are removed.
     pub fn open(state: &Path) -> std::io::Result<(Outbox, Vec<Entry>)> {
         let dir = state.join("outbox");
+        let patches = state.join("patches");
         let failed = state.join("failed");
         std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&patches)?;
         let entries = read_entries(&dir, Some(&failed))?;
         let next = entries.last().map_or(0, |e| e.seq + 1);
         let ob = Outbox {
             dir,
+            patches,
             failed,
+            patch_lock: Default::default(),
             pending: Arc::new(AtomicUsize::new(entries.len())),
             seq: AtomicU64::new(next.max(now_seq_base())),
             unsynced: Default::default(),
@@ -105,7 +139,62 @@ impl Outbox {
                 f.sync_data()?;
             }
         }
-        File::open(&self.dir)?.sync_all()
+        File::open(&self.dir)?.sync_all()?;
+        File::open(&self.patches)?.sync_all()
+    }
+
+    fn patch_path(&self, incident: &str) -> PathBuf {
+        self.patches.join(format!("{}.json", super::aggregate::sha256_hex(incident.as_bytes())))
+    }
+
+    /// Persists `p`, replacing the pending PATCH of its incident (coalescing: the newest
+    /// aggregate wins). Durable after the next [`Outbox::sync`].
+    pub fn put_patch(&self, p: &Patch) -> std::io::Result<()> {
+        let path = self.patch_path(&p.incident);
+        let _g = self.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        write_atomic(&path, &serde_json::to_vec(p)?, false)?;
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner()).push(path);
+        Ok(())
+    }
+
+    /// Applied by XDR: removes the incident's PATCH if it is still the one of `seq`. Returns
+    /// false when a newer one replaced it (it stays, to be sent in turn).
+    pub fn remove_patch(&self, incident: &str, seq: u64) -> bool {
+        let path = self.patch_path(incident);
+        let _g = self.patch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let on_disk = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Patch>(&b).ok());
+        match on_disk {
+            Some(p) if p.seq != seq => false,
+            _ => {
+                let _ = std::fs::remove_file(&path);
+                true
+            }
+        }
+    }
+
+    /// The pending PATCHes on disk (at start). Unreadable files are removed: a PATCH only
+    /// repeats what the next detection of the incident renders again.
+    pub fn pending_patches(&self) -> std::io::Result<Vec<Patch>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.patches)? {
+            let p = e?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !name.ends_with(".json") {
+                if name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(&p);
+                }
+                continue;
+            }
+            match std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Patch>(&b).ok()) {
+                Some(x) => out.push(x),
+                None => {
+                    tracing::warn!(path = %p.display(), "unreadable pending XDR incident update; removed");
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        out.sort_by_key(|p| p.seq);
+        Ok(out)
     }
 
     /// Every entry now on disk (oldest first), recounting [`Outbox::pending`]: picks up entries
@@ -250,5 +339,36 @@ mod tests {
         assert_eq!(ob2.pending(), 0);
         assert!(dir.path().join("failed/a.json").exists());
         assert!(!dir.path().join("outbox/.x.json.tmp").exists());
+    }
+
+    fn patch(incident: &str, seq: u64, count: u64) -> Patch {
+        Patch {
+            incident: incident.into(),
+            seq,
+            rule: "r".into(),
+            queued_at: String::new(),
+            body: serde_json::json!({"meta": {"detections": count}}),
+            entity: serde_json::json!({}),
+            source: "t".into(),
+        }
+    }
+
+    #[test]
+    fn patches_coalesce_per_incident_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ob, _) = Outbox::open(dir.path()).unwrap();
+        ob.put_patch(&patch("transient:i1", 1, 1)).unwrap();
+        ob.put_patch(&patch("transient:i1", 2, 2)).unwrap();
+        ob.put_patch(&patch("transient:i2", 3, 1)).unwrap();
+        ob.sync().unwrap();
+        let (ob, _) = Outbox::open(dir.path()).unwrap();
+        let p = ob.pending_patches().unwrap();
+        assert_eq!(p, vec![patch("transient:i1", 2, 2), patch("transient:i2", 3, 1)], "one per incident, newest");
+        // Sent seq 2, but seq 4 replaced it meanwhile: it stays.
+        ob.put_patch(&patch("transient:i1", 4, 3)).unwrap();
+        assert!(!ob.remove_patch("transient:i1", 2));
+        assert!(ob.remove_patch("transient:i1", 4));
+        assert!(ob.remove_patch("transient:i2", 3));
+        assert!(ob.pending_patches().unwrap().is_empty());
     }
 }

@@ -61,6 +61,16 @@ pub struct XdrDef {
     /// Client-side request budget per rolling hour (the organisation's limit is 8,000).
     #[serde(default = "default_budget")]
     pub max_requests_per_hour: u32,
+    /// Most bundle imports per incident per minute (default 2). An incident's first import goes
+    /// at once; later ones are spaced a minute / N apart. Detections arriving faster wait (in
+    /// the outbox) and go together in the incident's next allowed import (many sightings per
+    /// bundle, up to 100 entities), followed by one PATCH bringing the incident up to date.
+    #[serde(default = "default_imports_per_minute")]
+    pub max_imports_per_incident_per_minute: u32,
+    /// The "minute" of `max_imports_per_incident_per_minute` (default `1m`). Only tests should
+    /// shorten it.
+    #[serde(default = "default_minute")]
+    pub incident_rate_period: String,
     /// HTTP timeout of one request.
     #[serde(default = "default_timeout")]
     pub timeout: String,
@@ -119,6 +129,12 @@ fn default_max_pending() -> usize {
 fn default_budget() -> u32 {
     8_000
 }
+fn default_imports_per_minute() -> u32 {
+    2
+}
+fn default_minute() -> String {
+    "1m".into()
+}
 fn default_timeout() -> String {
     "10s".into()
 }
@@ -169,6 +185,10 @@ impl Endpoints {
     pub fn import_url(&self) -> String {
         format!("{}/iroh/private-intel/bundle/import", self.visibility)
     }
+    /// One incident on the IROH front door (PATCH).
+    pub fn incident_url(&self, short_id: &str) -> String {
+        format!("{}/iroh/private-intel/incident/{short_id}", self.visibility)
+    }
 }
 
 /// Grouping and window of one rule.
@@ -194,6 +214,9 @@ pub struct Settings {
     pub judgement: bool,
     pub max_pending: usize,
     pub budget_per_hour: u32,
+    /// Imports per incident per `incident_period`.
+    pub imports_per_incident: u32,
+    pub incident_period: Duration,
     pub timeout: Duration,
     /// `<state_dir>/xdr`: outbox, incident windows, stored ids.
     pub state_dir: PathBuf,
@@ -262,6 +285,16 @@ impl Settings {
             Some(t) => cfg.resolve(t),
             None => cfg.resolve(&cfg.config.templates).join("xdr"),
         };
+        if d.max_imports_per_incident_per_minute == 0 {
+            return Err(at("max_imports_per_incident_per_minute")(anyhow!(
+                "xdr.max_imports_per_incident_per_minute must be at least 1"
+            )));
+        }
+        let incident_period =
+            duration(&d.incident_rate_period, "incident_rate_period").map_err(at("incident_rate_period"))?;
+        if incident_period.is_zero() {
+            return Err(at("incident_rate_period")(anyhow!("xdr.incident_rate_period must be longer than 0")));
+        }
         if d.max_pending == 0 {
             return Err(at("max_pending")(anyhow!("xdr.max_pending must be at least 1")));
         }
@@ -278,6 +311,8 @@ impl Settings {
             judgement: d.judgement,
             max_pending: d.max_pending,
             budget_per_hour: d.max_requests_per_hour.max(1),
+            imports_per_incident: d.max_imports_per_incident_per_minute,
+            incident_period,
             timeout: duration(&d.timeout, "timeout").map_err(at("timeout"))?,
             state_dir: cfg.resolve(&cfg.config.state_dir).join("xdr"),
             variables: cfg.config.variables.clone(),
