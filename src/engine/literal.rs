@@ -281,13 +281,30 @@ mod tests {
         // White space on either side makes a literal much rarer than the word alone.
         assert_eq!(
             lits(r"union\s+select"),
-            Some(vec!["\tselect".into(), "\nselect".into(), "\x0bselect".into(), "\x0cselect".into(), "\rselect".into(), " select".into()])
+            Some(vec![
+                "\tselect".into(),
+                "\nselect".into(),
+                "\x0bselect".into(),
+                "\x0cselect".into(),
+                "\rselect".into(),
+                " select".into()
+            ])
         );
         assert_eq!(
             lits(r"(?:or|and)\s+\d"),
             Some(vec![
-                "and\t".into(), "and\n".into(), "and\x0b".into(), "and\x0c".into(), "and\r".into(), "and ".into(),
-                "or\t".into(), "or\n".into(), "or\x0b".into(), "or\x0c".into(), "or\r".into(), "or ".into()
+                "and\t".into(),
+                "and\n".into(),
+                "and\x0b".into(),
+                "and\x0c".into(),
+                "and\r".into(),
+                "and ".into(),
+                "or\t".into(),
+                "or\n".into(),
+                "or\x0b".into(),
+                "or\x0c".into(),
+                "or\r".into(),
+                "or ".into()
             ])
         );
         assert_eq!(lits(r"(?:etc|proc)/passwd"), Some(vec!["etc/passwd".into(), "proc/passwd".into()]));
@@ -326,8 +343,43 @@ mod tests {
             r"x(?:ab)+y",
         ];
         let parts = [
-            "or", "OR", "and", " ", "\t", "'", "\"", ")", "(", "1", "=", "union", "select", "all", "a", "b", "c", "/", "\\",
-            "x", "ab", "y", "like", "&&", "xor", "z", "'1'", "='", " or ", " AND\t'a'", "or '1'", "union ", " select", "a/", "b1", "1c", "xab",
+            "or",
+            "OR",
+            "and",
+            " ",
+            "\t",
+            "'",
+            "\"",
+            ")",
+            "(",
+            "1",
+            "=",
+            "union",
+            "select",
+            "all",
+            "a",
+            "b",
+            "c",
+            "/",
+            "\\",
+            "x",
+            "ab",
+            "y",
+            "like",
+            "&&",
+            "xor",
+            "z",
+            "'1'",
+            "='",
+            " or ",
+            " AND\t'a'",
+            "or '1'",
+            "union ",
+            " select",
+            "a/",
+            "b1",
+            "1c",
+            "xab",
         ];
         let mut rng = fastrand::Rng::with_seed(11);
         for p in patterns {
