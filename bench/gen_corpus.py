@@ -2,11 +2,11 @@
 """Builds the benchmark corpus: N combined-format access-log lines.
 
 Mostly benign-looking traffic (random IPs, realistic paths, query strings, user agents and
-status codes, timestamps advancing about 1 ms per line), with about 1 line in 200 replaced by
-an attack line. Attack lines come from the shared scanner-traffic logs when a corpus directory
+status codes, timestamps advancing about 1 ms per line), with a share of lines (ATTACK_SHARE,
+default 0.005: 1 in 200) replaced by an attack line. Attack lines come from the shared scanner-traffic logs when a corpus directory
 is given (with fresh IPs and times), else from a small built-in set. Deterministic (seeded).
 
-usage: gen_corpus.py OUT LINES [CORPUS_DIR]
+usage: gen_corpus.py OUT LINES [CORPUS_DIR] [ATTACK_SHARE]
 """
 import datetime
 import os
@@ -73,14 +73,15 @@ def path():
 
 def main():
     out, n = sys.argv[1], int(sys.argv[2])
-    attacks = load_attacks(sys.argv[3] if len(sys.argv) > 3 else None)
+    attacks = load_attacks(sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None)
+    share = float(sys.argv[4]) if len(sys.argv) > 4 else 0.005
     t = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
     step = datetime.timedelta(milliseconds=1)
     ips = [ip() for _ in range(5000)]
     with open(out, "w", encoding="utf-8", newline="\n") as f:
         for i in range(n):
             ts = t.strftime("%d/%b/%Y:%H:%M:%S +0000")
-            if rng.random() < 0.005:
+            if rng.random() < share:
                 f.write('%s - - [%s] %s\n' % (rng.choice(ips), ts, rng.choice(attacks)))
             else:
                 ref = '"-"' if rng.random() < 0.5 else '"https://example.com%s"' % path()

@@ -192,8 +192,12 @@ impl Rollups {
         let t = d.event_time;
         let idle = chrono::Duration::from_std(self.def.idle).unwrap_or(chrono::Duration::MAX);
         self.close_where(|a| t - a.last_event >= idle, out);
-        let group: BTreeMap<String, String> =
-            self.def.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
+        let group: BTreeMap<String, String> = self
+            .def
+            .group_by
+            .iter()
+            .map(|f| (f.clone(), d.fields.get(f.as_str()).cloned().unwrap_or_default()))
+            .collect();
         let key = if group.values().all(|v| v.is_empty()) {
             format!("source:{}", d.source.name)
         } else {
@@ -343,7 +347,7 @@ mod tests {
         let t = DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap();
         Detection {
             key: format!("{ip}-{sec}-{rule}"),
-            rule: RuleInfo { id: rule.into(), title: rule.into(), severity, class: class.into(), tags: vec![] },
+            rule: RuleInfo { id: rule.into(), title: rule.into(), severity, class: class.into(), tags: vec![] }.into(),
             source: SourceRef {
                 name: "web".into(),
                 path: "/x".into(),
@@ -354,7 +358,7 @@ mod tests {
             event_time: t,
             time_source: "event",
             detected_at: t,
-            fields: BTreeMap::from([("client_ip".to_string(), ip.to_string()), ("path".to_string(), path.to_string())]),
+            fields: BTreeMap::from([("client_ip".into(), ip.to_string()), ("path".into(), path.to_string())]),
             line: format!("{ip} GET {path}"),
             line_truncated: false,
             threshold: None,

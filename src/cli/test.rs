@@ -223,7 +223,7 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
         }
         let ev = Event::line(line, origin, Utc::now(), false);
         pipeline.process(0, &info, &ev, &mut |d: Detection| {
-            got.push(Expected { rule: d.rule.id, line: d.source.line_number });
+            got.push(Expected { rule: d.rule.id.clone(), line: d.source.line_number });
             Ok(())
         })?;
     }

@@ -47,6 +47,8 @@ pub struct CompiledRule {
     /// the lists it uses, threshold, suppression, scope). A reload keeps a rule's window and
     /// suppression state only when this is unchanged.
     pub fingerprint: u64,
+    /// What every detection of the rule says about it, built once and shared.
+    pub info: std::sync::Arc<super::detection::RuleInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,13 +193,22 @@ impl Compiler<'_> {
         }
         let origin = format!("{}", self.loaded.files[r.file].path.display());
         let fingerprint = self.fingerprint(rule);
+        let class = rule.class.clone().unwrap_or_else(|| "other".to_string());
+        let info = std::sync::Arc::new(super::detection::RuleInfo {
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            class: class.clone(),
+            tags: rule.tags.clone(),
+        });
         Some((
             CompiledRule {
+                info,
                 id: rule.id.clone(),
                 title: rule.title.clone(),
                 description: rule.description.clone(),
                 severity: rule.severity,
-                class: rule.class.clone().unwrap_or_else(|| "other".to_string()),
+                class,
                 tags: rule.tags.clone(),
                 actions: rule.actions.clone(),
                 enabled: rule.enabled,

@@ -1,6 +1,7 @@
 //! What a detection carries, as written by the actions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -14,7 +15,8 @@ pub struct Detection {
     /// Idempotency key: hash of (file identity, line offset, rule id). The same line matched by
     /// the same rule always yields the same key, so a replay can be recognised.
     pub key: String,
-    pub rule: RuleInfo,
+    /// Shared by every detection of the rule (built once when the rule is compiled).
+    pub rule: Arc<RuleInfo>,
     pub source: SourceRef,
     /// Event time of the line (UTC, RFC 3339 with milliseconds).
     #[serde(serialize_with = "ser_time")]
@@ -24,7 +26,7 @@ pub struct Detection {
     #[serde(serialize_with = "ser_time")]
     pub detected_at: DateTime<Utc>,
     /// Parsed fields of the line (lossy UTF-8).
-    pub fields: BTreeMap<String, String>,
+    pub fields: BTreeMap<Arc<str>, String>,
     /// The raw line (lossy UTF-8).
     pub line: String,
     /// True when the line was longer than the configured maximum and was cut.
@@ -54,9 +56,9 @@ pub struct RuleInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceRef {
     /// Configured source name (or `scan`).
-    pub name: String,
-    pub path: String,
-    pub format: String,
+    pub name: Arc<str>,
+    pub path: Arc<str>,
+    pub format: Arc<str>,
     /// 1-based line number within the file (0 when unknown).
     pub line_number: u64,
     /// Byte offset of the start of the line.

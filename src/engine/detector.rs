@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::RuleSet;
-use super::detection::{Detection, RuleInfo, SourceRef, ThresholdInfo};
+use super::detection::{Detection, SourceRef, ThresholdInfo};
 use super::window::{Step, Suppressor, SuppressorState, Windows, WindowsState};
 use crate::event::Event;
 use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
@@ -23,9 +23,9 @@ use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
 /// Where a line came from, for detections and idempotency keys.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
-    pub name: String,
-    pub path: String,
-    pub format: String,
+    pub name: Arc<str>,
+    pub path: Arc<str>,
+    pub format: Arc<str>,
 }
 
 /// Per-rule counters.
@@ -235,13 +235,7 @@ impl Detector {
         };
         Detection {
             key: ev.origin.idempotency_key(&rule.id),
-            rule: RuleInfo {
-                id: rule.id.clone(),
-                title: rule.title.clone(),
-                severity: rule.severity,
-                class: rule.class.clone(),
-                tags: rule.tags.clone(),
-            },
+            rule: Arc::clone(&rule.info),
             source: SourceRef {
                 name: src.name.clone(),
                 path: src.path.clone(),
@@ -252,11 +246,8 @@ impl Detector {
             event_time,
             time_source,
             detected_at: Utc::now(),
-            fields: rec
-                .iter(line)
-                .map(|(id, v)| (rules.registry.name(id).to_string(), String::from_utf8_lossy(v).into_owned()))
-                .collect(),
-            line: String::from_utf8_lossy(line).into_owned(),
+            fields: rec.iter(line).map(|(id, v)| (rules.registry.shared_name(id), lossy(v))).collect(),
+            line: lossy(line),
             line_truncated: ev.truncated,
             threshold,
             suppressed: f.suppressed,
@@ -418,4 +409,13 @@ fn group_map(reg: &FieldRegistry, fields: &[FieldId], line: &[u8], rec: &Record)
 
 fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// `v` as text, invalid UTF-8 replaced. Valid input (nearly every line) takes the validator's
+/// fast path instead of the chunk-by-chunk lossy decoder.
+fn lossy(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v).into_owned(),
+    }
 }

@@ -95,7 +95,8 @@ pub mod std_fields {
 /// Interned field names. Built once per compiled rule set and shared read-only.
 #[derive(Debug, Clone)]
 pub struct FieldRegistry {
-    names: Vec<String>,
+    /// Shared, so that every detection names its fields without copying the names.
+    names: Vec<std::sync::Arc<str>>,
     ids: HashMap<String, FieldId>,
 }
 
@@ -116,7 +117,7 @@ impl FieldRegistry {
             return *id;
         }
         let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
-        self.names.push(name.to_string());
+        self.names.push(name.into());
         self.ids.insert(name.to_string(), id);
         id
     }
@@ -129,6 +130,11 @@ impl FieldRegistry {
         &self.names[id as usize]
     }
 
+    /// The name of `id`, shared.
+    pub fn shared_name(&self, id: FieldId) -> std::sync::Arc<str> {
+        std::sync::Arc::clone(&self.names[id as usize])
+    }
+
     pub fn len(&self) -> usize {
         self.names.len()
     }
@@ -139,7 +145,7 @@ impl FieldRegistry {
 
     /// Every (id, name), in id order.
     pub fn iter(&self) -> impl Iterator<Item = (FieldId, &str)> {
-        self.names.iter().enumerate().map(|(i, n)| (i as FieldId, n.as_str()))
+        self.names.iter().enumerate().map(|(i, n)| (i as FieldId, &**n))
     }
 }
 

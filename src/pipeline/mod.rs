@@ -222,7 +222,7 @@ fn merge_classes(dets: &mut Vec<Detection>) {
                         std::mem::swap(&mut dets[i], &mut other);
                     }
                     let keep = &mut dets[i];
-                    keep.also.push(other.rule.id);
+                    keep.also.push(other.rule.id.clone());
                     keep.also.append(&mut other.also);
                     for a in other.actions {
                         if !keep.actions.contains(&a) {

@@ -96,8 +96,9 @@ impl Redactor {
         }
         redact_in_place(self, &mut d.line);
         // A field may itself be a secret (a custom format's `password` capture, a JSON key).
-        let fields = d.fields.iter_mut().chain(d.threshold.iter_mut().flat_map(|t| t.group.iter_mut()));
-        for (k, v) in fields {
+        let fields = d.fields.iter_mut().map(|(k, v)| (&**k, v));
+        let groups = d.threshold.iter_mut().flat_map(|t| t.group.iter_mut()).map(|(k, v)| (k.as_str(), v));
+        for (k, v) in fields.chain(groups) {
             if self.is_sensitive(k.as_bytes()) {
                 *v = MASK.to_string();
             } else {
@@ -319,12 +320,13 @@ mod tests {
                 severity: crate::rule::Severity::Low,
                 class: "other".into(),
                 tags: vec![],
-            },
+            }
+            .into(),
             source: SourceRef { name: "s".into(), path: "p".into(), format: "app".into(), line_number: 1, offset: 0 },
             event_time: t,
             time_source: "event",
             detected_at: t,
-            fields: [("password".to_string(), "hunter2".to_string()), ("user".to_string(), "admin".to_string())].into(),
+            fields: [("password".into(), "hunter2".to_string()), ("user".into(), "admin".to_string())].into(),
             line: "login user=admin password hunter2".into(),
             line_truncated: false,
             threshold: None,

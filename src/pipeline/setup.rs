@@ -30,7 +30,7 @@ pub struct Setup {
 
 impl SourceSetup {
     pub fn info(&self, path: &str) -> SourceInfo {
-        SourceInfo { name: self.name.clone(), path: path.to_string(), format: self.parser.name.clone() }
+        SourceInfo { name: self.name.as_str().into(), path: path.into(), format: self.parser.name.as_str().into() }
     }
 }
 

@@ -157,7 +157,7 @@ impl Composer {
     pub fn compose_update(&mut self, d: &Detection) -> Result<(Hit, bundle::Rendered)> {
         let g = self.settings.grouping(&d.rule.id).clone();
         let group: BTreeMap<String, String> =
-            g.group_by.iter().map(|f| (f.clone(), d.fields.get(f).cloned().unwrap_or_default())).collect();
+            g.group_by.iter().map(|f| (f.clone(), d.fields.get(f.as_str()).cloned().unwrap_or_default())).collect();
         let scope = match g.scope {
             settings::IncidentScope::Attacker => "",
             settings::IncidentScope::Rule => d.rule.id.as_str(),
