@@ -22,6 +22,10 @@ pub struct View {
 #[derive(Debug, Default)]
 pub struct Views {
     pub list: Vec<View>,
+    /// Per view with two or more transforms: the view of the same field through all but the
+    /// last one. `uri` URL-decoded then HTML-decoded starts from `uri` URL-decoded, so a line
+    /// whose rules look at several chains decodes the shared prefix once.
+    parents: Vec<Option<ViewId>>,
 }
 
 impl Views {
@@ -29,7 +33,12 @@ impl Views {
         if let Some(i) = self.list.iter().position(|x| *x == v) {
             return i as ViewId;
         }
+        let parent = (v.transforms.len() >= 2).then(|| {
+            let prefix = v.transforms[..v.transforms.len() - 1].to_vec();
+            self.intern(View { field: v.field, transforms: prefix })
+        });
         self.list.push(v);
+        self.parents.push(parent);
         (self.list.len() - 1) as ViewId
     }
 
@@ -44,6 +53,12 @@ impl Views {
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
+}
+
+/// Where a view's value is: the field itself, or a range of the cache's buffer.
+enum Value<'a> {
+    Field(&'a [u8]),
+    Computed(Range<usize>),
 }
 
 /// Per-line cache of computed views. Reused across lines; `generation` avoids clearing it.
@@ -78,20 +93,72 @@ impl ViewCache {
 
     /// The value of view `id` for this line, computing it on first use.
     pub fn get<'a>(&'a mut self, id: ViewId, views: &Views, line: &'a [u8], rec: &'a Record) -> Option<&'a [u8]> {
+        match self.resolve(id, views, line, rec)? {
+            Value::Field(raw) => Some(raw),
+            Value::Computed(range) => Some(&self.buf[range]),
+        }
+    }
+
+    fn resolve<'a>(&mut self, id: ViewId, views: &Views, line: &'a [u8], rec: &'a Record) -> Option<Value<'a>> {
         let v = views.get(id);
         let raw = rec.get(line, v.field)?;
         // Most values contain nothing to decode: hand out the field itself, no copy.
         if v.transforms.iter().all(|t| *t != crate::rule::Transform::Lowercase && !transform::may_change(*t, raw)) {
-            return Some(raw);
+            return Some(Value::Field(raw));
         }
         let slot = &self.slots[id as usize];
-        if slot.0 != self.generation {
-            transform::apply(&v.transforms, raw, &mut self.out, &mut self.tmp);
-            let start = self.buf.len();
-            self.buf.extend_from_slice(&self.out);
-            self.slots[id as usize] = (self.generation, Some(start..self.buf.len()));
+        if slot.0 == self.generation {
+            return slot.1.clone().map(Value::Computed);
         }
-        let range = self.slots[id as usize].1.clone()?;
-        Some(&self.buf[range])
+        // From the parent view's value when there is one (computed once for all its chains).
+        let (input, chain) = match views.parents[id as usize] {
+            Some(p) => (self.resolve(p, views, line, rec)?, &v.transforms[v.transforms.len() - 1..]),
+            None => (Value::Field(raw), &v.transforms[..]),
+        };
+        let input: &[u8] = match &input {
+            Value::Field(f) => f,
+            Value::Computed(r) => &self.buf[r.clone()],
+        };
+        transform::apply(chain, input, &mut self.out, &mut self.tmp);
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&self.out);
+        self.slots[id as usize] = (self.generation, Some(start..self.buf.len()));
+        Some(Value::Computed(start..self.buf.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::std_fields;
+
+    /// A chain computed from its parent's cached value equals the whole chain applied to the
+    /// field, whichever view of the family a line asks for first.
+    #[test]
+    fn chains_built_on_their_parent_view_equal_the_whole_chain() {
+        use Transform::*;
+        let chains: [&[Transform]; 4] =
+            [&[UrlDecode, HtmlDecode], &[UrlDecode, NormalizePath], &[UrlDecode, HtmlDecode, Lowercase], &[UrlDecode]];
+        let mut views = Views::default();
+        let ids: Vec<ViewId> =
+            chains.iter().map(|c| views.intern(View { field: std_fields::URI, transforms: c.to_vec() })).collect();
+        // [UrlDecode] and [UrlDecode, HtmlDecode] are shared parents, not interned twice.
+        assert_eq!(views.len(), 4);
+        assert_eq!(views.parents[ids[2] as usize], Some(ids[0]));
+        let values = ["/a/%2e%2e/b?q=%26lt%3Bscript%26gt%3B+x", "/plain/path", "/x/%252e%252e/&amp;%41", "%"];
+        for value in values {
+            let mut rec = Record::new(std_fields::NAMES.len());
+            rec.set_owned(std_fields::URI, value.as_bytes());
+            for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+                let mut cache = ViewCache::default();
+                cache.next_line(views.len());
+                for i in order {
+                    let got = cache.get(ids[i], &views, b"", &rec).unwrap().to_vec();
+                    let (mut want, mut tmp) = (Vec::new(), Vec::new());
+                    transform::apply(chains[i], value.as_bytes(), &mut want, &mut tmp);
+                    assert_eq!(got, want, "{value} through {:?}", chains[i]);
+                }
+            }
+        }
     }
 }
