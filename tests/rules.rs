@@ -30,6 +30,10 @@ fn shipped_examples_pass() {
 fn every_shipped_rule_has_examples() {
     let (loaded, _) = shipped();
     for r in &loaded.rules {
+        // File changes are not lines: tests/webroot.rs exercises those rules with real files.
+        if r.rule.formats.iter().any(|f| f == "webroot") {
+            continue;
+        }
         assert!(!r.rule.examples.should_match.is_empty(), "rule {} has no `match` example", r.rule.id);
         assert!(!r.rule.examples.no_match.is_empty(), "rule {} has no `no_match` example", r.rule.id);
     }

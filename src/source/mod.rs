@@ -15,6 +15,7 @@
 pub mod read;
 pub mod stdin;
 pub mod tail;
+pub mod webroot;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
