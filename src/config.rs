@@ -404,6 +404,7 @@ impl Loaded {
     pub fn format_names(&self) -> std::collections::BTreeSet<String> {
         let mut s: std::collections::BTreeSet<String> = FormatKind::ALL.iter().map(|(n, _)| n.to_string()).collect();
         s.extend(self.config.formats.keys().cloned());
+        s.insert(crate::source::webroot::FORMAT.to_string());
         s
     }
 
@@ -428,6 +429,9 @@ pub fn parser_for(
         }
         let mapping: Vec<(String, String)> = def.json.clone().unwrap_or_default().into_iter().collect();
         return Ok(Parser::json(name, &mapping, time, registry));
+    }
+    if name == crate::source::webroot::FORMAT {
+        return Ok(crate::source::webroot::parser(time));
     }
     match FormatKind::from_name(name) {
         Some(FormatKind::Custom) | None => bail!("unknown format {name:?}"),

@@ -65,9 +65,7 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
             for f in crate::source::webroot::FIELDS {
                 registry.intern(f);
             }
-            let mut p = Parser::builtin(crate::parse::FormatKind::Raw, time);
-            p.name = format.clone();
-            p
+            crate::source::webroot::parser(time)
         } else {
             config::parser_for(format, &formats, time, &mut registry).map_err(|e| anyhow!("source {name:?}: {e}"))?
         };

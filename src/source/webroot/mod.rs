@@ -71,6 +71,13 @@ pub const FIELDS: &[&str] = &[
     "file_type",
 ];
 
+/// The parser of format `webroot`. A file change carries its fields itself (its raw bytes are
+/// empty); written as a JSON object of those fields — a rule's inline examples, `trapline
+/// scan --format webroot` of recorded changes — it is read as JSON lines.
+pub fn parser(time: crate::parse::TimeSettings) -> crate::parse::Parser {
+    crate::parse::Parser::json(FORMAT, &[], time, &mut crate::parse::FieldRegistry::default())
+}
+
 /// Forces polling whatever the config says (tests, file systems without notifications).
 pub const POLL_ENV: &str = "TRAPLINE_WEBROOT_POLL";
 
