@@ -495,3 +495,45 @@ fn the_time_operator_works_on_log_lines() {
         .collect();
     assert_eq!(ips, ["198.51.100.2", "198.51.100.3"], "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_removed_directory_reports_each_file_once() {
+    let (_d, p) = project("");
+    std::fs::create_dir_all(p.join("www/app/lib/deep")).unwrap();
+    for n in ["a.php", "b.php", "deep/c.php"] {
+        std::fs::write(p.join("www/app/lib").join(n), "<?php").unwrap();
+    }
+    let run = Run::start(&p, &[]);
+    std::fs::remove_dir_all(p.join("www/app/lib")).unwrap();
+    for n in ["a.php", "b.php", "deep/c.php"] {
+        wait_change(&p, "deleted", &format!("www/app/lib/{n}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    run.stop();
+    let deleted = changes(&p).iter().filter(|(c, _)| c == "deleted").count();
+    assert_eq!(deleted, 3, "{:?}", changes(&p));
+}
+
+#[test]
+fn web_roots_and_logs_run_together() {
+    let (_d, p) = project("");
+    std::fs::write(p.join("access.log"), "").unwrap();
+    std::fs::write(
+        p.join("rules/log.yml"),
+        "rules:\n  - id: t.log\n    title: log line\n    severity: low\n    formats: [combined]\n    match: {field: path, contains: /probe}\n",
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    std::fs::write(p.join("trapline.yml"), format!("{cfg}  - name: web\n    paths: [access.log]\n")).unwrap();
+    let run = Run::start(&p, &[]);
+    common::append(&p.join("access.log"), &[common::access_line("203.0.113.9", 1, "/probe", 404)]);
+    std::fs::write(p.join("www/uploads/x.php"), "<?php").unwrap();
+    wait_change(&p, "created", "www/uploads/x.php");
+    assert!(wait_for(Duration::from_secs(10), || detections(&p.join("out.txt"))
+        .iter()
+        .any(|d| d["rule"]["id"] == "t.log")));
+    // Rules for file changes never see log lines, and log rules never see file changes.
+    let dets = detections(&p.join("out.txt"));
+    assert!(dets.iter().all(|d| (d["rule"]["id"] == "t.log") == (d["source"]["name"] == "web")), "{dets:?}");
+    run.stop();
+}

@@ -380,6 +380,10 @@ fn scan_dirs(t: &mut Tree, dirs: Vec<(PathBuf, bool)>, sink: &mut dyn EventSink)
         let prev_refs: Vec<&scan::Entry> = prev.iter().collect();
         changes.extend(scan::diff(&prev_refs, seen, &t.base.rows, &mut t.hasher));
     }
+    // A directory and its parent compared in one batch both account for the subtree of a
+    // directory that vanished or appeared: each change once.
+    let mut once = std::collections::HashSet::new();
+    changes.retain(|c| once.insert((c.old.as_ref().map(|e| e.path.clone()), c.new.as_ref().map(|e| e.path.clone()))));
     let n = changes.iter().filter(|c| c.kind.is_some()).count();
     if changes.is_empty() {
         return Ok(0);
