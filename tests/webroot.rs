@@ -537,3 +537,23 @@ fn web_roots_and_logs_run_together() {
     assert!(dets.iter().all(|d| (d["rule"]["id"] == "t.log") == (d["source"]["name"] == "web")), "{dets:?}");
     run.stop();
 }
+
+/// The rule example of the README's web-root section loads and its examples pass.
+#[test]
+fn readme_webroot_rule_example_works() {
+    use trapline::rule::load::{SourceFile, load_sources};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Watching a web root").nth(1).unwrap().split("\n## ").next().unwrap();
+    let yaml = section.split("```yaml\n").nth(2).and_then(|s| s.split("```").next()).unwrap();
+    let text = format!("rules:\n{yaml}");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text }]).unwrap();
+    let rules = trapline::engine::RuleSet::compile(
+        &loaded,
+        &trapline::pipeline::setup::compile_options(),
+        trapline::parse::FieldRegistry::default(),
+    )
+    .unwrap();
+    let report = trapline::authoring::examples::run(&loaded, &rules, &|_| None);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.passed, 2);
+}
