@@ -93,7 +93,7 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         "trapline running; Ctrl-C to stop"
     );
     for s in &c.sources {
-        tracing::info!(source = %s.name, format = %s.format, paths = ?s.paths, "watching");
+        tracing::info!(source = %s.name, format = %s.format_name(), paths = ?s.paths, "watching");
     }
     let mut watched = rule_paths.clone();
     watched.push(cfg.resolve(&c.templates));

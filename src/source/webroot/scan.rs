@@ -448,6 +448,76 @@ pub fn display(p: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Scans `root` recursively against `known` and returns (kind, old name, new name).
+    fn compare(root: &Path, known: &BTreeMap<Vec<u8>, Entry>) -> Vec<(Option<Kind>, String, String)> {
+        let filter = Filter { ignore: GlobSet::empty() };
+        let mut seen = Vec::new();
+        walk(root, root, true, &filter, known, &mut seen, &mut Vec::new());
+        let on_disk: HashSet<&[u8]> = seen.iter().map(|(p, _)| p.as_os_str().as_bytes()).collect();
+        let prev: Vec<Entry> = previous(root, true, known, &on_disk).into_iter().cloned().collect();
+        let refs: Vec<&Entry> = prev.iter().collect();
+        let name = |e: &Option<Entry>| e.as_ref().map(|e| display(&e.path).rsplit('/').next().unwrap().to_string());
+        let mut out: Vec<_> = diff(&refs, seen, known, &mut Hasher::new(1 << 20, 0))
+            .into_iter()
+            .map(|c| (c.kind, name(&c.old).unwrap_or_default(), name(&c.new).unwrap_or_default()))
+            .collect();
+        out.sort_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
+        out
+    }
+
+    fn baseline(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+        let mut seen = Vec::new();
+        walk(root, root, true, &Filter { ignore: GlobSet::empty() }, &BTreeMap::new(), &mut seen, &mut Vec::new());
+        let mut h = Hasher::new(1 << 20, 0);
+        seen.iter().map(|(p, m)| (p.as_os_str().as_bytes().to_vec(), entry(p, m, None, &mut h))).collect()
+    }
+
+    #[test]
+    fn renames_pair_by_inode_and_atomic_replace_is_a_modification() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::write(r.join("a.jpg"), "image").unwrap();
+        std::fs::write(r.join("index.php"), "v1").unwrap();
+        std::fs::write(r.join("gone.txt"), "bye").unwrap();
+        std::fs::write(r.join(".tmp"), "v2 longer").unwrap();
+        let known = baseline(r);
+        std::fs::rename(r.join("a.jpg"), r.join("a.php")).unwrap();
+        std::fs::rename(r.join(".tmp"), r.join("index.php")).unwrap();
+        std::fs::remove_file(r.join("gone.txt")).unwrap();
+        std::fs::write(r.join("new.txt"), "n").unwrap();
+        let got = compare(r, &known);
+        let want = vec![
+            (Some(Kind::Created), String::new(), "new.txt".to_string()),
+            (Some(Kind::Renamed), "a.jpg".into(), "a.php".into()),
+            (Some(Kind::Deleted), "gone.txt".into(), String::new()),
+            (Some(Kind::Modified), "index.php".into(), "index.php".into()),
+        ];
+        assert_eq!(got, want);
+        // Nothing changed: nothing to report.
+        assert!(compare(r, &baseline(r)).is_empty());
+    }
+
+    #[test]
+    fn a_new_file_on_a_reused_inode_is_not_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        std::fs::write(r.join("old.txt"), "old").unwrap();
+        let mut known = baseline(r);
+        std::fs::remove_file(r.join("old.txt")).unwrap();
+        std::fs::write(r.join("other.php"), "<?php different").unwrap();
+        // Whatever inode the kernel gave it, pretend it is the old one's.
+        let ino = std::fs::metadata(r.join("other.php")).unwrap().ino();
+        known.values_mut().for_each(|e| e.ino = ino);
+        let got = compare(r, &known);
+        assert_eq!(
+            got,
+            vec![
+                (Some(Kind::Created), String::new(), "other.php".into()),
+                (Some(Kind::Deleted), "old.txt".into(), String::new()),
+            ]
+        );
+    }
+
     #[test]
     fn content_classes_and_extensions() {
         assert_eq!(classify(b"<?php echo 1;", "jpg", false), "php");
