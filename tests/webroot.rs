@@ -557,3 +557,31 @@ fn readme_webroot_rule_example_works() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!(report.passed, 2);
 }
+
+#[test]
+fn too_few_watches_fall_back_to_polling_with_the_numbers() {
+    let (_d, p) = project("    poll_interval: 300ms\n");
+    std::fs::create_dir_all(p.join("www/app/lib")).unwrap();
+    let run = Run::start(&p, &[("TRAPLINE_WEBROOT_MAX_WATCHES", "2")]);
+    // The root, app, app/lib and uploads (cache is ignored: no watch there).
+    assert!(
+        run.err().contains("4 directories need as many watches but fs.inotify.max_user_watches is 2"),
+        "{}",
+        run.err()
+    );
+    std::fs::write(p.join("www/app/lib/x.php"), "<?php").unwrap();
+    wait_change(&p, "created", "www/app/lib/x.php");
+    run.stop();
+}
+
+#[test]
+fn hashing_is_rate_limited() {
+    let (_d, p) = project("    hash_bytes_per_second: 262144\n");
+    std::fs::write(p.join("www/uploads/big.bin"), vec![7u8; 600 << 10]).unwrap();
+    let started = std::time::Instant::now();
+    let run = Run::start(&p, &[]);
+    // 600 KiB at 256 KiB/s: two full seconds of pacing before the build can end.
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(run.err().contains("hashed=3"), "{}", run.err());
+    run.stop();
+}

@@ -37,8 +37,15 @@ pub struct Watch {
     watched: HashSet<PathBuf>,
 }
 
+/// Overrides the watch limit read from the kernel (to try the polling fallback without
+/// changing a system-wide setting).
+pub const MAX_WATCHES_ENV: &str = "TRAPLINE_WEBROOT_MAX_WATCHES";
+
 /// The kernel's per-user inotify watch limit, when it can be read.
 pub fn max_user_watches() -> Option<u64> {
+    if let Some(n) = std::env::var(MAX_WATCHES_ENV).ok().and_then(|v| v.parse().ok()) {
+        return Some(n);
+    }
     std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches").ok()?.trim().parse().ok()
 }
 
