@@ -301,7 +301,7 @@ impl Loaded {
                 bail!("{}: source {:?} has no paths", src("paths"), s.name);
             }
             if s.kind == SourceKind::Webroot {
-                self.validate_webroot(i, s, &src)?;
+                self.validate_webroot(s, &src)?;
                 continue;
             }
             if let Some(key) = s.webroot_key() {
@@ -347,7 +347,7 @@ impl Loaded {
 
     /// The web-root settings of source `i` that need more than serde: roots that exist and
     /// are directories, globs that compile, time windows that make sense.
-    fn validate_webroot(&self, i: usize, s: &SourceDef, src: &dyn Fn(&str) -> String) -> Result<()> {
+    fn validate_webroot(&self, s: &SourceDef, src: &dyn Fn(&str) -> String) -> Result<()> {
         if s.format != default_format() {
             bail!("{}: source {:?}: a web root has no format (its events are file changes)", src("format"), s.name);
         }
@@ -396,7 +396,6 @@ impl Loaded {
                 bail!("{}: source {:?}: maintenance window: {e}", src(&format!("maintenance[{j}]")), s.name);
             }
         }
-        let _ = i;
         Ok(())
     }
 

@@ -272,7 +272,7 @@ impl Baseline {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The row with this inode, if any (rename pairing).
+    /// Whether a tamper finding is standing (until everything is accepted).
     pub fn tampered(&self) -> bool {
         self.tampered
     }

@@ -201,7 +201,8 @@ impl WebrootSource {
 
     /// The start: tampering reported, the baseline built (first start) or compared with the
     /// disk (what changed while trapline was down), then watches set up.
-    pub fn start(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+    /// A stop asked for during the first build leaves no baseline: the next start builds it.
+    pub fn start(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> Result<()> {
         for t in &mut self.trees {
             if let Integrity::Tampered(why) = &t.integrity {
                 tracing::error!(
@@ -212,7 +213,9 @@ impl WebrootSource {
                 report_tamper(t, why, sink)?;
             }
             if !t.base.is_built()? {
-                build(t)?;
+                if !build(t, stop)? {
+                    return Ok(());
+                }
             } else {
                 let started = Instant::now();
                 let n = full(t, sink)?;
@@ -254,7 +257,7 @@ impl WebrootSource {
 
 impl Source for WebrootSource {
     fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> Result<()> {
-        self.start(sink)?;
+        self.start(sink, stop)?;
         while !stop.load(Ordering::Relaxed) {
             self.step(sink, WAIT)?;
             sink.tick();
@@ -273,7 +276,10 @@ pub struct WithLogs<S: Source> {
 
 impl<S: Source> Source for WithLogs<S> {
     fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> Result<()> {
-        self.web.start(sink)?;
+        self.web.start(sink, stop)?;
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut both = Piggyback { inner: sink, web: &mut self.web };
         self.logs.run(&mut both, stop)
     }
@@ -310,8 +316,9 @@ impl EventSink for Piggyback<'_> {
     }
 }
 
-/// The first start: every file's state stored, nothing reported.
-fn build(t: &mut Tree) -> Result<()> {
+/// The first start: every file's state stored, nothing reported. Returns false when `stop`
+/// ended it early (nothing is stored then).
+fn build(t: &mut Tree, stop: &AtomicBool) -> Result<bool> {
     let started = Instant::now();
     tracing::info!(source = %t.s.name, roots = ?t.s.roots, "building the web root baseline (first start)");
     let mut seen = Vec::new();
@@ -327,6 +334,10 @@ fn build(t: &mut Tree) -> Result<()> {
     let mut updates = Vec::with_capacity(total);
     let mut last = Instant::now();
     for (n, (p, m)) in seen.iter().enumerate() {
+        if n % 1024 == 0 && stop.load(Ordering::Relaxed) {
+            tracing::info!(source = %t.s.name, files = n, of = total, "baseline build interrupted; it starts again next time");
+            return Ok(false);
+        }
         let e = scan::entry(p, m, None, &mut t.hasher);
         updates.push((e.path.clone(), Some(e)));
         if last.elapsed() >= Duration::from_secs(2) {
@@ -344,7 +355,7 @@ fn build(t: &mut Tree) -> Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "web root baseline built"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Compares every root with the baseline. Returns how many changes were found.
@@ -368,17 +379,11 @@ fn scan_dirs(t: &mut Tree, dirs: Vec<(PathBuf, bool)>, sink: &mut dyn EventSink)
     let mut changes = Vec::new();
     for (d, recursive) in dirs {
         let Some(root) = t.s.roots.iter().find(|r| d.starts_with(r)).cloned() else { continue };
-        let mut seen = Vec::new();
         let mut errors = Vec::new();
-        scan::walk(&root, &d, recursive, &t.s.filter, &t.base.rows, &mut seen, &mut errors);
+        changes.extend(scan::compare(&root, &d, recursive, &t.s.filter, &t.base.rows, &mut t.hasher, &mut errors));
         for e in &errors {
             tracing::warn!(source = %t.s.name, "web root: cannot read {e}");
         }
-        let on_disk: std::collections::HashSet<&[u8]> = seen.iter().map(|(p, _)| p.as_os_str().as_bytes()).collect();
-        let prev: Vec<scan::Entry> =
-            scan::previous(&d, recursive, &t.base.rows, &on_disk).into_iter().cloned().collect();
-        let prev_refs: Vec<&scan::Entry> = prev.iter().collect();
-        changes.extend(scan::diff(&prev_refs, seen, &t.base.rows, &mut t.hasher));
     }
     // A directory and its parent compared in one batch both account for the subtree of a
     // directory that vanished or appeared: each change once.
@@ -614,17 +619,11 @@ pub fn accept(cfg: &config::Loaded, only: &[PathBuf], who: &str) -> Result<Vec<(
         let mut hasher = Hasher::new(s.max_hash_bytes, 0);
         let mut changes = Vec::new();
         for r in &s.roots {
-            let mut seen = Vec::new();
             let mut errors = Vec::new();
-            scan::walk(r, r, true, &s.filter, &base.rows, &mut seen, &mut errors);
+            changes.extend(scan::compare(r, r, true, &s.filter, &base.rows, &mut hasher, &mut errors));
             for e in errors {
                 tracing::warn!("cannot read {e}");
             }
-            let on_disk: std::collections::HashSet<&[u8]> =
-                seen.iter().map(|(p, _)| p.as_os_str().as_bytes()).collect();
-            let prev: Vec<scan::Entry> = scan::previous(r, true, &base.rows, &on_disk).into_iter().cloned().collect();
-            let refs: Vec<&scan::Entry> = prev.iter().collect();
-            changes.extend(scan::diff(&refs, seen, &base.rows, &mut hasher));
         }
         let under = |e: &Option<scan::Entry>| {
             e.as_ref()

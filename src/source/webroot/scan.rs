@@ -295,14 +295,38 @@ pub fn walk(
     }
 }
 
+/// Compares `dir` under `root` (its whole subtree when `recursive`) with the baseline `known`:
+/// [`walk`], [`previous`], [`diff`].
+pub fn compare(
+    root: &Path,
+    dir: &Path,
+    recursive: bool,
+    filter: &Filter,
+    known: &BTreeMap<Vec<u8>, Entry>,
+    h: &mut Hasher,
+    errors: &mut Vec<String>,
+) -> Vec<Change> {
+    let mut seen = Vec::new();
+    walk(root, dir, recursive, filter, known, &mut seen, errors);
+    let dirs = dirs_of(&seen);
+    let prev: Vec<&Entry> = previous(dir, recursive, known, &dirs);
+    diff(&prev, seen, known, h)
+}
+
+/// The directories among what a walk saw, for [`previous`].
+pub fn dirs_of(seen: &[(PathBuf, Metadata)]) -> HashSet<&[u8]> {
+    seen.iter().filter(|(_, m)| m.is_dir()).map(|(p, _)| p.as_os_str().as_bytes()).collect()
+}
+
 /// The rows of `known` a scan of `dir` (as in [`walk`]) accounts for: its entries, and the
 /// subtrees of those that are not directories both in the baseline and on disk now (a
-/// directory that vanished takes its subtree with it).
+/// directory that vanished, or was replaced by a file, takes its subtree with it).
+/// `dirs_on_disk`: the directories the walk saw ([`dirs_of`]).
 pub fn previous<'a>(
     dir: &Path,
     recursive: bool,
     known: &'a BTreeMap<Vec<u8>, Entry>,
-    on_disk: &HashSet<&[u8]>,
+    dirs_on_disk: &HashSet<&[u8]>,
 ) -> Vec<&'a Entry> {
     let mut prefix = dir.as_os_str().as_bytes().to_vec();
     if prefix.last() != Some(&b'/') {
@@ -316,7 +340,7 @@ pub fn previous<'a>(
         let rest = &p[prefix.len()..];
         if !recursive && let Some(i) = rest.iter().position(|&b| b == b'/') {
             let child = &p[..prefix.len() + i];
-            let still_dir = known.get(child).is_some_and(Entry::is_dir) && on_disk.contains(child);
+            let still_dir = known.get(child).is_some_and(Entry::is_dir) && dirs_on_disk.contains(child);
             if still_dir {
                 continue;
             }
@@ -449,15 +473,11 @@ mod tests {
     use super::*;
 
     /// Scans `root` recursively against `known` and returns (kind, old name, new name).
-    fn compare(root: &Path, known: &BTreeMap<Vec<u8>, Entry>) -> Vec<(Option<Kind>, String, String)> {
+    fn changes_in(root: &Path, known: &BTreeMap<Vec<u8>, Entry>) -> Vec<(Option<Kind>, String, String)> {
         let filter = Filter { ignore: GlobSet::empty() };
-        let mut seen = Vec::new();
-        walk(root, root, true, &filter, known, &mut seen, &mut Vec::new());
-        let on_disk: HashSet<&[u8]> = seen.iter().map(|(p, _)| p.as_os_str().as_bytes()).collect();
-        let prev: Vec<Entry> = previous(root, true, known, &on_disk).into_iter().cloned().collect();
-        let refs: Vec<&Entry> = prev.iter().collect();
         let name = |e: &Option<Entry>| e.as_ref().map(|e| display(&e.path).rsplit('/').next().unwrap().to_string());
-        let mut out: Vec<_> = diff(&refs, seen, known, &mut Hasher::new(1 << 20, 0))
+        let mut h = Hasher::new(1 << 20, 0);
+        let mut out: Vec<_> = super::compare(root, root, true, &filter, known, &mut h, &mut Vec::new())
             .into_iter()
             .map(|c| (c.kind, name(&c.old).unwrap_or_default(), name(&c.new).unwrap_or_default()))
             .collect();
@@ -485,7 +505,7 @@ mod tests {
         std::fs::rename(r.join(".tmp"), r.join("index.php")).unwrap();
         std::fs::remove_file(r.join("gone.txt")).unwrap();
         std::fs::write(r.join("new.txt"), "n").unwrap();
-        let got = compare(r, &known);
+        let got = changes_in(r, &known);
         let want = vec![
             (Some(Kind::Created), String::new(), "new.txt".to_string()),
             (Some(Kind::Renamed), "a.jpg".into(), "a.php".into()),
@@ -494,7 +514,7 @@ mod tests {
         ];
         assert_eq!(got, want);
         // Nothing changed: nothing to report.
-        assert!(compare(r, &baseline(r)).is_empty());
+        assert!(changes_in(r, &baseline(r)).is_empty());
     }
 
     #[test]
@@ -508,7 +528,7 @@ mod tests {
         // Whatever inode the kernel gave it, pretend it is the old one's.
         let ino = std::fs::metadata(r.join("other.php")).unwrap().ino();
         known.values_mut().for_each(|e| e.ino = ino);
-        let got = compare(r, &known);
+        let got = changes_in(r, &known);
         assert_eq!(
             got,
             vec![
