@@ -399,8 +399,11 @@ fn scan_dirs(t: &mut Tree, dirs: Vec<(PathBuf, bool)>, sink: &mut dyn EventSink)
         .map(|e| PathBuf::from(std::ffi::OsStr::from_bytes(&e.path)))
         .collect();
     deliver(t, changes, sink)?;
-    if !new_dirs.is_empty() {
-        add_watches(t, new_dirs);
+    if !new_dirs.is_empty() && t.watch.is_some() {
+        add_watches(t, new_dirs.clone());
+        // Files created in a new directory between its walk and its watch sent no event:
+        // compare the new directories once more, now that they are watched.
+        return Ok(n + scan_dirs(t, new_dirs.into_iter().map(|d| (d, true)).collect(), sink)?);
     }
     Ok(n)
 }
@@ -409,7 +412,6 @@ fn scan_dirs(t: &mut Tree, dirs: Vec<(PathBuf, bool)>, sink: &mut dyn EventSink)
 /// then stores them in the baseline.
 fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Result<()> {
     let now = Utc::now();
-    let in_maintenance = t.s.maintenance.iter().any(|w| w.contains(now));
     let mut history = Vec::new();
     let mut updates = Vec::new();
     let mut delivered = false;
@@ -418,7 +420,10 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
             let path = c.new.as_ref().or(c.old.as_ref()).map(|e| e.path.clone()).unwrap_or_default();
             let flapping = matches!(kind, Kind::Modified | Kind::Attributes)
                 && t.reported.get(&path).is_some_and(|at| at.elapsed() < t.s.flap_window);
-            let note = if in_maintenance {
+            // The change's own time: a deploy made in its window while trapline was down is
+            // found at the next start, outside the window, and is still a deploy.
+            let at = change_time(kind, &c);
+            let note = if t.s.maintenance.iter().any(|w| w.contains(at)) {
                 Some("maintenance window")
             } else if flapping {
                 Some("flapping: one event per window")
@@ -463,6 +468,15 @@ fn time_of(ns: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32).unwrap_or_default()
 }
 
+/// When a change happened: the inode change time (not settable from user space, unlike
+/// mtime); a deletion leaves none, so it is when it was noticed.
+fn change_time(kind: Kind, c: &Change) -> DateTime<Utc> {
+    match (kind, &c.new) {
+        (Kind::Deleted, _) | (_, None) => Utc::now(),
+        (_, Some(new)) => time_of(new.ctime_ns),
+    }
+}
+
 /// The event of one change.
 fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Result<()> {
     let cur = c.new.as_ref().or(c.old.as_ref()).expect("a change has a state");
@@ -502,12 +516,7 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
     } else {
         f.push(("size_delta", cur.size.to_string().into_bytes()));
     }
-    // The change's time: the inode change time (not settable from user space, unlike mtime);
-    // a deletion leaves none, so it is when it was noticed.
-    let time = match kind {
-        Kind::Deleted => Utc::now(),
-        _ => time_of(cur.ctime_ns),
-    };
+    let time = change_time(kind, c);
     // Idempotency: the same change found again after a crash (the baseline not yet updated)
     // has the same key; another change of the same path has another.
     let mut v = Vec::with_capacity(128);
