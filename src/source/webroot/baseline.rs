@@ -345,3 +345,90 @@ fn load_key(path: &Path) -> Result<(Vec<u8>, bool)> {
 pub fn bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            dev: 1,
+            ino: size + 100,
+            size,
+            mode: 0o100644,
+            uid: 33,
+            gid: 33,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            sha256: Some("ab".repeat(32)),
+            content: "php".into(),
+        }
+    }
+
+    /// A baseline of two files in a fresh state directory, closed again.
+    fn built(dir: &Path) {
+        let (mut b, i) = Baseline::open(dir, "site").unwrap();
+        assert_eq!(i, Integrity::Intact);
+        b.apply(
+            vec![
+                (b"/w/a.php".to_vec(), Some(entry("/w/a.php", 1))),
+                (b"/w/b.php".to_vec(), Some(entry("/w/b.php", 2))),
+            ],
+            &[],
+        )
+        .unwrap();
+        b.mark_built().unwrap();
+    }
+
+    fn reopen(dir: &Path) -> Integrity {
+        Baseline::open(dir, "site").unwrap().1
+    }
+
+    fn sql(dir: &Path, q: &str) {
+        Connection::open(dir.join(DB_FILE)).unwrap().execute(q, []).unwrap();
+    }
+
+    #[test]
+    fn an_untouched_baseline_verifies_and_keeps_its_rows() {
+        let d = tempfile::tempdir().unwrap();
+        built(d.path());
+        let (b, i) = Baseline::open(d.path(), "site").unwrap();
+        assert_eq!(i, Integrity::Intact);
+        assert_eq!(b.rows.len(), 2);
+        assert_eq!(b.rows[b"/w/b.php".as_slice()], entry("/w/b.php", 2));
+        // Another source's rows are its own.
+        assert_eq!(Baseline::open(d.path(), "other").unwrap().0.rows.len(), 0);
+    }
+
+    #[test]
+    fn edits_without_the_key_are_found() {
+        type Tamper<'a> = (&'a str, &'a dyn Fn(&Path));
+        let cases: [Tamper; 5] = [
+            ("edited row", &|d| sql(d, "UPDATE files SET size = 99 WHERE path = CAST('/w/a.php' AS BLOB)")),
+            ("removed row", &|d| sql(d, "DELETE FROM files WHERE path = CAST('/w/a.php' AS BLOB)")),
+            ("copied row", &|d| {
+                sql(
+                    d,
+                    "INSERT INTO files SELECT source, CAST('/w/x.php' AS BLOB), dev, ino, size, mode, uid, gid, mtime_ns, ctime_ns, sha256, content, mac FROM files WHERE path = CAST('/w/a.php' AS BLOB)",
+                )
+            }),
+            ("seal removed", &|d| sql(d, "DELETE FROM meta WHERE key = 'seal'")),
+            ("key replaced", &|d| {
+                std::fs::remove_file(d.join(KEY_FILE)).unwrap();
+            }),
+        ];
+        for (what, tamper) in cases {
+            let d = tempfile::tempdir().unwrap();
+            built(d.path());
+            tamper(d.path());
+            assert!(matches!(reopen(d.path()), Integrity::Tampered(_)), "{what}");
+            // And at every start after, until everything is accepted.
+            assert!(matches!(reopen(d.path()), Integrity::Tampered(_)), "{what}, again");
+            let (mut b, _) = Baseline::open(d.path(), "site").unwrap();
+            b.record_accept("test", "*", 0, true).unwrap();
+            drop(b);
+            assert_eq!(reopen(d.path()), Integrity::Intact, "{what}, accepted");
+        }
+    }
+}

@@ -150,3 +150,22 @@ fn add(hint: &mut Hint, ev: notify::Result<notify::Event>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, EventKind, Flag};
+
+    #[test]
+    fn events_name_directories_and_lost_events_ask_for_a_rescan() {
+        let mut h = Hint::default();
+        add(&mut h, Ok(notify::Event::new(EventKind::Create(CreateKind::File)).add_path("/w/up/x.php".into())));
+        assert_eq!(h.dirs.iter().collect::<Vec<_>>(), [Path::new("/w/up")]);
+        assert!(!h.rescan);
+        add(&mut h, Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)));
+        assert!(h.rescan);
+        let mut h = Hint::default();
+        add(&mut h, Err(notify::Error::generic("queue overflow")));
+        assert!(h.rescan);
+    }
+}
