@@ -168,6 +168,9 @@ fn every_change_kind_is_reported_live() {
     let d = first_detection(&p, "attributes", "www/uploads/cat.jpg");
     assert_eq!(d["fields"]["mode"], "0777");
     assert_eq!(d["fields"]["old_mode"], "0644");
+    let id = |flag: &str| String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout).unwrap();
+    let me = format!("{}:{}", id("-un").trim(), id("-gn").trim());
+    assert_eq!(d["fields"]["owner"], me.as_str());
 
     // A .jpg renamed to .php: a rename paired by inode, and its own detection.
     std::fs::rename(www.join("uploads/cat.jpg"), www.join("uploads/cat.php")).unwrap();

@@ -264,14 +264,6 @@ impl Baseline {
         self.write_seal()
     }
 
-    /// The accepted deploys, newest first: (at, who, paths, files).
-    pub fn accepts(&self) -> Result<Vec<(String, String, String, i64)>> {
-        let mut st =
-            self.conn.prepare("SELECT at, who, paths, files FROM accepts WHERE source = ?1 ORDER BY rowid DESC")?;
-        let rows = st.query_map(params![self.source], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Whether a tamper finding is standing (until everything is accepted).
     pub fn tampered(&self) -> bool {
         self.tampered

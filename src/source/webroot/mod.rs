@@ -468,6 +468,53 @@ fn time_of(ns: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32).unwrap_or_default()
 }
 
+/// `user:group` by name where the system knows them (`www-data:www-data`), else by number.
+/// Names are looked up once per id: a scan of many files of one owner asks once.
+fn owner(uid: u32, gid: u32) -> String {
+    thread_local! {
+        static NAMES: std::cell::RefCell<HashMap<(bool, u32), String>> = Default::default();
+    }
+    let name = |group: bool, id: u32| {
+        NAMES.with(|n| {
+            n.borrow_mut()
+                .entry((group, id))
+                .or_insert_with(|| lookup(group, id).unwrap_or_else(|| id.to_string()))
+                .clone()
+        })
+    };
+    format!("{}:{}", name(false, uid), name(true, gid))
+}
+
+/// The user (or group) name of an id, from the system's databases (files, LDAP...).
+fn lookup(group: bool, id: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut found: *mut libc::c_void = std::ptr::null_mut();
+    // SAFETY: the buffers outlive the calls, their lengths are passed, and the name is read
+    // only when the call succeeded and set `found` (then it points into `buf`).
+    unsafe {
+        if group {
+            let mut g: libc::group = std::mem::zeroed();
+            let mut out: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrgid_r(id, &mut g, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc != 0 || out.is_null() || g.gr_name.is_null() {
+                return None;
+            }
+            found = g.gr_name.cast();
+        } else {
+            let mut p: libc::passwd = std::mem::zeroed();
+            let mut out: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(id, &mut p, buf.as_mut_ptr(), buf.len(), &mut out);
+            if rc == 0 && !out.is_null() && !p.pw_name.is_null() {
+                found = p.pw_name.cast();
+            }
+        }
+        if found.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(found.cast()).to_string_lossy().into_owned())
+    }
+}
+
 /// When a change happened: the inode change time (not settable from user space, unlike
 /// mtime); a deletion leaves none, so it is when it was noticed.
 fn change_time(kind: Kind, c: &Change) -> DateTime<Utc> {
@@ -494,7 +541,7 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
     f.push(("content", cur.content.clone().into_bytes()));
     f.push(("size", cur.size.to_string().into_bytes()));
     f.push(("mode", format!("{:04o}", cur.mode & 0o7777).into_bytes()));
-    f.push(("owner", format!("{}:{}", cur.uid, cur.gid).into_bytes()));
+    f.push(("owner", owner(cur.uid, cur.gid).into_bytes()));
     f.push(("mtime", time_of(cur.mtime_ns).to_rfc3339().into_bytes()));
     if let Some(h) = &cur.sha256 {
         f.push(("sha256", h.clone().into_bytes()));
@@ -507,7 +554,7 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
         f.push(("old_size", old.size.to_string().into_bytes()));
         f.push(("size_delta", (new.size as i128 - old.size as i128).to_string().into_bytes()));
         f.push(("old_mode", format!("{:04o}", old.mode & 0o7777).into_bytes()));
-        f.push(("old_owner", format!("{}:{}", old.uid, old.gid).into_bytes()));
+        f.push(("old_owner", owner(old.uid, old.gid).into_bytes()));
         if let Some(h) = &old.sha256 {
             f.push(("old_sha256", h.clone().into_bytes()));
         }
