@@ -221,8 +221,12 @@ impl WebrootSource {
                 let n = full(t, sink)?;
                 tracing::info!(source = %t.s.name, changes = n, ms = started.elapsed().as_millis() as u64, "web root compared with its baseline");
             }
-            t.last_full = Instant::now();
             setup_watch(t);
+            if t.watch.is_some() {
+                // What changed between the walk above and the watches sent no event.
+                full(t, sink)?;
+            }
+            t.last_full = Instant::now();
         }
         tracing::info!(roots = self.trees.iter().map(|t| t.s.roots.len()).sum::<usize>(), "web root ready");
         Ok(())
