@@ -28,6 +28,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The database file in the state directory.
 pub const DB_FILE: &str = "webroot.sqlite";
+/// Most rows of change history kept (the oldest go first).
+const HISTORY_ROWS: i64 = 100_000;
+
 /// The MAC key file in the state directory.
 pub const KEY_FILE: &str = "webroot.key";
 
@@ -230,6 +233,14 @@ impl Baseline {
             )?;
             for h in history {
                 hist.execute(params![self.source, h.at, h.change, h.path, h.old_path, h.reported as i64, h.note])?;
+            }
+            if !history.is_empty() {
+                // The history is for looking back at recent deploys and suppressed changes,
+                // not an archive: a busy tree must not grow the database without end.
+                tx.prepare_cached(
+                    "DELETE FROM changes WHERE source = ?1 AND rowid <= (SELECT max(rowid) FROM changes) - ?2",
+                )?
+                .execute(params![self.source, HISTORY_ROWS])?;
             }
         }
         tx.execute(
