@@ -169,6 +169,9 @@ struct Tree {
     last_full: Instant,
     /// When each flapping path last gave an event.
     reported: HashMap<Vec<u8>, Instant>,
+    /// The last comparison failed (its changes were not all reported, so the baseline was
+    /// not updated): the next one compares everything, not just what the next event names.
+    failed: bool,
 }
 
 /// Every configured web root, as one [`Source`].
@@ -194,6 +197,7 @@ impl WebrootSource {
                 watch: None,
                 last_full: Instant::now(),
                 reported: HashMap::new(),
+                failed: false,
             });
         }
         Ok(WebrootSource { trees })
@@ -237,8 +241,9 @@ impl WebrootSource {
     pub fn step(&mut self, sink: &mut dyn EventSink, wait: Duration) -> Result<()> {
         let per = wait / self.trees.len().max(1) as u32;
         for t in &mut self.trees {
-            let due =
-                t.last_full.elapsed() >= if t.watch.is_some() { t.s.rescan } else { t.s.poll_interval.min(t.s.rescan) };
+            let due = t.failed
+                || t.last_full.elapsed()
+                    >= if t.watch.is_some() { t.s.rescan } else { t.s.poll_interval.min(t.s.rescan) };
             let hint = match &t.watch {
                 Some(w) if !due => w.wait(per, SETTLE),
                 _ => {
@@ -248,12 +253,14 @@ impl WebrootSource {
                     watch::Hint { rescan: due, ..Default::default() }
                 }
             };
+            t.failed = true;
             if hint.rescan || due {
                 full(t, sink)?;
                 t.last_full = Instant::now();
             } else if !hint.dirs.is_empty() {
                 partial(t, hint.dirs.into_iter().collect(), sink)?;
             }
+            t.failed = false;
         }
         Ok(())
     }
