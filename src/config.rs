@@ -106,13 +106,29 @@ pub enum Start {
     Beginning,
 }
 
-/// One watched log.
+/// What a source watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Lines of log files.
+    #[default]
+    Log,
+    /// The files under web roots: every change of a file's state (created, modified, deleted,
+    /// renamed, attributes) is an event, checked against a baseline kept in the state
+    /// directory. Rules see it with format `webroot`.
+    Webroot,
+}
+
+/// One watched log, or one set of web roots (`type: webroot`).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDef {
     /// Name used in detections and by rules' `sources:`.
     pub name: String,
-    /// Paths or globs (`/var/log/nginx/*.access.log`).
+    /// `log` (default) or `webroot`.
+    #[serde(rename = "type", default)]
+    pub kind: SourceKind,
+    /// Paths or globs (`/var/log/nginx/*.access.log`); for a web root, its root directories.
     pub paths: Vec<String>,
     /// Format name: `combined`, `common`, `apache_error`, `syslog`, `json`, `raw`, or a
     /// custom format from `formats:`.
@@ -123,10 +139,83 @@ pub struct SourceDef {
     /// Overrides the global `timezone` for this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Web root only: classes of files by glob, relative to the root (`uploads/**`); the
+    /// first class whose globs match names the file's `class` field (else `other`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<FileClassDef>,
+    /// Web root only: globs (relative to the root) of files and directories left alone: not
+    /// hashed, not reported, and no watch is added inside an ignored directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// Web root only: files larger than this many bytes are not hashed (their size, times,
+    /// owner and mode are still compared). Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hash_bytes: Option<u64>,
+    /// Web root only: at most this many bytes hashed per second, so that a full scan does not
+    /// take the disk from the web server. Default 64 MiB; 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_bytes_per_second: Option<u64>,
+    /// Web root only: how often the whole tree is compared with the baseline, whatever the
+    /// file system notifications said. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescan: Option<crate::rule::model::DurationText>,
+    /// Web root only: compare the tree every `poll_interval` instead of using notifications
+    /// (network file systems; also chosen by itself when the watch limit is too small).
+    #[serde(default)]
+    pub poll: bool,
+    /// Web root only: how often the tree is compared when polling. Default `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<crate::rule::model::DurationText>,
+    /// Web root only: a file modified again (or its attributes changed again) within this time
+    /// of a reported change gives no new event: one event per window for files that flap.
+    /// Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap_window: Option<crate::rule::model::DurationText>,
+    /// Web root only: maintenance windows (deploys). Changes made inside one are recorded in
+    /// the baseline, not reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<crate::rule::model::TimeWindow>,
+}
+
+/// A class of files of a web root.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileClassDef {
+    /// The class name rules see in `class` (`uploads`, `code`, `static`).
+    pub name: String,
+    /// Globs relative to the root (`wp-content/uploads/**`, `**/*.php`).
+    pub paths: Vec<String>,
 }
 
 fn default_format() -> String {
     "combined".to_string()
+}
+
+impl SourceDef {
+    /// The first web-root-only setting given, for a log source that has one.
+    fn webroot_key(&self) -> Option<&'static str> {
+        [
+            (!self.classes.is_empty(), "classes"),
+            (!self.ignore.is_empty(), "ignore"),
+            (self.max_hash_bytes.is_some(), "max_hash_bytes"),
+            (self.hash_bytes_per_second.is_some(), "hash_bytes_per_second"),
+            (self.rescan.is_some(), "rescan"),
+            (self.poll, "poll"),
+            (self.poll_interval.is_some(), "poll_interval"),
+            (self.flap_window.is_some(), "flap_window"),
+            (!self.maintenance.is_empty(), "maintenance"),
+        ]
+        .into_iter()
+        .find_map(|(set, key)| set.then_some(key))
+    }
+
+    /// The format name rules see for this source's events.
+    pub fn format_name(&self) -> &str {
+        match self.kind {
+            SourceKind::Log => &self.format,
+            SourceKind::Webroot => crate::source::webroot::FORMAT,
+        }
+    }
 }
 
 /// A loaded config and the file it came from.
@@ -211,6 +300,17 @@ impl Loaded {
             if s.paths.is_empty() {
                 bail!("{}: source {:?} has no paths", src("paths"), s.name);
             }
+            if s.kind == SourceKind::Webroot {
+                self.validate_webroot(s, &src)?;
+                continue;
+            }
+            if let Some(key) = s.webroot_key() {
+                bail!(
+                    "{}: source {:?}: {key} is for `type: webroot` sources",
+                    key_at(&format!("sources[{i}].{key}")),
+                    s.name
+                );
+            }
             if FormatKind::from_name(&s.format).is_none_or(|k| k == FormatKind::Custom)
                 && !c.formats.contains_key(&s.format)
             {
@@ -245,10 +345,65 @@ impl Loaded {
         Ok(())
     }
 
+    /// The web-root settings of source `i` that need more than serde: roots that exist and
+    /// are directories, globs that compile, time windows that make sense.
+    fn validate_webroot(&self, s: &SourceDef, src: &dyn Fn(&str) -> String) -> Result<()> {
+        if s.format != default_format() {
+            bail!("{}: source {:?}: a web root has no format (its events are file changes)", src("format"), s.name);
+        }
+        for (j, p) in s.paths.iter().enumerate() {
+            let root = self.resolve(Path::new(p));
+            match std::fs::metadata(&root) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!(
+                    "{}: source {:?}: web root {} is not a directory",
+                    src(&format!("paths[{j}]")),
+                    s.name,
+                    root.display()
+                ),
+                Err(e) => {
+                    bail!("{}: source {:?}: web root {}: {e}", src(&format!("paths[{j}]")), s.name, root.display())
+                }
+            }
+            if let Err(e) = std::fs::read_dir(&root) {
+                bail!(
+                    "{}: source {:?}: cannot read web root {}: {e}",
+                    src(&format!("paths[{j}]")),
+                    s.name,
+                    root.display()
+                );
+            }
+        }
+        for (j, c) in s.classes.iter().enumerate() {
+            for (k, g) in c.paths.iter().enumerate() {
+                if let Err(e) = globset::Glob::new(g) {
+                    bail!(
+                        "{}: source {:?}: class {:?}: invalid glob: {e}",
+                        src(&format!("classes[{j}].paths[{k}]")),
+                        s.name,
+                        c.name
+                    );
+                }
+            }
+        }
+        for (j, g) in s.ignore.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(g) {
+                bail!("{}: source {:?}: invalid ignore glob: {e}", src(&format!("ignore[{j}]")), s.name);
+            }
+        }
+        for (j, w) in s.maintenance.iter().enumerate() {
+            if let Err(e) = crate::engine::when::When::new(w) {
+                bail!("{}: source {:?}: maintenance window: {e}", src(&format!("maintenance[{j}]")), s.name);
+            }
+        }
+        Ok(())
+    }
+
     /// Names of all formats rules may refer to.
     pub fn format_names(&self) -> std::collections::BTreeSet<String> {
         let mut s: std::collections::BTreeSet<String> = FormatKind::ALL.iter().map(|(n, _)| n.to_string()).collect();
         s.extend(self.config.formats.keys().cloned());
+        s.insert(crate::source::webroot::FORMAT.to_string());
         s
     }
 
@@ -273,6 +428,9 @@ pub fn parser_for(
         }
         let mapping: Vec<(String, String)> = def.json.clone().unwrap_or_default().into_iter().collect();
         return Ok(Parser::json(name, &mapping, time, registry));
+    }
+    if name == crate::source::webroot::FORMAT {
+        return Ok(crate::source::webroot::parser(time));
     }
     match FormatKind::from_name(name) {
         Some(FormatKind::Custom) | None => bail!("unknown format {name:?}"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use trapline::authoring::examples;
 use trapline::engine::RuleSet;
-use trapline::parse::{FieldRegistry, FormatKind, Parser, TimeSettings};
+use trapline::parse::{FieldRegistry, TimeSettings};
 use trapline::rule::load;
 
 fn shipped() -> (load::Loaded, RuleSet) {
@@ -64,8 +64,15 @@ fn prefilter_agrees_with_brute_force() {
     }
     let mut checked = 0;
     for (fmt, line) in &lines {
-        let kind = FormatKind::from_name(fmt).unwrap();
-        let parser = Parser::builtin(kind, TimeSettings::default());
+        let parser = trapline::config::parser_for(
+            fmt,
+            &Default::default(),
+            TimeSettings::default(),
+            &mut FieldRegistry::default(),
+        )
+        .unwrap();
+        let mut parser = parser;
+        parser.bind(&rules.registry);
         let all = rules.applicable("any", fmt);
         rules.match_line(&parser, &all, line.as_bytes(), &mut s);
         let fast = s.hits.clone();

@@ -250,7 +250,7 @@ fn case_blind(op: &Op) -> bool {
         Op::Contains { values: s, .. } | Op::Equals(s) | Op::StartsWith(s) | Op::EndsWith(s) => !s.case_sensitive,
         Op::Regex { case_sensitive, .. } => !case_sensitive,
         Op::Count { case_sensitive, .. } => !case_sensitive,
-        Op::Number { .. } | Op::Cidr(_) | Op::Exists(_) => true,
+        Op::Number { .. } | Op::Cidr(_) | Op::Exists(_) | Op::Time(_) => true,
     }
 }
 

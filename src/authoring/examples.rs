@@ -44,6 +44,9 @@ impl Parsers<'_> {
             .or_insert_with(|| {
                 let parser = match FormatKind::from_name(&format) {
                     Some(k) if k != FormatKind::Custom => Some(Parser::builtin(k, TimeSettings::default())),
+                    _ if format == crate::source::webroot::FORMAT => {
+                        Some(crate::source::webroot::parser(TimeSettings::default()))
+                    }
                     _ => parser_for(&format),
                 };
                 // JSON looks up exactly the field names rules use: bind it to the rule set's.

@@ -2,7 +2,7 @@
 //! conditions walked by path (`match.any[1].not`), for `trapline explain` and
 //! `trapline test --coverage`. Not on the per-line path.
 
-use crate::engine::condition::{Ctx, Node};
+use crate::engine::condition::{Ctx, EventTime, Node};
 use crate::engine::{RuleSet, Scratch};
 use crate::parse::Parser;
 
@@ -12,7 +12,8 @@ impl RuleSet {
     pub fn explain_rule(&self, rule: usize, parser: &Parser, line: &[u8], s: &mut Scratch) -> Result<(), String> {
         parser.parse(line, &mut s.record, self.registry.len());
         s.cache.next_line(self.views.len());
-        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+        let time = EventTime::Parse(parser);
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
         self.rules[rule].node.explain(&mut cx, "match")
     }
 
@@ -84,7 +85,7 @@ impl RuleSet {
     /// given to [`RuleSet::explain_rule`]. `None` when there is no such part.
     pub fn eval_at(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<bool> {
         let node = self.node_at(rule, path)?;
-        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time: EventTime::Now };
         Some(node.eval(&mut cx))
     }
 

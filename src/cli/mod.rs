@@ -4,6 +4,7 @@
 //! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
 //! - `schema`: the JSON Schema of rule files and config — [`schema`].
 //! - `xdr sandbox|check|purge`, `render`: Cisco XDR tooling — [`xdr`].
+//! - `webroot accept`: re-baseline web roots after a deploy — [`webroot`].
 //! - `init`: a starter config, rules and templates to edit — [`init`].
 //!
 //! Without `--config`, the config is found by [`default_config`]: `./trapline.yml`, the
@@ -20,6 +21,7 @@ pub mod schema;
 pub mod setup;
 pub mod status;
 pub mod test;
+pub mod webroot;
 pub mod xdr;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ pub enum Command {
     Xdr(xdr::XdrArgs),
     /// Print the exact XDR bundle a log line would produce for a rule.
     Render(xdr::RenderArgs),
+    /// Web roots: accept the files as they are now after a deploy.
+    Webroot(webroot::WebrootArgs),
     /// Write a starter trapline.yml, rules/ and templates/ to edit (refuses to overwrite).
     Init(init::InitArgs),
 }
@@ -96,6 +100,7 @@ pub fn main() -> i32 {
         Command::Xdr(a) => xdr::xdr(a),
         Command::Render(a) => xdr::render(a),
         Command::Init(a) => init::init(a),
+        Command::Webroot(a) => webroot::webroot(a),
     };
     match result {
         Ok(code) => code,

@@ -93,7 +93,7 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         "trapline running; Ctrl-C to stop"
     );
     for s in &c.sources {
-        tracing::info!(source = %s.name, format = %s.format, paths = ?s.paths, "watching");
+        tracing::info!(source = %s.name, format = %s.format_name(), paths = ?s.paths, "watching");
     }
     let mut watched = rule_paths.clone();
     watched.push(cfg.resolve(&c.templates));
@@ -125,6 +125,19 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
 /// file tailer over every configured source.
 fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
     let c = &cfg.config;
+    let web = crate::source::webroot::configured(cfg);
+    let logs: Vec<usize> = (0..c.sources.len()).filter(|i| !web.contains(i)).collect();
+    if !web.is_empty() {
+        let w = crate::source::webroot::WebrootSource::open(cfg, &web)?;
+        if logs.is_empty() {
+            return Ok(Box::new(w));
+        }
+        if logs.iter().any(|&i| c.sources[i].paths.iter().any(|p| p == "-")) {
+            bail!("{}: standard input cannot be read beside a web root", cfg.path.display());
+        }
+        let tail = tail_config(cfg, &logs);
+        return Ok(Box::new(crate::source::webroot::WithLogs { logs: Tailer::new(tail)?, web: w }));
+    }
     let stdin: Vec<usize> = (0..c.sources.len()).filter(|&i| c.sources[i].paths.iter().any(|p| p == "-")).collect();
     if let Some(&i) = stdin.first() {
         if c.sources.len() > 1 || c.sources[i].paths.len() > 1 {
@@ -135,13 +148,25 @@ fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
         }
         return Ok(Box::new(StdinSource::new(i, c.max_line_bytes)));
     }
-    let tail = TailConfig {
+    Ok(Box::new(Tailer::new(tail_config(cfg, &(0..c.sources.len()).collect::<Vec<_>>()))?))
+}
+
+/// The tailer's settings for the log sources `indices`. The others stay in the list without
+/// paths, so that the tailer's source indices are the config's.
+fn tail_config(cfg: &config::Loaded, indices: &[usize]) -> TailConfig {
+    let c = &cfg.config;
+    TailConfig {
         sources: c
             .sources
             .iter()
-            .map(|s| TailSource {
+            .enumerate()
+            .map(|(i, s)| TailSource {
                 name: s.name.clone(),
-                patterns: s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect(),
+                patterns: if indices.contains(&i) {
+                    s.paths.iter().map(|p| cfg.resolve_pattern(p)).collect()
+                } else {
+                    Vec::new()
+                },
                 start: match s.start {
                     config::Start::End => StartAt::End,
                     config::Start::Beginning => StartAt::Beginning,
@@ -151,8 +176,7 @@ fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
         state_dir: cfg.resolve(&c.state_dir),
         max_line_bytes: c.max_line_bytes,
         ..TailConfig::default()
-    };
-    Ok(Box::new(Tailer::new(tail)?))
+    }
 }
 
 /// The actions' marks from a checkpoint. Earlier versions stored the log output's length

@@ -245,6 +245,7 @@ impl Compiler<'_> {
             numeric,
             c.cidr.is_some(),
             c.exists.is_some(),
+            c.time.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -252,7 +253,7 @@ impl Compiler<'_> {
         let leaf_keys = c.field.is_some() || !c.transforms.is_empty() || c.case_sensitive.is_some();
         if combinators + operators != 1 {
             let msg = if combinators + operators == 0 {
-                "a condition needs one of any, all, not, contains, equals, starts_with, ends_with, regex, count, gt/gte/lt/lte, cidr or exists"
+                "a condition needs one of any, all, not, contains, equals, starts_with, ends_with, regex, count, gt/gte/lt/lte, cidr, exists or time"
             } else {
                 "a condition has exactly one of any, all, not or one operator; nest them with all/any to combine"
             };
@@ -297,6 +298,21 @@ impl Compiler<'_> {
     }
 
     fn leaf(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
+        if let Some(w) = &c.time {
+            if c.field.is_some() || !c.transforms.is_empty() {
+                self.err(r, &format!("{path}.time"), "time looks at the event's time: it takes no field or transforms");
+                return None;
+            }
+            let when = match super::when::When::new(w) {
+                Ok(when) => when,
+                Err(e) => {
+                    self.err(r, &format!("{path}.time"), e);
+                    return None;
+                }
+            };
+            let view = self.views.intern(View { field: std_fields::LINE, transforms: Vec::new() });
+            return Some((Node::Leaf(Leaf { view, op: Op::Time(when) }), Requirement::Always));
+        }
         let field = match &c.field {
             Some(f) => self.field(r, &format!("{path}.field"), f)?,
             None => std_fields::LINE,

@@ -1,6 +1,7 @@
 //! Compiled conditions and their evaluation on one parsed line.
 
 use aho_corasick::AhoCorasick;
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use regex::bytes::Regex;
 
@@ -52,6 +53,8 @@ pub enum Op {
     },
     Cidr(Vec<IpNet>),
     Exists(bool),
+    /// The event's time falls inside these days and hours (looks at no field).
+    Time(super::when::When),
 }
 
 /// Literal values of contains / equals / starts_with / ends_with, compared ignoring ASCII case
@@ -95,6 +98,30 @@ pub struct Ctx<'a> {
     pub record: &'a Record,
     pub views: &'a Views,
     pub cache: &'a mut ViewCache,
+    /// Where the `time` operator finds the event's time.
+    pub time: EventTime<'a>,
+}
+
+/// The event time as the `time` operator sees it. Log lines parse their `time` field only
+/// when a rule asks (most rules never do).
+#[derive(Clone, Copy)]
+pub enum EventTime<'a> {
+    /// Given by the source (a file change's time).
+    Known(DateTime<Utc>),
+    /// The line's parsed `time` field, else the arrival time (now).
+    Parse(&'a crate::parse::Parser),
+    /// Nothing to go by: now.
+    Now,
+}
+
+impl Ctx<'_> {
+    fn time(&self) -> DateTime<Utc> {
+        match self.time {
+            EventTime::Known(t) => t,
+            EventTime::Parse(p) => p.event_time(self.line, self.record).unwrap_or_else(Utc::now),
+            EventTime::Now => Utc::now(),
+        }
+    }
 }
 
 impl Node {
@@ -144,6 +171,9 @@ impl Node {
 
 impl Leaf {
     fn eval(&self, cx: &mut Ctx<'_>) -> bool {
+        if let Op::Time(w) = &self.op {
+            return w.contains(cx.time());
+        }
         self.op.test(cx.cache.get(self.view, cx.views, cx.line, cx.record))
     }
 }
@@ -179,6 +209,8 @@ impl Op {
     pub fn test(&self, value: Option<&[u8]>) -> bool {
         match (self, value) {
             (Op::Exists(want), v) => v.is_some() == *want,
+            // Decided on the event's time by `Leaf::eval`, never on a value.
+            (Op::Time(_), _) => false,
             (_, None) => false,
             (Op::Contains { ac, .. }, Some(v)) => ac.is_match(v),
             (Op::Equals(s), Some(v)) => s.equals(v),

@@ -19,10 +19,11 @@ pub mod literal;
 pub mod prefilter;
 pub mod transform;
 pub mod view;
+pub mod when;
 pub mod window;
 
 pub use compile::{CompileOptions, CompiledRule};
-use condition::Ctx;
+use condition::{Ctx, EventTime};
 pub use detection::Detection;
 pub use detector::{DEFAULT_MAX_KEYS, Detector, Fired, HitKeys, RuleStats, SourceInfo, TimeCache};
 use prefilter::{Bits, Prefilter, PrefilterScratch, Requirement};
@@ -97,6 +98,21 @@ impl RuleSet {
         b
     }
 
+    /// Rules that name this source or this format: for sources whose events only rules
+    /// written for them understand.
+    pub fn applicable_explicitly(&self, source: &str, format: &str) -> Bits {
+        let mut b = Bits::new(self.rules.len());
+        for (i, r) in self.rules.iter().enumerate() {
+            let named = r.formats.iter().any(|f| f == format) || r.sources.iter().any(|s| s == source);
+            let fmt_ok = r.formats.is_empty() || r.formats.iter().any(|f| f == format);
+            let src_ok = r.sources.is_empty() || r.sources.iter().any(|s| s == source);
+            if r.enabled && named && fmt_ok && src_ok {
+                b.set(i);
+            }
+        }
+        b
+    }
+
     /// Number of distinct literals in the prefilter, and of rules evaluated on every line.
     pub fn prefilter_stats(&self) -> (usize, usize) {
         (self.prefilter.literals, self.prefilter.always().ones().count())
@@ -119,11 +135,11 @@ impl RuleSet {
     /// parsed.
     pub fn match_line(&self, parser: &Parser, applicable: &Bits, line: &[u8], s: &mut Scratch) -> bool {
         parser.parse(line, &mut s.record, self.registry.len());
-        self.match_parsed(applicable, line, s)
+        self.match_parsed(applicable, line, EventTime::Parse(parser), s)
     }
 
     /// The matching part of [`RuleSet::match_line`], on a record already filled.
-    fn match_parsed(&self, applicable: &Bits, line: &[u8], s: &mut Scratch) -> bool {
+    fn match_parsed(&self, applicable: &Bits, line: &[u8], time: EventTime<'_>, s: &mut Scratch) -> bool {
         s.hits.clear();
         s.cache.next_line(self.views.len());
         self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.prefilter, &mut s.cand);
@@ -132,7 +148,7 @@ impl RuleSet {
             return s.record.parsed;
         }
         for i in s.cand.ones() {
-            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache };
+            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
             if self.rules[i].node.eval(&mut cx) {
                 s.hits.push(i as u32);
             }
@@ -159,7 +175,8 @@ impl RuleSet {
                 s.record.set_owned(id, value);
             }
         }
-        self.match_parsed(applicable, ev.raw, s)
+        let time = ev.time.map_or(EventTime::Parse(parser), EventTime::Known);
+        self.match_parsed(applicable, ev.raw, time, s)
     }
 
     pub fn rule_index(&self, id: &str) -> Option<usize> {

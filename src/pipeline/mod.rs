@@ -134,7 +134,8 @@ impl Pipeline {
         let rules = &self.setup.rules;
         let source = &self.setup.sources[src];
         let s = &mut self.scratch;
-        if !rules.match_event(&source.parser, &source.applicable, ev, s) {
+        // An event made of the source's own fields (a file change) has nothing to parse.
+        if !rules.match_event(&source.parser, &source.applicable, ev, s) && ev.fields.is_empty() {
             self.counts.unparsed += 1;
         }
         if s.hits.is_empty() {

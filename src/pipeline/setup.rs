@@ -49,16 +49,26 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
     let global_tz = cfg.map_or("UTC", |c| c.config.timezone.as_str());
     let mut parsers = Vec::new();
     let specs: Vec<(String, String, Option<String>)> = if adhoc.is_empty() {
-        cfg.map(|c| c.config.sources.iter().map(|s| (s.name.clone(), s.format.clone(), s.timezone.clone())).collect())
-            .unwrap_or_default()
+        cfg.map(|c| {
+            c.config.sources.iter().map(|s| (s.name.clone(), s.format_name().to_string(), s.timezone.clone())).collect()
+        })
+        .unwrap_or_default()
     } else {
         adhoc.iter().map(|a| (a.name.to_string(), a.format.to_string(), a.timezone.map(str::to_string))).collect()
     };
     for (name, format, tz) in &specs {
         let time = crate::parse::TimeSettings::from_zone(tz.as_deref().unwrap_or(global_tz))
             .map_err(|e| anyhow!("source {name:?}: {e}"))?;
-        let p =
-            config::parser_for(format, &formats, time, &mut registry).map_err(|e| anyhow!("source {name:?}: {e}"))?;
+        let p = if format == crate::source::webroot::FORMAT {
+            // File changes are fields only: every one of them is kept, so that a detection
+            // names the path and the change whatever its rule looked at.
+            for f in crate::source::webroot::FIELDS {
+                registry.intern(f);
+            }
+            crate::source::webroot::parser(time)
+        } else {
+            config::parser_for(format, &formats, time, &mut registry).map_err(|e| anyhow!("source {name:?}: {e}"))?
+        };
         parsers.push((name.clone(), p));
     }
     let loaded = rule::load::load_paths(rule_paths)?;
@@ -80,7 +90,12 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
         .into_iter()
         .map(|(name, mut parser)| {
             parser.bind(&rules.registry);
-            let applicable = rules.applicable(&name, &parser.name);
+            let mut applicable = rules.applicable(&name, &parser.name);
+            if parser.name == crate::source::webroot::FORMAT {
+                // A rule written for log lines (no `formats:`) must not read a file's path as
+                // a requested one: file changes go only to rules that ask for them.
+                applicable = rules.applicable_explicitly(&name, &parser.name);
+            }
             SourceSetup { name, parser, applicable }
         })
         .collect();
@@ -94,5 +109,6 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
 pub fn compile_options() -> CompileOptions {
     let mut opts = CompileOptions::default();
     opts.actions.extend(crate::action::NAMES.iter().map(|n| n.to_string()));
+    opts.formats.insert(crate::source::webroot::FORMAT.to_string());
     opts
 }

@@ -115,7 +115,7 @@ impl Severity {
 
 /// A match condition. Exactly one of the combinators (`any`, `all`, `not`) or one operator
 /// (`contains`, `equals`, `starts_with`, `ends_with`, `regex`, `count`, `gt`/`gte`/`lt`/`lte`,
-/// `cidr`, `exists`) per node. Operators apply to `field` (default: the raw `line`) after the
+/// `cidr`, `exists`, `time`) per node. Operators apply to `field` (default: the raw `line`) after the
 /// `transforms`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +184,11 @@ pub struct Condition {
     /// `true`: the field is present; `false`: it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// True when the event's time (the parsed `time`, a file change's time, else the arrival
+    /// time) falls inside these days and hours. For "outside office hours" put it under
+    /// `not`. Takes no `field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeWindow>,
 }
 
 /// A normalising transform.
@@ -438,4 +443,36 @@ impl JsonSchema for Values {
 struct ListRefSchema {
     /// Name of a list declared under `lists:` in any rule file.
     list: String,
+}
+
+/// Days and hours of the week in a time zone: `{days: [mon, tue, wed, thu, fri], hours:
+/// "08:00-18:00", timezone: Europe/Paris}`. Used by the `time` operator (true when the event
+/// time falls inside) and by maintenance windows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    /// Week days inside the window (`mon` ... `sun`). Empty: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<Day>,
+    /// Local time range `HH:MM-HH:MM`, start included, end excluded. A range that wraps
+    /// midnight (`22:00-06:00`) belongs to the day it starts on. Absent: the whole day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}$"))]
+    pub hours: Option<String>,
+    /// IANA time zone of `days` and `hours`, e.g. `Europe/Paris`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }

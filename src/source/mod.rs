@@ -7,14 +7,19 @@
 //!   checkpointed offsets.
 //! - [`stdin`]: lines of standard input (`paths: ["-"]`), e.g. `journalctl -f -o cat | trapline
 //!   run`: a stream, read once, with no position to resume from.
+//! - [`webroot`]: the files under web roots: each change of a file's state (created,
+//!   modified, deleted, renamed, attributes) is an event of fields, checked against a baseline
+//!   in SQLite that is the source's checkpoint.
 //! - [`read`]: reads whole inputs (files, `.gz`, stdin) in large newline-aligned blocks, for
 //!   `trapline scan`'s parallel matching.
 //!
-//! Lines are handed out as `&[u8]` without their newline; nothing here interprets content.
+//! Lines are handed out as `&[u8]` without their newline; nothing here interprets content
+//! (the web-root source reads only the first bytes of a file, for its content class).
 
 pub mod read;
 pub mod stdin;
 pub mod tail;
+pub mod webroot;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

@@ -85,11 +85,19 @@ fn sources_in_scope(
     let formats: BTreeSet<String> = sources
         .iter()
         .filter(|s| rule.sources.is_empty() || rule.sources.contains(&s.name))
-        .filter(|s| rule.formats.is_empty() || rule.formats.contains(&s.format))
-        .map(|s| s.format.clone())
+        .filter(|s| match s.kind {
+            // File changes go only to rules that name the format or the source.
+            crate::config::SourceKind::Webroot => {
+                rule.formats.iter().any(|f| f == s.format_name()) || rule.sources.contains(&s.name)
+            }
+            crate::config::SourceKind::Log => {
+                rule.formats.is_empty() || rule.formats.iter().any(|f| f == s.format_name())
+            }
+        })
+        .map(|s| s.format_name().to_string())
         .collect();
     if formats.is_empty() && rule.enabled && !sources.is_empty() {
-        let list: Vec<String> = sources.iter().map(|s| format!("{} ({})", s.name, s.format)).collect();
+        let list: Vec<String> = sources.iter().map(|s| format!("{} ({})", s.name, s.format_name())).collect();
         let at = if rule.formats.is_empty() { "sources" } else { "formats" };
         let msg = format!(
             "the rule applies to none of the sources of {}, so it never runs: {}",
