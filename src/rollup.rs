@@ -179,11 +179,17 @@ pub struct Rollups {
     def: AlertsDef,
     max_keys: usize,
     open: HashMap<String, Activity>,
+    /// Lower bounds of the open activities' last event time and last wall-clock time: until
+    /// `idle` has passed since them no activity can be idle, and the table (up to `max_keys`
+    /// attackers) is not scanned. Without them every detection and every turn of the
+    /// daemon's loop walked the whole table.
+    oldest_event: Option<DateTime<Utc>>,
+    oldest_wall: Option<Instant>,
 }
 
 impl Rollups {
     pub fn new(def: AlertsDef, max_keys: usize) -> Rollups {
-        Rollups { def, max_keys: max_keys.max(1), open: HashMap::new() }
+        Rollups { def, max_keys: max_keys.max(1), open: HashMap::new(), oldest_event: None, oldest_wall: None }
     }
 
     /// Counts `d` into its attacker's activity; appends the records it causes (closing idle
@@ -191,7 +197,9 @@ impl Rollups {
     pub fn add(&mut self, d: &Detection, out: &mut Vec<Rollup>) -> Verdict {
         let t = d.event_time;
         let idle = chrono::Duration::from_std(self.def.idle).unwrap_or(chrono::Duration::MAX);
-        self.close_where(|a| t - a.last_event >= idle, out);
+        if self.oldest_event.is_some_and(|o| t - o >= idle) {
+            self.close_where(|a| t - a.last_event >= idle, out);
+        }
         let group: BTreeMap<String, String> = self
             .def
             .group_by
@@ -251,6 +259,8 @@ impl Rollups {
                 record.held_back = u64::from(!log);
                 out.push(record.clone());
                 self.open.insert(key, Activity { record, paths, last_event: t, last_wall: now });
+                self.oldest_event = Some(self.oldest_event.map_or(t, |o| o.min(t)));
+                self.oldest_wall = Some(self.oldest_wall.map_or(now, |o| o.min(now)));
                 Verdict { log }
             }
             Some(a) => {
@@ -291,7 +301,9 @@ impl Rollups {
     /// Closes the activities without a detection for `idle` of wall-clock time.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Rollup>) {
         let idle = self.def.idle;
-        self.close_where(|a| now.saturating_duration_since(a.last_wall) >= idle, out);
+        if self.oldest_wall.is_some_and(|o| now.saturating_duration_since(o) >= idle) {
+            self.close_where(|a| now.saturating_duration_since(a.last_wall) >= idle, out);
+        }
     }
 
     /// Closes every activity (the end of a `scan`).
@@ -314,6 +326,8 @@ impl Rollups {
         }
         let keys: Vec<String> = self.open.iter().filter(|(_, a)| done(a)).map(|(k, _)| k.clone()).collect();
         let mut closed: Vec<Rollup> = keys.into_iter().filter_map(|k| self.open.remove(&k)).map(close).collect();
+        self.oldest_event = self.open.values().map(|a| a.last_event).min();
+        self.oldest_wall = self.open.values().map(|a| a.last_wall).min();
         // In the order the activities began: the output reads like a timeline.
         closed.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
         out.extend(closed);
@@ -398,6 +412,35 @@ mod tests {
         out.clear();
         r.close_all(&mut out);
         assert_eq!(states(&out), [(State::Closed, "198.51.100.2".into())]);
+        assert!(r.is_empty());
+    }
+
+    /// The table is scanned only once the oldest activity may be idle, and what a scan closes
+    /// is exactly what is idle, also after the oldest one came back (a stale bound).
+    #[test]
+    fn idle_activities_close_in_order_when_the_oldest_came_back() {
+        let mut r = Rollups::new(AlertsDef::default(), 100);
+        let idle = AlertsDef::default().idle.as_secs() as i64;
+        let mut out = Vec::new();
+        let at = |r: &mut Rollups, out: &mut Vec<Rollup>, ip: &str, sec: i64| {
+            out.clear();
+            r.add(&det(ip, sec, "web.sqli.union", "sqli", Severity::High, "/p"), out);
+            out.iter().filter(|x| x.state == State::Closed).map(|x| x.group["client_ip"].clone()).collect::<Vec<_>>()
+        };
+        assert!(at(&mut r, &mut out, "192.0.2.1", 0).is_empty());
+        assert!(at(&mut r, &mut out, "192.0.2.2", 100).is_empty());
+        assert!(at(&mut r, &mut out, "192.0.2.1", 200).is_empty(), "the oldest comes back");
+        assert!(at(&mut r, &mut out, "192.0.2.3", idle + 50).is_empty(), "nobody idle yet");
+        assert_eq!(at(&mut r, &mut out, "192.0.2.4", idle + 150), ["192.0.2.2"]);
+        assert_eq!(at(&mut r, &mut out, "192.0.2.5", idle + 250), ["192.0.2.1"]);
+        assert_eq!(r.len(), 3);
+        // Wall-clock idleness: nothing before `idle` has passed, everything after.
+        let now = Instant::now();
+        out.clear();
+        r.tick(now, &mut out);
+        assert!(out.is_empty());
+        r.tick(now + AlertsDef::default().idle + Duration::from_secs(1), &mut out);
+        assert_eq!(out.len(), 3);
         assert!(r.is_empty());
     }
 
