@@ -8,7 +8,7 @@
 # roundcube packages (apt-get install wordpress phpmyadmin mediawiki roundcube-core yara).
 # Neither tool follows symbolic links and both skip files over 8 MiB, so both read the same
 # files. Reports, best of 3 runs: seconds, files/s, MB/s, peak RSS (with GNU time), for
-#   yara            yara -r -N -p CORES rules/webshell.yar TREE...
+#   yara            yara -r -N -p CORES rules/webshell.yar TREE   (once per tree)
 #   sweep yara      trapline sweep --rules rules/webshell.yar TREE...        (yara-x)
 #   sweep content   trapline sweep --rules rules/webshell-content.yml TREE...
 #   sweep both      trapline sweep --rules rules TREE...                      (shipped pack)
@@ -61,7 +61,8 @@ measure() { # name cmd...
 echo "tree: ${TREES[*]}"
 echo "files: $FILES, MB: $MB, cores: $CORES, yara $(yara --version)"
 printf 'tool\tseconds\tfiles/s\tMB/s\tpeak RSS KiB\tmatch lines\n'
-measure "yara" yara -r -N -w -p "$CORES" -z 8388608 rules/webshell.yar "${TREES[@]}"
+# yara takes one target per run: the trees one after the other, each on all cores.
+measure "yara" sh -c 'for t; do yara -r -N -w -p "$0" -z 8388608 rules/webshell.yar "$t" || exit; done' "$CORES" "${TREES[@]}"
 measure "sweep yara" "$BIN" sweep --quiet --rules rules/webshell.yar "${TREES[@]}"
 measure "sweep content" "$BIN" sweep --quiet --rules rules/webshell-content.yml "${TREES[@]}"
 measure "sweep both" "$BIN" sweep --quiet --rules rules "${TREES[@]}"

@@ -117,6 +117,9 @@ impl Scanner {
                 Err(e) => errors.push(io_error(p, format!("cannot read YARA rules: {e}"))),
             }
         }
+        // The same file reached twice (a rule directory and --yara) is loaded once.
+        let mut seen = std::collections::HashSet::new();
+        yara_files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
         for p in extra_yara {
             if crate::assets::is_file(p) && !crate::rule::load::is_yara_file(p) {
                 errors.push(io_error(p, "not a YARA file: name .yar or .yara files, or directories holding them"));

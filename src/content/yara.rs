@@ -1,8 +1,9 @@
 //! YARA rules through `yara-x`: compiling `.yar` files with positioned errors, and turning
 //! matching rules into [`ContentMatch`]es.
 //!
-//! Each file gets its own namespace (its name without extension), so two public sets that both
-//! define a rule `webshell_generic` load side by side. A rule's severity comes from its meta:
+//! Each file gets its own namespace (its name without extension, `_2`, `_3`... appended when
+//! two files share a name), so two public sets that both define a rule `webshell_generic` load
+//! side by side. A rule's severity comes from its meta:
 //! `severity` (`info` … `critical`) when given, else `score` (signature-base's 0–100: 90+
 //! critical, 70+ high, 50+ medium, else low), else `high`: a YARA rule someone chose to load
 //! is meant to be looked at.
@@ -29,6 +30,7 @@ impl YaraRules {
     pub fn compile(files: &[PathBuf]) -> Result<YaraRules, RuleErrors> {
         let mut compiler = Compiler::new();
         let mut errors = Vec::new();
+        let mut namespaces = std::collections::HashSet::new();
         for f in files {
             let bytes = match crate::assets::read(f) {
                 Ok(b) => b,
@@ -37,7 +39,14 @@ impl YaraRules {
                     continue;
                 }
             };
-            let ns = namespace(f);
+            // Two files of the same name (from two sets) get namespaces of their own.
+            let base = namespace(f);
+            let mut ns = base.clone();
+            let mut n = 1;
+            while !namespaces.insert(ns.clone()) {
+                n += 1;
+                ns = format!("{base}_{n}");
+            }
             compiler.new_namespace(&ns);
             let origin = f.display().to_string();
             if let Err(e) = compiler.add_source(SourceCode::from(bytes.as_slice()).with_origin(origin.as_str())) {
@@ -192,5 +201,19 @@ mod tests {
         assert_eq!(m[1].title, "eval");
         assert_eq!(m[0].severity, Severity::Critical);
         assert!(y.scan(&mut s, b"ab").is_empty());
+    }
+
+    #[test]
+    fn files_of_the_same_name_load_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("shells.yar"), "rule same { condition: true }\n").unwrap();
+        }
+        let y = YaraRules::compile(&[a.join("shells.yar"), b.join("shells.yar")]).unwrap();
+        let mut s = y.scanner();
+        let ids: Vec<String> = y.scan(&mut s, b"x").into_iter().map(|m| m.rule).collect();
+        assert_eq!(ids, ["yara.shells.same", "yara.shells_2.same"]);
     }
 }
