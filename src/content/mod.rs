@@ -145,6 +145,7 @@ impl Scanner {
 
     /// Compiles the content rules of `loaded` and the YARA files `yara_files`.
     pub fn new(loaded: &Loaded, yara_files: &[PathBuf]) -> Result<Scanner, RuleErrors> {
+        #[cfg_attr(not(feature = "yara"), allow(unused_mut))]
         let (rules, mut errors) = ContentRuleSet::compile_lenient(loaded);
         #[cfg(feature = "yara")]
         let yara = if yara_files.is_empty() {
@@ -246,6 +247,7 @@ impl Scanner {
 
     /// Scans content already in memory.
     pub fn scan_bytes(&self, facts: FileFacts<'_>, data: &[u8], s: &mut ScanScratch<'_>) -> Vec<ContentMatch> {
+        #[cfg_attr(not(feature = "yara"), allow(unused_mut))]
         let mut out: Vec<ContentMatch> = self
             .rules
             .matches(facts, data, &mut s.content)
