@@ -10,6 +10,9 @@
 #   dpkg-dev, binutils  cargo-deb: dpkg-shlibdeps (the package's Depends), strip
 #   systemd             systemd-analyze, to verify the packaged unit
 #   cargo-deb           .ci/package-test.sh (a cargo subcommand, from crates.io, pinned)
+#   wordpress, phpmyadmin, mediawiki, roundcube-core
+#                       tests/sweep_debian.rs: real PHP applications that `sweep` must not flag
+#   yara                bench/sweep_vs_yara.sh: the reference YARA command
 # Run as root (or as a user with sudo).
 set -euo pipefail
 
@@ -18,7 +21,8 @@ installed() {
 }
 
 missing=()
-for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd; do
+for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd \
+    wordpress phpmyadmin mediawiki roundcube-core yara; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -17,6 +17,11 @@
 //! - [`engine`]: the compiled rule set (one literal prefilter across all rules, then exact
 //!   confirmation) and the cross-line state (thresholds, suppression) that turns matches into
 //!   [`engine::Detection`]s.
+//! - [`content`]: file contents against `content:` rules and YARA rules. The entry point for
+//!   any caller holding a file: [`content::Scanner::from_paths`] once, then
+//!   [`content::Scanner::scan_file`] (one file) or `scan_path` with a per-thread `scratch`
+//!   (many), each giving the [`content::ContentMatch`]es (rule id, severity, offset, excerpt).
+//!   `trapline sweep` is a walk over trees around it.
 //! - [`action`]: what happens to a detection (the JSON-lines log, the console, Cisco XDR),
 //!   behind one registry; transient failures retried, never skipped.
 //! - [`authoring`]: explain, example coverage and lint proofs for rule authors, kept out of
@@ -43,6 +48,7 @@ pub mod assets;
 pub mod authoring;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod daemon;
 pub mod engine;
 pub mod event;

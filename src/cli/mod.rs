@@ -2,6 +2,7 @@
 //!
 //! - `run`: the daemon (tail the configured sources, fire actions) — [`run`].
 //! - `scan`: the same engine over existing files, for back-testing and triage — [`scan`].
+//! - `sweep`: the content rules (`content:`, YARA) over the files of existing trees — [`sweep`].
 //! - `schema`: the JSON Schema of rule files and config — [`schema`].
 //! - `xdr sandbox|check|purge`, `render`: Cisco XDR tooling — [`xdr`].
 //! - `webroot accept`: re-baseline web roots after a deploy — [`webroot`].
@@ -20,6 +21,7 @@ pub mod scan;
 pub mod schema;
 pub mod setup;
 pub mod status;
+pub mod sweep;
 pub mod test;
 pub mod webroot;
 pub mod xdr;
@@ -51,6 +53,11 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run the rules over existing files (also .gz, and stdin as `-`), print detections and a summary.
     Scan(scan::ScanArgs),
+    /// Scan the contents of existing files and trees with the content rules (`content:` and
+    /// YARA): web shells, PHP in images, handler tricks.
+    ///
+    /// Exit codes as `scan`: 0 done, 1 matches found with --fail-on-match, 2 usage or rule error.
+    Sweep(sweep::SweepArgs),
     /// Print the JSON Schema of rule files or of the config file.
     Schema(schema::SchemaArgs),
     /// Show the state of a running `trapline run`: loaded rules, last reload, counters.
@@ -92,6 +99,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Scan(a) => scan::scan(a),
+        Command::Sweep(a) => sweep::sweep(a),
         Command::Schema(a) => schema::schema(a),
         Command::Status(a) => status::status(a),
         Command::Lint(a) => lint::lint(a),

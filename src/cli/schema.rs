@@ -24,9 +24,26 @@ pub fn schema_json(which: Which) -> String {
         Which::Rules => schemars::schema_for!(crate::rule::RuleFile),
         Which::Config => schemars::schema_for!(crate::config::Config),
     };
-    let mut s = serde_json::to_string_pretty(&schema).expect("a schema serialises");
+    let value = serde_json::to_value(&schema).expect("a schema serialises");
+    let mut s = serde_json::to_string_pretty(&sorted(value)).expect("a schema serialises");
     s.push('\n');
     s
+}
+
+/// `v` with every object's keys in name order. serde_json keeps insertion order when any crate
+/// of the build enables its `preserve_order` feature (yara-x does), sorted order otherwise;
+/// sorting here makes the schema the same text in every build.
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        v => v,
+    }
 }
 
 pub fn schema(a: SchemaArgs) -> Result<i32> {

@@ -156,7 +156,14 @@ impl Compiler<'_> {
                 );
             }
         }
-        let compiled = self.condition(r, &rule.condition, "match");
+        // Content rules are kept apart at load (`Loaded::content`); a rule here has `match`.
+        let compiled = match &rule.condition {
+            Some(c) => self.condition(r, c, "match"),
+            None => {
+                self.err_of(ErrorKind::Syntax, r, "", "a rule over events needs `match`");
+                None
+            }
+        };
         let threshold = rule.threshold.as_ref().and_then(|t| {
             if t.count == 0 {
                 self.err(r, "threshold.count", "threshold count must be at least 1");

@@ -6,6 +6,8 @@
 //! - [`window`]: thresholds and suppression across lines; [`detector`]: the ordered stage
 //!   that steps them and builds detections.
 //! - [`detection`]: what comes out.
+//! - [`content`]: `content:` rules over a file's bytes, name and size (their own literal
+//!   prefilter; nothing of it runs per log line).
 //!
 //! The split between [`RuleSet`] (immutable, shared by all threads) and [`Detector`] (the
 //! cross-line state, owned by one thread) is what lets `scan` match in parallel and still
@@ -13,6 +15,7 @@
 
 pub mod compile;
 pub mod condition;
+pub mod content;
 pub mod detection;
 pub mod detector;
 pub mod literal;

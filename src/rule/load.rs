@@ -107,7 +107,10 @@ pub struct LoadedRule {
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     pub files: Vec<SourceFile>,
+    /// The rules over events (`match:`).
     pub rules: Vec<LoadedRule>,
+    /// The rules over file contents (`content:`), compiled apart by [`crate::engine::content`].
+    pub content: Vec<LoadedRule>,
     /// Named lists from all files.
     pub lists: BTreeMap<String, Vec<String>>,
 }
@@ -141,6 +144,7 @@ impl Loaded {
 pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if let Some(listed) = crate::assets::list_files(path) {
         let mut out = listed?;
+        out.retain(|p| !is_yara_file(p));
         // A file named directly is read whatever its name, as on disk.
         if !crate::assets::is_file(path) {
             out.retain(|p| {
@@ -152,7 +156,8 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        // A YARA file named directly is read by content scanning, not as YAML.
+        return Ok(if is_yara_file(path) { Vec::new() } else { vec![path.to_path_buf()] });
     }
     let mut out = Vec::new();
     let mut dirs = vec![path.to_path_buf()];
@@ -321,10 +326,86 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             } else {
                 ids.insert(lr.rule.id.clone(), (file, index));
             }
-            loaded.rules.push(lr);
+            match (&lr.rule.condition, &lr.rule.content) {
+                (Some(_), None) => loaded.rules.push(lr),
+                (None, Some(_)) => {
+                    errors.extend(content_rule_errors(&loaded, &lr));
+                    loaded.content.push(lr);
+                }
+                (Some(_), Some(_)) => errors.push(loaded.rule_error(
+                    &lr,
+                    "content",
+                    "a rule has either `match` (events) or `content` (file contents), not both",
+                )),
+                (None, None) => errors.push(
+                    loaded
+                        .rule_error(&lr, "", "a rule needs `match` (events) or `content` (file contents)")
+                        .kind(ErrorKind::Syntax),
+                ),
+            }
         }
     }
     if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+}
+
+/// Parts of a rule that only mean something for events, given on a content rule: refused, so
+/// that nobody believes a threshold or an example runs when it does not.
+fn content_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
+    let r = &lr.rule;
+    let mut out = Vec::new();
+    let mut refuse = |key: &str, given: bool| {
+        if given {
+            out.push(loaded.rule_error(
+                lr,
+                key,
+                format!("`{key}` applies to `match` rules over events; a `content` rule cannot have it"),
+            ));
+        }
+    };
+    refuse("threshold", r.threshold.is_some());
+    refuse("suppress", r.suppress.is_some());
+    refuse("formats", !r.formats.is_empty());
+    refuse("sources", !r.sources.is_empty());
+    refuse("examples", !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty());
+    out
+}
+
+/// Whether `path` names a YARA rule file (`.yar`, `.yara`).
+pub fn is_yara_file(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some(e) if e.eq_ignore_ascii_case("yar") || e.eq_ignore_ascii_case("yara"))
+}
+
+/// The YARA rule files under `path`: the file itself when it is one, or every `*.yar` /
+/// `*.yara` below the directory (recursively, in name order). Rule directories hold them next
+/// to the YAML rule files; content scanning loads both.
+pub fn yara_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if let Some(listed) = crate::assets::list_files(path) {
+        let mut out = listed?;
+        out.retain(|p| is_yara_file(p));
+        return Ok(out);
+    }
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(if is_yara_file(path) { vec![path.to_path_buf()] } else { Vec::new() });
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || name.ends_with('~') {
+                continue;
+            }
+            if p.is_dir() {
+                dirs.push(p);
+            } else if is_yara_file(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn valid_id(id: &str) -> bool {

@@ -73,9 +73,15 @@ pub struct Rule {
     /// Names of the configured sources the rule applies to. Empty: every source.
     #[serde(default)]
     pub sources: Vec<String>,
-    /// The condition a single line must satisfy.
-    #[serde(rename = "match")]
-    pub condition: Condition,
+    /// The condition a single line must satisfy. A rule has either `match` (log lines and
+    /// other events) or `content` (a file's contents, for `sweep` and the web-root source).
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+    /// The condition a file's contents must satisfy, instead of `match`: regexes, magic bytes,
+    /// size, extension, name and entropy, all of which must hold. Content rules run in
+    /// `trapline sweep`; thresholds, suppression, formats, sources and examples do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentCondition>,
     /// Fire only when enough matching lines occur within a time window (per group key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<Threshold>,
@@ -88,6 +94,78 @@ pub struct Rule {
     /// Lines that must and must not match this rule's condition; run by the test suite.
     #[serde(default)]
     pub examples: Examples,
+}
+
+/// What a file must look like for a content rule to match. Every part that is given must
+/// hold; a part left out does not constrain. Regexes use Rust `regex` syntax over the raw bytes
+/// (Unicode off, so `.` matches any byte; `^`/`$` match at line ends; case-insensitive unless
+/// `case_sensitive: true`). Write PHP's `$_GET[...]` as `\$_GET\[`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentCondition {
+    /// At least one of these regexes matches somewhere in the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Values>,
+    /// Every one of these regexes matches somewhere in the content (not necessarily in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Values>,
+    /// None of these regexes matches (to leave out known benign look-alikes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub none: Option<Values>,
+    /// The content starts with one of these signatures: a known type (`gif`, `png`, `jpeg`,
+    /// `bmp`, `webp`, `ico`, `pdf`, `zip`, `gzip`, `elf`, `pe`) or `hex:` and hex digits
+    /// (`hex:89504e47`, spaces allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub magic: Vec<String>,
+    /// `true`: the content must *not* start with any `magic` signature instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub magic_not: bool,
+    /// The file name's extension (after the last `.`, without it; case-insensitive) is one of
+    /// these, e.g. `[php, phtml, php5]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ext: Vec<String>,
+    /// The file name (case-insensitive) is one of these, e.g. `[.htaccess, .user.ini]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<String>,
+    /// Bounds on the file size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeBounds>,
+    /// Bounds on the Shannon entropy in bits per byte (0 to 8): packed or encrypted payloads
+    /// are high (above 6), source code is low (4.5 to 5.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<EntropyBounds>,
+    /// Regexes are case-sensitive when true (default: case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+}
+
+/// Size bounds in bytes, both inclusive.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SizeBounds {
+    /// At least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u64>,
+    /// At most this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// Entropy bounds in bits per byte, both inclusive.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntropyBounds {
+    /// At least this entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// At most this entropy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Measure over windows of this many bytes (stepping half a window) and use the highest
+    /// value, so that one packed blob inside an ordinary file stands out. Absent: the whole
+    /// content. At least 256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
 }
 
 /// Detection severity, lowest to highest.

@@ -34,6 +34,7 @@ pub enum Code {
     NoSource,
     UnknownXdrRule,
     UnknownAction,
+    ContentNoLiteral,
 }
 
 /// What a code means.
@@ -73,6 +74,7 @@ impl Code {
         Code::NoSource,
         Code::UnknownXdrRule,
         Code::UnknownAction,
+        Code::ContentNoLiteral,
     ];
 
     pub fn name(self) -> &'static str {
@@ -270,6 +272,15 @@ impl Code {
                 "(With `--config`.) The rule names the `xdr-incident` action while the config does not set \
                  up `actions.xdr`; `run` skips that action for the rule. Configure `actions.xdr` or remove \
                  the action from the rule.",
+            ),
+            Code::ContentNoLiteral => (
+                "TL112",
+                Warning,
+                "content rule whose regexes run over every file",
+                "A `content:` rule has regexes from which no literal can be extracted for the content \
+                 prefilter, and no `ext`, `name` or `magic` narrows the files it looks at, so its regexes run \
+                 over the whole of every file a sweep reads. Anchor one regex on a literal of two or more \
+                 characters, or restrict the rule to the extensions or names it is about.",
             ),
         };
         Info { name, level, title, explanation }

@@ -156,6 +156,7 @@ pub fn lint(a: LintArgs) -> Result<i32> {
         texts.insert(s.path.display().to_string(), s.text.clone());
     }
     lint_sources(sources, cfg.as_ref(), &mut findings);
+    check_yara(&paths, &mut findings, &mut texts);
     if let Some(c) = &cfg {
         check_templates(c, &mut findings, &mut texts);
         check_zones(c, &mut findings);
@@ -186,6 +187,40 @@ fn rule_paths(a: &LintArgs, config: Option<&Path>, cfg: Option<&config::Loaded>)
         (Some(c), _) => c.config.rules.iter().map(|r| c.resolve(r)).collect(),
         (None, Some(_)) => Vec::new(),
         (None, None) => vec![PathBuf::from("rules")],
+    }
+}
+
+/// Content rules: compile errors (regexes, magic, bounds) as findings, and rules whose regexes
+/// give the content prefilter no literal and that nothing else narrows (TL112).
+fn content_findings(loaded: &Loaded, out: &mut Vec<Finding>) {
+    let (set, errors) = crate::engine::content::ContentRuleSet::compile_lenient(loaded);
+    out.extend(errors.into_iter().map(Finding::from_error));
+    for r in set.rules.iter().filter(|r| r.runs_on_every_file()) {
+        let Some(lr) = loaded.content.iter().find(|lr| lr.rule.id == r.id) else { continue };
+        let msg = "no usable literal for the content prefilter and no `ext`, `name` or `magic`: the rule's \
+                   regexes run over every file (anchor a regex on a literal of 2+ characters, or narrow it)";
+        out.push(Finding::new(Code::ContentNoLiteral, loaded.rule_error(lr, "content", msg)));
+    }
+}
+
+/// YARA files under the rule paths: compiled as `sweep` would; every error a finding at its
+/// file:line:col (TL001). Without YARA support their presence is the finding.
+fn check_yara(paths: &[PathBuf], out: &mut Vec<Finding>, texts: &mut HashMap<String, String>) {
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(load::yara_files(p).unwrap_or_default());
+    }
+    if files.is_empty() {
+        return;
+    }
+    for f in &files {
+        if let Ok(t) = crate::assets::read_to_string(f) {
+            texts.insert(f.display().to_string(), t);
+        }
+    }
+    let loaded = Loaded::default();
+    if let Err(e) = crate::content::Scanner::new(&loaded, &files) {
+        out.extend(e.0.into_iter().map(Finding::from_error));
     }
 }
 
@@ -346,9 +381,11 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     if let Some(c) = cfg {
         scope::config_refs(&loaded, c, out);
     }
+    content_findings(&loaded, out);
     let good = Loaded {
         files: loaded.files.clone(),
         rules: loaded.rules.iter().zip(&compiled).filter(|(_, c)| c.is_some()).map(|(r, _)| r.clone()).collect(),
+        content: Vec::new(),
         lists: loaded.lists.clone(),
     };
     run_examples(&good, &opts, registry, &parsers, out);
@@ -433,6 +470,12 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
             if ids.insert(lr.rule.id.clone()) {
                 lr.file = file;
                 merged.rules.push(lr);
+            }
+        }
+        for mut lr in one.content {
+            if ids.insert(lr.rule.id.clone()) {
+                lr.file = file;
+                merged.content.push(lr);
             }
         }
     }
@@ -529,7 +572,9 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
         out.push(Finding::new(Code::NoLiteral, loaded.rule_error(lr, "match", msg)));
     }
     let mut greedy = Vec::new();
-    walk(&r.condition, "match", &mut |c, path| greedy_regexes(loaded, c, path, &mut greedy));
+    if let Some(cond) = &r.condition {
+        walk(cond, "match", &mut |c, path| greedy_regexes(loaded, c, path, &mut greedy));
+    }
     for (path, pattern) in greedy {
         let msg = format!(
             "regex {pattern:?} on the raw line repeats a class that crosses spaces and quotes: it can match \

@@ -132,11 +132,13 @@ fn produces(name: &str, cfg: Option<&config::Loaded>) -> Option<Produces> {
 fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
     let rule = &lr.rule;
     let mut out = Vec::new();
-    walk(&rule.condition, "match", &mut |c, path| {
-        if let Some(f) = &c.field {
-            out.push((format!("{path}.field"), f.clone()));
-        }
-    });
+    if let Some(cond) = &rule.condition {
+        walk(cond, "match", &mut |c, path| {
+            if let Some(f) = &c.field {
+                out.push((format!("{path}.field"), f.clone()));
+            }
+        });
+    }
     if let Some(t) = &rule.threshold {
         out.extend(t.group_by.iter().enumerate().map(|(i, f)| (format!("threshold.group_by[{i}]"), f.clone())));
         if let Some(d) = &t.distinct {
