@@ -164,6 +164,21 @@ fn init_refuses_to_overwrite_unless_forced() {
     assert!(text(&out).contains("0 errors, 0 warnings"), "{}", text(&out));
 }
 
+/// `--force` replaces a link where one of its files goes; the file it pointed at is untouched.
+#[test]
+fn init_force_replaces_links_instead_of_writing_through_them() {
+    let env = Env::new();
+    let outside = env.home.path().join("precious.txt");
+    std::fs::write(&outside, "keep me\n").unwrap();
+    let config = env.cwd().join("trapline.yml");
+    std::os::unix::fs::symlink(&outside, &config).unwrap();
+    let out = env.run(&["init", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me\n", "the link's target is not written");
+    assert!(!config.symlink_metadata().unwrap().file_type().is_symlink(), "the link is replaced by a file");
+    assert!(std::fs::read_to_string(&config).unwrap().contains("sources:"));
+}
+
 /// Writes `dir/trapline.yml` using the rules in `dir/rules/` (one rule, `id`).
 fn config_with_rule(dir: &Path, id: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("rules")).unwrap();

@@ -49,6 +49,11 @@ pub fn init(a: InitArgs) -> Result<i32> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
+        // A link where a file goes is replaced, not written through: `--force` overwrites the
+        // project's files, never a file the link happens to point at.
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&path).with_context(|| format!("cannot replace the link {}", path.display()))?;
+        }
         std::fs::write(&path, data).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("wrote {} files to {}:", files.len(), a.dir.display());
