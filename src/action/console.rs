@@ -130,7 +130,8 @@ fn no_color_unset(v: Option<&std::ffi::OsStr>) -> bool {
     v.is_none_or(|v| v.is_empty())
 }
 
-fn color(s: Severity) -> &'static str {
+/// The ANSI colour of a severity (every coloured report uses the same ones).
+pub fn color(s: Severity) -> &'static str {
     match s {
         Severity::Info => "\x1b[2m",
         Severity::Low => "\x1b[36m",

@@ -234,7 +234,7 @@ fn print(out: &mut impl Write, path: &Path, m: &ContentMatch, json: bool, color:
         };
         serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::from).and_then(|_| out.write_all(b"\n"))
     } else {
-        let (c, reset) = if color { (severity_color(m.severity), "\x1b[0m") } else { ("", "") };
+        let (c, reset) = if color { (crate::action::console::color(m.severity), "\x1b[0m") } else { ("", "") };
         let mut line = format!(
             "{c}{:<8}{reset} {} {} | {}",
             m.severity.as_str().to_uppercase(),
@@ -250,16 +250,6 @@ fn print(out: &mut impl Write, path: &Path, m: &ContentMatch, json: bool, color:
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
-    }
-}
-
-fn severity_color(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "\x1b[2m",
-        Severity::Low => "\x1b[36m",
-        Severity::Medium => "\x1b[33m",
-        Severity::High => "\x1b[31m",
-        Severity::Critical => "\x1b[1;41;97m",
     }
 }
 

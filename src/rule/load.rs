@@ -159,18 +159,23 @@ pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         // A YARA file named directly is read by content scanning, not as YAML.
         return Ok(if is_yara_file(path) { Vec::new() } else { vec![path.to_path_buf()] });
     }
+    walk(path, is_rule_file_name, |p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+}
+
+/// The files under `root` (recursively, in path order) that `keep` accepts, skipping every
+/// entry, file or directory, whose name `enter` refuses.
+fn walk(root: &Path, enter: impl Fn(&str) -> bool, keep: impl Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
+    let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if !is_rule_file_name(name) {
+            if !enter(p.file_name().and_then(|n| n.to_str()).unwrap_or("")) {
                 continue;
             }
             if p.is_dir() {
                 dirs.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")) {
+            } else if keep(&p) {
                 out.push(p);
             }
         }
@@ -388,24 +393,7 @@ pub fn yara_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if meta.is_file() {
         return Ok(if is_yara_file(path) { vec![path.to_path_buf()] } else { Vec::new() });
     }
-    let mut out = Vec::new();
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let p = entry?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') || name.ends_with('~') {
-                continue;
-            }
-            if p.is_dir() {
-                dirs.push(p);
-            } else if is_yara_file(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    walk(path, |name| !(name.starts_with('.') || name.ends_with('~')), is_yara_file)
 }
 
 fn valid_id(id: &str) -> bool {
