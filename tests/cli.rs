@@ -151,6 +151,48 @@ fn scan_thresholds_use_event_time() {
     assert_eq!(results[0], results[1]);
 }
 
+/// `scan -q` builds no detection, only counts them: its counts are those of the detections
+/// printed (merged one per class per line, suppression and thresholds applied), whatever the
+/// thread count.
+#[test]
+fn quiet_scan_counts_what_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for s in 0..3000u32 {
+        let ip = format!("192.0.2.{}", s % 7);
+        let path = match s % 10 {
+            // Several rules of one class on one line (merged), and of several classes.
+            0 => "/item.php?id=1+UNION+SELECT+1,2--".to_string(),
+            1 => "/../../etc/passwd?x=<script>alert(1)</script>".to_string(),
+            2 => format!("/nope{s}"),
+            _ => format!("/page{}", s % 50),
+        };
+        lines.push(access_line(&ip, s / 20, &path, if s % 10 == 2 { 404 } else { 200 }));
+    }
+    let f = write(dir.path(), "a.log", &lines.join("\n"));
+    // The rule table (hits, detected, suppressed per rule) and the number of detections.
+    let summary = |stderr: &[u8]| -> (Vec<String>, usize) {
+        let text = String::from_utf8_lossy(stderr).to_string();
+        let table =
+            text.lines().filter(|l| l.starts_with("web.") || l.starts_with("honeypot.")).map(String::from).collect();
+        let last = text.lines().last().unwrap_or_default();
+        let n = last.split("; ").last().and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok());
+        (table, n.unwrap_or_else(|| panic!("no count in {last:?}")))
+    };
+    for threads in ["1", "2"] {
+        let json = trapline(&["scan", "--json", "--threads", threads, "--rules", SHIPPED, &f]);
+        let quiet = trapline(&["scan", "-q", "--threads", threads, "--rules", SHIPPED, &f]);
+        assert!(quiet.stdout.is_empty());
+        let printed = String::from_utf8(json.stdout).unwrap().lines().count();
+        let (table, n) = summary(&json.stderr);
+        assert_eq!(n, printed);
+        // Some lines fired several rules of one class: fewer detections than rules fired.
+        let fired: usize = table.iter().map(|l| l.split_whitespace().nth(2).unwrap().parse::<usize>().unwrap()).sum();
+        assert!(fired > n, "{table:?}");
+        assert_eq!(summary(&quiet.stderr), (table, n), "threads {threads}");
+    }
+}
+
 /// Attacker-controlled bytes never reach the terminal raw.
 #[test]
 fn human_output_escapes_control_characters() {

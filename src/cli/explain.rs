@@ -50,7 +50,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                 for (i, (start, l)) in b.lines().enumerate() {
                     if let Some((prev, origin)) = last.take() {
                         let ev = Event::line(&prev, origin, Utc::now(), false);
-                        pipeline.process(0, &info, &ev, &mut |_| Ok(()))?;
+                        pipeline.process(0, &info, &ev, &mut crate::pipeline::CountOnly)?;
                     }
                     let origin =
                         Origin::Line { content, offset: b.offset + start as u64, line_number: b.first_line + i as u64 };

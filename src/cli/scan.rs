@@ -18,8 +18,8 @@ use super::setup::InputArgs;
 use crate::action::console::Console;
 use crate::config;
 use crate::engine::Detection;
-use crate::pipeline::Pipeline;
 use crate::pipeline::batch::{self, BlockHits};
+use crate::pipeline::{CountOnly, DetectionSink, Pipeline};
 use crate::source::read::{Block, BlockReader};
 
 #[derive(Debug, Args)]
@@ -103,18 +103,15 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
                     }
                 }
             });
-            let mut sink = |d: Detection| -> Result<()> {
-                if !a.quiet {
-                    print(&mut stdout, &console, &d, a.json)?;
-                }
-                Ok(())
-            };
+            let mut printer = |d: Detection| -> Result<()> { print(&mut stdout, &console, &d, a.json) };
+            // Quiet, only the counts are printed: no detection needs building.
+            let sink: &mut dyn DetectionSink = if a.quiet { &mut CountOnly } else { &mut printer };
             for msg in rx.iter() {
                 let (blocks, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
                 let arrival = Utc::now();
                 for (b, r) in blocks.iter().zip(&results) {
                     bytes += b.data.len() as u64;
-                    pipeline.decide_block(0, &info, b, r, content, arrival, &mut sink)?;
+                    pipeline.decide_block(0, &info, b, r, content, arrival, sink)?;
                 }
             }
             Ok(())

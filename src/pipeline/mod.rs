@@ -34,6 +34,26 @@ use crate::event::Event;
 /// (a checkpoint never passes an event whose detections were not handled).
 pub trait DetectionSink {
     fn detection(&mut self, d: Detection) -> Result<()>;
+
+    /// Whether this sink reads the detections handed to it. One that does not (`scan -q`
+    /// only prints the counts) gets none: building a detection (the line, every field, the
+    /// redaction) costs more than matching the line did, and it would be dropped unread.
+    fn wants_detections(&self) -> bool {
+        true
+    }
+}
+
+/// A sink that reads no detection: the pipeline only counts them.
+pub struct CountOnly;
+
+impl DetectionSink for CountOnly {
+    fn detection(&mut self, _: Detection) -> Result<()> {
+        Ok(())
+    }
+
+    fn wants_detections(&self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(Detection) -> Result<()>> DetectionSink for F {
@@ -145,6 +165,10 @@ impl Pipeline {
         self.keys.clear();
         rules.hit_keys(ev.raw, &s.record, &s.hits, &mut s.key_buf, &mut self.keys);
         self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
+        if !sink.wants_detections() {
+            self.counts.detections += self.emitted();
+            return Ok(());
+        }
         self.out.clear();
         for f in &self.fired {
             self.out.push(self.detector.detection(f, event, info, ev, &s.record));
@@ -190,6 +214,10 @@ impl Pipeline {
             if self.fired.is_empty() {
                 continue;
             }
+            if !sink.wants_detections() {
+                self.counts.detections += self.emitted();
+                continue;
+            }
             let (raw, truncated) = batch::cap(&block.data[h.start..h.end], hits.max_line_bytes);
             let origin =
                 crate::event::Origin::Line { content, offset: block.offset + h.start as u64, line_number: h.line };
@@ -203,6 +231,32 @@ impl Pipeline {
             self.emit(sink)?;
         }
         Ok(())
+    }
+}
+
+impl Pipeline {
+    /// How many detections [`Pipeline::emit`] would hand on for the rules in `self.fired`:
+    /// the same count as building and merging them, without building any.
+    fn emitted(&self) -> u64 {
+        let n = self.fired.len();
+        if !self.setup.one_per_class || n < 2 {
+            return n as u64;
+        }
+        let rules = &self.setup.rules.rules;
+        let class = |f: &Fired| -> Option<&str> {
+            let c = rules[f.rule as usize].info.class.as_str();
+            // What `merge_classes` leaves alone: thresholds and rules without a class.
+            (f.threshold.is_none() && c != "other").then_some(c)
+        };
+        // Every unmergeable detection, plus one per class among the mergeable ones.
+        self.fired
+            .iter()
+            .enumerate()
+            .filter(|&(i, f)| match class(f) {
+                None => true,
+                Some(c) => !self.fired[..i].iter().any(|g| class(g) == Some(c)),
+            })
+            .count() as u64
     }
 }
 
