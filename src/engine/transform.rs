@@ -37,7 +37,7 @@ pub fn apply(chain: &[Transform], input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec
                 }
             }
             Transform::HtmlDecode => {
-                if memchr::memchr(b'&', out).is_some() {
+                if html_may_change(out) {
                     tmp.clear();
                     html_decode(out, tmp);
                     std::mem::swap(out, tmp);
@@ -67,7 +67,7 @@ pub fn may_change(t: Transform, input: &[u8]) -> bool {
     match t {
         Transform::Lowercase => false,
         Transform::UrlDecode => url_may_change(input),
-        Transform::HtmlDecode => memchr::memchr(b'&', input).is_some(),
+        Transform::HtmlDecode => html_may_change(input),
         Transform::NormalizePath => path_may_change(input),
         Transform::CompressWhitespace => ws_may_change(input),
     }
@@ -153,6 +153,10 @@ fn change_mask_short(input: &[u8]) -> u8 {
         prev = c;
     }
     let mut m = (all & 0xff) as u8;
+    // A `&` alone (query strings are full of them) changes nothing: only an entity does.
+    if m & change::HTML != 0 && !html_may_change(input) {
+        m &= !change::HTML;
+    }
     if pairs & AFTER_SLASH != 0 || input.first() == Some(&b'.') {
         m |= change::PATH;
     }
@@ -170,7 +174,7 @@ fn change_mask_long(input: &[u8], needed: u8) -> u8 {
     if needed & change::PLUS != 0 && memchr::memchr(b'+', input).is_some() {
         m |= change::PLUS;
     }
-    if needed & change::HTML != 0 && memchr::memchr(b'&', input).is_some() {
+    if needed & change::HTML != 0 && html_may_change(input) {
         m |= change::HTML;
     }
     if needed & change::PATH != 0 && path_may_change(input) {
@@ -180,6 +184,40 @@ fn change_mask_long(input: &[u8], needed: u8) -> u8 {
         m |= change::WS;
     }
     m
+}
+
+/// Named entities [`html_decode`] knows, without their `&`.
+const HTML_NAMED: &[(&[u8], u8)] = &[
+    (b"lt;", b'<'),
+    (b"gt;", b'>'),
+    (b"amp;", b'&'),
+    (b"quot;", b'"'),
+    (b"apos;", b'\''),
+    (b"sol;", b'/'),
+    (b"colon;", b':'),
+    (b"lpar;", b'('),
+    (b"rpar;", b')'),
+    (b"tab;", b'\t'),
+    (b"newline;", b'\n'),
+];
+
+/// Whether [`html_decode`] changes `s`: exactly when some `&` starts an entity it decodes.
+/// Query strings are full of `&` separators that are none, and deciding that here is far
+/// cheaper than decoding the value and scanning it again.
+pub fn html_may_change(s: &[u8]) -> bool {
+    memchr::memchr_iter(b'&', s).any(|i| {
+        let rest = &s[i + 1..];
+        match rest.first() {
+            Some(b'#') => match rest.get(1) {
+                Some(b'x' | b'X') => rest.get(2).and_then(|&b| hex(b)).is_some(),
+                Some(b) => b.is_ascii_digit(),
+                None => false,
+            },
+            _ => HTML_NAMED
+                .iter()
+                .any(|(name, _)| rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name)),
+        }
+    })
 }
 
 fn url_may_change(s: &[u8]) -> bool {
@@ -311,19 +349,6 @@ fn push_char(cp: u32, out: &mut Vec<u8>) {
 
 /// Decodes the common named entities and numeric character references.
 pub fn html_decode(s: &[u8], out: &mut Vec<u8>) {
-    const NAMED: &[(&[u8], u8)] = &[
-        (b"lt;", b'<'),
-        (b"gt;", b'>'),
-        (b"amp;", b'&'),
-        (b"quot;", b'"'),
-        (b"apos;", b'\''),
-        (b"sol;", b'/'),
-        (b"colon;", b':'),
-        (b"lpar;", b'('),
-        (b"rpar;", b')'),
-        (b"tab;", b'\t'),
-        (b"newline;", b'\n'),
-    ];
     let mut i = 0;
     'outer: while i < s.len() {
         if s[i] != b'&' {
@@ -332,7 +357,7 @@ pub fn html_decode(s: &[u8], out: &mut Vec<u8>) {
             continue;
         }
         let rest = &s[i + 1..];
-        for (name, ch) in NAMED {
+        for (name, ch) in HTML_NAMED {
             if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
                 out.push(*ch);
                 i += 1 + name.len();
@@ -527,6 +552,22 @@ mod tests {
         assert_eq!(run(&[Transform::HtmlDecode], "a & b &#"), "a & b &#");
         assert_eq!(run(&[Transform::CompressWhitespace], "union \t\n select"), "union select");
         assert_eq!(run(&[Transform::UrlDecode, Transform::Lowercase], "UNION%20SeLeCt"), "union select");
+    }
+
+    /// `html_may_change` is exact: true when decoding changes the value, false otherwise (a
+    /// `&` that starts no entity is left alone).
+    #[test]
+    fn html_may_change_is_exact() {
+        let parts: [&[u8]; 12] =
+            [b"&", b"#", b"x", b"X", b"3", b"f", b";", b"lt;", b"AMP;", b"amp", b"q=1", b"newline;"];
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..50_000 {
+            let s: Vec<u8> =
+                (0..rng.usize(0..8)).flat_map(|_| parts[rng.usize(..parts.len())].iter().copied()).collect();
+            let mut out = Vec::new();
+            html_decode(&s, &mut out);
+            assert_eq!(out != s, html_may_change(&s), "{:?}", String::from_utf8_lossy(&s));
+        }
     }
 
     #[test]
