@@ -47,6 +47,19 @@ impl Bits {
         self.0.clear();
         self.0.extend_from_slice(&other.0);
     }
+    pub fn or(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= *b;
+        }
+    }
+    /// Clears every bit, sized to `words` words.
+    fn zero(&mut self, words: usize) {
+        self.0.clear();
+        self.0.resize(words, 0);
+    }
+    fn len_words(&self) -> usize {
+        self.0.len()
+    }
     pub fn and(&mut self, other: &Bits) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
             *a &= *b;
@@ -79,10 +92,13 @@ impl Bits {
 #[derive(Debug)]
 struct Scanner {
     ac: DFA,
-    /// For sets small enough for a packed SIMD searcher (Teddy, up to 128 literals): it finds
-    /// where a literal may start, many bytes per instruction, and only those positions are
-    /// walked with the (then anchored) DFA. Teddy is case-sensitive, so it runs over a
-    /// lower-cased copy of the value, against the lower-cased literals.
+    /// For sets small enough for a packed SIMD searcher (Teddy, up to 64 literals, and up to
+    /// 16 when one is a single byte): it finds where a literal may start, many bytes per
+    /// instruction, and only those positions are walked with the (then anchored) DFA. Teddy is
+    /// case-sensitive, so it runs over a lower-cased copy of the value, against the
+    /// lower-cased literals. The crate's limits stay: beyond them the literals' first bytes
+    /// occur nearly everywhere in log text, and verifying Teddy's candidates costs several
+    /// times the DFA walk (measured: the 89 user-agent literals, 7k instructions a line).
     packed: Option<packed::Searcher>,
     rules: Vec<Vec<u32>>,
 }
@@ -170,6 +186,11 @@ impl Scanner {
         }
     }
 
+    /// How it searches, for [`Prefilter::layout`].
+    fn kind(&self) -> &'static str {
+        if self.packed.is_some() { " (packed)" } else { " (DFA walk)" }
+    }
+
     #[inline]
     fn mark(&self, sid: StateID, out: &mut Bits) {
         for i in 0..self.ac.match_len(sid) {
@@ -193,6 +214,10 @@ pub struct Prefilter {
     /// The fields under those views, with the union of their views' change bits: each is
     /// tested once per line.
     view_fields: Vec<(FieldId, u8)>,
+    /// The slot of `uri` in `view_fields`, if some view is over it, with the union of the
+    /// change bits of every view field: `path` and `query` are usually parts of `uri`, and a
+    /// part of a value in which no transform changes anything needs no classifying of its own.
+    uri_slot: Option<(usize, u8)>,
     always: Bits,
     /// Number of distinct literals (for reporting).
     pub literals: usize,
@@ -205,6 +230,10 @@ struct FieldScan {
     /// Set for the scans of `path` and `query` when they were folded into `uri`: they run only
     /// on lines that have no `uri` (custom formats that capture only a path).
     only_without_uri: bool,
+    /// Whether results are remembered per value ([`Memo`]): for `user_agent`, whose values
+    /// repeat from line to line (a few browsers and tools make most of the traffic) and whose
+    /// literals are too many for the packed searcher, so each scan walks every byte.
+    memo: bool,
 }
 
 #[derive(Debug)]
@@ -226,6 +255,53 @@ pub struct PrefilterScratch {
     lower: Vec<u8>,
     /// Per entry of [`Prefilter::view_fields`]: the change bits of the field on this line.
     masks: Vec<u8>,
+    memo: Memo,
+}
+
+/// The candidate rules of recently scanned values of memoised fields, in a small
+/// direct-mapped table: a value seen again costs a hash and a comparison instead of a scan.
+/// The result of a scan depends only on the value's bytes, so a hit gives exactly what the
+/// scan would.
+#[derive(Debug, Default)]
+struct Memo {
+    entries: Vec<MemoEntry>,
+    /// The rules found by the scan of a value not in the table.
+    found: Bits,
+}
+
+#[derive(Debug, Default)]
+struct MemoEntry {
+    /// Hash of (field, value).
+    hash: u64,
+    field: FieldId,
+    value: Vec<u8>,
+    rules: Bits,
+}
+
+/// Entries of [`Memo`] (a power of two).
+const MEMO_ENTRIES: usize = 64;
+
+impl Memo {
+    fn scan(&mut self, field: FieldId, scanner: &Scanner, v: &[u8], lower: &mut Vec<u8>, out: &mut Bits) {
+        if self.entries.is_empty() {
+            self.entries.resize_with(MEMO_ENTRIES, MemoEntry::default);
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(v, u64::from(field));
+        let e = &mut self.entries[hash as usize % MEMO_ENTRIES];
+        // (An unused entry can only "hit" an empty value, in which nothing is found anyway.)
+        if e.hash == hash && e.field == field && e.value == v {
+            out.or(&e.rules);
+            return;
+        }
+        self.found.zero(out.len_words());
+        scanner.scan(v, lower, &mut self.found);
+        out.or(&self.found);
+        e.hash = hash;
+        e.field = field;
+        e.value.clear();
+        e.value.extend_from_slice(v);
+        e.rules.copy_from(&self.found);
+    }
 }
 
 /// A rule's prefilter requirement.
@@ -234,6 +310,14 @@ pub enum Requirement {
     AnyOf(Vec<(ViewId, Vec<u8>)>),
     /// No literal is required: evaluate on every line.
     Always,
+}
+
+/// Whether `part` lies within `whole` in memory. The change bits of a value are those of its
+/// bytes and of pairs of adjacent bytes (see [`transform::change_mask`]), plus a leading `.`:
+/// a part of a value without any has none either, unless it starts with a `.`.
+fn part_of(part: &[u8], whole: &[u8]) -> bool {
+    let (p, w) = (part.as_ptr() as usize, whole.as_ptr() as usize);
+    p >= w && p + part.len() <= w + whole.len()
 }
 
 /// Fields that are part of `uri`: their literals are searched in the `uri` scan, so the bytes
@@ -308,12 +392,16 @@ impl Prefilter {
         }
         let mut fields: Vec<FieldScan> = per_field
             .into_iter()
-            .map(|(field, lits)| FieldScan { field, scanner: Scanner::build(&lits), only_without_uri: false })
+            .map(|(field, lits)| {
+                let memo = field == std_fields::USER_AGENT;
+                FieldScan { field, scanner: Scanner::build(&lits), only_without_uri: false, memo }
+            })
             .collect();
         fields.extend(fallback.into_iter().map(|(field, lits)| FieldScan {
             field,
             scanner: Scanner::build(&lits),
             only_without_uri: true,
+            memo: false,
         }));
         let mut view_fields: Vec<(FieldId, u8)> = Vec::new();
         let views = per_view
@@ -333,7 +421,9 @@ impl Prefilter {
                 ViewScan { view, field_slot, mask, scanner: Scanner::build(&lits) }
             })
             .collect();
-        Prefilter { fields, views, view_fields, always, literals: distinct.len() }
+        let all_bits = view_fields.iter().fold(0, |m, (_, b)| m | b);
+        let uri_slot = view_fields.iter().position(|(f, _)| *f == std_fields::URI).map(|i| (i, all_bits));
+        Prefilter { fields, views, view_fields, uri_slot, always, literals: distinct.len() }
     }
 
     /// Sets `out` to the candidate rules for this line.
@@ -353,13 +443,27 @@ impl Prefilter {
                 continue;
             }
             if let Some(v) = rec.get(line, fs.field) {
-                fs.scanner.scan(v, &mut s.lower, out);
+                if fs.memo {
+                    s.memo.scan(fs.field, &fs.scanner, v, &mut s.lower, out);
+                } else {
+                    fs.scanner.scan(v, &mut s.lower, out);
+                }
             }
         }
         s.masks.clear();
-        s.masks.extend(self.view_fields.iter().map(|&(f, needed)| match rec.get(line, f) {
-            Some(v) => transform::change_mask(v, needed),
+        // `uri` first: when nothing in it would change, neither would anything in a part of it.
+        let (mut uri_slot, mut uri_mask, mut clean_uri) = (usize::MAX, 0, None);
+        if let Some((slot, bits)) = self.uri_slot
+            && let Some(v) = rec.get(line, std_fields::URI)
+        {
+            (uri_slot, uri_mask) = (slot, transform::change_mask(v, bits));
+            clean_uri = (uri_mask == 0).then_some(v);
+        }
+        s.masks.extend(self.view_fields.iter().enumerate().map(|(slot, &(f, needed))| match rec.get(line, f) {
+            _ if slot == uri_slot => uri_mask & needed,
             None => 0, // absent: no view of it to scan
+            Some(v) if clean_uri.is_some_and(|u| part_of(v, u)) && v.first() != Some(&b'.') => 0,
+            Some(v) => transform::change_mask(v, needed),
         }));
         for vs in &self.views {
             // Unchanged up to ASCII case: the field's own scan already covered the view.
@@ -384,11 +488,13 @@ impl Prefilter {
             .iter()
             .map(|f| {
                 let when = if f.only_without_uri { " (lines without uri)" } else { "" };
-                format!("field {}{when}: {} literals", reg.name(f.field), f.scanner.rules.len())
+                format!("field {}{when}: {} literals{}", reg.name(f.field), f.scanner.rules.len(), f.scanner.kind())
             })
             .collect();
         out.extend(
-            self.views.iter().map(|v| format!("view {}: {} literals", view_name(v.view), v.scanner.rules.len())),
+            self.views
+                .iter()
+                .map(|v| format!("view {}: {} literals{}", view_name(v.view), v.scanner.rules.len(), v.scanner.kind())),
         );
         out
     }
@@ -435,6 +541,44 @@ mod tests {
                 s.scan(b"nothing to see", &mut lower, &mut out);
                 assert!(out.is_empty());
             }
+        }
+    }
+
+    /// A value seen again gets from the memo exactly what scanning it gives, whether its entry
+    /// is still there or was taken by another value (or another field) meanwhile.
+    #[test]
+    fn memo_gives_what_the_scan_gives() {
+        let lits: Vec<(Vec<u8>, u32)> = [&b"curl/"[..], b"sqlmap", b"nikto", b"%"]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_vec(), i as u32))
+            .collect();
+        let scanner = Scanner::build(&lits);
+        let values: Vec<String> = (0..300)
+            .map(|i| match i % 5 {
+                0 => format!("curl/{i}"),
+                1 => format!("Mozilla/5.0 (X11; rv:{i}) sqlMap"),
+                2 => format!("%{i}"),
+                3 => String::new(),
+                _ => format!("browser {i}"),
+            })
+            .collect();
+        let (mut memo, mut lower) = (Memo::default(), Vec::new());
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..5000 {
+            let v = values[rng.usize(..values.len())].as_bytes();
+            let field = rng.u16(0..2);
+            let (mut want, mut got) = (Bits::new(70), Bits::new(70));
+            scanner.scan(v, &mut lower, &mut want);
+            got.set(69); // what other fields found stays
+            memo.scan(field, &scanner, v, &mut lower, &mut got);
+            want.set(69);
+            assert_eq!(
+                got.ones().collect::<Vec<_>>(),
+                want.ones().collect::<Vec<_>>(),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
         }
     }
 }
