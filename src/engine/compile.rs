@@ -407,7 +407,7 @@ impl Compiler<'_> {
             Some(l) if !l.is_empty() => Requirement::AnyOf(l),
             _ => Requirement::Always,
         };
-        Some((Op::Regex { re, case_sensitive: cs }, req))
+        Some((Op::regex(re, cs), req))
     }
 
     /// Expands a value list (strings and `{list: NAME}`), reporting unknown lists.

@@ -39,6 +39,10 @@ pub enum Op {
     Regex {
         re: Regex,
         case_sensitive: bool,
+        /// When the pattern is a fixed run of bytes and byte classes anchored at both ends
+        /// (`^4\d\d$` on a status): the class of each byte, tested without the regex engine,
+        /// whose set-up per call costs more than such a test.
+        shape: Option<Box<[ByteSet]>>,
     },
     Count {
         needle: Vec<u8>,
@@ -55,6 +59,75 @@ pub enum Op {
     Exists(bool),
     /// The event's time falls inside these days and hours (looks at no field).
     Time(super::when::When),
+}
+
+impl Op {
+    /// The operator of a compiled regex (`case_sensitive` as it was compiled with).
+    pub fn regex(re: Regex, case_sensitive: bool) -> Op {
+        let shape = fixed_shape(re.as_str(), case_sensitive);
+        Op::Regex { re, case_sensitive, shape }
+    }
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn add(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+    #[inline]
+    fn has(&self, b: u8) -> bool {
+        self.0[usize::from(b >> 6)] >> (b & 63) & 1 != 0
+    }
+}
+
+/// The byte sets of a pattern that matches exactly the values of one fixed length whose every
+/// byte is in its set: `^`, then literal bytes and byte classes only, then `$`. Parsed as the
+/// engine compiles it (no Unicode: a class matches one byte; case folded unless
+/// `case_sensitive`), so the sets accept exactly what the regex accepts. `None` for any other
+/// pattern.
+fn fixed_shape(pattern: &str, case_sensitive: bool) -> Option<Box<[ByteSet]>> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    // Most patterns are not anchored at the start: skip parsing them a second time.
+    if !pattern.trim_start_matches("(?:").starts_with('^') {
+        return None;
+    }
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .case_insensitive(!case_sensitive)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let HirKind::Concat(items) = hir.kind() else { return None };
+    let (first, rest) = items.split_first()?;
+    let (last, middle) = rest.split_last()?;
+    if *first.kind() != HirKind::Look(Look::Start) || *last.kind() != HirKind::Look(Look::End) {
+        return None;
+    }
+    let mut sets = Vec::new();
+    for h in middle {
+        match h.kind() {
+            HirKind::Literal(lit) => sets.extend(lit.0.iter().map(|&b| {
+                let mut s = ByteSet::default();
+                s.add(b);
+                s
+            })),
+            HirKind::Class(Class::Bytes(c)) => {
+                let mut s = ByteSet::default();
+                for r in c.ranges() {
+                    for b in r.start()..=r.end() {
+                        s.add(b);
+                    }
+                }
+                sets.push(s);
+            }
+            _ => return None,
+        }
+    }
+    Some(sets.into_boxed_slice())
 }
 
 /// Literal values of contains / equals / starts_with / ends_with, compared ignoring ASCII case
@@ -216,6 +289,9 @@ impl Op {
             (Op::Equals(s), Some(v)) => s.equals(v),
             (Op::StartsWith(s), Some(v)) => s.starts(v),
             (Op::EndsWith(s), Some(v)) => s.ends(v),
+            (Op::Regex { shape: Some(shape), .. }, Some(v)) => {
+                v.len() == shape.len() && v.iter().zip(shape.iter()).all(|(&b, set)| set.has(b))
+            }
             (Op::Regex { re, .. }, Some(v)) => re.is_match(v),
             (Op::Count { needle, case_sensitive, at_least }, Some(v)) => count(v, needle, *case_sensitive) >= *at_least,
             (Op::Number { gt, gte, lt, lte }, Some(v)) => match parse_number(v) {
@@ -280,6 +356,33 @@ mod tests {
         assert_eq!(count(b"AbAB", b"ab", false), 2);
         assert_eq!(count(b"AbAB", b"ab", true), 0);
         assert_eq!(count(b"", b"x", true), 0);
+    }
+
+    /// A pattern taken as a fixed shape accepts exactly what its regex accepts; other
+    /// patterns are left to the regex.
+    #[test]
+    fn fixed_shapes_agree_with_the_regex() {
+        for (pattern, cs, shaped) in [
+            (r"(?:^4\d\d$)", true, true),
+            (r"^GeT$", false, true),
+            (r"^[a-c]x\.[^0-9]$", true, true),
+            (r"^[ab]\xff$", true, true),
+            (r"^4\d+$", true, false),
+            (r"4\d\d$", true, false),
+            (r"(?:^4\d\d$)|(?:^5\d\d$)", true, false),
+            (r"(?m)^4\d\d$", true, false),
+        ] {
+            let re = crate::engine::compile::build_regex(pattern, cs).unwrap();
+            let op = Op::regex(re.clone(), cs);
+            let Op::Regex { shape, .. } = &op else { unreachable!() };
+            assert_eq!(shape.is_some(), shaped, "{pattern}");
+            let alphabet: &[u8] = b"045GgEeTtabcxX.9\xff\n";
+            let mut rng = fastrand::Rng::with_seed(11);
+            for _ in 0..20_000 {
+                let v: Vec<u8> = (0..rng.usize(0..6)).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+                assert_eq!(op.test(Some(&v)), re.is_match(&v), "{pattern} on {:?}", String::from_utf8_lossy(&v));
+            }
+        }
     }
 
     #[test]
