@@ -588,3 +588,76 @@ fn hashing_is_rate_limited() {
     assert!(run.err().contains("hashed=3"), "{}", run.err());
     run.stop();
 }
+
+/// The shipped content rules and YARA rules beside the web-root rules.
+fn with_content_rules(p: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["rules/webshell-content.yml", "rules/webshell.yar"] {
+        std::fs::copy(root.join(f), p.join(f)).unwrap();
+    }
+}
+
+/// The content detection (`webroot.content.*`) of `path`, alone or merged into another
+/// detection of the same change.
+fn content_detection(p: &Path, path: &str) -> Option<serde_json::Value> {
+    let abs = format!("{}/{path}", std::fs::canonicalize(p).unwrap().display());
+    let is_content = |v: &serde_json::Value| v.as_str().is_some_and(|s| s.starts_with("webroot.content."));
+    detections(&p.join("out.txt")).into_iter().find(|d| {
+        d["fields"]["path"] == abs.as_str()
+            && (is_content(&d["rule"]["id"]) || d["also"].as_array().is_some_and(|a| a.iter().any(is_content)))
+    })
+}
+
+#[test]
+fn files_written_are_scanned_with_the_content_and_yara_rules() {
+    // A deploy window all day, and files that change twice within the flap window: the
+    // changes themselves are muted, what the files contain is not.
+    let (_d, p) = project("    maintenance:\n      - {hours: \"00:00-24:00\"}\n");
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap().replace("flap_window: 1ms", "flap_window: 1h");
+    std::fs::write(p.join("trapline.yml"), cfg).unwrap();
+    with_content_rules(&p);
+    let run = Run::start(&p, &[]);
+    // Dropped in one write.
+    std::fs::write(p.join("www/uploads/avatar.php"), "<?php system($_GET['c']); ?>\n").unwrap();
+    // Created empty, then written (the way many upload handlers and editors do it).
+    std::fs::write(p.join("www/app/cache.php"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(p.join("www/app/cache.php"), "<?php @eval(base64_decode($_POST['x']));\n").unwrap();
+    // PHP code inside an image, then renamed to .php.
+    std::fs::write(p.join("www/uploads/me.jpg"), b"\xff\xd8\xff\xe0\x00\x10JFIF<?php passthru($_REQUEST['c']); ?>")
+        .unwrap();
+    // Harmless code during the window: recorded, not reported.
+    std::fs::write(p.join("www/app/about.php"), "<?php echo 'about us';\n").unwrap();
+    for f in ["www/uploads/avatar.php", "www/app/cache.php", "www/uploads/me.jpg"] {
+        assert!(
+            wait_for(Duration::from_secs(15), || content_detection(&p, f).is_some()),
+            "no content detection of {f}: {:#?}\n{}",
+            detections(&p.join("out.txt")),
+            run.err()
+        );
+    }
+    let d = content_detection(&p, "www/uploads/avatar.php").unwrap();
+    assert_eq!(d["rule"]["severity"], "critical", "{d:#}");
+    let rules = d["fields"]["content_rules"].as_str().unwrap();
+    assert!(rules.split(' ').any(|r| r == "webshell.php.input-to-exec"), "{rules}");
+    assert!(rules.split(' ').any(|r| r.starts_with("yara.")), "the YARA rules ran too: {rules}");
+    assert!(d["fields"]["content_excerpt"].as_str().unwrap().contains("system($_GET"), "{d:#}");
+    let d = content_detection(&p, "www/app/cache.php").unwrap();
+    assert_eq!(d["fields"]["change"], "modified", "{d:#}");
+    std::fs::rename(p.join("www/uploads/me.jpg"), p.join("www/uploads/me.php")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || content_detection(&p, "www/uploads/me.php").is_some()),
+        "{:#?}",
+        detections(&p.join("out.txt"))
+    );
+    let d = content_detection(&p, "www/uploads/me.php").unwrap();
+    assert_eq!(d["fields"]["change"], "renamed", "{d:#}");
+    run.stop();
+    assert!(content_detection(&p, "www/app/about.php").is_none());
+    assert!(
+        !detections(&p.join("out.txt"))
+            .iter()
+            .any(|d| d["fields"]["path"].as_str().unwrap_or("").ends_with("about.php")),
+        "a harmless change inside the maintenance window is not reported"
+    );
+}

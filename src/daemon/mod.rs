@@ -347,6 +347,10 @@ impl EventSink for Daemon {
         Ok(Mark::Object(marks))
     }
 
+    fn content_scanner(&self) -> Option<std::sync::Arc<crate::content::Scanner>> {
+        self.pipeline.setup().content.clone()
+    }
+
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
         match &mut self.engine_store {
             Some(store) => store.durable(wait),

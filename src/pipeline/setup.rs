@@ -26,6 +26,10 @@ pub struct Setup {
     pub redact: super::redact::Redactor,
     /// One detection per attack class per line (`alerts.one_per_class`, default true).
     pub one_per_class: bool,
+    /// The content rules and YARA rules of the same rule paths, when a web root is configured:
+    /// files the web-root source sees created or modified are scanned with them. Built and
+    /// swapped with the rest, so a reload that breaks a YARA file keeps the running set.
+    pub content: Option<Arc<crate::content::Scanner>>,
 }
 
 impl SourceSetup {
@@ -101,7 +105,13 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
         .collect();
     let redact = super::redact::Redactor::new(&cfg.map(|c| c.config.redact.clone()).unwrap_or_default());
     let one_per_class = cfg.is_none_or(|c| c.config.alerts.one_per_class);
-    Ok(Setup { rules, sources, redact, one_per_class })
+    let content = match cfg {
+        Some(c) if !crate::source::webroot::configured(c).is_empty() => {
+            Some(Arc::new(crate::content::Scanner::from_paths(rule_paths, &[])?))
+        }
+        _ => None,
+    };
+    Ok(Setup { rules, sources, redact, one_per_class, content })
 }
 
 /// What the rule compiler must know of the world outside the rule files: the formats and the

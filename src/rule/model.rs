@@ -79,7 +79,8 @@ pub struct Rule {
     pub condition: Option<Condition>,
     /// The condition a file's contents must satisfy, instead of `match`: regexes, magic bytes,
     /// size, extension, name and entropy, all of which must hold. Content rules run in
-    /// `trapline sweep`; thresholds, suppression, formats, sources and examples do not apply.
+    /// `trapline sweep` and on every file a web-root source sees written (its `content_rules`
+    /// field); thresholds, suppression, formats, sources and examples do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentCondition>,
     /// Fire only when enough matching lines occur within a time window (per group key).

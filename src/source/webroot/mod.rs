@@ -40,8 +40,10 @@ use self::scan::{Change, Filter, Hasher, Kind};
 use self::watch::Watch;
 use super::{EventSink, Source, Whence};
 use crate::config::{self, SourceKind};
+use crate::content::Scanner;
 use crate::engine::when::When;
 use crate::event::{Event, Origin};
+use crate::rule::Severity;
 
 /// The format name rules use for file changes (`formats: [webroot]`).
 pub const FORMAT: &str = "webroot";
@@ -69,6 +71,11 @@ pub const FIELDS: &[&str] = &[
     "mtime",
     "content",
     "file_type",
+    "content_rules",
+    "content_severity",
+    "content_title",
+    "content_excerpt",
+    "content_error",
 ];
 
 /// The parser of format `webroot`. A file change carries its fields itself (its raw bytes are
@@ -317,6 +324,9 @@ impl EventSink for Piggyback<'_> {
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
         self.inner.durable(wait)
     }
+    fn content_scanner(&self) -> Option<std::sync::Arc<Scanner>> {
+        self.inner.content_scanner()
+    }
     fn tick(&mut self) {
         self.inner.tick();
         // A failure leaves the baseline as it was: the same changes are found and reported
@@ -426,6 +436,7 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
     let mut history = Vec::new();
     let mut updates = Vec::new();
     let mut delivered = false;
+    let scanner = sink.content_scanner().filter(|s| !s.is_empty());
     for c in changes {
         if let Some(kind) = c.kind {
             let path = c.new.as_ref().or(c.old.as_ref()).map(|e| e.path.clone()).unwrap_or_default();
@@ -434,7 +445,19 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
             // The change's own time: a deploy made in its window while trapline was down is
             // found at the next start, outside the window, and is still a deploy.
             let at = change_time(kind, &c);
-            let note = if t.s.maintenance.iter().any(|w| w.contains(at)) {
+            let content = match (&scanner, &c.new) {
+                (Some(sc), Some(new))
+                    if new.is_file() && matches!(kind, Kind::Created | Kind::Modified | Kind::Renamed) =>
+                {
+                    scan_content(sc, &new.path)
+                }
+                _ => ContentFields::default(),
+            };
+            // A web shell is news whenever it is written: a deploy window or a file that keeps
+            // changing (created empty, then written) mutes the change, not what it contains.
+            let note = if content.severity >= Some(Severity::High) {
+                None
+            } else if t.s.maintenance.iter().any(|w| w.contains(at)) {
                 Some("maintenance window")
             } else if flapping {
                 Some("flapping: one event per window")
@@ -442,7 +465,7 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
                 None
             };
             if note.is_none() {
-                emit(&t.s, kind, &c, sink)?;
+                emit(&t.s, kind, &c, &content.fields, sink)?;
                 delivered = true;
                 t.reported.insert(path.clone(), Instant::now());
             } else {
@@ -535,8 +558,50 @@ fn change_time(kind: Kind, c: &Change) -> DateTime<Utc> {
     }
 }
 
-/// The event of one change.
-fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Result<()> {
+/// What content scanning said about one file, as fields of its change.
+#[derive(Default)]
+struct ContentFields {
+    /// The most severe match.
+    severity: Option<Severity>,
+    fields: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Scans a file created, modified or renamed with the content and YARA rules: `content_rules`
+/// (the ids that matched, most severe first), `content_severity`, and the title and excerpt
+/// of the most severe match; `content_error` when the file could not be scanned (too large,
+/// gone again, unreadable) so that a rule can still say so.
+fn scan_content(scanner: &Scanner, path: &[u8]) -> ContentFields {
+    let mut out = ContentFields::default();
+    match scanner.scan_file(Path::new(std::ffi::OsStr::from_bytes(path))) {
+        Ok(mut matches) => {
+            if matches.is_empty() {
+                return out;
+            }
+            matches.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.rule.cmp(&b.rule)));
+            matches.dedup_by(|a, b| a.rule == b.rule);
+            let top = &matches[0];
+            out.severity = Some(top.severity);
+            let ids: Vec<&str> = matches.iter().map(|m| m.rule.as_str()).collect();
+            out.fields.push(("content_rules", ids.join(" ").into_bytes()));
+            out.fields.push(("content_severity", top.severity.as_str().into()));
+            out.fields.push(("content_title", top.title.clone().into_bytes()));
+            if let Some(x) = &top.excerpt {
+                out.fields.push(("content_excerpt", x.clone().into_bytes()));
+            }
+        }
+        Err(e) => out.fields.push(("content_error", e.to_string().into_bytes())),
+    }
+    out
+}
+
+/// The event of one change, with the fields content scanning added.
+fn emit(
+    s: &Settings,
+    kind: Kind,
+    c: &Change,
+    content: &[(&'static str, Vec<u8>)],
+    sink: &mut dyn EventSink,
+) -> Result<()> {
     let cur = c.new.as_ref().or(c.old.as_ref()).expect("a change has a state");
     let root = s.root_of(&cur.path).cloned().unwrap_or_default();
     let path = Path::new(std::ffi::OsStr::from_bytes(&cur.path));
@@ -574,6 +639,7 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
     } else {
         f.push(("size_delta", cur.size.to_string().into_bytes()));
     }
+    f.extend(content.iter().cloned());
     let time = change_time(kind, c);
     // Idempotency: the same change found again after a crash (the baseline not yet updated)
     // has the same key; another change of the same path has another.
