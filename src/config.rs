@@ -175,6 +175,11 @@ pub struct SourceDef {
     /// the baseline, not reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<crate::rule::model::TimeWindow>,
+    /// Web root only: the URL path the root is served under (default `/`; `/blog` for a site
+    /// behind `Alias /blog ...`). Each file's `url_path` field is this plus its path under the
+    /// root: what an access log shows when the file is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_prefix: Option<String>,
 }
 
 /// A class of files of a web root.
@@ -204,6 +209,7 @@ impl SourceDef {
             (self.poll_interval.is_some(), "poll_interval"),
             (self.flap_window.is_some(), "flap_window"),
             (!self.maintenance.is_empty(), "maintenance"),
+            (self.url_prefix.is_some(), "url_prefix"),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))

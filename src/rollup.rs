@@ -376,6 +376,7 @@ mod tests {
             line: format!("{ip} GET {path}"),
             line_truncated: false,
             threshold: None,
+            sequence: None,
             suppressed: 0,
             actions: vec!["log".into()],
             also: vec![],

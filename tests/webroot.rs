@@ -661,3 +661,81 @@ fn files_written_are_scanned_with_the_content_and_yara_rules() {
         "a harmless change inside the maintenance window is not reported"
     );
 }
+
+/// Detections of the shipped sequence rule: (client_ip, sequence key).
+fn planted_and_used(p: &Path) -> Vec<(String, String)> {
+    detections(&p.join("out.txt"))
+        .iter()
+        .filter(|d| d["rule"]["id"] == "webroot.webshell.planted-and-used")
+        .map(|d| {
+            (
+                d["fields"]["client_ip"].as_str().unwrap_or_default().to_string(),
+                d["sequence"]["key"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// An access-log line of now (the sequence joins on event time).
+fn line_now(ip: &str, target: &str, status: u16) -> String {
+    let t = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
+    format!("{ip} - - [{t}] \"GET {target} HTTP/1.1\" {status} 123 \"-\" \"curl/8.5\"")
+}
+
+#[test]
+fn a_web_shell_planted_then_requested_is_one_critical_detection_naming_the_requester() {
+    let (_d, p) = project("");
+    with_content_rules(&p);
+    std::fs::write(p.join("access.log"), "").unwrap();
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    std::fs::write(p.join("trapline.yml"), format!("{cfg}  - name: web\n    paths: [access.log]\n")).unwrap();
+    let run = Run::start(&p, &[]);
+    let log = p.join("access.log");
+    // Requested before it exists: not a use of it.
+    common::append(&log, &[line_now("198.51.100.1", "/uploads/shell.php", 200)]);
+    std::thread::sleep(Duration::from_millis(500));
+    // Planted, then requested at once — no pause for the web root to settle: the change must
+    // still be seen first. A 404 for it and a request for another file are not uses.
+    std::fs::write(p.join("www/uploads/shell.php"), "<?php echo 1;\n").unwrap();
+    common::append(
+        &log,
+        &[
+            line_now("203.0.113.7", "/uploads/shell.php?cmd=id", 200),
+            line_now("203.0.113.8", "/uploads/shell.php", 404),
+            line_now("203.0.113.9", "/uploads/other.php", 200),
+        ],
+    );
+    // A file whose contents are a web shell, in the code: planted anywhere counts.
+    std::fs::write(p.join("www/app/x y.php"), "<?php system($_GET['c']); ?>\n").unwrap();
+    common::append(&log, &[line_now("203.0.113.10", "/app//x%20y.php", 200)]);
+    // Harmless code changed, then requested: no sequence.
+    std::fs::write(p.join("www/app/index.php"), "<?php echo 'v2';\n").unwrap();
+    common::append(&log, &[line_now("203.0.113.11", "/app/index.php", 200)]);
+    assert!(
+        wait_for(Duration::from_secs(15), || planted_and_used(&p).len() >= 2),
+        "{:?}\n{:#?}\n{}",
+        planted_and_used(&p),
+        detections(&p.join("out.txt")),
+        run.err()
+    );
+    // Nothing more comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    run.stop();
+    let got = planted_and_used(&p);
+    assert_eq!(
+        got,
+        [
+            ("203.0.113.7".to_string(), "/uploads/shell.php".to_string()),
+            ("203.0.113.10".to_string(), "/app/x y.php".to_string()),
+        ],
+        "{:#?}",
+        detections(&p.join("out.txt"))
+    );
+    let d = detections(&p.join("out.txt"))
+        .into_iter()
+        .find(|d| d["rule"]["id"] == "webroot.webshell.planted-and-used")
+        .unwrap();
+    assert_eq!(d["rule"]["severity"], "critical");
+    assert_eq!(d["sequence"]["steps"], 2);
+    assert_eq!(d["source"]["name"], "web", "made from the request: {d:#}");
+}

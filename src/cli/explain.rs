@@ -83,7 +83,15 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             }
         }
         Some(id) => {
-            let Some(i) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
+            let Some(first) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
+            // A sequence rule: the step this line is (the first whose condition matches), else
+            // why the first step does not match.
+            let steps = rules.rules[first].sequence.as_ref().map_or(1, |s| s.steps);
+            let i = (first..first + steps)
+                .find(|&k| {
+                    source.applicable.get(k) && rules.explain_rule(k, &source.parser, &line, &mut scratch).is_ok()
+                })
+                .unwrap_or(first);
             let r = &rules.rules[i];
             if !source.applicable.get(i) {
                 println!(
@@ -143,6 +151,17 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 t.window,
                 escape(&group.join(", "))
             ),
+        }
+    }
+    if let Some(sq) = &r.sequence
+        && let Some((key, started)) = det.sequence_state(i, line, rec)
+    {
+        let key = if key.is_empty() { "(a key field is absent: not a step)".to_string() } else { key };
+        print!("  sequence: this line is step {} of {} for key {}", sq.step + 1, sq.steps, escape(&key));
+        match (sq.step, started) {
+            (0, _) => println!("; it starts a chain (the rule fires at step {})", sq.steps),
+            (_, Some(s)) => println!("; the chain started at {} (within {} s)", fmt(s), sq.within.as_secs()),
+            (_, None) => println!("; no chain is open for this key: nothing happens"),
         }
     }
     if r.suppress.is_some() {

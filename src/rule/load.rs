@@ -331,22 +331,37 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             } else {
                 ids.insert(lr.rule.id.clone(), (file, index));
             }
-            match (&lr.rule.condition, &lr.rule.content) {
-                (Some(_), None) => loaded.rules.push(lr),
-                (None, Some(_)) => {
+            let r = &lr.rule;
+            match (r.condition.is_some(), r.sequence.is_some(), r.content.is_some()) {
+                (true, false, false) => loaded.rules.push(lr),
+                (false, true, false) => {
+                    errors.extend(sequence_rule_errors(&loaded, &lr));
+                    loaded.rules.push(lr);
+                }
+                (false, false, true) => {
                     errors.extend(content_rule_errors(&loaded, &lr));
                     loaded.content.push(lr);
                 }
-                (Some(_), Some(_)) => errors.push(loaded.rule_error(
-                    &lr,
-                    "content",
-                    "a rule has either `match` (events) or `content` (file contents), not both",
-                )),
-                (None, None) => errors.push(
+                (false, false, false) => errors.push(
                     loaded
-                        .rule_error(&lr, "", "a rule needs `match` (events) or `content` (file contents)")
+                        .rule_error(
+                            &lr,
+                            "",
+                            "a rule needs `match` (events), `sequence` (events in order) or `content` (file contents)",
+                        )
                         .kind(ErrorKind::Syntax),
                 ),
+                (_, seq, content) => errors.push(loaded.rule_error(
+                    &lr,
+                    if content {
+                        "content"
+                    } else if seq {
+                        "sequence"
+                    } else {
+                        "match"
+                    },
+                    "a rule has one of `match` (events), `sequence` (events in order) or `content` (file contents)",
+                )),
             }
         }
     }
@@ -372,6 +387,35 @@ fn content_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
     refuse("formats", !r.formats.is_empty());
     refuse("sources", !r.sources.is_empty());
     refuse("examples", !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty());
+    out
+}
+
+/// Parts of a rule that a sequence has per step or not at all: refused with where they go.
+fn sequence_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
+    let r = &lr.rule;
+    let mut out = Vec::new();
+    let mut refuse = |key: &str, given: bool, why: &str| {
+        if given {
+            out.push(loaded.rule_error(lr, key, format!("a `sequence` rule cannot have `{key}`: {why}")));
+        }
+    };
+    refuse("formats", !r.formats.is_empty(), "give `formats` in each step");
+    refuse("sources", !r.sources.is_empty(), "give `sources` in each step");
+    refuse("threshold", r.threshold.is_some(), "the sequence is its own cross-event condition");
+    refuse(
+        "examples",
+        !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty(),
+        "one line cannot show a sequence; test it with a fixture (a log file and its expected detections)",
+    );
+    if let Some(seq) = &r.sequence
+        && !(2..=8).contains(&seq.steps.len())
+    {
+        out.push(loaded.rule_error(
+            lr,
+            "sequence.steps",
+            format!("a sequence has 2 to 8 steps, not {}", seq.steps.len()),
+        ));
+    }
     out
 }
 

@@ -83,6 +83,12 @@ pub struct Rule {
     /// field); thresholds, suppression, formats, sources and examples do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentCondition>,
+    /// Events in order instead of `match`: a detection when an event matching each step has
+    /// been seen, in step order, with the same key, within a time window ("a file created in
+    /// the upload directory, then requested"; "failed log-ins, then a success from the same
+    /// address"). The detection is made from the last step's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Sequence>,
     /// Fire only when enough matching lines occur within a time window (per group key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<Threshold>,
@@ -167,6 +173,79 @@ pub struct EntropyBounds {
     /// content. At least 256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+}
+
+/// A sequence rule's steps and window.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sequence {
+    /// Longest time from the first step's event to the last step's, on event time, e.g. `10m`.
+    pub within: DurationText,
+    /// The steps, in order: 2 to 8.
+    pub steps: Vec<SequenceStep>,
+}
+
+/// One step of a sequence: which events it takes and the key that joins them to the other
+/// steps. Steps may read different sources and formats (a web root, then an access log).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceStep {
+    /// Formats this step applies to (as a rule's `formats`). Empty: every log format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formats: Vec<String>,
+    /// Names of the configured sources this step applies to. Empty: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// The condition an event must satisfy to be this step.
+    #[serde(rename = "match")]
+    pub condition: Condition,
+    /// The join key: a field name, `{field: NAME, transforms: [...]}`, or a list of those
+    /// (compared together). Values compare exactly, after the transforms; an event without
+    /// one of the key fields is not a step.
+    pub key: SequenceKey,
+}
+
+/// A sequence step's key: one field or several.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a field name, {field: NAME, transforms: [...]}, or a list of them")]
+pub enum SequenceKey {
+    One(KeyField),
+    Many(Vec<KeyField>),
+}
+
+impl SequenceKey {
+    pub fn fields(&self) -> &[KeyField] {
+        match self {
+            SequenceKey::One(f) => std::slice::from_ref(f),
+            SequenceKey::Many(v) => v,
+        }
+    }
+}
+
+/// One field of a key, with optional transforms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a field name or {field: NAME, transforms: [...]}")]
+pub enum KeyField {
+    Name(String),
+    Full {
+        field: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        transforms: Vec<Transform>,
+    },
+}
+
+impl KeyField {
+    pub fn name(&self) -> &str {
+        match self {
+            KeyField::Name(n) | KeyField::Full { field: n, .. } => n,
+        }
+    }
+    pub fn transforms(&self) -> &[Transform] {
+        match self {
+            KeyField::Name(_) => &[],
+            KeyField::Full { transforms, .. } => transforms,
+        }
+    }
 }
 
 /// Detection severity, lowest to highest.

@@ -503,20 +503,30 @@ fn compile_each(
     out.extend(errors.into_iter().map(Finding::from_error));
     let mut reqs = Vec::new();
     for (lr, c) in loaded.rules.iter().zip(compiled) {
-        let Some((rule, req)) = c else {
+        let Some(entries) = c else {
             reqs.push(None);
             continue;
         };
-        let report = analysis::analyse(&rule.node, &views);
-        if let Some(x) = report.never {
-            let msg = format!("the rule can never match: {} ({})", x.reason, x.path);
-            out.push(Finding::new(Code::NeverTrue, loaded.rule_error(lr, &x.path, msg)));
+        let mut first = None;
+        for (rule, req) in entries {
+            // Paths in the report are relative to the condition: `match...`, or a step's.
+            let base = match &rule.sequence {
+                Some(s) => format!("sequence.steps[{}].", s.step),
+                None => String::new(),
+            };
+            let report = analysis::analyse(&rule.node, &views);
+            if let Some(x) = report.never {
+                let path = format!("{base}{}", x.path);
+                let msg = format!("the rule can never match: {} ({path})", x.reason);
+                out.push(Finding::new(Code::NeverTrue, loaded.rule_error(lr, &path, msg)));
+            }
+            for x in report.dead {
+                let msg = format!("this alternative can never be true: {}", x.reason);
+                out.push(Finding::new(Code::DeadAlternative, loaded.rule_error(lr, &format!("{base}{}", x.path), msg)));
+            }
+            first.get_or_insert(req);
         }
-        for x in report.dead {
-            let msg = format!("this alternative can never be true: {}", x.reason);
-            out.push(Finding::new(Code::DeadAlternative, loaded.rule_error(lr, &x.path, msg)));
-        }
-        reqs.push(Some(req));
+        reqs.push(first);
     }
     reqs
 }
@@ -560,13 +570,14 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
             loaded.rule_error(lr, "enabled", "rule is disabled: validated but never run"),
         ));
     }
-    if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() {
+    // A sequence is tested with fixtures (a file of lines and the detections expected).
+    if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() && r.sequence.is_none() {
         let msg = "rule has no examples: add `examples: {match: [...], no_match: [...]}` so CI can test it";
         out.push(Finding::new(Code::NoExamples, loaded.rule_error(lr, "id", msg)));
     }
     // Threshold rules usually count frequent, literal-free events (any 404); paying for a full
     // evaluation per line is their nature, not a mistake.
-    if r.enabled && r.threshold.is_none() && matches!(req, Some(Requirement::Always)) {
+    if r.enabled && r.threshold.is_none() && r.sequence.is_none() && matches!(req, Some(Requirement::Always)) {
         let msg = "no usable literal for the prefilter: the rule is evaluated on every line (add a \
                    `contains` or a regex with a literal of 2+ characters)";
         out.push(Finding::new(Code::NoLiteral, loaded.rule_error(lr, "match", msg)));

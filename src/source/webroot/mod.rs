@@ -71,6 +71,7 @@ pub const FIELDS: &[&str] = &[
     "mtime",
     "content",
     "file_type",
+    "url_path",
     "content_rules",
     "content_severity",
     "content_title",
@@ -107,6 +108,8 @@ pub struct Settings {
     poll_interval: Duration,
     flap_window: Duration,
     maintenance: Vec<When>,
+    /// `url_prefix` without its trailing `/`.
+    url_prefix: Vec<u8>,
 }
 
 impl Settings {
@@ -147,6 +150,10 @@ impl Settings {
             poll_interval: dur(&s.poll_interval, 5),
             flap_window: dur(&s.flap_window, 60),
             maintenance,
+            url_prefix: {
+                let p = s.url_prefix.as_deref().unwrap_or("/").trim_end_matches('/');
+                if p.is_empty() || p.starts_with('/') { p.as_bytes().to_vec() } else { format!("/{p}").into_bytes() }
+            },
         })
     }
 
@@ -273,6 +280,32 @@ impl WebrootSource {
     }
 }
 
+impl WebrootSource {
+    /// Compares at once what the notifications waiting now name, without letting a burst
+    /// settle: called before each log line when web roots run beside logs, so that a file's
+    /// change reaches the rules before a request for it read later (the upload, then the
+    /// request of what was uploaded: the kernel queued the notification before the request
+    /// was even logged). Costs one check of each tree's queue when nothing changed.
+    pub fn catch_up(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        for t in &mut self.trees {
+            let Some(w) = &t.watch else { continue };
+            if t.failed || !w.pending() {
+                continue;
+            }
+            let hint = w.drain();
+            t.failed = true;
+            if hint.rescan {
+                full(t, sink)?;
+                t.last_full = Instant::now();
+            } else if !hint.dirs.is_empty() {
+                partial(t, hint.dirs.into_iter().collect(), sink)?;
+            }
+            t.failed = false;
+        }
+        Ok(())
+    }
+}
+
 impl Source for WebrootSource {
     fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> Result<()> {
         self.start(sink, stop)?;
@@ -316,6 +349,10 @@ struct Piggyback<'a> {
 
 impl EventSink for Piggyback<'_> {
     fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
+        if let Err(e) = self.web.catch_up(self.inner) {
+            // As in `tick`: the baseline is left as it was, the next comparison finds it.
+            tracing::error!(error = format!("{e:#}"), "web root: changes not reported yet; retrying");
+        }
         self.inner.event(at, ev)
     }
     fn flush(&mut self) -> std::io::Result<super::Mark> {
@@ -612,6 +649,12 @@ fn emit(
     f.push(("name", path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default()));
     f.push(("ext", scan::extension(&cur.path).into_bytes()));
     f.push(("root", root.as_os_str().as_bytes().to_vec()));
+    if let Ok(rel) = path.strip_prefix(&root) {
+        let mut u = s.url_prefix.clone();
+        u.push(b'/');
+        u.extend_from_slice(rel.as_os_str().as_bytes());
+        f.push(("url_path", u));
+    }
     f.push(("class", s.class_of(&root, path).as_bytes().to_vec()));
     f.push(("file_type", cur.kind().into()));
     f.push(("content", cur.content.clone().into_bytes()));
