@@ -143,8 +143,9 @@ pub struct SourceDef {
     /// first class whose globs match names the file's `class` field (else `other`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<FileClassDef>,
-    /// Web root only: globs (relative to the root) of files and directories left alone: not
-    /// hashed, not reported, and no watch is added inside an ignored directory.
+    /// Web root only: globs (relative to the root) of files and directories left alone, with
+    /// everything below them: not hashed, not reported, and no watch is added inside an
+    /// ignored directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
     /// Web root only: files larger than this many bytes are not hashed (their size, times,

@@ -45,7 +45,7 @@ sources:
   - name: site
     type: webroot
     paths: [www]
-    ignore: [\"cache\", \"cache/**\"]
+    ignore: [\"cache\"]
     flap_window: 1ms
     classes:
       - {{name: uploads, paths: [\"uploads/**\"]}}
@@ -456,6 +456,9 @@ fn bad_configs_are_refused_with_a_position() {
         check(&cfg, "cannot read web root");
     }
     std::fs::set_permissions(p.join("www"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A YARA rule that does not compile: the files written could not be scanned with it.
+    std::fs::write(p.join("rules/broken.yar"), "rule broken {\n  strings: $a = \"x\"\n  condition: $b\n}\n").unwrap();
+    check(&cfg, "broken.yar:3:");
 }
 
 #[test]
