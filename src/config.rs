@@ -53,6 +53,12 @@ pub struct Config {
     /// parameters in query strings, forms, cookies and JSON. Rules still see the real values.
     #[serde(default)]
     pub redact: crate::pipeline::redact::RedactDef,
+    /// The HTTP server of `trapline run`: metrics and the API (off unless `listen` is set).
+    #[serde(default)]
+    pub http: crate::http::HttpDef,
+    /// The history of detections (`state_dir/history.sqlite`): retention.
+    #[serde(default)]
+    pub history: crate::history::HistoryDef,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,
