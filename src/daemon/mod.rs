@@ -38,6 +38,8 @@ use status::Status;
 
 /// How often the status file is refreshed while running.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// ... and with the dashboard served, whose health line reads it.
+const STATUS_EVERY_SERVED: Duration = Duration::from_secs(1);
 
 /// Runs the daemon with the config at `cfg` until `shutdown` is triggered.
 pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
@@ -448,7 +450,8 @@ impl EventSink for Daemon {
         }
         if self.reloader.due() {
             self.reload();
-        } else if self.status_written.elapsed() >= STATUS_EVERY {
+        } else if self.status_written.elapsed() >= if self.http.is_some() { STATUS_EVERY_SERVED } else { STATUS_EVERY }
+        {
             self.write_status();
         }
     }

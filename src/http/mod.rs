@@ -14,6 +14,7 @@
 //! - Log-derived text leaves as JSON built by serde; no endpoint renders HTML from it.
 
 pub mod metrics;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub struct Shared {
     state_dir: PathBuf,
     /// `Host` header values accepted.
     hosts: Vec<String>,
+    sessions: ui::Sessions,
 }
 
 impl Shared {
@@ -115,8 +117,15 @@ pub fn start(
         if addr.is_ipv6() { format!("[::1]:{}", addr.port()) } else { format!("127.0.0.1:{}", addr.port()) },
     ];
     let (live, _) = broadcast::channel(1024);
-    let shared =
-        Arc::new(Shared { metrics: Metrics::new(), live, clients: AtomicI64::new(0), token, state_dir, hosts });
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        live,
+        clients: AtomicI64::new(0),
+        token,
+        state_dir,
+        hosts,
+        sessions: ui::Sessions::default(),
+    });
     let app = router(Arc::clone(&shared));
     let _guard = rt.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -167,6 +176,12 @@ fn token(def: &HttpDef, cfg: &crate::config::Loaded, state_dir: &Path) -> Result
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/login", get(ui::login_page).post(ui::login))
+        .route("/logout", axum::routing::post(ui::logout))
+        .route("/static/app.js", get(ui::app_js))
+        .route("/static/app.css", get(ui::app_css))
+        .route("/api/session", get(ui::session))
         .route("/metrics", get(metrics_text))
         .route("/api/detections", get(detections))
         .route("/api/top", get(top))
@@ -176,24 +191,44 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Host check, then the token, for every request.
+/// For every request: the Host check; then, except for the log-in page and the static files,
+/// the bearer token or a session cookie — with the session's CSRF token on anything but a
+/// read. Security headers on every answer.
 async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        return (StatusCode::MISDIRECTED_REQUEST, "unexpected Host header\n").into_response();
-    }
-    if !authorized(req.headers(), &s.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required\n",
-        )
-            .into_response();
-    }
-    let mut resp = next.run(req).await;
+    let mut resp = if !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        (StatusCode::MISDIRECTED_REQUEST, "unexpected Host header\n").into_response()
+    } else {
+        let path = req.uri().path();
+        let public = path == "/login" || path.starts_with("/static/") || (path == "/" && req.method() == "GET");
+        let read = req.method() == "GET" || req.method() == "HEAD";
+        if public || authorized(req.headers(), &s.token) {
+            next.run(req).await
+        } else {
+            match s.sessions.csrf_of(req.headers()) {
+                Some(csrf) => {
+                    let given = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if read || constant_time_eq(given.as_bytes(), csrf.as_bytes()) {
+                        next.run(req).await
+                    } else {
+                        (StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token\n").into_response()
+                    }
+                }
+                None => (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a valid bearer token or session is required\n",
+                )
+                    .into_response(),
+            }
+        }
+    };
     let h = resp.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(ui::CSP));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
     resp
 }
 
@@ -295,6 +330,7 @@ async fn top(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response 
         Err(r) => return r.into_response(),
     };
     let limit = f.limit.unwrap_or(10).min(1000);
+    // 60 buckets over the period (at least a minute each): what the page draws.
     let span = chrono::Utc::now().timestamp_millis() - since;
     let bucket = (span / 60).max(60_000);
     let answer = with_history(&s, move |r| {
