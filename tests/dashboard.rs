@@ -267,9 +267,11 @@ fn the_dashboard_in_a_real_browser() {
     b.go(&base);
     assert!(
         wait_for(Duration::from_secs(20), || b.text("#feed").contains("203.0.113.99")),
-        "at {}: {}",
+        "at {}: {}\nbrowser log: {}\n{}",
         b.call("GET", &b.s("/url"), None),
-        b.script("return document.body.innerText")
+        b.script("return document.body.innerText"),
+        b.call("POST", &b.s("/se/log"), Some(json!({"type": "browser"}))),
+        d.stderr()
     );
     std::thread::sleep(Duration::from_millis(500));
     let png = b.call("GET", &b.s("/screenshot"), None);

@@ -140,3 +140,38 @@ fn a_non_loopback_address_is_refused_with_its_position() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("trapline.yml:10:11") && err.contains("not a loopback address"), "{err}");
 }
+
+#[test]
+fn web_root_changes_are_served_with_sizes_and_hashes() {
+    let (_d, p) = project(Some(RULE), &config("127.0.0.1:0"));
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    std::fs::create_dir_all(p.join("www")).unwrap();
+    std::fs::write(p.join("www/index.php"), "<?php echo 1;\n").unwrap();
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    let cfg = cfg.replace("sources:\n", "sources:\n  - name: site\n    type: webroot\n    paths: [www]\n");
+    std::fs::write(p.join("trapline.yml"), cfg).unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let addr = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("http: serving"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_string())
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || d.stderr().contains("web root ready")));
+    std::fs::write(p.join("www/index.php"), "<?php echo 'defaced';\n").unwrap();
+    let mut rows = Vec::new();
+    assert!(wait_for(Duration::from_secs(10), || {
+        let (status, body) = request(&addr, "/api/webroot/changes", &addr, Some(TOKEN));
+        rows = serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap_or_default();
+        status == 200 && !rows.is_empty()
+    }));
+    let c = &rows[0];
+    assert_eq!(c["change"], "modified", "{c}");
+    assert!(c["path"].as_str().unwrap().ends_with("www/index.php"), "{c}");
+    assert_eq!((c["old_size"].as_i64(), c["size"].as_i64()), (Some(14), Some(22)), "{c}");
+    assert_eq!(c["sha256"].as_str().unwrap().len(), 64, "{c}");
+    assert_ne!(c["old_sha256"], c["sha256"]);
+    assert_eq!(request(&addr, "/api/webroot/changes", &addr, None).0, 401);
+}

@@ -187,6 +187,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/top", get(top))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
+        .route("/api/webroot/changes", get(webroot_changes))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .with_state(shared)
 }
@@ -353,6 +354,18 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("no status yet: {e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The newest changes under the web roots, reported or not (maintenance, flapping,
+/// accepted), with sizes and hashes before and after.
+async fn webroot_changes(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let dir = s.state_dir.clone();
+    let limit = f.limit.unwrap_or(100).min(10_000);
+    match tokio::task::spawn_blocking(move || crate::source::webroot::baseline::recent_changes(&dir, limit)).await {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

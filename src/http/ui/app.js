@@ -122,6 +122,26 @@ async function refreshTop() {
   }));
 }
 
+function arrow(a, b, fmt) {
+  const f = (v) => (v === null || v === undefined ? "–" : fmt(v));
+  return a === b ? f(b) : f(a) + " → " + f(b);
+}
+
+async function refreshWebroot() {
+  const rows = await api("/api/webroot/changes?limit=50");
+  document.getElementById("webroot-panel").hidden = rows.length === 0;
+  document.getElementById("webroot").replaceChildren(...rows.map((c) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", (c.at || "").replace("T", " ").slice(0, 19)));
+    tr.appendChild(el("td", c.change));
+    tr.appendChild(el("td", c.old_path ? c.old_path + " → " + c.path : c.path));
+    tr.appendChild(el("td", arrow(c.old_size, c.size, String)));
+    tr.appendChild(el("td", arrow(c.old_sha256, c.sha256, (h) => h.slice(0, 12))));
+    tr.appendChild(el("td", c.reported ? "yes" : "no: " + (c.note || "")));
+    return tr;
+  }));
+}
+
 async function refreshHealth() {
   const h = document.getElementById("health");
   try {
@@ -177,6 +197,8 @@ async function start() {
   connect();
   refreshTop();
   refreshHealth();
+  refreshWebroot();
+  setInterval(refreshWebroot, 10000);
   setInterval(refreshTop, 10000);
   setInterval(refreshHealth, 5000);
 }

@@ -508,14 +508,14 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
             } else {
                 tracing::debug!(path = %scan::display(&path), change = kind.as_str(), why = note, "recorded, not reported");
             }
-            history.push(HistoryRow {
-                at: now.to_rfc3339(),
-                change: kind.as_str(),
-                path,
-                old_path: c.old.as_ref().filter(|_| kind == Kind::Renamed).map(|o| o.path.clone()),
-                reported: note.is_none(),
+            history.push(HistoryRow::of(
+                now.to_rfc3339(),
+                kind.as_str(),
+                c.old.as_ref(),
+                c.new.as_ref(),
+                note.is_none(),
                 note,
-            });
+            ));
         }
         if let Some(old) = &c.old
             && c.new.as_ref().is_none_or(|n| n.path != old.path)
@@ -812,15 +812,14 @@ pub fn accept(cfg: &config::Loaded, only: &[PathBuf], who: &str) -> Result<Vec<(
         let mut history = Vec::new();
         for c in &changes {
             if let Some(kind) = c.kind {
-                let path = c.new.as_ref().or(c.old.as_ref()).map(|e| e.path.clone()).unwrap_or_default();
-                history.push(HistoryRow {
-                    at: now.clone(),
-                    change: kind.as_str(),
-                    path,
-                    old_path: None,
-                    reported: false,
-                    note: Some("accepted"),
-                });
+                history.push(HistoryRow::of(
+                    now.clone(),
+                    kind.as_str(),
+                    c.old.as_ref(),
+                    c.new.as_ref(),
+                    false,
+                    Some("accepted"),
+                ));
             }
             if let Some(old) = &c.old
                 && c.new.as_ref().is_none_or(|n| n.path != old.path)
