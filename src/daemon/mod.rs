@@ -350,6 +350,8 @@ impl Daemon {
             action_errors: self.actions.permanent_errors,
             reloads: self.reloads,
             live_clients: http.live_clients(),
+            action_counters: self.actions.counters(),
+            action_queues: self.actions.queues(),
             ..Default::default()
         };
         if let Some(h) = &self.history {

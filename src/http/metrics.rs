@@ -30,6 +30,17 @@ struct DetectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionEventLabels {
+    action: String,
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -48,6 +59,10 @@ pub struct Snapshot {
     /// Reloads so far: (worked, rejected).
     pub reloads: (u64, u64),
     pub live_clients: i64,
+    /// Per action: (action, counter, total) — XDR deliveries, imports, failures...
+    pub action_counters: Vec<(String, &'static str, u64)>,
+    /// Per action with a queue: (action, waiting now) — the XDR outbox.
+    pub action_queues: Vec<(String, u64)>,
 }
 
 pub struct Metrics {
@@ -63,6 +78,8 @@ pub struct Metrics {
     history_written: Counter,
     history_dropped: Counter,
     live_clients: Gauge,
+    action_events: Family<ActionEventLabels, Counter>,
+    action_queue: Family<ActionLabel, Gauge>,
     /// The last snapshot moved into the registry.
     last: Mutex<Snapshot>,
 }
@@ -88,6 +105,8 @@ impl Metrics {
             history_written: Counter::default(),
             history_dropped: Counter::default(),
             live_clients: Gauge::default(),
+            action_events: Family::default(),
+            action_queue: Family::default(),
             last: Mutex::new(Snapshot::default()),
             registry: Registry::default(),
         };
@@ -106,6 +125,16 @@ impl Metrics {
             m.history_dropped.clone(),
         );
         registry.register("live_clients", "Clients of the live event stream", m.live_clients.clone());
+        registry.register(
+            "action_events",
+            "What each action did (xdr-incident: queued, delivered, failed, requests, retries, imports, incident_updates, ...)",
+            m.action_events.clone(),
+        );
+        registry.register(
+            "action_queue",
+            "Detections waiting in an action's queue (the XDR outbox)",
+            m.action_queue.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -146,6 +175,16 @@ impl Metrics {
         inc(&self.reloads.get_or_create(&ok), now.reloads.0, last.reloads.0);
         inc(&self.reloads.get_or_create(&bad), now.reloads.1, last.reloads.1);
         self.live_clients.set(now.live_clients);
+        for (action, event, total) in &now.action_counters {
+            let old = last.action_counters.iter().find(|c| &c.0 == action && c.1 == *event).map_or(0, |c| c.2);
+            if *total > old {
+                let l = ActionEventLabels { action: action.clone(), event: event.to_string() };
+                inc(&self.action_events.get_or_create(&l), *total, old);
+            }
+        }
+        for (action, waiting) in &now.action_queues {
+            self.action_queue.get_or_create(&ActionLabel { action: action.clone() }).set(*waiting as i64);
+        }
         *last = now;
     }
 
@@ -175,5 +214,24 @@ mod tests {
         assert!(text.contains("trapline_lines_total{source=\"web\"} 15"), "{text}");
         assert!(text.contains("trapline_detections_total{rule=\"web.sqli\",severity=\"high\"} 3"), "{text}");
         assert!(text.contains("trapline_unparsed_lines_total{source=\"web\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn action_counters_and_queues() {
+        let m = Metrics::new();
+        let snap = |delivered, pending| Snapshot {
+            action_counters: vec![
+                ("xdr-incident".into(), "delivered", delivered),
+                ("xdr-incident".into(), "failed", 0),
+            ],
+            action_queues: vec![("xdr-incident".into(), pending)],
+            ..Default::default()
+        };
+        m.update(snap(3, 7));
+        m.update(snap(5, 2));
+        let text = m.encode();
+        assert!(text.contains("trapline_action_events_total{action=\"xdr-incident\",event=\"delivered\"} 5"), "{text}");
+        assert!(text.contains("trapline_action_queue{action=\"xdr-incident\"} 2"), "{text}");
+        assert!(!text.contains("event=\"failed\""), "a counter that never moved has no series yet: {text}");
     }
 }
