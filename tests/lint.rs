@@ -239,8 +239,13 @@ fn schema_violations_are_all_reported() {
         .iter()
         .map(|f| (f["code"].as_str().unwrap().to_string(), f["line"].as_u64().unwrap(), f["col"].as_u64().unwrap()))
         .collect();
-    assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 12), ("TL008".into(), 6, 14)], "{v}");
+    // Each at the offending value: an unknown key at its own value, not at the mapping.
+    assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 23), ("TL008".into(), 6, 14)], "{v}");
     assert!(v[0]["rule"] == "s.one" && v[0]["message"].as_str().unwrap().contains("severe"), "{v}");
+    // What was meant, where it can be guessed.
+    let msg = |i: usize| v[i]["message"].as_str().unwrap().to_string();
+    assert!(msg(0).contains("one of: info, low, medium, high, critical"), "{v}");
+    assert!(msg(1).contains("unknown key `contians` (did you mean `contains`?)"), "{v}");
 }
 
 /// With a config that configures XDR, the templates are loaded and rendered against sample

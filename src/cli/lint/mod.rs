@@ -418,12 +418,105 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
         for e in errors {
             let path = pointer_to_path(&e.instance_path.to_string());
             let rule = rule_id_at(&json, &path);
-            let msg = format!("{e} (schema path {})", e.schema_path);
-            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
+            let schema_path = e.schema_path.to_string();
             invalid.insert(file.clone());
+            // Unknown keys: one finding each, at the key, with the nearest known one.
+            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = &e.kind {
+                let known = allowed_keys(&schema, &schema_path);
+                for key in unexpected {
+                    let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let msg = format!("unknown key `{key}`{}", suggestion(key, &known));
+                    out.push(Finding::new(Code::Schema, one.error_at(0, &at, rule.as_deref(), msg)));
+                }
+                continue;
+            }
+            // A value that is none of a fixed set (a transform, a severity): say which are.
+            if let (Some(v), Some(values)) = (e.instance.as_str(), allowed_values(&schema, &schema_path)) {
+                let msg = format!("unknown value {v:?}{} (one of: {})", suggestion(v, &values), values.join(", "));
+                out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
+                continue;
+            }
+            let msg = format!("{e} (schema path {schema_path})");
+            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
         }
     }
     invalid
+}
+
+/// The schema node at a validator's schema path (`/properties/rules/items/properties/match`),
+/// following `$ref`s where the path steps through them.
+fn schema_at<'a>(root: &'a serde_json::Value, schema_path: &str) -> Option<&'a serde_json::Value> {
+    let resolve = |mut n: &'a serde_json::Value| {
+        for _ in 0..16 {
+            match n.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/")) {
+                Some(r) => n = r.split('/').try_fold(root, |n, seg| n.get(seg))?,
+                None => return Some(n),
+            }
+        }
+        None
+    };
+    let mut node = root;
+    for seg in schema_path.split('/').skip(1) {
+        node = resolve(node)?;
+        node = match node {
+            serde_json::Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => node.get(seg)?,
+        };
+    }
+    resolve(node)
+}
+
+/// The keys an object may have, from the schema of an `additionalProperties` error.
+fn allowed_keys(root: &serde_json::Value, schema_path: &str) -> Vec<String> {
+    let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    schema_at(root, parent)
+        .and_then(|n| n.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The fixed values a `oneOf`/`anyOf`/`enum` allows, when it is a set of strings.
+fn allowed_values(root: &serde_json::Value, schema_path: &str) -> Option<Vec<String>> {
+    let node = schema_at(root, schema_path)?;
+    let mut out = Vec::new();
+    let mut add = |n: &serde_json::Value| {
+        for v in n.get("enum").and_then(|e| e.as_array()).into_iter().flatten() {
+            out.extend(v.as_str().map(str::to_string));
+        }
+        if let Some(c) = n.get("const").and_then(|c| c.as_str()) {
+            out.push(c.to_string());
+        }
+    };
+    match node {
+        // The `enum` keyword's own list.
+        serde_json::Value::Array(vals) if vals.iter().all(|v| v.is_string()) => {
+            out.extend(vals.iter().filter_map(|v| v.as_str().map(str::to_string)));
+        }
+        serde_json::Value::Array(alts) => {
+            for a in alts {
+                add(schema_at(a, "").unwrap_or(a));
+            }
+        }
+        n => add(n),
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// ` (did you mean `x`?)` when a known name is close to `given`.
+fn suggestion(given: &str, known: &[String]) -> String {
+    known
+        .iter()
+        .map(|k| {
+            let g = given.to_ascii_lowercase();
+            // A prefix (`lower` for `lowercase`) is as good as a typo.
+            let d = if k.starts_with(&g) && g.len() >= 3 { 1 } else { strsim::damerau_levenshtein(&g, k) };
+            (d, k)
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 /// `/rules/0/match/any/1` → `rules[0].match.any[1]` (the paths the position index knows).
