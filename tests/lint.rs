@@ -570,3 +570,24 @@ fn explain_prints_a_codes_explanation() {
         "{err}"
     );
 }
+
+/// A custom format whose regex does not compile is reported once, at the config, with the
+/// regex error; the rules that use the format are not also told it is unknown.
+#[test]
+fn a_broken_custom_format_is_one_error_at_the_config() {
+    let dir = rules_dir(&[(
+        "m.yml",
+        "rules:\n  - id: m.x\n    title: x\n    severity: low\n    formats: [maillog]\n    match: {field: host, contains: mx}\n    examples:\n      match: ['mx1 mx1 a']\n",
+    )]);
+    std::fs::write(
+        dir.path().join("trapline.yml"),
+        "rules: [rules]\nformats:\n  maillog:\n    regex: '^(?P<host>\\S+) (?P<host>\\S+) (\\w+'\nsources:\n  - name: m\n    paths: [mail.log]\n    format: maillog\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "trapline.yml", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let errors: Vec<&serde_json::Value> = v.as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
+    assert_eq!(errors.len(), 1, "{v:#}");
+    assert_eq!((errors[0]["code"].as_str(), errors[0]["line"].as_u64()), (Some("TL007"), Some(4)), "{v:#}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("duplicate capture group name"), "{v:#}");
+}

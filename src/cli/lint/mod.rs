@@ -155,7 +155,13 @@ pub fn lint(a: LintArgs) -> Result<i32> {
     for s in &sources {
         texts.insert(s.path.display().to_string(), s.text.clone());
     }
-    lint_sources(sources, cfg.as_ref(), &mut findings);
+    // A config that did not load (a custom format's regex that does not compile, reported
+    // above) still names its formats: rules that use them are not also "unknown format".
+    let named = match (&cfg, &config) {
+        (None, Some(p)) => declared_formats(p),
+        _ => Default::default(),
+    };
+    lint_sources(sources, cfg.as_ref(), &named, &mut findings);
     check_yara(&paths, &mut findings, &mut texts);
     if let Some(c) = &cfg {
         check_templates(c, &mut findings, &mut texts);
@@ -222,6 +228,16 @@ fn check_yara(paths: &[PathBuf], out: &mut Vec<Finding>, texts: &mut HashMap<Str
     if let Err(e) = crate::content::Scanner::new(&loaded, &files) {
         out.extend(e.0.into_iter().map(Finding::from_error));
     }
+}
+
+/// The names under `formats:` of a config file, read leniently (for a config that failed).
+fn declared_formats(p: &Path) -> std::collections::BTreeSet<String> {
+    let text = crate::assets::read_to_string(p).unwrap_or_default();
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { return Default::default() };
+    v.get("formats")
+        .and_then(|f| f.as_mapping())
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// Loads the config; a config that does not validate becomes a TL007 finding (positioned when
@@ -353,7 +369,12 @@ fn read_sources(
 }
 
 /// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
-fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+fn lint_sources(
+    sources: Vec<SourceFile>,
+    cfg: Option<&config::Loaded>,
+    named_formats: &std::collections::BTreeSet<String>,
+    out: &mut Vec<Finding>,
+) {
     let invalid = schema_check(&sources, out);
     let before = out.len();
     let loaded = load_lenient(sources, out);
@@ -373,6 +394,7 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     if let Some(c) = cfg {
         opts.formats = c.format_names();
     }
+    opts.formats.extend(named_formats.iter().cloned());
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
@@ -388,7 +410,18 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
         content: Vec::new(),
         lists: loaded.lists.clone(),
     };
+    let before = out.len();
     run_examples(&good, &opts, registry, &parsers, out);
+    // The examples of a format whose definition failed cannot run: said once, at the config.
+    let mut i = before;
+    while i < out.len() {
+        let broken = named_formats.iter().any(|f| out[i].message.contains(&format!("unknown format {f:?}")));
+        if broken {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// Validates every rule file that is well-formed YAML against the generated JSON Schema
