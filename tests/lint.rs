@@ -591,3 +591,24 @@ fn a_broken_custom_format_is_one_error_at_the_config() {
     assert_eq!((errors[0]["code"].as_str(), errors[0]["line"].as_u64()), (Some("TL007"), Some(4)), "{v:#}");
     assert!(errors[0]["message"].as_str().unwrap().contains("duplicate capture group name"), "{v:#}");
 }
+
+/// A threshold counting everyone together, and a list left behind, are warned about where
+/// they are written.
+#[test]
+fn global_thresholds_and_unused_lists_are_warned_about() {
+    let dir = rules_dir(&[(
+        "g.yml",
+        "lists:\n  used: [a]\n  orphan: [b]\nrules:\n  - id: g.x\n    title: x\n    severity: low\n    match: {field: path, contains: {list: used}}\n    threshold: {count: 5, within: 1m}\n    examples:\n      match: ['1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /a HTTP/1.1\" 200 1 \"-\" \"-\"']\n      no_match: ['1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /z HTTP/1.1\" 200 1 \"-\" \"-\"']\n",
+    )]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let found: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["code"].as_str().unwrap().to_string(), f["line"].as_u64().unwrap()))
+        .collect();
+    assert!(found.contains(&("TL113".into(), 9)), "{v:#}");
+    assert!(found.contains(&("TL114".into(), 3)), "{v:#}");
+    assert!(!found.iter().any(|(c, l)| c == "TL114" && *l == 2), "a used list is fine: {v:#}");
+}

@@ -395,6 +395,7 @@ fn lint_sources(
         opts.formats = c.format_names();
     }
     opts.formats.extend(named_formats.iter().cloned());
+    unused_lists(&loaded, out);
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
@@ -708,6 +709,13 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
                    `contains` or a regex with a literal of 2+ characters)";
         out.push(Finding::new(Code::NoLiteral, loaded.rule_error(lr, "match", msg)));
     }
+    if let Some(t) = &r.threshold
+        && t.group_by.is_empty()
+    {
+        let msg = "threshold without `group_by`: one counter for every client of the source (add e.g. \
+                   `group_by: [client_ip]`)";
+        out.push(Finding::new(Code::GlobalThreshold, loaded.rule_error(lr, "threshold", msg)));
+    }
     let mut greedy = Vec::new();
     if let Some(cond) = &r.condition {
         walk(cond, "match", &mut |c, path| greedy_regexes(loaded, c, path, &mut greedy));
@@ -719,6 +727,48 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
              `field:` or use a bounded class such as [^ \"]*"
         );
         out.push(Finding::new(Code::RawLineRepeat, loaded.rule_error(lr, &path, msg)));
+    }
+}
+
+/// Lists that no rule refers to: a warning at the list.
+fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
+    let mut used = HashSet::new();
+    let mut note = |c: &Condition, _: &str| {
+        for v in [&c.contains, &c.equals, &c.starts_with, &c.ends_with, &c.regex, &c.cidr].into_iter().flatten() {
+            for item in &v.0 {
+                if let crate::rule::ValueItem::List { list } = item {
+                    used.insert(list.clone());
+                }
+            }
+        }
+    };
+    for lr in &loaded.rules {
+        if let Some(c) = &lr.rule.condition {
+            walk(c, "match", &mut note);
+        }
+        for st in lr.rule.sequence.iter().flat_map(|s| &s.steps) {
+            walk(&st.condition, "match", &mut note);
+        }
+    }
+    for lr in &loaded.content {
+        // Content rules name lists too (their `ext`, regexes): counted as used.
+        if let Ok(text) = serde_json::to_string(&lr.rule.content) {
+            for name in loaded.lists.keys() {
+                if text.contains(&format!("\"list\":\"{name}\"")) {
+                    used.insert(name.clone());
+                }
+            }
+        }
+    }
+    for (f, file) in loaded.files.iter().enumerate() {
+        let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&file.text) else { continue };
+        let Some(lists) = v.get("lists").and_then(|l| l.as_mapping()) else { continue };
+        for name in lists.keys().filter_map(|k| k.as_str()) {
+            if !used.contains(name) {
+                let e = loaded.error_at(f, &format!("lists.{name}"), None, format!("list `{name}` is used by no rule"));
+                out.push(Finding::new(Code::UnusedList, e));
+            }
+        }
     }
 }
 
