@@ -315,3 +315,25 @@ fn one_detection_per_class_per_request() {
     assert!(apart.len() > merged.len(), "{} vs {}", apart.len(), merged.len());
     assert_eq!(all_ids(&apart), all_ids(&merged), "merging must not lose a rule");
 }
+
+/// `explain --fields` lists what the format parsed, so a rule author sees which fields exist
+/// (here: syslog gives no `client_ip` for a Postfix line).
+#[test]
+fn explain_lists_the_fields_the_format_parsed() {
+    let out = trapline(&[
+        "explain",
+        "--rules",
+        SHIPPED,
+        "--fields",
+        "--format",
+        "syslog",
+        "--line",
+        "Jan  5 03:14:15 mx postfix/smtpd[1234]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed\x1b[2J",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fields (syslog):"), "{text}");
+    assert!(text.contains("  program = \"postfix/smtpd\""), "{text}");
+    assert!(text.contains("  pid = \"1234\""), "{text}");
+    assert!(!text.contains("client_ip ="), "{text}");
+    assert!(!text.contains('\x1b'), "control characters are escaped: {text}");
+}

@@ -28,6 +28,10 @@ pub struct ExplainArgs {
     /// Explain this rule (default: list every matching rule).
     #[arg(long)]
     pub rule: Option<String>,
+    /// Also list every field the format parsed from the line, with its value (what rules can
+    /// test with `field:`).
+    #[arg(long)]
+    pub fields: bool,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -70,6 +74,21 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
     println!("line: {}", escape(&String::from_utf8_lossy(&line)));
     if !scratch.record.parsed {
         println!("  (not recognised as {}: only raw-line conditions can match)", source.parser.name);
+    }
+    if a.fields {
+        let mut fields: Vec<(&str, String)> = scratch
+            .record
+            .iter(&line)
+            .map(|(id, v)| (rules.registry.name(id), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        fields.sort();
+        println!("fields ({}):", source.parser.name);
+        if fields.is_empty() {
+            println!("  (none)");
+        }
+        for (name, value) in fields {
+            println!("  {name} = \"{}\"", escape(&value));
+        }
     }
     match &a.rule {
         None => {
