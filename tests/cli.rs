@@ -337,3 +337,26 @@ fn explain_lists_the_fields_the_format_parsed() {
     assert!(!text.contains("client_ip ="), "{text}");
     assert!(!text.contains('\x1b'), "control characters are escaped: {text}");
 }
+
+/// `explain --file` shows the window as the explained line finds it: hits that have left the
+/// window by the line's time do not count (as `scan` decides).
+#[test]
+fn explain_counts_the_window_at_the_lines_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("t.yml"),
+        "rules:\n  - id: t.five\n    title: five in an hour\n    severity: low\n    match: {field: path, equals: /login}\n    threshold: {count: 5, within: 1h, group_by: [client_ip]}\n",
+    )
+    .unwrap();
+    let line = |t: &str| format!("192.0.2.1 - - [10/Oct/2024:{t} +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"-\"");
+    let log = [line("10:00:00"), line("10:01:00"), line("10:02:00"), line("10:03:00"), line("11:00:01")].join("\n");
+    let f = write(dir.path(), "a.log", &log);
+    let out = trapline(&["explain", "--rules", rules.to_str().unwrap(), "--file", &f, "--rule", "t.five"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("threshold: 3 of 5 matching lines within 3600 s"), "{text}");
+    assert!(text.contains("this line would be number 4"), "{text}");
+    let scan = trapline(&["scan", "-q", "--fail-on-match", "--rules", rules.to_str().unwrap(), &f]);
+    assert_eq!(scan.status.code(), Some(0), "and scan detects nothing either");
+}

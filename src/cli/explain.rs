@@ -71,6 +71,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
     let detector = pipeline.detector_mut();
     rules.match_line(&source.parser, &source.applicable, &line, &mut scratch);
     let hits: Vec<usize> = scratch.hits.iter().map(|&i| i as usize).collect();
+    let at = source.parser.event_time(&line, &scratch.record).map(|t| t.timestamp_millis());
     println!("line: {}", escape(&String::from_utf8_lossy(&line)));
     if !scratch.record.parsed {
         println!("  (not recognised as {}: only raw-line conditions can match)", source.parser.name);
@@ -98,7 +99,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             for &i in &hits {
                 let r = &rules.rules[i];
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
-                state(rules, detector, i, &line, &scratch.record);
+                state(rules, detector, i, &line, &scratch.record, at);
             }
         }
         Some(id) => {
@@ -121,7 +122,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
                 Ok(()) => {
                     println!("rule {id}: the condition matches");
-                    state(rules, detector, i, &line, &scratch.record);
+                    state(rules, detector, i, &line, &scratch.record, at);
                 }
                 Err(path) => {
                     let what = rules.describe_condition(i, &path, &line, &mut scratch).unwrap_or_default();
@@ -138,7 +139,8 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
 }
 
 /// Threshold and suppression state of rule `i` for this line's key (after `--file` history).
-fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate::parse::Record) {
+/// `at`: the line's event time (ms), as the window sees it.
+fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate::parse::Record, at: Option<i64>) {
     let r = &rules.rules[i];
     let fmt = |ms: i64| Utc.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default();
     if let Some(t) = &r.threshold {
@@ -149,7 +151,7 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 format!("{}={}", rules.registry.name(*f), String::from_utf8_lossy(rec.get(line, *f).unwrap_or(b"-")))
             })
             .collect();
-        match det.window_state(i, line, rec) {
+        match det.window_state(i, line, rec, at) {
             Some((n, oldest, w)) => {
                 let what = if t.distinct.is_some() { "distinct values" } else { "matching lines" };
                 print!(

@@ -336,11 +336,18 @@ impl Detector {
     }
 
     /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
-    pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
+    /// `at`: the line's event time (ms), so that what has expired by then is not counted.
+    pub fn window_state(
+        &mut self,
+        ri: usize,
+        line: &[u8],
+        rec: &Record,
+        at: Option<i64>,
+    ) -> Option<(u32, Option<i64>, i64)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
         let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
         let w = self.windows[ri].as_ref()?;
-        let (n, oldest) = w.peek(key).unwrap_or((0, None));
+        let (n, oldest) = w.peek_at(key, at.unwrap_or(i64::MIN)).unwrap_or((0, None));
         Some((n, oldest, w.window_ms()))
     }
 }
