@@ -192,3 +192,33 @@ fn open_chains_survive_a_restart_and_an_unchanged_reload() {
     q.replace(build());
     assert_eq!(feed(&mut q, 6, "/b") + feed(&mut q, 7, "/c"), 0);
 }
+
+/// `only:` restricts a fixture to some rules: the others' detections are not "unexpected".
+#[test]
+fn a_fixture_can_check_only_some_rules() {
+    let rules = rules_dir(RULE);
+    std::fs::write(
+        rules.path().join("noisy.yml"),
+        "rules:\n  - id: t.noisy\n    title: every request\n    severity: info\n    match: {field: method, equals: GET}\n",
+    )
+    .unwrap();
+    let tests = rules.path().join("tests");
+    std::fs::create_dir(&tests).unwrap();
+    let log = [
+        access_line("192.0.2.1", 0, "/a", 200),
+        access_line("192.0.2.1", 1, "/b", 200),
+        access_line("192.0.2.1", 2, "/c", 200),
+    ]
+    .join("\n");
+    std::fs::write(tests.join("abc.log"), log + "\n").unwrap();
+    let fixture = |only: &str| format!("format: combined\nlog: abc.log\n{only}expect:\n  - {{rule: t.abc, line: 3}}\n");
+    let run = || trapline(&["test", rules.path().to_str().unwrap()]);
+    std::fs::write(tests.join("abc.test.yml"), fixture("")).unwrap();
+    let out = run();
+    assert_ne!(out.status.code(), Some(0), "t.noisy's detections are unexpected");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unexpected: t.noisy"));
+    std::fs::write(tests.join("abc.test.yml"), fixture("only: [t.abc]\n")).unwrap();
+    assert_eq!(run().status.code(), Some(0), "{}", String::from_utf8_lossy(&run().stdout));
+    std::fs::write(tests.join("abc.test.yml"), fixture("only: [\"t.*\"]\n")).unwrap();
+    assert_ne!(run().status.code(), Some(0), "t.* selects t.noisy again");
+}
