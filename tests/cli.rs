@@ -360,3 +360,18 @@ fn explain_counts_the_window_at_the_lines_time() {
     let scan = trapline(&["scan", "-q", "--fail-on-match", "--rules", rules.to_str().unwrap(), &f]);
     assert_eq!(scan.status.code(), Some(0), "and scan detects nothing either");
 }
+
+/// A `match` example the format cannot read says so, instead of "match is false".
+#[test]
+fn an_unreadable_example_says_the_format_did_not_recognise_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.yml",
+        "rules:\n  - id: e.x\n    title: x\n    severity: low\n    match: {field: path, contains: /adm}\n    examples:\n      match: ['GET /adm HTTP/1.1']\n",
+    );
+    let out = trapline(&["test", dir.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("r.yml:7:15") && text.contains("not a valid `combined` line"), "{text}");
+}
