@@ -375,3 +375,37 @@ fn an_unreadable_example_says_the_format_did_not_recognise_it() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("r.yml:7:15") && text.contains("not a valid `combined` line"), "{text}");
 }
+
+/// A site's own file changes shipped rules without editing them: severity, enabled, and an
+/// exception; an override naming no rule is an error at its position.
+#[test]
+fn overrides_change_shipped_rules_from_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    let line = |ip: &str| {
+        format!(
+            "{ip} - - [10/Oct/2024:13:55:36 +0000] \"GET /item.php?id=1+UNION+SELECT+1,2 HTTP/1.1\" 200 1 \"-\" \"curl/8.5\""
+        )
+    };
+    let f = write(dir.path(), "a.log", &[line("203.0.113.7"), line("10.0.0.5")].join("\n"));
+    std::fs::write(
+        site.join("site.yml"),
+        "overrides:\n  - id: honeypot.sqli\n    severity: critical\n    except: {field: client_ip, cidr: 10.0.0.0/8}\n  - id: scanner.*\n    enabled: false\n",
+    )
+    .unwrap();
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, "--rules", site.to_str().unwrap(), &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dets: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sqli: Vec<&serde_json::Value> = dets.iter().filter(|d| d["rule"]["id"] == "honeypot.sqli").collect();
+    assert_eq!(sqli.len(), 1, "{dets:#?}");
+    assert_eq!(sqli[0]["rule"]["severity"], "critical");
+    assert_eq!(sqli[0]["fields"]["client_ip"], "203.0.113.7", "the exception holds back 10.0.0.5");
+    assert!(!dets.iter().any(|d| d["rule"]["id"].as_str().unwrap().starts_with("scanner.")), "{dets:#?}");
+    std::fs::write(site.join("site.yml"), "overrides:\n  - id: honeypot.sqly\n    severity: critical\n").unwrap();
+    let out = trapline(&["scan", "--rules", SHIPPED, "--rules", site.to_str().unwrap(), &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("site.yml:2:9") && err.contains("no rule has the id \"honeypot.sqly\""), "{err}");
+}

@@ -78,3 +78,24 @@ fn readme_sequence_example_works() {
     }
     assert_eq!(got, [(3, "203.0.113.5".to_string())]);
 }
+
+/// The overrides example of the README applies to the shipped rules.
+#[test]
+fn readme_overrides_example_applies_to_the_shipped_rules() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Overrides**").nth(1).expect("README has an overrides paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("o.yml"), yaml).unwrap();
+    let loaded = trapline::rule::load::load_paths(&[
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")),
+        dir.path().to_path_buf(),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rule = |id: &str| loaded.rules.iter().find(|r| r.rule.id == id).unwrap().rule.clone();
+    assert_eq!(rule("web.sqli.union-select").severity, trapline::rule::Severity::Critical);
+    assert_eq!(rule("web.rate.per-client").threshold.unwrap().count, 1000);
+    assert!(!rule("scanner.http-library-agent").enabled);
+    RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+}

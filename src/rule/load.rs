@@ -281,7 +281,9 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
     }
     let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
     let mut list_origin: HashMap<String, usize> = HashMap::new();
-    for (file, rf) in parsed {
+    let mut overrides = Vec::new();
+    for (file, mut rf) in parsed {
+        overrides.extend(std::mem::take(&mut rf.overrides).into_iter().enumerate().map(|(i, o)| (file, i, o)));
         if rf.version != 1 {
             errors.push(loaded.error_at(
                 file,
@@ -365,7 +367,65 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             }
         }
     }
+    apply_overrides(&mut loaded, overrides, &mut errors);
     if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+}
+
+/// Applies `overrides:` in file order (a later one wins on the keys both give).
+fn apply_overrides(
+    loaded: &mut Loaded,
+    overrides: Vec<(usize, usize, crate::rule::Override)>,
+    errors: &mut Vec<RuleError>,
+) {
+    for (file, i, o) in overrides {
+        let mut hit = 0;
+        for lr in loaded.rules.iter_mut().chain(loaded.content.iter_mut()) {
+            if !o.selects(&lr.rule.id) {
+                continue;
+            }
+            hit += 1;
+            let r = &mut lr.rule;
+            if let Some(v) = o.severity {
+                r.severity = v;
+            }
+            if let Some(v) = o.enabled {
+                r.enabled = v;
+            }
+            if let Some(v) = &o.actions {
+                r.actions = v.clone();
+            }
+            if o.threshold.is_some() {
+                r.threshold = o.threshold.clone();
+            }
+            if o.suppress.is_some() {
+                r.suppress = o.suppress.clone();
+            }
+            if let Some(v) = &o.sources {
+                r.sources = v.clone();
+            }
+            if let Some(except) = &o.except {
+                let wrap = |c: crate::rule::Condition| crate::rule::Condition {
+                    all: Some(vec![
+                        c,
+                        crate::rule::Condition { not: Some(Box::new(except.clone())), ..Default::default() },
+                    ]),
+                    ..Default::default()
+                };
+                if let Some(c) = r.condition.take() {
+                    r.condition = Some(wrap(c));
+                } else if let Some(last) = r.sequence.as_mut().and_then(|s| s.steps.last_mut()) {
+                    last.condition = wrap(std::mem::take(&mut last.condition));
+                }
+            }
+        }
+        if hit == 0 {
+            errors.push(
+                loaded
+                    .error_at(file, &format!("overrides[{i}].id"), None, format!("no rule has the id {:?}", o.id))
+                    .kind(ErrorKind::UnknownReference),
+            );
+        }
+    }
 }
 
 /// Parts of a rule that only mean something for events, given on a content rule: refused, so

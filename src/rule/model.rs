@@ -26,6 +26,45 @@ pub struct RuleFile {
     /// The rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Changes to rules defined elsewhere (a shipped pack), applied after every file is
+    /// loaded, in file order: keep the pack as shipped and say here what differs on this site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<Override>,
+}
+
+/// A change to existing rules. Every key given replaces the rule's own; `except` adds an
+/// exception. An override that matches no rule is an error (a typo must not go unnoticed).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// The rule's id, or `prefix.*` for every rule whose id starts with `prefix.`.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Suppress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    /// Events matching this never fire the rule (an allow-list: your own scanner's address,
+    /// a health check's path). For a sequence, it applies to the last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<Condition>,
+}
+
+impl Override {
+    /// Whether this override applies to rule `id`.
+    pub fn selects(&self, id: &str) -> bool {
+        match self.id.strip_suffix('*') {
+            Some(prefix) => id.starts_with(prefix),
+            None => self.id == id,
+        }
+    }
 }
 
 fn one() -> u32 {
