@@ -175,3 +175,59 @@ fn web_root_changes_are_served_with_sizes_and_hashes() {
     assert_ne!(c["old_sha256"], c["sha256"]);
     assert_eq!(request(&addr, "/api/webroot/changes", &addr, None).0, 401);
 }
+
+/// With a certificate, the server speaks HTTPS only and may listen beyond loopback; the
+/// session cookie is `Secure`. (Needs the `openssl` command to make a test certificate.)
+#[test]
+fn tls_with_a_certificate_and_beyond_loopback() {
+    let (_d, p) = project(Some(RULE), &config("0.0.0.0:0"));
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(&p)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var("TRAPLINE_E2E_REQUIRED").is_err(), "openssl is needed to make a test certificate");
+        eprintln!("skipped: no openssl command");
+        return;
+    }
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    std::fs::write(p.join("trapline.yml"), format!("{cfg}  tls: {{cert: cert.pem, key: key.pem}}\n")).unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let port = d
+        .stderr()
+        .lines()
+        .find(|l| l.contains("http: serving"))
+        .and_then(|l| l.split("addr=0.0.0.0:").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{}", d.stderr()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(p.join("cert.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
+    let (status, body) = rt.block_on(async {
+        let r = client.get(format!("https://localhost:{port}/metrics")).bearer_auth(TOKEN).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("trapline_lines_total") || body.contains("# EOF"), "{body}");
+    let login = rt.block_on(async {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p.join("cert.pem")).unwrap()).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("https://localhost:{port}/login"))
+            .form(&[("token", TOKEN)])
+            .send()
+            .await
+            .unwrap()
+    });
+    let cookie = login.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    // Plain HTTP on the TLS port gets no answer.
+    let (status, _) = request(&format!("127.0.0.1:{port}"), "/metrics", &format!("127.0.0.1:{port}"), Some(TOKEN));
+    assert_eq!(status, 0, "no HTTP answer without TLS");
+}

@@ -8,12 +8,13 @@
 //!   `TRAPLINE_HTTP_TOKEN`, else from `http.token_file`, else from `state_dir/http.token`,
 //!   created (random, mode 0600) at the first start. It is compared in constant time and
 //!   never logged.
-//! - **Loopback only** for now: a non-loopback `listen` is refused (no TLS yet: put a TLS
-//!   reverse proxy in front). The `Host` header must name the listening address or
-//!   `localhost`, so a web page elsewhere cannot reach the API through DNS rebinding.
+//! - **TLS** ([`tls`]) with a configured certificate; without one, a non-loopback `listen` is
+//!   refused. The `Host` header must name the listening address, `localhost` or a configured
+//!   host name, so a web page elsewhere cannot reach the API through DNS rebinding.
 //! - Log-derived text leaves as JSON built by serde; no endpoint renders HTML from it.
 
 pub mod metrics;
+pub mod tls;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -52,6 +53,23 @@ pub struct HttpDef {
     /// `state_dir/http.token`, created with a random token at the first start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate: required to listen on anything but loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDef>,
+    /// Host names clients use to reach the server (`trapline.example.com`), accepted in the
+    /// `Host` header besides the listening address and `localhost`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// `http.tls`: PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDef {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// What the server shares with the daemon.
@@ -64,6 +82,8 @@ pub struct Shared {
     /// `Host` header values accepted.
     hosts: Vec<String>,
     sessions: ui::Sessions,
+    /// Served over TLS: the session cookie is `Secure`.
+    secure: bool,
 }
 
 impl Shared {
@@ -100,22 +120,34 @@ pub fn start(
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("{at}: http.listen {listen:?} is not an address such as 127.0.0.1:9100"))?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && def.tls.is_none() {
         bail!(
-            "{at}: http.listen {listen:?} is not a loopback address; trapline serves no TLS yet, so it only \
-             listens on 127.0.0.1 or [::1]: put a TLS reverse proxy in front to reach it from elsewhere"
+            "{at}: http.listen {listen:?} is not a loopback address: serving beyond this machine needs \
+             `http.tls` (a certificate and its key), so that the token and the session never cross the \
+             network in clear"
         );
     }
+    let acceptor = match &def.tls {
+        Some(t) => Some(
+            tls::acceptor(&cfg.resolve(&t.cert), &cfg.resolve(&t.key))
+                .with_context(|| cfg.position("http.tls").to_string())?,
+        ),
+        None => None,
+    };
     let state_dir = cfg.resolve(&cfg.config.state_dir);
     let token = token(def, cfg, &state_dir)?;
     let std_listener = std::net::TcpListener::bind(addr).with_context(|| format!("{at}: cannot listen on {addr}"))?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
-    let hosts = vec![
+    let mut hosts = vec![
         addr.to_string(),
         format!("localhost:{}", addr.port()),
         if addr.is_ipv6() { format!("[::1]:{}", addr.port()) } else { format!("127.0.0.1:{}", addr.port()) },
     ];
+    for h in &def.hosts {
+        hosts.push(h.clone());
+        hosts.push(format!("{h}:{}", addr.port()));
+    }
     let (live, _) = broadcast::channel(1024);
     let shared = Arc::new(Shared {
         metrics: Metrics::new(),
@@ -125,17 +157,32 @@ pub fn start(
         state_dir,
         hosts,
         sessions: ui::Sessions::default(),
+        secure: acceptor.is_some(),
     });
     let app = router(Arc::clone(&shared));
     let _guard = rt.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    rt.spawn(async move {
-        let stop = async move { shutdown.wait().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-            tracing::error!(error = %e, "http server stopped");
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    match acceptor {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            rt.spawn(async move {
+                let stop = async move { shutdown.wait().await };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
         }
-    });
-    tracing::info!(%addr, "http: serving metrics and the API (Authorization: Bearer <token>)");
+        None => {
+            rt.spawn(async move {
+                let stop = async move { shutdown.wait().await };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
+        }
+    }
+    tracing::info!(%addr, scheme, "http: serving metrics and the API (Authorization: Bearer <token>)");
     Ok(Some(Server { addr, shared }))
 }
 

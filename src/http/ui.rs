@@ -124,7 +124,8 @@ pub async fn login(State(s): State<std::sync::Arc<Shared>>, Form(f): Form<LoginF
     }
     let id = s.sessions.create();
     let mut resp = Redirect::to("/").into_response();
-    let c = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL.as_secs());
+    let secure = if s.secure { "; Secure" } else { "" };
+    let c = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_TTL.as_secs());
     if let Ok(v) = HeaderValue::from_str(&c) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
