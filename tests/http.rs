@@ -174,6 +174,18 @@ fn web_root_changes_are_served_with_sizes_and_hashes() {
     assert_eq!(c["sha256"].as_str().unwrap().len(), 64, "{c}");
     assert_ne!(c["old_sha256"], c["sha256"]);
     assert_eq!(request(&addr, "/api/webroot/changes", &addr, None).0, 401);
+    // The web root's own measurements, and its events counted as the source's lines.
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let (_, m) = request(&addr, "/metrics", &addr, Some(TOKEN));
+            m.contains("trapline_source_measure{source=\"site\",measure=\"webroot_files\"} 1.0")
+                && m.contains("trapline_source_measure{source=\"site\",measure=\"webroot_watches\"}")
+                && m.contains("measure=\"webroot_scan_seconds\"")
+                && m.contains("trapline_lines_total{source=\"site\"} 1")
+        }),
+        "{}",
+        request(&addr, "/metrics", &addr, Some(TOKEN)).1
+    );
 }
 
 /// With a certificate, the server speaks HTTPS only and may listen beyond loopback; the

@@ -226,6 +226,8 @@ struct Daemon {
     per_source: Vec<(u64, u64)>,
     /// Reloads that worked, and that were rejected.
     reloads: (u64, u64),
+    /// Sources' measurements of themselves: (source, what) → value.
+    measures: std::collections::BTreeMap<(usize, &'static str), f64>,
 }
 
 impl Daemon {
@@ -264,6 +266,7 @@ impl Daemon {
             http: None,
             per_source: Vec::new(),
             reloads: (0, 0),
+            measures: Default::default(),
         };
         d.write_status();
         d
@@ -351,6 +354,11 @@ impl Daemon {
             reloads: self.reloads,
             live_clients: http.live_clients(),
             action_counters: self.actions.counters(),
+            measures: self
+                .measures
+                .iter()
+                .filter_map(|((i, what), v)| Some((names.get(*i)?.name.clone(), *what, *v)))
+                .collect(),
             action_queues: self.actions.queues(),
             ..Default::default()
         };
@@ -432,6 +440,10 @@ impl EventSink for Daemon {
 
     fn content_scanner(&self) -> Option<std::sync::Arc<crate::content::Scanner>> {
         self.pipeline.setup().content.clone()
+    }
+
+    fn measure(&mut self, source: usize, what: &'static str, value: f64) {
+        self.measures.insert((source, what), value);
     }
 
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {

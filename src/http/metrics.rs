@@ -41,6 +41,12 @@ struct ActionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MeasureLabels {
+    source: String,
+    measure: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -63,6 +69,9 @@ pub struct Snapshot {
     pub action_counters: Vec<(String, &'static str, u64)>,
     /// Per action with a queue: (action, waiting now) — the XDR outbox.
     pub action_queues: Vec<(String, u64)>,
+    /// Sources' measurements of themselves: (source, what, value) — a web root's files,
+    /// watches, and the duration of its last full comparison.
+    pub measures: Vec<(String, &'static str, f64)>,
 }
 
 pub struct Metrics {
@@ -80,6 +89,7 @@ pub struct Metrics {
     live_clients: Gauge,
     action_events: Family<ActionEventLabels, Counter>,
     action_queue: Family<ActionLabel, Gauge>,
+    measures: Family<MeasureLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The last snapshot moved into the registry.
     last: Mutex<Snapshot>,
 }
@@ -107,6 +117,7 @@ impl Metrics {
             live_clients: Gauge::default(),
             action_events: Family::default(),
             action_queue: Family::default(),
+            measures: Family::default(),
             last: Mutex::new(Snapshot::default()),
             registry: Registry::default(),
         };
@@ -134,6 +145,11 @@ impl Metrics {
             "action_queue",
             "Detections waiting in an action's queue (the XDR outbox)",
             m.action_queue.clone(),
+        );
+        registry.register(
+            "source_measure",
+            "A source's own measurements (web root: webroot_files, webroot_watches, webroot_scan_seconds of the last full comparison)",
+            m.measures.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -181,6 +197,11 @@ impl Metrics {
                 let l = ActionEventLabels { action: action.clone(), event: event.to_string() };
                 inc(&self.action_events.get_or_create(&l), *total, old);
             }
+        }
+        for (source, measure, v) in &now.measures {
+            self.measures
+                .get_or_create(&MeasureLabels { source: source.clone(), measure: measure.to_string() })
+                .set(*v);
         }
         for (action, waiting) in &now.action_queues {
             self.action_queue.get_or_create(&ActionLabel { action: action.clone() }).set(*waiting as i64);

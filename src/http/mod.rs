@@ -108,7 +108,8 @@ pub struct Server {
     pub shared: Arc<Shared>,
 }
 
-/// Binds `def.listen` (refusing what is not loopback) and serves on `rt` until `shutdown`.
+/// Binds `def.listen` (refusing what is not loopback, unless with TLS) and serves on `rt` until
+/// `shutdown`.
 pub fn start(
     def: &HttpDef,
     cfg: &crate::config::Loaded,

@@ -63,6 +63,9 @@ pub trait EventSink {
     fn content_scanner(&self) -> Option<std::sync::Arc<crate::content::Scanner>> {
         None
     }
+    /// A source's own measurement of itself, for metrics: (source index, what, value), e.g.
+    /// a web root's watches held and how long its last full comparison took.
+    fn measure(&mut self, _source: usize, _what: &'static str, _value: f64) {}
 }
 
 /// Something the daemon runs to get events.

@@ -364,6 +364,9 @@ impl EventSink for Piggyback<'_> {
     fn content_scanner(&self) -> Option<std::sync::Arc<Scanner>> {
         self.inner.content_scanner()
     }
+    fn measure(&mut self, source: usize, what: &'static str, value: f64) {
+        self.inner.measure(source, what, value)
+    }
     fn tick(&mut self) {
         self.inner.tick();
         // A failure leaves the baseline as it was: the same changes are found and reported
@@ -418,8 +421,13 @@ fn build(t: &mut Tree, stop: &AtomicBool) -> Result<bool> {
 
 /// Compares every root with the baseline. Returns how many changes were found.
 fn full(t: &mut Tree, sink: &mut dyn EventSink) -> Result<usize> {
+    let started = Instant::now();
     let roots = t.s.roots.clone();
-    scan_dirs(t, roots.into_iter().map(|r| (r, true)).collect(), sink)
+    let n = scan_dirs(t, roots.into_iter().map(|r| (r, true)).collect(), sink)?;
+    sink.measure(t.s.source, "webroot_scan_seconds", started.elapsed().as_secs_f64());
+    sink.measure(t.s.source, "webroot_files", t.base.rows.len() as f64);
+    sink.measure(t.s.source, "webroot_watches", t.watch.as_ref().map_or(0, |w| w.len()) as f64);
+    Ok(n)
 }
 
 /// Compares the named directories (non-recursively) with the baseline.
