@@ -409,3 +409,48 @@ fn overrides_change_shipped_rules_from_another_file() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("site.yml:2:9") && err.contains("no rule has the id \"honeypot.sqly\""), "{err}");
 }
+
+/// Named conditions: written once, used by several rules (and lists inside them count as
+/// used); an unknown or self-referring one is an error at the reference.
+#[test]
+fn named_conditions_are_shared_by_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("c.yml"),
+        "lists:\n  internal: [10.0.0.0/8]\nconditions:\n  from-outside: {not: {field: client_ip, cidr: {list: internal}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("r.yml"),
+        "rules:\n  - id: r.admin\n    title: admin\n    severity: high\n    match: {all: [{field: path, starts_with: /admin}, {ref: from-outside}]}\n  - id: r.debug\n    title: debug\n    severity: low\n    match: {all: [{field: path, starts_with: /debug}, {ref: from-outside}]}\n",
+    )
+    .unwrap();
+    let log = [
+        access_line("203.0.113.5", 0, "/admin/x", 200),
+        access_line("10.1.2.3", 1, "/admin/x", 200),
+        access_line("203.0.113.5", 2, "/debug", 200),
+    ]
+    .join("\n");
+    let f = write(dir.path(), "a.log", &log);
+    let out = trapline(&["scan", "--json", "--rules", rules.to_str().unwrap(), &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|d| (d["rule"]["id"].as_str().unwrap().to_string(), d["source"]["line_number"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [("r.admin".to_string(), 1), ("r.debug".to_string(), 3)]);
+    let lint = trapline(&["lint", rules.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&lint.stdout).contains("TL114"), "the list is used through the condition");
+    // Unknown, and self-referring.
+    std::fs::write(rules.join("c.yml"), "conditions:\n  loop: {ref: loop}\n").unwrap();
+    let out = trapline(&["scan", "--rules", rules.to_str().unwrap(), &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("r.yml:5:") && err.contains("unknown condition \"from-outside\" (defined: loop)"), "{err}");
+    std::fs::write(rules.join("c.yml"), "conditions:\n  from-outside: {ref: from-outside}\n").unwrap();
+    let err = String::from_utf8_lossy(&trapline(&["scan", "--rules", rules.to_str().unwrap(), &f]).stderr).to_string();
+    assert!(err.contains("refers to itself"), "{err}");
+}

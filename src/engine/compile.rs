@@ -114,6 +114,10 @@ pub(crate) struct Compiler<'a> {
     pub errors: Vec<RuleError>,
     /// Lists referenced by the rule being compiled (for its fingerprint).
     pub used_lists: Vec<String>,
+    /// Named conditions referenced by the rule being compiled (for its fingerprint), and how
+    /// deep the current reference is (a condition that refers to itself must end).
+    pub used_conditions: Vec<String>,
+    pub ref_depth: usize,
 }
 
 type Compiled = (Node, Requirement);
@@ -142,6 +146,7 @@ impl Compiler<'_> {
     pub fn rule(&mut self, r: &LoadedRule) -> Option<Entries> {
         let before = self.errors.len();
         self.used_lists.clear();
+        self.used_conditions.clear();
         let rule = &r.rule;
         if rule.title.trim().is_empty() {
             self.err(r, "title", "title must not be empty");
@@ -339,8 +344,18 @@ impl Compiler<'_> {
     fn fingerprint(&self, rule: &crate::rule::Rule) -> u64 {
         let lists: Vec<(&String, Option<&Vec<String>>)> =
             self.used_lists.iter().map(|n| (n, self.loaded.lists.get(n))).collect();
-        let key =
-            (&rule.condition, &rule.threshold, &rule.suppress, &rule.formats, &rule.sources, lists, &rule.sequence);
+        let conditions: Vec<(&String, Option<&Condition>)> =
+            self.used_conditions.iter().map(|n| (n, self.loaded.conditions.get(n))).collect();
+        let key = (
+            &rule.condition,
+            &rule.threshold,
+            &rule.suppress,
+            &rule.formats,
+            &rule.sources,
+            lists,
+            &rule.sequence,
+            conditions,
+        );
         let bytes = serde_json::to_vec(&key).unwrap_or_default();
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
@@ -359,6 +374,7 @@ impl Compiler<'_> {
             c.cidr.is_some(),
             c.exists.is_some(),
             c.time.is_some(),
+            c.reference.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -376,6 +392,43 @@ impl Compiler<'_> {
         if combinators == 1 && leaf_keys {
             self.err(r, path, "field, transforms and case_sensitive belong on an operator, not on any/all/not");
             return None;
+        }
+        if let Some(name) = &c.reference {
+            if leaf_keys {
+                self.err(r, path, "`ref` stands alone: field, transforms and case_sensitive go in the named condition");
+                return None;
+            }
+            let Some(def) = self.loaded.conditions.get(name).cloned() else {
+                let known: Vec<&str> = self.loaded.conditions.keys().map(String::as_str).collect();
+                self.err_of(
+                    ErrorKind::UnknownReference,
+                    r,
+                    &format!("{path}.ref"),
+                    format!(
+                        "unknown condition {name:?} (defined: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
+                return None;
+            };
+            if self.ref_depth >= 16 {
+                self.err(r, &format!("{path}.ref"), format!("condition {name:?} refers to itself (16 levels deep)"));
+                return None;
+            }
+            if !self.used_conditions.contains(name) {
+                self.used_conditions.push(name.clone());
+            }
+            // Errors inside the named condition are reported where it is used, with its name.
+            let before = self.errors.len();
+            self.ref_depth += 1;
+            let out = self.condition(r, &def, &format!("{path}.ref"));
+            self.ref_depth -= 1;
+            for e in &mut self.errors[before..] {
+                if !e.message.starts_with("in condition ") {
+                    e.message = format!("in condition {name:?}: {}", e.message);
+                }
+            }
+            return out;
         }
         if let Some(list) = &c.any {
             return self.list(r, list, &format!("{path}.any"), true);
@@ -568,7 +621,16 @@ pub fn compile_rules(
     registry: &mut FieldRegistry,
     views: &mut Views,
 ) -> (Vec<Option<Entries>>, Vec<RuleError>) {
-    let mut c = Compiler { loaded, opts, registry, views, errors: Vec::new(), used_lists: Vec::new() };
+    let mut c = Compiler {
+        loaded,
+        opts,
+        registry,
+        views,
+        errors: Vec::new(),
+        used_lists: Vec::new(),
+        used_conditions: Vec::new(),
+        ref_depth: 0,
+    };
     let rules = loaded
         .rules
         .iter()

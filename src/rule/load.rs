@@ -113,6 +113,8 @@ pub struct Loaded {
     pub content: Vec<LoadedRule>,
     /// Named lists from all files.
     pub lists: BTreeMap<String, Vec<String>>,
+    /// Named conditions from all files.
+    pub conditions: BTreeMap<String, crate::rule::Condition>,
 }
 
 impl Loaded {
@@ -291,6 +293,22 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
                 None,
                 format!("unsupported rule language version {}; this trapline reads version 1", rf.version),
             ));
+        }
+        for (name, cond) in std::mem::take(&mut rf.conditions) {
+            if loaded.conditions.contains_key(&name) {
+                errors.push(
+                    loaded
+                        .error_at(
+                            file,
+                            &format!("conditions.{name}"),
+                            None,
+                            format!("condition {name:?} is defined twice"),
+                        )
+                        .kind(ErrorKind::Duplicate),
+                );
+                continue;
+            }
+            loaded.conditions.insert(name, cond);
         }
         for (name, items) in rf.lists {
             if let Some(prev) = list_origin.get(&name) {

@@ -23,6 +23,10 @@ pub struct RuleFile {
     /// files. Refer to one from a match value as `{list: NAME}`.
     #[serde(default)]
     pub lists: BTreeMap<String, Vec<String>>,
+    /// Reusable named conditions, visible to every rule of every file (names unique across
+    /// files). Use one as a condition: `{ref: NAME}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, Condition>,
     /// The rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -381,6 +385,9 @@ pub struct Condition {
     /// `true`: the field is present; `false`: it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// The named condition NAME of `conditions:` (in any rule file), as if written here.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// True when the event's time (the parsed `time`, a file change's time, else the arrival
     /// time) falls inside these days and hours. For "outside office hours" put it under
     /// `not`. Takes no `field`.

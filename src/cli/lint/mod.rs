@@ -410,6 +410,7 @@ fn lint_sources(
         rules: loaded.rules.iter().zip(&compiled).filter(|(_, c)| c.is_some()).map(|(r, _)| r.clone()).collect(),
         content: Vec::new(),
         lists: loaded.lists.clone(),
+        conditions: loaded.conditions.clone(),
     };
     let before = out.len();
     run_examples(&good, &opts, registry, &parsers, out);
@@ -581,8 +582,10 @@ fn rule_id_at(json: &serde_json::Value, path: &str) -> Option<String> {
 /// become findings; then every file that parses on its own is merged in, keeping the first of
 /// duplicate rules and lists, so the rest of the checks still see all the good rules.
 fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
-    if let Err(errs) = load::load_sources(sources.clone()) {
-        out.extend(errs.0.into_iter().map(Finding::from_error));
+    // The whole set loads: that is what `run` would use (overrides applied across files).
+    match load::load_sources(sources.clone()) {
+        Ok(all) => return all,
+        Err(errs) => out.extend(errs.0.into_iter().map(Finding::from_error)),
     }
     let mut merged = Loaded::default();
     let mut ids = HashSet::new();
@@ -592,6 +595,9 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
         merged.files.extend(one.files);
         for (name, items) in one.lists {
             merged.lists.entry(name).or_insert(items);
+        }
+        for (name, c) in one.conditions {
+            merged.conditions.entry(name).or_insert(c);
         }
         for mut lr in one.rules {
             if ids.insert(lr.rule.id.clone()) {
@@ -742,6 +748,9 @@ fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
             }
         }
     };
+    for c in loaded.conditions.values() {
+        walk(c, "conditions", &mut note);
+    }
     for lr in &loaded.rules {
         if let Some(c) = &lr.rule.condition {
             walk(c, "match", &mut note);
