@@ -99,3 +99,16 @@ fn readme_overrides_example_applies_to_the_shipped_rules() {
     RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The named-conditions example of the README compiles.
+#[test]
+fn readme_named_conditions_example_compiles() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Named conditions**").nth(1).expect("README has a named conditions paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.conditions.len(), 1);
+    RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
