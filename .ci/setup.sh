@@ -13,6 +13,8 @@
 #   wordpress, phpmyadmin, mediawiki, roundcube-core
 #                       tests/sweep_debian.rs: real PHP applications that `sweep` must not flag
 #   yara                bench/sweep_vs_yara.sh: the reference YARA command
+#   chromium, chromium-driver
+#                       tests/dashboard.rs: the web UI driven in a real headless browser (WebDriver)
 # Run as root (or as a user with sudo).
 set -euo pipefail
 
@@ -22,7 +24,7 @@ installed() {
 
 missing=()
 for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd \
-    wordpress phpmyadmin mediawiki roundcube-core yara; do
+    wordpress phpmyadmin mediawiki roundcube-core yara chromium chromium-driver; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -202,7 +202,7 @@ class Inotify:
 # ---------------------------------------------------------------- the daemon
 
 class Daemon:
-    def __init__(self, binary, rules, templates, tmp=None):
+    def __init__(self, binary, rules, templates, tmp=None, http=False):
         self.dir = tempfile.mkdtemp(prefix="trapline-runbench-", dir=tmp)
         self.log = os.path.join(self.dir, "access.log")
         self.out = os.path.join(self.dir, "logs", "out.txt")
@@ -227,6 +227,16 @@ actions:
     format: json
     console: false
 """)
+            if http:
+                import socket
+                s = socket.socket()
+                s.bind(("127.0.0.1", 0))
+                self.http_port = s.getsockname()[1]
+                s.close()
+                self.token = "bench-token"
+                with open(os.path.join(self.dir, "token.txt"), "w") as t:
+                    t.write(self.token)
+                f.write(f'http:\n  listen: "127.0.0.1:{self.http_port}"\n  token_file: token.txt\n')
         self.stderr = open(os.path.join(self.dir, "daemon.log"), "wb")
         self.proc = subprocess.Popen([binary, "run", "--config", cfg], cwd=self.dir,
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, preexec_fn=die_with_parent)
@@ -359,9 +369,35 @@ def durable_times(w, written):
     return out
 
 
+def feed_client(port, token, stop, counts, i):
+    """One client of the live feed (server-sent events): reads and discards until `stop`."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(0.2)
+    s.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    n = 0
+    while not stop.is_set():
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not b:
+            break
+        n += b.count(b"event: detection")
+    counts[i] = n
+    s.close()
+
+
 def run_phase(args, target, wargs, settle):
-    d = Daemon(args.bin, args.rules, args.templates, args.tmp)
+    import threading
+    d = Daemon(args.bin, args.rules, args.templates, args.tmp, http=args.feed_clients > 0)
     w = Watcher(d)
+    stop = threading.Event()
+    counts = [0] * args.feed_clients
+    clients = [threading.Thread(target=feed_client, args=(d.http_port, d.token, stop, counts, i), daemon=True)
+               for i in range(args.feed_clients)]
+    for c in clients:
+        c.start()
     try:
         q = mp.Queue()
         cpu0, t_cpu0 = d.cpu_seconds(), now()
@@ -392,6 +428,11 @@ def run_phase(args, target, wargs, settle):
         w.poll(0)
         return res, w
     finally:
+        stop.set()
+        for c in clients:
+            c.join(2)
+        if clients:
+            print(f"  live feed: {len(clients)} clients received {min(counts):,}–{max(counts):,} detections each", flush=True)
         w.close()
         d.stop()
 
@@ -474,6 +515,8 @@ def main():
     ap.add_argument("--clients", type=int, default=50000, help="distinct client addresses of the benign lines")
     ap.add_argument("--out", default=None, help="also write the markdown here")
     ap.add_argument("--tmp", default=None, help="directory for the temporary projects")
+    ap.add_argument("--feed-clients", type=int, default=0,
+                    help="serve the HTTP API and keep this many clients on the live feed (/api/events)")
     args = ap.parse_args()
     # A stop (the script's trap) unwinds through the `finally`s: daemons stopped, dirs removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -53,6 +53,12 @@ pub struct Config {
     /// parameters in query strings, forms, cookies and JSON. Rules still see the real values.
     #[serde(default)]
     pub redact: crate::pipeline::redact::RedactDef,
+    /// The HTTP server of `trapline run`: metrics and the API (off unless `listen` is set).
+    #[serde(default)]
+    pub http: crate::http::HttpDef,
+    /// The history of detections (`state_dir/history.sqlite`): retention.
+    #[serde(default)]
+    pub history: crate::history::HistoryDef,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,
@@ -143,8 +149,9 @@ pub struct SourceDef {
     /// first class whose globs match names the file's `class` field (else `other`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<FileClassDef>,
-    /// Web root only: globs (relative to the root) of files and directories left alone: not
-    /// hashed, not reported, and no watch is added inside an ignored directory.
+    /// Web root only: globs (relative to the root) of files and directories left alone, with
+    /// everything below them: not hashed, not reported, and no watch is added inside an
+    /// ignored directory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
     /// Web root only: files larger than this many bytes are not hashed (their size, times,
@@ -175,6 +182,11 @@ pub struct SourceDef {
     /// the baseline, not reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<crate::rule::model::TimeWindow>,
+    /// Web root only: the URL path the root is served under (default `/`; `/blog` for a site
+    /// behind `Alias /blog ...`). Each file's `url_path` field is this plus its path under the
+    /// root: what an access log shows when the file is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_prefix: Option<String>,
 }
 
 /// A class of files of a web root.
@@ -204,6 +216,7 @@ impl SourceDef {
             (self.poll_interval.is_some(), "poll_interval"),
             (self.flap_window.is_some(), "flap_window"),
             (!self.maintenance.is_empty(), "maintenance"),
+            (self.url_prefix.is_some(), "url_prefix"),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))

@@ -32,6 +32,10 @@
 //!   wiring from config to a ready rule set and the redaction of secrets in detections.
 //! - [`daemon`]: `trapline run`: a source → pipeline → roll-ups and actions, reloads, saved
 //!   engine state, status.
+//! - [`history`]: every detection of `run` in SQLite, written off the reading thread, for
+//!   `trapline history` and the dashboard.
+//! - [`http`]: what `run` serves when asked: Prometheus metrics, the history and the live
+//!   feed as JSON, behind a bearer token, on loopback.
 //! - [`shutdown`]: the one stop signal of the process.
 //! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.
@@ -52,6 +56,8 @@ pub mod content;
 pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod history;
+pub mod http;
 pub mod parse;
 pub mod pipeline;
 pub mod rollup;

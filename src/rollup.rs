@@ -200,13 +200,17 @@ impl Rollups {
         if self.oldest_event.is_some_and(|o| t - o >= idle) {
             self.close_where(|a| t - a.last_event >= idle, out);
         }
-        let group: BTreeMap<String, String> = self
+        let mut group: BTreeMap<String, String> = self
             .def
             .group_by
             .iter()
             .map(|f| (f.clone(), d.fields.get(f.as_str()).cloned().unwrap_or_default()))
             .collect();
+        // Detections without the group fields (file changes under a web root have no
+        // client address) share one activity per source, and say so instead of printing an
+        // empty `client_ip=`.
         let key = if group.values().all(|v| v.is_empty()) {
+            group = BTreeMap::from([("source".to_string(), d.source.name.to_string())]);
             format!("source:{}", d.source.name)
         } else {
             serde_json::to_string(&group).unwrap_or_default()
@@ -376,6 +380,7 @@ mod tests {
             line: format!("{ip} GET {path}"),
             line_truncated: false,
             threshold: None,
+            sequence: None,
             suppressed: 0,
             actions: vec!["log".into()],
             also: vec![],
@@ -478,6 +483,7 @@ mod tests {
         r.add(&d, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(r.len(), 1);
+        assert_eq!(out[0].group, BTreeMap::from([("source".to_string(), d.source.name.to_string())]));
     }
 
     #[test]

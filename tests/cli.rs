@@ -357,3 +357,142 @@ fn one_detection_per_class_per_request() {
     assert!(apart.len() > merged.len(), "{} vs {}", apart.len(), merged.len());
     assert_eq!(all_ids(&apart), all_ids(&merged), "merging must not lose a rule");
 }
+
+/// `explain --fields` lists what the format parsed, so a rule author sees which fields exist
+/// (here: syslog gives no `client_ip` for a Postfix line).
+#[test]
+fn explain_lists_the_fields_the_format_parsed() {
+    let out = trapline(&[
+        "explain",
+        "--rules",
+        SHIPPED,
+        "--fields",
+        "--format",
+        "syslog",
+        "--line",
+        "Jan  5 03:14:15 mx postfix/smtpd[1234]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed\x1b[2J",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fields (syslog):"), "{text}");
+    assert!(text.contains("  program = \"postfix/smtpd\""), "{text}");
+    assert!(text.contains("  pid = \"1234\""), "{text}");
+    assert!(!text.contains("client_ip ="), "{text}");
+    assert!(!text.contains('\x1b'), "control characters are escaped: {text}");
+}
+
+/// `explain --file` shows the window as the explained line finds it: hits that have left the
+/// window by the line's time do not count (as `scan` decides).
+#[test]
+fn explain_counts_the_window_at_the_lines_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("t.yml"),
+        "rules:\n  - id: t.five\n    title: five in an hour\n    severity: low\n    match: {field: path, equals: /login}\n    threshold: {count: 5, within: 1h, group_by: [client_ip]}\n",
+    )
+    .unwrap();
+    let line = |t: &str| format!("192.0.2.1 - - [10/Oct/2024:{t} +0000] \"GET /login HTTP/1.1\" 200 1 \"-\" \"-\"");
+    let log = [line("10:00:00"), line("10:01:00"), line("10:02:00"), line("10:03:00"), line("11:00:01")].join("\n");
+    let f = write(dir.path(), "a.log", &log);
+    let out = trapline(&["explain", "--rules", rules.to_str().unwrap(), "--file", &f, "--rule", "t.five"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("threshold: 3 of 5 matching lines within 3600 s"), "{text}");
+    assert!(text.contains("this line would be number 4"), "{text}");
+    let scan = trapline(&["scan", "-q", "--fail-on-match", "--rules", rules.to_str().unwrap(), &f]);
+    assert_eq!(scan.status.code(), Some(0), "and scan detects nothing either");
+}
+
+/// A `match` example the format cannot read says so, instead of "match is false".
+#[test]
+fn an_unreadable_example_says_the_format_did_not_recognise_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "r.yml",
+        "rules:\n  - id: e.x\n    title: x\n    severity: low\n    match: {field: path, contains: /adm}\n    examples:\n      match: ['GET /adm HTTP/1.1']\n",
+    );
+    let out = trapline(&["test", dir.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("r.yml:7:15") && text.contains("not a valid `combined` line"), "{text}");
+}
+
+/// A site's own file changes shipped rules without editing them: severity, enabled, and an
+/// exception; an override naming no rule is an error at its position.
+#[test]
+fn overrides_change_shipped_rules_from_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    let line = |ip: &str| {
+        format!(
+            "{ip} - - [10/Oct/2024:13:55:36 +0000] \"GET /item.php?id=1+UNION+SELECT+1,2 HTTP/1.1\" 200 1 \"-\" \"curl/8.5\""
+        )
+    };
+    let f = write(dir.path(), "a.log", &[line("203.0.113.7"), line("10.0.0.5")].join("\n"));
+    std::fs::write(
+        site.join("site.yml"),
+        "overrides:\n  - id: honeypot.sqli\n    severity: critical\n    except: {field: client_ip, cidr: 10.0.0.0/8}\n  - id: scanner.*\n    enabled: false\n",
+    )
+    .unwrap();
+    let out = trapline(&["scan", "--json", "--rules", SHIPPED, "--rules", site.to_str().unwrap(), &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dets: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sqli: Vec<&serde_json::Value> = dets.iter().filter(|d| d["rule"]["id"] == "honeypot.sqli").collect();
+    assert_eq!(sqli.len(), 1, "{dets:#?}");
+    assert_eq!(sqli[0]["rule"]["severity"], "critical");
+    assert_eq!(sqli[0]["fields"]["client_ip"], "203.0.113.7", "the exception holds back 10.0.0.5");
+    assert!(!dets.iter().any(|d| d["rule"]["id"].as_str().unwrap().starts_with("scanner.")), "{dets:#?}");
+    std::fs::write(site.join("site.yml"), "overrides:\n  - id: honeypot.sqly\n    severity: critical\n").unwrap();
+    let out = trapline(&["scan", "--rules", SHIPPED, "--rules", site.to_str().unwrap(), &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("site.yml:2:9") && err.contains("no rule has the id \"honeypot.sqly\""), "{err}");
+}
+
+/// Named conditions: written once, used by several rules (and lists inside them count as
+/// used); an unknown or self-referring one is an error at the reference.
+#[test]
+fn named_conditions_are_shared_by_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("c.yml"),
+        "lists:\n  internal: [10.0.0.0/8]\nconditions:\n  from-outside: {not: {field: client_ip, cidr: {list: internal}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("r.yml"),
+        "rules:\n  - id: r.admin\n    title: admin\n    severity: high\n    match: {all: [{field: path, starts_with: /admin}, {ref: from-outside}]}\n  - id: r.debug\n    title: debug\n    severity: low\n    match: {all: [{field: path, starts_with: /debug}, {ref: from-outside}]}\n",
+    )
+    .unwrap();
+    let log = [
+        access_line("203.0.113.5", 0, "/admin/x", 200),
+        access_line("10.1.2.3", 1, "/admin/x", 200),
+        access_line("203.0.113.5", 2, "/debug", 200),
+    ]
+    .join("\n");
+    let f = write(dir.path(), "a.log", &log);
+    let out = trapline(&["scan", "--json", "--rules", rules.to_str().unwrap(), &f]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|d| (d["rule"]["id"].as_str().unwrap().to_string(), d["source"]["line_number"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [("r.admin".to_string(), 1), ("r.debug".to_string(), 3)]);
+    let lint = trapline(&["lint", rules.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&lint.stdout).contains("TL114"), "the list is used through the condition");
+    // Unknown, and self-referring.
+    std::fs::write(rules.join("c.yml"), "conditions:\n  loop: {ref: loop}\n").unwrap();
+    let out = trapline(&["scan", "--rules", rules.to_str().unwrap(), &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("r.yml:5:") && err.contains("unknown condition \"from-outside\" (defined: loop)"), "{err}");
+    std::fs::write(rules.join("c.yml"), "conditions:\n  from-outside: {ref: from-outside}\n").unwrap();
+    let err = String::from_utf8_lossy(&trapline(&["scan", "--rules", rules.to_str().unwrap(), &f]).stderr).to_string();
+    assert!(err.contains("refers to itself"), "{err}");
+}

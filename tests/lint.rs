@@ -239,8 +239,13 @@ fn schema_violations_are_all_reported() {
         .iter()
         .map(|f| (f["code"].as_str().unwrap().to_string(), f["line"].as_u64().unwrap(), f["col"].as_u64().unwrap()))
         .collect();
-    assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 12), ("TL008".into(), 6, 14)], "{v}");
+    // Each at the offending value: an unknown key at its own value, not at the mapping.
+    assert_eq!(found, vec![("TL008".into(), 4, 15), ("TL008".into(), 5, 23), ("TL008".into(), 6, 14)], "{v}");
     assert!(v[0]["rule"] == "s.one" && v[0]["message"].as_str().unwrap().contains("severe"), "{v}");
+    // What was meant, where it can be guessed.
+    let msg = |i: usize| v[i]["message"].as_str().unwrap().to_string();
+    assert!(msg(0).contains("one of: info, low, medium, high, critical"), "{v}");
+    assert!(msg(1).contains("unknown key `contians` (did you mean `contains`?)"), "{v}");
 }
 
 /// With a config that configures XDR, the templates are loaded and rendered against sample
@@ -564,4 +569,46 @@ fn explain_prints_a_codes_explanation() {
         err.contains("unknown lint code \"TL999\"") && err.contains("TL001, TL002") && err.contains("TL111"),
         "{err}"
     );
+}
+
+/// A custom format whose regex does not compile is reported once, at the config, with the
+/// regex error; the rules that use the format are not also told it is unknown.
+#[test]
+fn a_broken_custom_format_is_one_error_at_the_config() {
+    let dir = rules_dir(&[(
+        "m.yml",
+        "rules:\n  - id: m.x\n    title: x\n    severity: low\n    formats: [maillog]\n    match: {field: host, contains: mx}\n    examples:\n      match: ['mx1 mx1 a']\n",
+    )]);
+    std::fs::write(
+        dir.path().join("trapline.yml"),
+        "rules: [rules]\nformats:\n  maillog:\n    regex: '^(?P<host>\\S+) (?P<host>\\S+) (\\w+'\nsources:\n  - name: m\n    paths: [mail.log]\n    format: maillog\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "trapline.yml", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let errors: Vec<&serde_json::Value> = v.as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
+    assert_eq!(errors.len(), 1, "{v:#}");
+    assert_eq!((errors[0]["code"].as_str(), errors[0]["line"].as_u64()), (Some("TL007"), Some(4)), "{v:#}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("duplicate capture group name"), "{v:#}");
+}
+
+/// A threshold counting everyone together, and a list left behind, are warned about where
+/// they are written.
+#[test]
+fn global_thresholds_and_unused_lists_are_warned_about() {
+    let dir = rules_dir(&[(
+        "g.yml",
+        "lists:\n  used: [a]\n  orphan: [b]\nrules:\n  - id: g.x\n    title: x\n    severity: low\n    match: {field: path, contains: {list: used}}\n    threshold: {count: 5, within: 1m}\n    examples:\n      match: ['1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /a HTTP/1.1\" 200 1 \"-\" \"-\"']\n      no_match: ['1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /z HTTP/1.1\" 200 1 \"-\" \"-\"']\n",
+    )]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let found: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["code"].as_str().unwrap().to_string(), f["line"].as_u64().unwrap()))
+        .collect();
+    assert!(found.contains(&("TL113".into(), 9)), "{v:#}");
+    assert!(found.contains(&("TL114".into(), 3)), "{v:#}");
+    assert!(!found.iter().any(|(c, l)| c == "TL114" && *l == 2), "a used list is fine: {v:#}");
 }

@@ -40,3 +40,75 @@ fn readme_content_rule_example_works() {
     assert_eq!(hits.len(), 1);
     assert_eq!(set.rules[hits[0].rule].id, "local.php-in-image");
 }
+
+/// The sequence example of the README compiles to one rule entry per step and fires on its
+/// two steps in order.
+#[test]
+fn readme_sequence_example_works() {
+    use trapline::event::{Event, Origin};
+    use trapline::pipeline::{AdHoc, Pipeline, setup};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Sequences**").nth(1).expect("README has a sequences paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.yml"), format!("rules:\n{yaml}")).unwrap();
+    let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+    let built = setup::build(None, &[dir.path().to_path_buf()], &adhoc).unwrap();
+    assert_eq!(built.rules.rules.len(), 2, "one entry per step");
+    let info = built.sources[0].info("access.log");
+    let mut p = Pipeline::new(built, 100);
+    let lines = [
+        "203.0.113.5 - - [10/Oct/2024:13:00:00 +0000] \"POST /wp-login.php HTTP/1.1\" 200 1 \"-\" \"-\"",
+        "203.0.113.6 - - [10/Oct/2024:13:00:01 +0000] \"GET /wp-admin/ HTTP/1.1\" 200 1 \"-\" \"-\"",
+        "203.0.113.5 - - [10/Oct/2024:13:00:02 +0000] \"GET /wp-admin/ HTTP/1.1\" 200 1 \"-\" \"-\"",
+    ];
+    let mut got = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        let ev = Event::line(
+            l.as_bytes(),
+            Origin::Line { content: 1, offset: n as u64 * 100, line_number: n as u64 + 1 },
+            chrono::Utc::now(),
+            false,
+        );
+        p.process(0, &info, &ev, &mut |d: trapline::engine::Detection| {
+            got.push((d.source.line_number, d.fields["client_ip"].clone()));
+            Ok(())
+        })
+        .unwrap();
+    }
+    assert_eq!(got, [(3, "203.0.113.5".to_string())]);
+}
+
+/// The overrides example of the README applies to the shipped rules.
+#[test]
+fn readme_overrides_example_applies_to_the_shipped_rules() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Overrides**").nth(1).expect("README has an overrides paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("o.yml"), yaml).unwrap();
+    let loaded = trapline::rule::load::load_paths(&[
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")),
+        dir.path().to_path_buf(),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rule = |id: &str| loaded.rules.iter().find(|r| r.rule.id == id).unwrap().rule.clone();
+    assert_eq!(rule("web.sqli.union-select").severity, trapline::rule::Severity::Critical);
+    assert_eq!(rule("web.rate.per-client").threshold.unwrap().count, 1000);
+    assert!(!rule("scanner.http-library-agent").enabled);
+    RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The named-conditions example of the README compiles.
+#[test]
+fn readme_named_conditions_example_compiles() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Named conditions**").nth(1).expect("README has a named conditions paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.conditions.len(), 1);
+    RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -45,7 +45,7 @@ sources:
   - name: site
     type: webroot
     paths: [www]
-    ignore: [\"cache\", \"cache/**\"]
+    ignore: [\"cache\"]
     flap_window: 1ms
     classes:
       - {{name: uploads, paths: [\"uploads/**\"]}}
@@ -456,6 +456,9 @@ fn bad_configs_are_refused_with_a_position() {
         check(&cfg, "cannot read web root");
     }
     std::fs::set_permissions(p.join("www"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A YARA rule that does not compile: the files written could not be scanned with it.
+    std::fs::write(p.join("rules/broken.yar"), "rule broken {\n  strings: $a = \"x\"\n  condition: $b\n}\n").unwrap();
+    check(&cfg, "broken.yar:3:");
 }
 
 #[test]
@@ -587,4 +590,155 @@ fn hashing_is_rate_limited() {
     assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(run.err().contains("hashed=3"), "{}", run.err());
     run.stop();
+}
+
+/// The shipped content rules and YARA rules beside the web-root rules.
+fn with_content_rules(p: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["rules/webshell-content.yml", "rules/webshell.yar"] {
+        std::fs::copy(root.join(f), p.join(f)).unwrap();
+    }
+}
+
+/// The content detection (`webroot.content.*`) of `path`, alone or merged into another
+/// detection of the same change.
+fn content_detection(p: &Path, path: &str) -> Option<serde_json::Value> {
+    let abs = format!("{}/{path}", std::fs::canonicalize(p).unwrap().display());
+    let is_content = |v: &serde_json::Value| v.as_str().is_some_and(|s| s.starts_with("webroot.content."));
+    detections(&p.join("out.txt")).into_iter().find(|d| {
+        d["fields"]["path"] == abs.as_str()
+            && (is_content(&d["rule"]["id"]) || d["also"].as_array().is_some_and(|a| a.iter().any(is_content)))
+    })
+}
+
+#[test]
+fn files_written_are_scanned_with_the_content_and_yara_rules() {
+    // A deploy window all day, and files that change twice within the flap window: the
+    // changes themselves are muted, what the files contain is not.
+    let (_d, p) = project("    maintenance:\n      - {hours: \"00:00-24:00\"}\n");
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap().replace("flap_window: 1ms", "flap_window: 1h");
+    std::fs::write(p.join("trapline.yml"), cfg).unwrap();
+    with_content_rules(&p);
+    let run = Run::start(&p, &[]);
+    // Dropped in one write.
+    std::fs::write(p.join("www/uploads/avatar.php"), "<?php system($_GET['c']); ?>\n").unwrap();
+    // Created empty, then written (the way many upload handlers and editors do it).
+    std::fs::write(p.join("www/app/cache.php"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(p.join("www/app/cache.php"), "<?php @eval(base64_decode($_POST['x']));\n").unwrap();
+    // PHP code inside an image, then renamed to .php.
+    std::fs::write(p.join("www/uploads/me.jpg"), b"\xff\xd8\xff\xe0\x00\x10JFIF<?php passthru($_REQUEST['c']); ?>")
+        .unwrap();
+    // Harmless code during the window: recorded, not reported.
+    std::fs::write(p.join("www/app/about.php"), "<?php echo 'about us';\n").unwrap();
+    for f in ["www/uploads/avatar.php", "www/app/cache.php", "www/uploads/me.jpg"] {
+        assert!(
+            wait_for(Duration::from_secs(15), || content_detection(&p, f).is_some()),
+            "no content detection of {f}: {:#?}\n{}",
+            detections(&p.join("out.txt")),
+            run.err()
+        );
+    }
+    let d = content_detection(&p, "www/uploads/avatar.php").unwrap();
+    assert_eq!(d["rule"]["severity"], "critical", "{d:#}");
+    let rules = d["fields"]["content_rules"].as_str().unwrap();
+    assert!(rules.split(' ').any(|r| r == "webshell.php.input-to-exec"), "{rules}");
+    assert!(rules.split(' ').any(|r| r.starts_with("yara.")), "the YARA rules ran too: {rules}");
+    assert!(d["fields"]["content_excerpt"].as_str().unwrap().contains("system($_GET"), "{d:#}");
+    let d = content_detection(&p, "www/app/cache.php").unwrap();
+    assert_eq!(d["fields"]["change"], "modified", "{d:#}");
+    std::fs::rename(p.join("www/uploads/me.jpg"), p.join("www/uploads/me.php")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || content_detection(&p, "www/uploads/me.php").is_some()),
+        "{:#?}",
+        detections(&p.join("out.txt"))
+    );
+    let d = content_detection(&p, "www/uploads/me.php").unwrap();
+    assert_eq!(d["fields"]["change"], "renamed", "{d:#}");
+    run.stop();
+    assert!(content_detection(&p, "www/app/about.php").is_none());
+    assert!(
+        !detections(&p.join("out.txt"))
+            .iter()
+            .any(|d| d["fields"]["path"].as_str().unwrap_or("").ends_with("about.php")),
+        "a harmless change inside the maintenance window is not reported"
+    );
+}
+
+/// Detections of the shipped sequence rule: (client_ip, sequence key).
+fn planted_and_used(p: &Path) -> Vec<(String, String)> {
+    detections(&p.join("out.txt"))
+        .iter()
+        .filter(|d| d["rule"]["id"] == "webroot.webshell.planted-and-used")
+        .map(|d| {
+            (
+                d["fields"]["client_ip"].as_str().unwrap_or_default().to_string(),
+                d["sequence"]["key"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// An access-log line of now (the sequence joins on event time).
+fn line_now(ip: &str, target: &str, status: u16) -> String {
+    let t = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
+    format!("{ip} - - [{t}] \"GET {target} HTTP/1.1\" {status} 123 \"-\" \"curl/8.5\"")
+}
+
+#[test]
+fn a_web_shell_planted_then_requested_is_one_critical_detection_naming_the_requester() {
+    let (_d, p) = project("");
+    with_content_rules(&p);
+    std::fs::write(p.join("access.log"), "").unwrap();
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    std::fs::write(p.join("trapline.yml"), format!("{cfg}  - name: web\n    paths: [access.log]\n")).unwrap();
+    let run = Run::start(&p, &[]);
+    let log = p.join("access.log");
+    // Requested before it exists: not a use of it.
+    common::append(&log, &[line_now("198.51.100.1", "/uploads/shell.php", 200)]);
+    std::thread::sleep(Duration::from_millis(500));
+    // Planted, then requested at once — no pause for the web root to settle: the change must
+    // still be seen first. A 404 for it and a request for another file are not uses.
+    std::fs::write(p.join("www/uploads/shell.php"), "<?php echo 1;\n").unwrap();
+    common::append(
+        &log,
+        &[
+            line_now("203.0.113.7", "/uploads/shell.php?cmd=id", 200),
+            line_now("203.0.113.8", "/uploads/shell.php", 404),
+            line_now("203.0.113.9", "/uploads/other.php", 200),
+        ],
+    );
+    // A file whose contents are a web shell, in the code: planted anywhere counts.
+    std::fs::write(p.join("www/app/x y.php"), "<?php system($_GET['c']); ?>\n").unwrap();
+    common::append(&log, &[line_now("203.0.113.10", "/app//x%20y.php", 200)]);
+    // Harmless code changed, then requested: no sequence.
+    std::fs::write(p.join("www/app/index.php"), "<?php echo 'v2';\n").unwrap();
+    common::append(&log, &[line_now("203.0.113.11", "/app/index.php", 200)]);
+    assert!(
+        wait_for(Duration::from_secs(15), || planted_and_used(&p).len() >= 2),
+        "{:?}\n{:#?}\n{}",
+        planted_and_used(&p),
+        detections(&p.join("out.txt")),
+        run.err()
+    );
+    // Nothing more comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    run.stop();
+    let got = planted_and_used(&p);
+    assert_eq!(
+        got,
+        [
+            ("203.0.113.7".to_string(), "/uploads/shell.php".to_string()),
+            ("203.0.113.10".to_string(), "/app/x y.php".to_string()),
+        ],
+        "{:#?}",
+        detections(&p.join("out.txt"))
+    );
+    let d = detections(&p.join("out.txt"))
+        .into_iter()
+        .find(|d| d["rule"]["id"] == "webroot.webshell.planted-and-used")
+        .unwrap();
+    assert_eq!(d["rule"]["severity"], "critical");
+    assert_eq!(d["sequence"]["steps"], 2);
+    assert_eq!(d["source"]["name"], "web", "made from the request: {d:#}");
 }

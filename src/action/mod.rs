@@ -91,6 +91,14 @@ pub trait Action: Send {
     fn tick(&mut self) {}
     /// Stops background work, after a last flush.
     fn shutdown(&mut self) {}
+    /// What the action counts, by name, as totals since start (for metrics).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+    /// How much waits in the action's queue now, if it has one (the XDR outbox).
+    fn queued(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Told when an action starts failing transiently (and again while it goes on), with the
@@ -106,6 +114,18 @@ pub struct Actions {
     /// failures retried.
     pub permanent_errors: u64,
     pub retries: u64,
+}
+
+impl Actions {
+    /// Every action's counters: (action, counter, total).
+    pub fn counters(&self) -> Vec<(String, &'static str, u64)> {
+        self.list.iter().flat_map(|a| a.counters().into_iter().map(|(k, v)| (a.name().to_string(), k, v))).collect()
+    }
+
+    /// Every queue's length: (action, waiting).
+    pub fn queues(&self) -> Vec<(String, u64)> {
+        self.list.iter().filter_map(|a| Some((a.name().to_string(), a.queued()?))).collect()
+    }
 }
 
 /// The `actions:` section of the config: each action's own settings, validated by the

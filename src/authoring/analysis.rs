@@ -331,7 +331,7 @@ mod tests {
         opts.actions.insert("log".into());
         let (rules, errors) = compile_rules(&loaded, &opts, &mut FieldRegistry::default(), &mut views);
         assert!(errors.is_empty(), "{errors:?}");
-        let (rule, _) = rules.into_iter().next().flatten().expect("compiles");
+        let (rule, _) = rules.into_iter().next().flatten().and_then(|e| e.into_iter().next()).expect("compiles");
         analyse(&rule.node, &views)
     }
 

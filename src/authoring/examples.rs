@@ -81,6 +81,8 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
                 continue;
             }
         };
+        let unparsed =
+            |name: &str| format!("the example is not a valid `{name}` line (the format did not recognise it)");
         for (i, line) in r.examples.should_match.iter().enumerate() {
             match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
                 Ok(()) => report.passed += 1,
@@ -88,11 +90,17 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
                     rule: r.id.clone(),
                     path: format!("examples.match[{i}]"),
                     line: line.clone(),
-                    reason: format!("did not match: {at} is false"),
+                    reason: if scratch.record.parsed {
+                        format!("did not match: {at} is false")
+                    } else {
+                        format!("did not match: {}", unparsed(&parser.name))
+                    },
                 }),
             }
         }
         for (i, line) in r.examples.no_match.iter().enumerate() {
+            // A line the format cannot read is a legitimate `no_match` (such lines are not
+            // counted by a rule over fields), so it passes.
             match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
                 Err(_) => report.passed += 1,
                 Ok(()) => report.failures.push(ExampleFailure {

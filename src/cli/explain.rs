@@ -28,6 +28,10 @@ pub struct ExplainArgs {
     /// Explain this rule (default: list every matching rule).
     #[arg(long)]
     pub rule: Option<String>,
+    /// Also list every field the format parsed from the line, with its value (what rules can
+    /// test with `field:`).
+    #[arg(long)]
+    pub fields: bool,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -67,9 +71,25 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
     let detector = pipeline.detector_mut();
     rules.match_line(&source.parser, &source.applicable, &line, &mut scratch);
     let hits: Vec<usize> = scratch.hits.iter().map(|&i| i as usize).collect();
+    let at = source.parser.event_time(&line, &scratch.record).map(|t| t.timestamp_millis());
     println!("line: {}", escape(&String::from_utf8_lossy(&line)));
     if !scratch.record.parsed {
         println!("  (not recognised as {}: only raw-line conditions can match)", source.parser.name);
+    }
+    if a.fields {
+        let mut fields: Vec<(&str, String)> = scratch
+            .record
+            .iter(&line)
+            .map(|(id, v)| (rules.registry.name(id), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        fields.sort();
+        println!("fields ({}):", source.parser.name);
+        if fields.is_empty() {
+            println!("  (none)");
+        }
+        for (name, value) in fields {
+            println!("  {name} = \"{}\"", escape(&value));
+        }
     }
     match &a.rule {
         None => {
@@ -79,11 +99,19 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             for &i in &hits {
                 let r = &rules.rules[i];
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
-                state(rules, detector, i, &line, &scratch.record);
+                state(rules, detector, i, &line, &scratch.record, at);
             }
         }
         Some(id) => {
-            let Some(i) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
+            let Some(first) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
+            // A sequence rule: the step this line is (the first whose condition matches), else
+            // why the first step does not match.
+            let steps = rules.rules[first].sequence.as_ref().map_or(1, |s| s.steps);
+            let i = (first..first + steps)
+                .find(|&k| {
+                    source.applicable.get(k) && rules.explain_rule(k, &source.parser, &line, &mut scratch).is_ok()
+                })
+                .unwrap_or(first);
             let r = &rules.rules[i];
             if !source.applicable.get(i) {
                 println!(
@@ -94,7 +122,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
                 Ok(()) => {
                     println!("rule {id}: the condition matches");
-                    state(rules, detector, i, &line, &scratch.record);
+                    state(rules, detector, i, &line, &scratch.record, at);
                 }
                 Err(path) => {
                     let what = rules.describe_condition(i, &path, &line, &mut scratch).unwrap_or_default();
@@ -111,7 +139,8 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
 }
 
 /// Threshold and suppression state of rule `i` for this line's key (after `--file` history).
-fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate::parse::Record) {
+/// `at`: the line's event time (ms), as the window sees it.
+fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate::parse::Record, at: Option<i64>) {
     let r = &rules.rules[i];
     let fmt = |ms: i64| Utc.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default();
     if let Some(t) = &r.threshold {
@@ -122,7 +151,7 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 format!("{}={}", rules.registry.name(*f), String::from_utf8_lossy(rec.get(line, *f).unwrap_or(b"-")))
             })
             .collect();
-        match det.window_state(i, line, rec) {
+        match det.window_state(i, line, rec, at) {
             Some((n, oldest, w)) => {
                 let what = if t.distinct.is_some() { "distinct values" } else { "matching lines" };
                 print!(
@@ -143,6 +172,17 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 t.window,
                 escape(&group.join(", "))
             ),
+        }
+    }
+    if let Some(sq) = &r.sequence
+        && let Some((key, started)) = det.sequence_state(i, line, rec)
+    {
+        let key = if key.is_empty() { "(a key field is absent: not a step)".to_string() } else { key };
+        print!("  sequence: this line is step {} of {} for key {}", sq.step + 1, sq.steps, escape(&key));
+        match (sq.step, started) {
+            (0, _) => println!("; it starts a chain (the rule fires at step {})", sq.steps),
+            (_, Some(s)) => println!("; the chain started at {} (within {} s)", fmt(s), sq.within.as_secs()),
+            (_, None) => println!("; no chain is open for this key: nothing happens"),
         }
     }
     if r.suppress.is_some() {

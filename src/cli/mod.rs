@@ -14,6 +14,7 @@
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
 pub mod explain;
+pub mod history;
 pub mod init;
 pub mod lint;
 pub mod run;
@@ -78,6 +79,8 @@ pub enum Command {
     Render(xdr::RenderArgs),
     /// Web roots: accept the files as they are now after a deploy.
     Webroot(webroot::WebrootArgs),
+    /// The detections `trapline run` recorded (state_dir/history.sqlite), newest first.
+    History(history::HistoryArgs),
     /// Write a starter trapline.yml, rules/ and templates/ to edit (refuses to overwrite).
     Init(init::InitArgs),
 }
@@ -109,6 +112,7 @@ pub fn main() -> i32 {
         Command::Render(a) => xdr::render(a),
         Command::Init(a) => init::init(a),
         Command::Webroot(a) => webroot::webroot(a),
+        Command::History(a) => history::history(a),
     };
     match result {
         Ok(code) => code,

@@ -20,9 +20,18 @@ pub struct SchemaArgs {
 
 /// The schema as pretty-printed JSON, ending with a newline.
 pub fn schema_json(which: Which) -> String {
+    // An absent optional key is written by leaving it out, never as `null`: without the
+    // `anyOf: [T, null]` wrapping, a validator reports the real problem inside `T` (an
+    // unknown transform at its own position) instead of "not valid under any of the schemas".
+    let generator = schemars::r#gen::SchemaSettings::draft07()
+        .with(|s| {
+            s.option_nullable = false;
+            s.option_add_null_type = false;
+        })
+        .into_generator();
     let schema = match which {
-        Which::Rules => schemars::schema_for!(crate::rule::RuleFile),
-        Which::Config => schemars::schema_for!(crate::config::Config),
+        Which::Rules => generator.into_root_schema_for::<crate::rule::RuleFile>(),
+        Which::Config => generator.into_root_schema_for::<crate::config::Config>(),
     };
     let value = serde_json::to_value(&schema).expect("a schema serialises");
     let mut s = serde_json::to_string_pretty(&sorted(value)).expect("a schema serialises");

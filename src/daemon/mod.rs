@@ -38,6 +38,8 @@ use status::Status;
 
 /// How often the status file is refreshed while running.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// ... and with the dashboard served, whose health line reads it.
+const STATUS_EVERY_SERVED: Duration = Duration::from_secs(1);
 
 /// Runs the daemon with the config at `cfg` until `shutdown` is triggered.
 pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
@@ -103,7 +105,14 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
         let rules = pipeline.detector_mut().restore(saved);
         tracing::info!(rules, "threshold and suppression state restored");
     }
+    let history = match c.history.enabled {
+        true => Some(crate::history::History::open(&cfg.resolve(&c.state_dir), &c.history)?),
+        false => None,
+    };
+    let http = crate::http::start(&c.http, &cfg, runtime.handle(), shutdown.clone())?.map(|s| s.shared);
     let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader, engine_store);
+    daemon.history = history;
+    daemon.http = http;
     let ran = source.run(&mut daemon, shutdown.flag());
     shutdown.trigger();
     if ran.is_ok() {
@@ -112,6 +121,9 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     }
     let flushed = if ran.is_ok() { daemon.actions.flush().map(|_| ()) } else { Ok(()) };
     daemon.actions.shutdown();
+    if let Some(h) = &mut daemon.history {
+        h.close();
+    }
     daemon.summary();
     daemon.write_status();
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -206,6 +218,16 @@ struct Daemon {
     status: Status,
     status_dir: PathBuf,
     status_written: Instant,
+    /// Every detection, for `trapline history` and the dashboard (written off this thread).
+    history: Option<crate::history::History>,
+    /// The HTTP server's side: live feed and metrics.
+    http: Option<std::sync::Arc<crate::http::Shared>>,
+    /// Events read per source, and of those not recognised by the format.
+    per_source: Vec<(u64, u64)>,
+    /// Reloads that worked, and that were rejected.
+    reloads: (u64, u64),
+    /// Sources' measurements of themselves: (source, what) → value.
+    measures: std::collections::BTreeMap<(usize, &'static str), f64>,
 }
 
 impl Daemon {
@@ -240,6 +262,11 @@ impl Daemon {
             status,
             status_dir,
             status_written: Instant::now(),
+            history: None,
+            http: None,
+            per_source: Vec::new(),
+            reloads: (0, 0),
+            measures: Default::default(),
         };
         d.write_status();
         d
@@ -263,9 +290,11 @@ impl Daemon {
                 self.infos.clear();
                 report.ok = errors.is_empty();
                 report.errors = errors;
+                self.reloads.0 += 1;
                 tracing::info!(rules = self.status.rules, state_kept = report.state_kept, "rules reloaded");
             }
             Err(e) => {
+                self.reloads.1 += 1;
                 report.errors = format!("{e:#}").lines().map(str::to_string).collect();
                 for line in &report.errors {
                     tracing::error!("reload rejected, previous rules keep running: {line}");
@@ -307,6 +336,52 @@ impl Daemon {
         }
     }
 
+    /// Moves the counters into the HTTP server's metrics (nothing is counted there per line).
+    fn update_metrics(&mut self) {
+        let Some(http) = &self.http else { return };
+        let rules = self.pipeline.rules();
+        let stats = &self.pipeline.detector().stats;
+        let names = self.pipeline.sources();
+        let mut snap = crate::http::Snapshot {
+            sources: self
+                .per_source
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (n, u))| Some((names.get(i)?.name.clone(), *n, *u)))
+                .collect(),
+            action_retries: self.actions.retries,
+            action_errors: self.actions.permanent_errors,
+            reloads: self.reloads,
+            live_clients: http.live_clients(),
+            action_counters: self.actions.counters(),
+            measures: self
+                .measures
+                .iter()
+                .filter_map(|((i, what), v)| Some((names.get(*i)?.name.clone(), *what, *v)))
+                .collect(),
+            action_queues: self.actions.queues(),
+            ..Default::default()
+        };
+        if let Some(h) = &self.history {
+            snap.history_written = h.written.load(std::sync::atomic::Ordering::Relaxed);
+            snap.history_dropped = h.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        // The entries of a sequence share the id: the counts of all of them are the rule's.
+        let mut per_rule: Vec<(String, &'static str, u64, u64, u64)> = Vec::new();
+        for (r, st) in rules.rules.iter().zip(stats) {
+            match per_rule.last_mut() {
+                Some(last) if last.0 == r.id => {
+                    last.2 += st.hits;
+                    last.3 += st.detections;
+                    last.4 += st.suppressed;
+                }
+                _ => per_rule.push((r.id.clone(), r.severity.as_str(), st.hits, st.detections, st.suppressed)),
+            }
+        }
+        snap.rules = per_rule;
+        http.metrics.update(snap);
+    }
+
     fn summary(&self) {
         let rules = self.pipeline.rules();
         for (r, st) in rules.rules.iter().zip(&self.pipeline.detector().stats) {
@@ -330,13 +405,29 @@ impl EventSink for Daemon {
     fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
         let i = self.info(at);
         let (actions, rollups, records) = (&mut self.actions, &mut self.rollups, &mut self.records);
-        self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
+        let history = self.history.as_ref();
+        let http = self.http.as_deref();
+        if self.per_source.len() <= at.source {
+            self.per_source.resize(at.source + 1, (0, 0));
+        }
+        let unparsed = self.pipeline.counts.unparsed;
+        let result = self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
+            if let Some(h) = history {
+                h.record(&d);
+            }
+            if let Some(h) = http {
+                h.publish(&d);
+            }
             let verdict = rollups.add(&d, records);
             for r in records.drain(..) {
                 actions.dispatch_rollup(&r)?;
             }
             actions.dispatch(&d, verdict.log)
-        })
+        });
+        let c = &mut self.per_source[at.source];
+        c.0 += 1;
+        c.1 += self.pipeline.counts.unparsed - unparsed;
+        result
     }
 
     fn flush(&mut self) -> std::io::Result<Mark> {
@@ -347,6 +438,14 @@ impl EventSink for Daemon {
         Ok(Mark::Object(marks))
     }
 
+    fn content_scanner(&self) -> Option<std::sync::Arc<crate::content::Scanner>> {
+        self.pipeline.setup().content.clone()
+    }
+
+    fn measure(&mut self, source: usize, what: &'static str, value: f64) {
+        self.measures.insert((source, what), value);
+    }
+
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
         match &mut self.engine_store {
             Some(store) => store.durable(wait),
@@ -355,6 +454,7 @@ impl EventSink for Daemon {
     }
 
     fn tick(&mut self) {
+        self.update_metrics();
         self.actions.tick();
         self.rollups.tick(Instant::now(), &mut self.records);
         for r in std::mem::take(&mut self.records) {
@@ -364,7 +464,8 @@ impl EventSink for Daemon {
         }
         if self.reloader.due() {
             self.reload();
-        } else if self.status_written.elapsed() >= STATUS_EVERY {
+        } else if self.status_written.elapsed() >= if self.http.is_some() { STATUS_EVERY_SERVED } else { STATUS_EVERY }
+        {
             self.write_status();
         }
     }

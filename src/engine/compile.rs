@@ -49,6 +49,27 @@ pub struct CompiledRule {
     pub fingerprint: u64,
     /// What every detection of the rule says about it, built once and shared.
     pub info: std::sync::Arc<super::detection::RuleInfo>,
+    /// For a step of a sequence rule: which step, and the key. A sequence of N steps compiles
+    /// to N consecutive rules sharing id and info, so each step has its own scope, condition
+    /// and prefilter literals; the first step's entry holds the sequence's state.
+    pub sequence: Option<SeqStep>,
+}
+
+/// One step of a compiled sequence rule.
+#[derive(Debug, Clone)]
+pub struct SeqStep {
+    /// 0-based position; the first step's rule is `index - step`.
+    pub step: usize,
+    pub steps: usize,
+    pub within: Duration,
+    /// The key fields, each with its transforms.
+    pub key: Vec<(FieldId, Vec<crate::rule::Transform>)>,
+}
+
+impl SeqStep {
+    pub fn is_last(&self) -> bool {
+        self.step + 1 == self.steps
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +114,10 @@ pub(crate) struct Compiler<'a> {
     pub errors: Vec<RuleError>,
     /// Lists referenced by the rule being compiled (for its fingerprint).
     pub used_lists: Vec<String>,
+    /// Named conditions referenced by the rule being compiled (for its fingerprint), and how
+    /// deep the current reference is (a condition that refers to itself must end).
+    pub used_conditions: Vec<String>,
+    pub ref_depth: usize,
 }
 
 type Compiled = (Node, Requirement);
@@ -117,9 +142,11 @@ impl Compiler<'_> {
         Some(self.registry.intern(name))
     }
 
-    pub fn rule(&mut self, r: &LoadedRule) -> Option<(CompiledRule, Requirement)> {
+    /// The compiled form of one rule: one entry, or one per step of a sequence.
+    pub fn rule(&mut self, r: &LoadedRule) -> Option<Entries> {
         let before = self.errors.len();
         self.used_lists.clear();
+        self.used_conditions.clear();
         let rule = &r.rule;
         if rule.title.trim().is_empty() {
             self.err(r, "title", "title must not be empty");
@@ -156,6 +183,9 @@ impl Compiler<'_> {
                 );
             }
         }
+        if let Some(seq) = &rule.sequence {
+            return self.sequence(r, seq, before);
+        }
         // Content rules are kept apart at load (`Loaded::content`); a rule here has `match`.
         let compiled = match &rule.condition {
             Some(c) => self.condition(r, c, "match"),
@@ -180,61 +210,152 @@ impl Compiler<'_> {
             };
             Some(ThresholdSpec { count: t.count.max(1), window: t.within.0, group_by, distinct })
         });
-        let suppress = rule.suppress.as_ref().map(|s| {
-            let group_by = match &s.group_by {
-                Some(g) => g
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, f)| self.field(r, &format!("suppress.group_by[{i}]"), f))
-                    .collect(),
-                None => match &threshold {
-                    Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
-                    _ => vec![std_fields::CLIENT_IP],
-                },
-            };
-            SuppressSpec { duration: s.duration.0, group_by }
-        });
+        let suppress = self.suppress(r, threshold.as_ref());
         let (node, req) = compiled?;
         if self.errors.len() > before {
             return None;
         }
-        let origin = format!("{}", self.loaded.files[r.file].path.display());
         let fingerprint = self.fingerprint(rule);
-        let class = rule.class.clone().unwrap_or_else(|| "other".to_string());
-        let info = std::sync::Arc::new(super::detection::RuleInfo {
-            id: rule.id.clone(),
-            title: rule.title.clone(),
-            severity: rule.severity,
-            class: class.clone(),
-            tags: rule.tags.clone(),
-        });
-        Some((
+        let base = self.base(r, fingerprint, std::sync::Arc::new(self.info(rule)));
+        Some(vec![(
             CompiledRule {
-                info,
-                id: rule.id.clone(),
-                title: rule.title.clone(),
-                description: rule.description.clone(),
-                severity: rule.severity,
-                class,
-                tags: rule.tags.clone(),
-                actions: rule.actions.clone(),
-                enabled: rule.enabled,
                 formats: rule.formats.clone(),
                 sources: rule.sources.clone(),
                 node,
                 threshold,
                 suppress,
-                origin,
-                fingerprint,
+                ..base
             },
             req,
-        ))
+        )])
+    }
+
+    fn info(&self, rule: &crate::rule::Rule) -> super::detection::RuleInfo {
+        super::detection::RuleInfo {
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            class: rule.class.clone().unwrap_or_else(|| "other".to_string()),
+            tags: rule.tags.clone(),
+        }
+    }
+
+    /// The parts every entry of a rule shares; scope, condition and windows are the caller's.
+    fn base(&self, r: &LoadedRule, fingerprint: u64, info: std::sync::Arc<super::detection::RuleInfo>) -> CompiledRule {
+        let rule = &r.rule;
+        CompiledRule {
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+            description: rule.description.clone(),
+            severity: rule.severity,
+            class: info.class.clone(),
+            info,
+            tags: rule.tags.clone(),
+            actions: rule.actions.clone(),
+            enabled: rule.enabled,
+            formats: Vec::new(),
+            sources: Vec::new(),
+            node: Node::Any(Vec::new()),
+            threshold: None,
+            suppress: None,
+            origin: format!("{}", self.loaded.files[r.file].path.display()),
+            fingerprint,
+            sequence: None,
+        }
+    }
+
+    fn suppress(&mut self, r: &LoadedRule, threshold: Option<&ThresholdSpec>) -> Option<SuppressSpec> {
+        let s = r.rule.suppress.as_ref()?;
+        let group_by = match &s.group_by {
+            Some(g) => {
+                g.iter().enumerate().filter_map(|(i, f)| self.field(r, &format!("suppress.group_by[{i}]"), f)).collect()
+            }
+            None => match threshold {
+                Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
+                _ => vec![std_fields::CLIENT_IP],
+            },
+        };
+        Some(SuppressSpec { duration: s.duration.0, group_by })
+    }
+
+    /// A sequence rule: one entry per step, in order. Suppression applies where the
+    /// detection is made, on the last step's event.
+    fn sequence(&mut self, r: &LoadedRule, seq: &crate::rule::Sequence, before: usize) -> Option<Entries> {
+        let rule = &r.rule;
+        let mut steps = Vec::new();
+        for (i, st) in seq.steps.iter().enumerate() {
+            let path = format!("sequence.steps[{i}]");
+            for (j, f) in st.formats.iter().enumerate() {
+                if !self.opts.formats.contains(f) {
+                    let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
+                    self.err_of(
+                        ErrorKind::UnknownReference,
+                        r,
+                        &format!("{path}.formats[{j}]"),
+                        format!("unknown format {f:?} (known: {})", known.join(", ")),
+                    );
+                }
+            }
+            let key: Vec<_> = st
+                .key
+                .fields()
+                .iter()
+                .enumerate()
+                .filter_map(|(j, k)| {
+                    let at = match st.key {
+                        crate::rule::SequenceKey::One(_) => format!("{path}.key"),
+                        crate::rule::SequenceKey::Many(_) => format!("{path}.key[{j}]"),
+                    };
+                    Some((self.field(r, &at, k.name())?, k.transforms().to_vec()))
+                })
+                .collect();
+            if key.is_empty() && st.key.fields().is_empty() {
+                self.err(r, &format!("{path}.key"), "a key needs at least one field");
+            }
+            let compiled = self.condition(r, &st.condition, &format!("{path}.match"));
+            steps.push((st, key, compiled));
+        }
+        let n = steps.len();
+        let suppress = self.suppress(r, None);
+        if self.errors.len() > before {
+            return None;
+        }
+        let fingerprint = self.fingerprint(rule);
+        let info = std::sync::Arc::new(self.info(rule));
+        let mut out = Vec::new();
+        for (i, (st, key, compiled)) in steps.into_iter().enumerate() {
+            let (node, req) = compiled?;
+            let base = self.base(r, fingerprint, std::sync::Arc::clone(&info));
+            out.push((
+                CompiledRule {
+                    formats: st.formats.clone(),
+                    sources: st.sources.clone(),
+                    node,
+                    suppress: if i + 1 == n { suppress.clone() } else { None },
+                    sequence: Some(SeqStep { step: i, steps: n, within: seq.within.0, key }),
+                    ..base
+                },
+                req,
+            ));
+        }
+        Some(out)
     }
 
     fn fingerprint(&self, rule: &crate::rule::Rule) -> u64 {
         let lists: Vec<(&String, Option<&Vec<String>>)> =
             self.used_lists.iter().map(|n| (n, self.loaded.lists.get(n))).collect();
-        let key = (&rule.condition, &rule.threshold, &rule.suppress, &rule.formats, &rule.sources, lists);
+        let conditions: Vec<(&String, Option<&Condition>)> =
+            self.used_conditions.iter().map(|n| (n, self.loaded.conditions.get(n))).collect();
+        let key = (
+            &rule.condition,
+            &rule.threshold,
+            &rule.suppress,
+            &rule.formats,
+            &rule.sources,
+            lists,
+            &rule.sequence,
+            conditions,
+        );
         let bytes = serde_json::to_vec(&key).unwrap_or_default();
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
@@ -253,6 +374,7 @@ impl Compiler<'_> {
             c.cidr.is_some(),
             c.exists.is_some(),
             c.time.is_some(),
+            c.reference.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -270,6 +392,43 @@ impl Compiler<'_> {
         if combinators == 1 && leaf_keys {
             self.err(r, path, "field, transforms and case_sensitive belong on an operator, not on any/all/not");
             return None;
+        }
+        if let Some(name) = &c.reference {
+            if leaf_keys {
+                self.err(r, path, "`ref` stands alone: field, transforms and case_sensitive go in the named condition");
+                return None;
+            }
+            let Some(def) = self.loaded.conditions.get(name).cloned() else {
+                let known: Vec<&str> = self.loaded.conditions.keys().map(String::as_str).collect();
+                self.err_of(
+                    ErrorKind::UnknownReference,
+                    r,
+                    &format!("{path}.ref"),
+                    format!(
+                        "unknown condition {name:?} (defined: {})",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                );
+                return None;
+            };
+            if self.ref_depth >= 16 {
+                self.err(r, &format!("{path}.ref"), format!("condition {name:?} refers to itself (16 levels deep)"));
+                return None;
+            }
+            if !self.used_conditions.contains(name) {
+                self.used_conditions.push(name.clone());
+            }
+            // Errors inside the named condition are reported where it is used, with its name.
+            let before = self.errors.len();
+            self.ref_depth += 1;
+            let out = self.condition(r, &def, &format!("{path}.ref"));
+            self.ref_depth -= 1;
+            for e in &mut self.errors[before..] {
+                if !e.message.starts_with("in condition ") {
+                    e.message = format!("in condition {name:?}: {}", e.message);
+                }
+            }
+            return out;
         }
         if let Some(list) = &c.any {
             return self.list(r, list, &format!("{path}.any"), true);
@@ -451,14 +610,32 @@ impl Compiler<'_> {
 /// with errors), its prefilter requirement already filed by [`Requirement::worth_it`], and
 /// every error found. [`super::RuleSet::compile`] turns this into an all-or-nothing rule set;
 /// `trapline lint` keeps going past broken rules.
+/// The compiled entries of one rule, each with its prefilter requirement.
+pub type Entries = Vec<(CompiledRule, Requirement)>;
+
+/// Compiles every rule of `loaded`: for each, its entries (one, or one per step of a
+/// sequence), or `None` when it has errors.
 pub fn compile_rules(
     loaded: &Loaded,
     opts: &CompileOptions,
     registry: &mut FieldRegistry,
     views: &mut Views,
-) -> (Vec<Option<(CompiledRule, Requirement)>>, Vec<RuleError>) {
-    let mut c = Compiler { loaded, opts, registry, views, errors: Vec::new(), used_lists: Vec::new() };
-    let rules = loaded.rules.iter().map(|r| c.rule(r).map(|(rule, req)| (rule, req.worth_it(c.views)))).collect();
+) -> (Vec<Option<Entries>>, Vec<RuleError>) {
+    let mut c = Compiler {
+        loaded,
+        opts,
+        registry,
+        views,
+        errors: Vec::new(),
+        used_lists: Vec::new(),
+        used_conditions: Vec::new(),
+        ref_depth: 0,
+    };
+    let rules = loaded
+        .rules
+        .iter()
+        .map(|r| c.rule(r).map(|e| e.into_iter().map(|(rule, req)| (rule, req.worth_it(c.views))).collect()))
+        .collect();
     (rules, c.errors)
 }
 

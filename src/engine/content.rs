@@ -559,7 +559,7 @@ rules:
         assert!(msgs.iter().any(|m| m.starts_with("c.yml:7:") && m.contains("unknown magic")), "{msgs:?}");
         assert!(msgs.iter().any(|m| m.starts_with("c.yml:8:") && m.contains("between 0 and 8")), "{msgs:?}");
         let both = "rules:\n  - id: c.y\n    title: Y\n    severity: low\n    match: {contains: a}\n    content: {ext: [php]}\n";
-        assert!(set(both).unwrap_err().to_string().contains("not both"));
+        assert!(set(both).unwrap_err().to_string().contains("one of `match` (events), `sequence`"));
         let thr = "rules:\n  - id: c.z\n    title: Z\n    severity: low\n    content: {ext: [php]}\n    threshold: {count: 2, within: 1m}\n";
         let e = set(thr).unwrap_err();
         assert_eq!(e.0[0].line, 6, "{e}");

@@ -34,6 +34,9 @@ pub struct Detection {
     pub line_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdInfo>,
+    /// For a sequence rule: the chain this event completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceInfo>,
     /// Detections held back by suppression for this key since the previous one.
     pub suppressed: u64,
     pub actions: Vec<String>,
@@ -73,6 +76,21 @@ pub struct ThresholdInfo {
     pub group: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distinct: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(serialize_with = "ser_time")]
+    pub last_seen: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SequenceInfo {
+    /// How many steps the chain has (all of them were seen).
+    pub steps: u32,
+    pub within_seconds: f64,
+    /// The key that joined the steps, as the last step's event has it (after the key's
+    /// transforms; several fields separated by a space).
+    pub key: String,
+    /// When the first step's event happened.
     #[serde(serialize_with = "ser_time")]
     pub first_seen: DateTime<Utc>,
     #[serde(serialize_with = "ser_time")]

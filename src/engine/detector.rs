@@ -15,7 +15,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::RuleSet;
-use super::detection::{Detection, SourceRef, ThresholdInfo};
+use super::detection::{Detection, SequenceInfo, SourceRef, ThresholdInfo};
+use super::sequence::{Advance, Sequences, SequencesState};
 use super::window::{Step, Suppressor, SuppressorState, Windows, WindowsState};
 use crate::event::Event;
 use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
@@ -42,9 +43,9 @@ pub struct RuleStats {
 /// What the cross-line stage needs about one rule matching one line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HitKeys {
-    /// Hash of the threshold's group fields; `None` when one of them is absent (such a line
-    /// does not count: lumping all of them under one empty key would make unrelated lines
-    /// reach the threshold together). Unused without a threshold.
+    /// Hash of the threshold's group fields (a sequence step's key); `None` when one of them
+    /// is absent (such a line does not count: lumping all of them under one empty key would
+    /// make unrelated lines reach the threshold together). Unused without either.
     pub group: Option<u64>,
     /// Hash of the threshold's `distinct` field (0 without one).
     pub distinct: u64,
@@ -57,7 +58,8 @@ pub struct HitKeys {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fired {
     pub rule: u32,
-    /// For a threshold rule: (count, first seen, last seen), times in ms since the epoch.
+    /// For a threshold rule: (count, first seen, last seen), times in ms since the epoch; for
+    /// the last step of a sequence: (steps, first step's time, this event's).
     pub threshold: Option<(u32, i64, i64)>,
     /// Detections of this rule and key held back by suppression since the previous one.
     pub suppressed: u64,
@@ -75,6 +77,8 @@ impl RuleSet {
             if let Some(t) = &rule.threshold {
                 k.group = memo_hash(&mut last, &t.group_by, buf, line, rec);
                 k.distinct = t.distinct.map_or(0, |d| key_hash(rec.get(line, d).unwrap_or(b"")));
+            } else if let Some(sq) = &rule.sequence {
+                k.group = seq_key(&sq.key, buf, line, rec).then(|| key_hash(buf));
             }
             if let Some(s) = &rule.suppress {
                 k.suppress = memo_hash(&mut last, &s.group_by, buf, line, rec).unwrap_or(0);
@@ -113,6 +117,10 @@ pub struct Detector {
     rules: Arc<RuleSet>,
     windows: Vec<Option<Windows>>,
     suppress: Vec<Option<Suppressor>>,
+    /// Per rule: for a sequence step, (index of the first step's rule, step).
+    seq_at: Vec<Option<(usize, usize)>>,
+    /// The state of each sequence, on its first step's rule.
+    sequences: Vec<Option<Sequences>>,
     pub stats: Vec<RuleStats>,
     key_buf: Vec<u8>,
 }
@@ -136,8 +144,20 @@ impl Detector {
             .iter()
             .map(|r| r.suppress.as_ref().map(|s| Suppressor::new(s.duration.as_millis() as i64, max_keys)))
             .collect();
+        let seq_at =
+            rules.rules.iter().enumerate().map(|(i, r)| r.sequence.as_ref().map(|s| (i - s.step, s.step))).collect();
+        let sequences = rules
+            .rules
+            .iter()
+            .map(|r| {
+                r.sequence
+                    .as_ref()
+                    .filter(|s| s.step == 0)
+                    .map(|s| Sequences::new(s.steps, s.within.as_millis() as i64, max_keys))
+            })
+            .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
-        Detector { rules, windows, suppress, stats, key_buf: Vec::new() }
+        Detector { rules, windows, suppress, seq_at, sequences, stats, key_buf: Vec::new() }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -150,15 +170,33 @@ impl Detector {
     /// Returns how many rules kept their state.
     pub fn carry_over(&mut self, old: Detector) -> usize {
         let mut kept = 0;
-        let Detector { rules: old_rules, windows, suppress, stats, .. } = old;
+        let Detector { rules: old_rules, windows, suppress, sequences, stats, .. } = old;
         let mut windows: Vec<Option<Windows>> = windows;
         let mut suppress: Vec<Option<Suppressor>> = suppress;
+        let mut sequences: Vec<Option<Sequences>> = sequences;
         for (i, r) in self.rules.rules.iter().enumerate() {
+            // A sequence's entries are consecutive and share the id: its first entry (the
+            // one `rule_index` finds) carries all of them, step k at i + k.
+            if r.sequence.as_ref().is_some_and(|s| s.step > 0) {
+                continue;
+            }
             let Some(j) = old_rules.rule_index(&r.id) else { continue };
-            self.stats[i] = stats[j].clone();
-            if old_rules.rules[j].fingerprint == r.fingerprint {
-                self.windows[i] = windows[j].take();
-                self.suppress[i] = suppress[j].take();
+            let steps = r.sequence.as_ref().map_or(1, |s| s.steps);
+            let same = old_rules.rules[j].fingerprint == r.fingerprint;
+            for k in 0..steps {
+                if old_rules.rules.get(j + k).is_some_and(|o| o.id == r.id) {
+                    self.stats[i + k] = stats[j + k].clone();
+                }
+                if !same {
+                    continue;
+                }
+                self.windows[i + k] = windows.get_mut(j + k).and_then(Option::take);
+                self.suppress[i + k] = suppress.get_mut(j + k).and_then(Option::take);
+                if self.sequences[i + k].is_some() {
+                    self.sequences[i + k] = sequences.get_mut(j + k).and_then(Option::take);
+                }
+            }
+            if same {
                 kept += 1;
             }
         }
@@ -188,6 +226,14 @@ impl Detector {
                 match w.step(group, t, k.distinct) {
                     Step::Pending { .. } => continue,
                     Step::Fire { count, first_seen, last_seen } => threshold = Some((count, first_seen, last_seen)),
+                }
+            } else if let Some((first, step)) = self.seq_at[r] {
+                let (Some(key), Some(sq)) = (k.group, self.sequences[first].as_mut()) else { continue };
+                match sq.step(key, step, t) {
+                    Advance::Pending => continue,
+                    Advance::Fire { first_seen, last_seen } => {
+                        threshold = Some((sq_steps(&self.rules, r), first_seen, last_seen))
+                    }
                 }
             }
             let mut suppressed = 0;
@@ -222,6 +268,20 @@ impl Detector {
             Some(t) => (t, "event"),
             None => (ev.arrival, "arrival"),
         };
+        let sequence = match (f.threshold, &rule.sequence) {
+            (Some((steps, first, last)), Some(spec)) => {
+                let mut buf = Vec::new();
+                seq_key(&spec.key, &mut buf, line, rec);
+                Some(SequenceInfo {
+                    steps,
+                    within_seconds: spec.within.as_secs_f64(),
+                    key: shown_key(&buf),
+                    first_seen: millis(first),
+                    last_seen: millis(last),
+                })
+            }
+            _ => None,
+        };
         let threshold = match (f.threshold, &rule.threshold) {
             (Some((count, first, last)), Some(spec)) => Some(ThresholdInfo {
                 count,
@@ -250,6 +310,7 @@ impl Detector {
             line: lossy(line),
             line_truncated: ev.truncated,
             threshold,
+            sequence,
             suppressed: f.suppressed,
             actions: rule.actions.clone(),
             also: Vec::new(),
@@ -263,12 +324,30 @@ impl Detector {
         self.suppress[ri].as_ref()?.until(key)
     }
 
+    /// For a step of a sequence: the key of this line (as shown in detections) and when the
+    /// chain of that key started, if it is live.
+    pub fn sequence_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(String, Option<i64>)> {
+        let spec = self.rules.rules[ri].sequence.clone()?;
+        if !seq_key(&spec.key, &mut self.key_buf, line, rec) {
+            return Some((String::new(), None));
+        }
+        let started = self.sequences[ri - spec.step].as_ref().and_then(|s| s.started(key_hash(&self.key_buf)));
+        Some((shown_key(&self.key_buf), started))
+    }
+
     /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
-    pub fn window_state(&mut self, ri: usize, line: &[u8], rec: &Record) -> Option<(u32, Option<i64>, i64)> {
+    /// `at`: the line's event time (ms), so that what has expired by then is not counted.
+    pub fn window_state(
+        &mut self,
+        ri: usize,
+        line: &[u8],
+        rec: &Record,
+        at: Option<i64>,
+    ) -> Option<(u32, Option<i64>, i64)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
         let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
         let w = self.windows[ri].as_ref()?;
-        let (n, oldest) = w.peek(key).unwrap_or((0, None));
+        let (n, oldest) = w.peek_at(key, at.unwrap_or(i64::MIN)).unwrap_or((0, None));
         Some((n, oldest, w.window_ms()))
     }
 }
@@ -289,6 +368,49 @@ fn memo_hash<'r>(
             h
         }
     }
+}
+
+/// A key written by [`seq_key`] (length-prefixed for hashing) as its values alone, separated
+/// by a space.
+fn shown_key(buf: &[u8]) -> String {
+    let mut shown = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= 4 {
+        let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let end = (4 + n).min(rest.len());
+        shown.push(lossy(&rest[4..end]));
+        rest = &rest[end..];
+    }
+    shown.join(" ")
+}
+
+fn sq_steps(rules: &RuleSet, r: usize) -> u32 {
+    rules.rules[r].sequence.as_ref().map_or(0, |s| s.steps as u32)
+}
+
+/// Writes the sequence key of a line into `buf` (each value after its transforms, length
+/// first); false when a key field is absent. Transforms run only here, for the few rules
+/// that are sequence steps, with buffers kept per thread.
+fn seq_key(key: &[(FieldId, Vec<crate::rule::Transform>)], buf: &mut Vec<u8>, line: &[u8], rec: &Record) -> bool {
+    thread_local! {
+        static TMP: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    buf.clear();
+    for (f, chain) in key {
+        let Some(v) = rec.get(line, *f) else { return false };
+        if chain.is_empty() {
+            buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            buf.extend_from_slice(v);
+            continue;
+        }
+        TMP.with(|t| {
+            let (out, tmp) = &mut *t.borrow_mut();
+            super::transform::apply(chain, v, out, tmp);
+            buf.extend_from_slice(&(out.len() as u32).to_le_bytes());
+            buf.extend_from_slice(out);
+        });
+    }
+    true
 }
 
 /// Hash of the group-key fields of a line; `None` when one of them is absent.
@@ -342,6 +464,8 @@ pub struct RuleState {
     pub windows: Option<WindowsState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppress: Option<SuppressorState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequencesState>,
 }
 
 impl Detector {
@@ -355,11 +479,15 @@ impl Detector {
             .filter_map(|(i, r)| {
                 let windows = self.windows[i].as_ref().filter(|w| !w.is_empty()).map(Windows::save);
                 let suppress = self.suppress[i].as_ref().map(Suppressor::save).filter(|s| !s.keys.is_empty());
-                (windows.is_some() || suppress.is_some()).then(|| RuleState {
+                let sequence = self.sequences[i].as_ref().map(Sequences::save).filter(|s| !s.keys.is_empty());
+                // A sequence's suppression is on its last step: saved under that entry, whose
+                // id is the same; restored to the last entry of that id.
+                (windows.is_some() || suppress.is_some() || sequence.is_some()).then(|| RuleState {
                     id: r.id.clone(),
                     fingerprint: r.fingerprint,
                     windows,
                     suppress,
+                    sequence,
                 })
             })
             .collect();
@@ -374,9 +502,17 @@ impl Detector {
         }
         let mut n = 0;
         for rs in state.rules {
-            let Some(i) = self.rules.rule_index(&rs.id) else { continue };
+            let Some(mut i) = self.rules.rule_index(&rs.id) else { continue };
             if self.rules.rules[i].fingerprint != rs.fingerprint {
                 continue;
+            }
+            if let (Some(sq), Some(saved)) = (self.sequences[i].as_mut(), rs.sequence) {
+                sq.restore(saved);
+            }
+            if rs.suppress.is_some()
+                && let Some(s) = &self.rules.rules[i].sequence
+            {
+                i += s.steps - 1;
             }
             if let (Some(w), Some(saved)) = (self.windows[i].as_mut(), rs.windows) {
                 w.restore(saved);

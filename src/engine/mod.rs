@@ -3,8 +3,8 @@
 //! - [`compile`]: model → compiled rules (conditions over views, thresholds, suppression).
 //! - [`prefilter`]: one literal automaton across all rules; picks candidate rules per line.
 //! - [`condition`], [`view`], [`transform`], [`literal`]: evaluating a candidate rule.
-//! - [`window`]: thresholds and suppression across lines; [`detector`]: the ordered stage
-//!   that steps them and builds detections.
+//! - [`window`]: thresholds and suppression across lines; [`sequence`]: steps of sequence
+//!   rules in order; [`detector`]: the ordered stage that steps them and builds detections.
 //! - [`detection`]: what comes out.
 //! - [`content`]: `content:` rules over a file's bytes, name and size (their own literal
 //!   prefilter; nothing of it runs per log line).
@@ -20,6 +20,7 @@ pub mod detection;
 pub mod detector;
 pub mod literal;
 pub mod prefilter;
+pub mod sequence;
 pub mod transform;
 pub mod view;
 pub mod when;
@@ -70,7 +71,7 @@ impl RuleSet {
         }
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
-        for (rule, req) in compiled.into_iter().flatten() {
+        for (rule, req) in compiled.into_iter().flatten().flatten() {
             // A disabled rule is validated, then kept out of the prefilter entirely.
             let req = if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) };
             if tracing::enabled!(tracing::Level::DEBUG) {

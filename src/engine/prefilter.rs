@@ -39,6 +39,9 @@ impl Bits {
     pub fn set(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);
     }
+    pub fn clear(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
     #[inline]
     pub fn get(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0

@@ -179,8 +179,15 @@ impl Windows {
 
     /// Current state of a key: (count within window, oldest time).
     pub fn peek(&self, key: u64) -> Option<(u32, Option<Millis>)> {
+        self.peek_at(key, Millis::MIN)
+    }
+
+    /// The state of a key as a line at time `t` would find it: what has left the window by
+    /// then does not count (`explain` of a line an hour after the last hits says 0, as `scan`
+    /// would decide).
+    pub fn peek_at(&self, key: u64, t: Millis) -> Option<(u32, Option<Millis>)> {
         let w = self.keys.get(&key)?;
-        let horizon = w.newest - self.window;
+        let horizon = w.newest.max(t) - self.window;
         Some(match &w.track {
             Track::Values(values) => {
                 let live = values.values().copied().filter(|&t| t > horizon);

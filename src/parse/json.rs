@@ -228,12 +228,69 @@ impl Scanner<'_> {
                 let s = self.string()?;
                 self.store_string(node, &s, rec)?;
             }
+            b'[' if !node.fields.is_empty() => {
+                if !self.string_array(node, rec)? {
+                    self.i = start;
+                    self.skip_value()?;
+                    self.store_raw(node, start..self.i, rec);
+                }
+            }
             _ => {
                 self.skip_value()?;
                 self.store_raw(node, start..self.i, rec);
             }
         }
         Ok(())
+    }
+
+    /// An array of strings (`"User-Agent": ["Mozilla/5.0"]`, as Caddy logs headers) is the
+    /// strings joined with `, ` — how HTTP reads a header sent twice — so rules see the text,
+    /// not JSON. Returns false, having stored nothing, for any other array (kept as raw JSON).
+    fn string_array(&mut self, node: &Node, rec: &mut Record) -> Res<bool> {
+        self.expect(b'[')?;
+        let start = rec.scratch().len();
+        let mut n = 0;
+        loop {
+            self.ws();
+            match self.need()? {
+                b']' if n == 0 => {
+                    self.i += 1;
+                    break;
+                }
+                b'"' => {
+                    let s = self.string()?;
+                    if n > 0 {
+                        rec.scratch_mut().extend_from_slice(b", ");
+                    }
+                    let bytes = self.b.get(s.content.clone()).unwrap_or_default();
+                    if s.escaped {
+                        unescape_json(bytes, rec.scratch_mut())?;
+                    } else {
+                        rec.scratch_mut().extend_from_slice(bytes);
+                    }
+                    n += 1;
+                }
+                _ => {
+                    rec.scratch_mut().truncate(start);
+                    return Ok(false);
+                }
+            }
+            self.ws();
+            match self.need()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return Err(Error::Syntax),
+            }
+        }
+        let end = rec.scratch().len();
+        for &id in &node.fields {
+            rec.set_owned_range(id, start..end);
+        }
+        self.found += node.fields.len();
+        Ok(true)
     }
 
     fn store_raw(&mut self, node: &Node, r: Range<usize>, rec: &mut Record) {
@@ -431,6 +488,23 @@ mod tests {
 
     fn get<'a>(rec: &'a Record, line: &'a [u8], reg: &FieldRegistry, name: &str) -> Option<&'a [u8]> {
         rec.get(line, reg.get(name)?)
+    }
+
+    #[test]
+    fn arrays_of_strings_are_their_text() {
+        let (j, reg) = setup(&[], &["request.headers.User-Agent", "request.headers.Accept", "tags", "mixed", "empty"]);
+        let l = br#"{"request":{"headers":{"User-Agent":["sqlmap/1.7"],"Accept":["a/b", "c\/dA"]}},"tags":["x",  "y"],"mixed":["x",1,{"a":[2]}],"empty":[],"after":"ok"}"#;
+        let (ok, r) = run(&j, &reg, l);
+        assert!(ok);
+        assert_eq!(get(&r, l, &reg, "request.headers.User-Agent"), Some(&b"sqlmap/1.7"[..]));
+        assert_eq!(get(&r, l, &reg, "request.headers.Accept"), Some(&b"a/b, c/dA"[..]));
+        assert_eq!(get(&r, l, &reg, "tags"), Some(&b"x, y"[..]));
+        assert_eq!(get(&r, l, &reg, "mixed"), Some(&br#"["x",1,{"a":[2]}]"#[..]), "not all strings: the JSON");
+        assert_eq!(get(&r, l, &reg, "empty"), Some(&b""[..]));
+        // Broken arrays are a parse error, never a panic.
+        for bad in [&br#"{"tags":["x" "y"]}"#[..], br#"{"tags":["x",]}"#, br#"{"tags":["x""#, br#"{"tags":[}"#] {
+            let _ = run(&j, &reg, bad);
+        }
     }
 
     #[test]

@@ -262,10 +262,10 @@ impl Pipeline {
 
 /// One detection per attack class among the detections of one line: the most severe of each
 /// class (the first on a tie, i.e. in rule order) names the others in `also` and takes their
-/// actions. Threshold detections (a count crossed, not a request's content) and rules without
-/// a class are left alone.
+/// actions. Threshold and sequence detections (a count crossed, a chain completed: not a
+/// request's content) and rules without a class are left alone.
 fn merge_classes(dets: &mut Vec<Detection>) {
-    let mergeable = |d: &Detection| d.threshold.is_none() && d.rule.class != "other";
+    let mergeable = |d: &Detection| d.threshold.is_none() && d.sequence.is_none() && d.rule.class != "other";
     let mut i = 0;
     while i < dets.len() {
         if mergeable(&dets[i]) {

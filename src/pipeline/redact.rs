@@ -330,6 +330,7 @@ mod tests {
             line: "login user=admin password hunter2".into(),
             line_truncated: false,
             threshold: None,
+            sequence: None,
             suppressed: 0,
             actions: vec![],
             also: vec![],

@@ -26,6 +26,10 @@ pub struct Setup {
     pub redact: super::redact::Redactor,
     /// One detection per attack class per line (`alerts.one_per_class`, default true).
     pub one_per_class: bool,
+    /// The content rules and YARA rules of the same rule paths, when a web root is configured:
+    /// files the web-root source sees created or modified are scanned with them. Built and
+    /// swapped with the rest, so a reload that breaks a YARA file keeps the running set.
+    pub content: Option<Arc<crate::content::Scanner>>,
 }
 
 impl SourceSetup {
@@ -98,10 +102,35 @@ pub fn build(cfg: Option<&config::Loaded>, rule_paths: &[PathBuf], adhoc: &[AdHo
             }
             SourceSetup { name, parser, applicable }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let sources = inert_sequences(&rules, sources);
     let redact = super::redact::Redactor::new(&cfg.map(|c| c.config.redact.clone()).unwrap_or_default());
     let one_per_class = cfg.is_none_or(|c| c.config.alerts.one_per_class);
-    Ok(Setup { rules, sources, redact, one_per_class })
+    let content = match cfg {
+        Some(c) if !crate::source::webroot::configured(c).is_empty() => {
+            Some(Arc::new(crate::content::Scanner::from_paths(rule_paths, &[])?))
+        }
+        _ => None,
+    };
+    Ok(Setup { rules, sources, redact, one_per_class, content })
+}
+
+/// A sequence whose first step no source here can produce can never complete: its later
+/// steps are not evaluated at all (the shipped "web shell planted, then requested" rule costs
+/// nothing on a server without a web root).
+fn inert_sequences(rules: &RuleSet, mut sources: Vec<SourceSetup>) -> Vec<SourceSetup> {
+    for (i, r) in rules.rules.iter().enumerate() {
+        let Some(seq) = r.sequence.as_ref().filter(|s| s.step == 0) else { continue };
+        if sources.iter().any(|s| s.applicable.get(i)) {
+            continue;
+        }
+        for s in &mut sources {
+            for k in i..i + seq.steps {
+                s.applicable.clear(k);
+            }
+        }
+    }
+    sources
 }
 
 /// What the rule compiler must know of the world outside the rule files: the formats and the

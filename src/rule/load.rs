@@ -113,6 +113,8 @@ pub struct Loaded {
     pub content: Vec<LoadedRule>,
     /// Named lists from all files.
     pub lists: BTreeMap<String, Vec<String>>,
+    /// Named conditions from all files.
+    pub conditions: BTreeMap<String, crate::rule::Condition>,
 }
 
 impl Loaded {
@@ -281,7 +283,9 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
     }
     let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
     let mut list_origin: HashMap<String, usize> = HashMap::new();
-    for (file, rf) in parsed {
+    let mut overrides = Vec::new();
+    for (file, mut rf) in parsed {
+        overrides.extend(std::mem::take(&mut rf.overrides).into_iter().enumerate().map(|(i, o)| (file, i, o)));
         if rf.version != 1 {
             errors.push(loaded.error_at(
                 file,
@@ -289,6 +293,22 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
                 None,
                 format!("unsupported rule language version {}; this trapline reads version 1", rf.version),
             ));
+        }
+        for (name, cond) in std::mem::take(&mut rf.conditions) {
+            if loaded.conditions.contains_key(&name) {
+                errors.push(
+                    loaded
+                        .error_at(
+                            file,
+                            &format!("conditions.{name}"),
+                            None,
+                            format!("condition {name:?} is defined twice"),
+                        )
+                        .kind(ErrorKind::Duplicate),
+                );
+                continue;
+            }
+            loaded.conditions.insert(name, cond);
         }
         for (name, items) in rf.lists {
             if let Some(prev) = list_origin.get(&name) {
@@ -331,26 +351,99 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             } else {
                 ids.insert(lr.rule.id.clone(), (file, index));
             }
-            match (&lr.rule.condition, &lr.rule.content) {
-                (Some(_), None) => loaded.rules.push(lr),
-                (None, Some(_)) => {
+            let r = &lr.rule;
+            match (r.condition.is_some(), r.sequence.is_some(), r.content.is_some()) {
+                (true, false, false) => loaded.rules.push(lr),
+                (false, true, false) => {
+                    errors.extend(sequence_rule_errors(&loaded, &lr));
+                    loaded.rules.push(lr);
+                }
+                (false, false, true) => {
                     errors.extend(content_rule_errors(&loaded, &lr));
                     loaded.content.push(lr);
                 }
-                (Some(_), Some(_)) => errors.push(loaded.rule_error(
-                    &lr,
-                    "content",
-                    "a rule has either `match` (events) or `content` (file contents), not both",
-                )),
-                (None, None) => errors.push(
+                (false, false, false) => errors.push(
                     loaded
-                        .rule_error(&lr, "", "a rule needs `match` (events) or `content` (file contents)")
+                        .rule_error(
+                            &lr,
+                            "",
+                            "a rule needs `match` (events), `sequence` (events in order) or `content` (file contents)",
+                        )
                         .kind(ErrorKind::Syntax),
                 ),
+                (_, seq, content) => errors.push(loaded.rule_error(
+                    &lr,
+                    if content {
+                        "content"
+                    } else if seq {
+                        "sequence"
+                    } else {
+                        "match"
+                    },
+                    "a rule has one of `match` (events), `sequence` (events in order) or `content` (file contents)",
+                )),
             }
         }
     }
+    apply_overrides(&mut loaded, overrides, &mut errors);
     if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+}
+
+/// Applies `overrides:` in file order (a later one wins on the keys both give).
+fn apply_overrides(
+    loaded: &mut Loaded,
+    overrides: Vec<(usize, usize, crate::rule::Override)>,
+    errors: &mut Vec<RuleError>,
+) {
+    for (file, i, o) in overrides {
+        let mut hit = 0;
+        for lr in loaded.rules.iter_mut().chain(loaded.content.iter_mut()) {
+            if !o.selects(&lr.rule.id) {
+                continue;
+            }
+            hit += 1;
+            let r = &mut lr.rule;
+            if let Some(v) = o.severity {
+                r.severity = v;
+            }
+            if let Some(v) = o.enabled {
+                r.enabled = v;
+            }
+            if let Some(v) = &o.actions {
+                r.actions = v.clone();
+            }
+            if o.threshold.is_some() {
+                r.threshold = o.threshold.clone();
+            }
+            if o.suppress.is_some() {
+                r.suppress = o.suppress.clone();
+            }
+            if let Some(v) = &o.sources {
+                r.sources = v.clone();
+            }
+            if let Some(except) = &o.except {
+                let wrap = |c: crate::rule::Condition| crate::rule::Condition {
+                    all: Some(vec![
+                        c,
+                        crate::rule::Condition { not: Some(Box::new(except.clone())), ..Default::default() },
+                    ]),
+                    ..Default::default()
+                };
+                if let Some(c) = r.condition.take() {
+                    r.condition = Some(wrap(c));
+                } else if let Some(last) = r.sequence.as_mut().and_then(|s| s.steps.last_mut()) {
+                    last.condition = wrap(std::mem::take(&mut last.condition));
+                }
+            }
+        }
+        if hit == 0 {
+            errors.push(
+                loaded
+                    .error_at(file, &format!("overrides[{i}].id"), None, format!("no rule has the id {:?}", o.id))
+                    .kind(ErrorKind::UnknownReference),
+            );
+        }
+    }
 }
 
 /// Parts of a rule that only mean something for events, given on a content rule: refused, so
@@ -372,6 +465,35 @@ fn content_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
     refuse("formats", !r.formats.is_empty());
     refuse("sources", !r.sources.is_empty());
     refuse("examples", !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty());
+    out
+}
+
+/// Parts of a rule that a sequence has per step or not at all: refused with where they go.
+fn sequence_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
+    let r = &lr.rule;
+    let mut out = Vec::new();
+    let mut refuse = |key: &str, given: bool, why: &str| {
+        if given {
+            out.push(loaded.rule_error(lr, key, format!("a `sequence` rule cannot have `{key}`: {why}")));
+        }
+    };
+    refuse("formats", !r.formats.is_empty(), "give `formats` in each step");
+    refuse("sources", !r.sources.is_empty(), "give `sources` in each step");
+    refuse("threshold", r.threshold.is_some(), "the sequence is its own cross-event condition");
+    refuse(
+        "examples",
+        !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty(),
+        "one line cannot show a sequence; test it with a fixture (a log file and its expected detections)",
+    );
+    if let Some(seq) = &r.sequence
+        && !(2..=8).contains(&seq.steps.len())
+    {
+        out.push(loaded.rule_error(
+            lr,
+            "sequence.steps",
+            format!("a sequence has 2 to 8 steps, not {}", seq.steps.len()),
+        ));
+    }
     out
 }
 

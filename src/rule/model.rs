@@ -23,9 +23,52 @@ pub struct RuleFile {
     /// files. Refer to one from a match value as `{list: NAME}`.
     #[serde(default)]
     pub lists: BTreeMap<String, Vec<String>>,
+    /// Reusable named conditions, visible to every rule of every file (names unique across
+    /// files). Use one as a condition: `{ref: NAME}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, Condition>,
     /// The rules.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Changes to rules defined elsewhere (a shipped pack), applied after every file is
+    /// loaded, in file order: keep the pack as shipped and say here what differs on this site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<Override>,
+}
+
+/// A change to existing rules. Every key given replaces the rule's own; `except` adds an
+/// exception. An override that matches no rule is an error (a typo must not go unnoticed).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// The rule's id, or `prefix.*` for every rule whose id starts with `prefix.`.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Threshold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Suppress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    /// Events matching this never fire the rule (an allow-list: your own scanner's address,
+    /// a health check's path). For a sequence, it applies to the last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<Condition>,
+}
+
+impl Override {
+    /// Whether this override applies to rule `id`.
+    pub fn selects(&self, id: &str) -> bool {
+        match self.id.strip_suffix('*') {
+            Some(prefix) => id.starts_with(prefix),
+            None => self.id == id,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -79,9 +122,16 @@ pub struct Rule {
     pub condition: Option<Condition>,
     /// The condition a file's contents must satisfy, instead of `match`: regexes, magic bytes,
     /// size, extension, name and entropy, all of which must hold. Content rules run in
-    /// `trapline sweep`; thresholds, suppression, formats, sources and examples do not apply.
+    /// `trapline sweep` and on every file a web-root source sees written (its `content_rules`
+    /// field); thresholds, suppression, formats, sources and examples do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentCondition>,
+    /// Events in order instead of `match`: a detection when an event matching each step has
+    /// been seen, in step order, with the same key, within a time window ("a file created in
+    /// the upload directory, then requested"; "failed log-ins, then a success from the same
+    /// address"). The detection is made from the last step's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Sequence>,
     /// Fire only when enough matching lines occur within a time window (per group key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<Threshold>,
@@ -166,6 +216,79 @@ pub struct EntropyBounds {
     /// content. At least 256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+}
+
+/// A sequence rule's steps and window.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sequence {
+    /// Longest time from the first step's event to the last step's, on event time, e.g. `10m`.
+    pub within: DurationText,
+    /// The steps, in order: 2 to 8.
+    pub steps: Vec<SequenceStep>,
+}
+
+/// One step of a sequence: which events it takes and the key that joins them to the other
+/// steps. Steps may read different sources and formats (a web root, then an access log).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceStep {
+    /// Formats this step applies to (as a rule's `formats`). Empty: every log format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub formats: Vec<String>,
+    /// Names of the configured sources this step applies to. Empty: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// The condition an event must satisfy to be this step.
+    #[serde(rename = "match")]
+    pub condition: Condition,
+    /// The join key: a field name, `{field: NAME, transforms: [...]}`, or a list of those
+    /// (compared together). Values compare exactly, after the transforms; an event without
+    /// one of the key fields is not a step.
+    pub key: SequenceKey,
+}
+
+/// A sequence step's key: one field or several.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a field name, {field: NAME, transforms: [...]}, or a list of them")]
+pub enum SequenceKey {
+    One(KeyField),
+    Many(Vec<KeyField>),
+}
+
+impl SequenceKey {
+    pub fn fields(&self) -> &[KeyField] {
+        match self {
+            SequenceKey::One(f) => std::slice::from_ref(f),
+            SequenceKey::Many(v) => v,
+        }
+    }
+}
+
+/// One field of a key, with optional transforms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged, expecting = "a field name or {field: NAME, transforms: [...]}")]
+pub enum KeyField {
+    Name(String),
+    Full {
+        field: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        transforms: Vec<Transform>,
+    },
+}
+
+impl KeyField {
+    pub fn name(&self) -> &str {
+        match self {
+            KeyField::Name(n) | KeyField::Full { field: n, .. } => n,
+        }
+    }
+    pub fn transforms(&self) -> &[Transform] {
+        match self {
+            KeyField::Name(_) => &[],
+            KeyField::Full { transforms, .. } => transforms,
+        }
+    }
 }
 
 /// Detection severity, lowest to highest.
@@ -262,6 +385,9 @@ pub struct Condition {
     /// `true`: the field is present; `false`: it is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exists: Option<bool>,
+    /// The named condition NAME of `conditions:` (in any rule file), as if written here.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// True when the event's time (the parsed `time`, a file change's time, else the arrival
     /// time) falls inside these days and hours. For "outside office hours" put it under
     /// `not`. Takes no `field`.

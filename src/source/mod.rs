@@ -57,6 +57,15 @@ pub trait EventSink {
     }
     /// Called between events at least every few hundred milliseconds: periodic work.
     fn tick(&mut self) {}
+    /// The content rules (`content:` and YARA) the sink evaluates with now, for sources that
+    /// hand over files: the web-root source scans each file it sees created, modified or
+    /// renamed with them. Asked per batch of changes, because a reload replaces them.
+    fn content_scanner(&self) -> Option<std::sync::Arc<crate::content::Scanner>> {
+        None
+    }
+    /// A source's own measurement of itself, for metrics: (source index, what, value), e.g.
+    /// a web root's watches held and how long its last full comparison took.
+    fn measure(&mut self, _source: usize, _what: &'static str, _value: f64) {}
 }
 
 /// Something the daemon runs to get events.

@@ -340,6 +340,25 @@ impl Action for XdrAction {
         Ok(())
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let st = &self.stats;
+        vec![
+            ("queued", self.queued),
+            ("delivered", st.delivered.load(Ordering::Relaxed)),
+            ("failed", st.failed.load(Ordering::Relaxed)),
+            ("requests", st.requests.load(Ordering::Relaxed)),
+            ("retries", st.retries.load(Ordering::Relaxed)),
+            ("imports", st.imports.load(Ordering::Relaxed)),
+            ("incident_updates", st.patched.load(Ordering::Relaxed)),
+            ("not_queued_outbox_full", self.dropped),
+            ("render_errors", self.errors),
+        ]
+    }
+
+    fn queued(&self) -> Option<u64> {
+        Some(self.outbox.pending() as u64)
+    }
+
     fn shutdown(&mut self) {
         let _ = self.flush();
         self.stop.store(true, Ordering::Relaxed);

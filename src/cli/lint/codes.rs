@@ -35,6 +35,8 @@ pub enum Code {
     UnknownXdrRule,
     UnknownAction,
     ContentNoLiteral,
+    GlobalThreshold,
+    UnusedList,
 }
 
 /// What a code means.
@@ -75,6 +77,8 @@ impl Code {
         Code::UnknownXdrRule,
         Code::UnknownAction,
         Code::ContentNoLiteral,
+        Code::GlobalThreshold,
+        Code::UnusedList,
     ];
 
     pub fn name(self) -> &'static str {
@@ -281,6 +285,23 @@ impl Code {
                  prefilter, and no `ext`, `name` or `magic` narrows the files it looks at, so its regexes run \
                  over the whole of every file a sweep reads. Anchor one regex on a literal of two or more \
                  characters, or restrict the rule to the extensions or names it is about.",
+            ),
+            Code::GlobalThreshold => (
+                "TL113",
+                Warning,
+                "threshold without group_by: one counter for everyone",
+                "A `threshold` without `group_by` counts every matching line of the source together, so \
+                 many clients each staying far below the count fire it together, and one detection then names \
+                 whoever sent the last line. Group by what the count is about (`group_by: [client_ip]`, \
+                 `[user]`); write `group_by: [host]` or similar if a global count is really meant.",
+            ),
+            Code::UnusedList => (
+                "TL114",
+                Warning,
+                "named list no rule uses",
+                "A list under `lists:` is referred to by no rule (`{list: NAME}`): a misspelt reference \
+                 elsewhere fails loudly, but a list left behind after a rule changed is silent. Use it or \
+                 remove it.",
             ),
         };
         Info { name, level, title, explanation }

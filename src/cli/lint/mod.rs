@@ -155,7 +155,13 @@ pub fn lint(a: LintArgs) -> Result<i32> {
     for s in &sources {
         texts.insert(s.path.display().to_string(), s.text.clone());
     }
-    lint_sources(sources, cfg.as_ref(), &mut findings);
+    // A config that did not load (a custom format's regex that does not compile, reported
+    // above) still names its formats: rules that use them are not also "unknown format".
+    let named = match (&cfg, &config) {
+        (None, Some(p)) => declared_formats(p),
+        _ => Default::default(),
+    };
+    lint_sources(sources, cfg.as_ref(), &named, &mut findings);
     check_yara(&paths, &mut findings, &mut texts);
     if let Some(c) = &cfg {
         check_templates(c, &mut findings, &mut texts);
@@ -222,6 +228,16 @@ fn check_yara(paths: &[PathBuf], out: &mut Vec<Finding>, texts: &mut HashMap<Str
     if let Err(e) = crate::content::Scanner::new(&loaded, &files) {
         out.extend(e.0.into_iter().map(Finding::from_error));
     }
+}
+
+/// The names under `formats:` of a config file, read leniently (for a config that failed).
+fn declared_formats(p: &Path) -> std::collections::BTreeSet<String> {
+    let text = crate::assets::read_to_string(p).unwrap_or_default();
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { return Default::default() };
+    v.get("formats")
+        .and_then(|f| f.as_mapping())
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 /// Loads the config; a config that does not validate becomes a TL007 finding (positioned when
@@ -353,7 +369,12 @@ fn read_sources(
 }
 
 /// All checks over the rule files: loading, compiling, examples, and the per-rule warnings.
-fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+fn lint_sources(
+    sources: Vec<SourceFile>,
+    cfg: Option<&config::Loaded>,
+    named_formats: &std::collections::BTreeSet<String>,
+    out: &mut Vec<Finding>,
+) {
     let invalid = schema_check(&sources, out);
     let before = out.len();
     let loaded = load_lenient(sources, out);
@@ -373,6 +394,8 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
     if let Some(c) = cfg {
         opts.formats = c.format_names();
     }
+    opts.formats.extend(named_formats.iter().cloned());
+    unused_lists(&loaded, out);
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
@@ -387,8 +410,20 @@ fn lint_sources(sources: Vec<SourceFile>, cfg: Option<&config::Loaded>, out: &mu
         rules: loaded.rules.iter().zip(&compiled).filter(|(_, c)| c.is_some()).map(|(r, _)| r.clone()).collect(),
         content: Vec::new(),
         lists: loaded.lists.clone(),
+        conditions: loaded.conditions.clone(),
     };
+    let before = out.len();
     run_examples(&good, &opts, registry, &parsers, out);
+    // The examples of a format whose definition failed cannot run: said once, at the config.
+    let mut i = before;
+    while i < out.len() {
+        let broken = named_formats.iter().any(|f| out[i].message.contains(&format!("unknown format {f:?}")));
+        if broken {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// Validates every rule file that is well-formed YAML against the generated JSON Schema
@@ -418,12 +453,105 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
         for e in errors {
             let path = pointer_to_path(&e.instance_path.to_string());
             let rule = rule_id_at(&json, &path);
-            let msg = format!("{e} (schema path {})", e.schema_path);
-            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
+            let schema_path = e.schema_path.to_string();
             invalid.insert(file.clone());
+            // Unknown keys: one finding each, at the key, with the nearest known one.
+            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = &e.kind {
+                let known = allowed_keys(&schema, &schema_path);
+                for key in unexpected {
+                    let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let msg = format!("unknown key `{key}`{}", suggestion(key, &known));
+                    out.push(Finding::new(Code::Schema, one.error_at(0, &at, rule.as_deref(), msg)));
+                }
+                continue;
+            }
+            // A value that is none of a fixed set (a transform, a severity): say which are.
+            if let (Some(v), Some(values)) = (e.instance.as_str(), allowed_values(&schema, &schema_path)) {
+                let msg = format!("unknown value {v:?}{} (one of: {})", suggestion(v, &values), values.join(", "));
+                out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
+                continue;
+            }
+            let msg = format!("{e} (schema path {schema_path})");
+            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
         }
     }
     invalid
+}
+
+/// The schema node at a validator's schema path (`/properties/rules/items/properties/match`),
+/// following `$ref`s where the path steps through them.
+fn schema_at<'a>(root: &'a serde_json::Value, schema_path: &str) -> Option<&'a serde_json::Value> {
+    let resolve = |mut n: &'a serde_json::Value| {
+        for _ in 0..16 {
+            match n.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/")) {
+                Some(r) => n = r.split('/').try_fold(root, |n, seg| n.get(seg))?,
+                None => return Some(n),
+            }
+        }
+        None
+    };
+    let mut node = root;
+    for seg in schema_path.split('/').skip(1) {
+        node = resolve(node)?;
+        node = match node {
+            serde_json::Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => node.get(seg)?,
+        };
+    }
+    resolve(node)
+}
+
+/// The keys an object may have, from the schema of an `additionalProperties` error.
+fn allowed_keys(root: &serde_json::Value, schema_path: &str) -> Vec<String> {
+    let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    schema_at(root, parent)
+        .and_then(|n| n.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The fixed values a `oneOf`/`anyOf`/`enum` allows, when it is a set of strings.
+fn allowed_values(root: &serde_json::Value, schema_path: &str) -> Option<Vec<String>> {
+    let node = schema_at(root, schema_path)?;
+    let mut out = Vec::new();
+    let mut add = |n: &serde_json::Value| {
+        for v in n.get("enum").and_then(|e| e.as_array()).into_iter().flatten() {
+            out.extend(v.as_str().map(str::to_string));
+        }
+        if let Some(c) = n.get("const").and_then(|c| c.as_str()) {
+            out.push(c.to_string());
+        }
+    };
+    match node {
+        // The `enum` keyword's own list.
+        serde_json::Value::Array(vals) if vals.iter().all(|v| v.is_string()) => {
+            out.extend(vals.iter().filter_map(|v| v.as_str().map(str::to_string)));
+        }
+        serde_json::Value::Array(alts) => {
+            for a in alts {
+                add(schema_at(a, "").unwrap_or(a));
+            }
+        }
+        n => add(n),
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// ` (did you mean `x`?)` when a known name is close to `given`.
+fn suggestion(given: &str, known: &[String]) -> String {
+    known
+        .iter()
+        .map(|k| {
+            let g = given.to_ascii_lowercase();
+            // A prefix (`lower` for `lowercase`) is as good as a typo.
+            let d = if k.starts_with(&g) && g.len() >= 3 { 1 } else { strsim::damerau_levenshtein(&g, k) };
+            (d, k)
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 /// `/rules/0/match/any/1` → `rules[0].match.any[1]` (the paths the position index knows).
@@ -454,8 +582,10 @@ fn rule_id_at(json: &serde_json::Value, path: &str) -> Option<String> {
 /// become findings; then every file that parses on its own is merged in, keeping the first of
 /// duplicate rules and lists, so the rest of the checks still see all the good rules.
 fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
-    if let Err(errs) = load::load_sources(sources.clone()) {
-        out.extend(errs.0.into_iter().map(Finding::from_error));
+    // The whole set loads: that is what `run` would use (overrides applied across files).
+    match load::load_sources(sources.clone()) {
+        Ok(all) => return all,
+        Err(errs) => out.extend(errs.0.into_iter().map(Finding::from_error)),
     }
     let mut merged = Loaded::default();
     let mut ids = HashSet::new();
@@ -465,6 +595,9 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
         merged.files.extend(one.files);
         for (name, items) in one.lists {
             merged.lists.entry(name).or_insert(items);
+        }
+        for (name, c) in one.conditions {
+            merged.conditions.entry(name).or_insert(c);
         }
         for mut lr in one.rules {
             if ids.insert(lr.rule.id.clone()) {
@@ -503,20 +636,30 @@ fn compile_each(
     out.extend(errors.into_iter().map(Finding::from_error));
     let mut reqs = Vec::new();
     for (lr, c) in loaded.rules.iter().zip(compiled) {
-        let Some((rule, req)) = c else {
+        let Some(entries) = c else {
             reqs.push(None);
             continue;
         };
-        let report = analysis::analyse(&rule.node, &views);
-        if let Some(x) = report.never {
-            let msg = format!("the rule can never match: {} ({})", x.reason, x.path);
-            out.push(Finding::new(Code::NeverTrue, loaded.rule_error(lr, &x.path, msg)));
+        let mut first = None;
+        for (rule, req) in entries {
+            // Paths in the report are relative to the condition: `match...`, or a step's.
+            let base = match &rule.sequence {
+                Some(s) => format!("sequence.steps[{}].", s.step),
+                None => String::new(),
+            };
+            let report = analysis::analyse(&rule.node, &views);
+            if let Some(x) = report.never {
+                let path = format!("{base}{}", x.path);
+                let msg = format!("the rule can never match: {} ({path})", x.reason);
+                out.push(Finding::new(Code::NeverTrue, loaded.rule_error(lr, &path, msg)));
+            }
+            for x in report.dead {
+                let msg = format!("this alternative can never be true: {}", x.reason);
+                out.push(Finding::new(Code::DeadAlternative, loaded.rule_error(lr, &format!("{base}{}", x.path), msg)));
+            }
+            first.get_or_insert(req);
         }
-        for x in report.dead {
-            let msg = format!("this alternative can never be true: {}", x.reason);
-            out.push(Finding::new(Code::DeadAlternative, loaded.rule_error(lr, &x.path, msg)));
-        }
-        reqs.push(Some(req));
+        reqs.push(first);
     }
     reqs
 }
@@ -560,16 +703,24 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
             loaded.rule_error(lr, "enabled", "rule is disabled: validated but never run"),
         ));
     }
-    if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() {
+    // A sequence is tested with fixtures (a file of lines and the detections expected).
+    if r.examples.should_match.is_empty() && r.examples.no_match.is_empty() && r.sequence.is_none() {
         let msg = "rule has no examples: add `examples: {match: [...], no_match: [...]}` so CI can test it";
         out.push(Finding::new(Code::NoExamples, loaded.rule_error(lr, "id", msg)));
     }
     // Threshold rules usually count frequent, literal-free events (any 404); paying for a full
     // evaluation per line is their nature, not a mistake.
-    if r.enabled && r.threshold.is_none() && matches!(req, Some(Requirement::Always)) {
+    if r.enabled && r.threshold.is_none() && r.sequence.is_none() && matches!(req, Some(Requirement::Always)) {
         let msg = "no usable literal for the prefilter: the rule is evaluated on every line (add a \
                    `contains` or a regex with a literal of 2+ characters)";
         out.push(Finding::new(Code::NoLiteral, loaded.rule_error(lr, "match", msg)));
+    }
+    if let Some(t) = &r.threshold
+        && t.group_by.is_empty()
+    {
+        let msg = "threshold without `group_by`: one counter for every client of the source (add e.g. \
+                   `group_by: [client_ip]`)";
+        out.push(Finding::new(Code::GlobalThreshold, loaded.rule_error(lr, "threshold", msg)));
     }
     let mut greedy = Vec::new();
     if let Some(cond) = &r.condition {
@@ -582,6 +733,51 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
              `field:` or use a bounded class such as [^ \"]*"
         );
         out.push(Finding::new(Code::RawLineRepeat, loaded.rule_error(lr, &path, msg)));
+    }
+}
+
+/// Lists that no rule refers to: a warning at the list.
+fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
+    let mut used = HashSet::new();
+    let mut note = |c: &Condition, _: &str| {
+        for v in [&c.contains, &c.equals, &c.starts_with, &c.ends_with, &c.regex, &c.cidr].into_iter().flatten() {
+            for item in &v.0 {
+                if let crate::rule::ValueItem::List { list } = item {
+                    used.insert(list.clone());
+                }
+            }
+        }
+    };
+    for c in loaded.conditions.values() {
+        walk(c, "conditions", &mut note);
+    }
+    for lr in &loaded.rules {
+        if let Some(c) = &lr.rule.condition {
+            walk(c, "match", &mut note);
+        }
+        for st in lr.rule.sequence.iter().flat_map(|s| &s.steps) {
+            walk(&st.condition, "match", &mut note);
+        }
+    }
+    for lr in &loaded.content {
+        // Content rules name lists too (their `ext`, regexes): counted as used.
+        if let Ok(text) = serde_json::to_string(&lr.rule.content) {
+            for name in loaded.lists.keys() {
+                if text.contains(&format!("\"list\":\"{name}\"")) {
+                    used.insert(name.clone());
+                }
+            }
+        }
+    }
+    for (f, file) in loaded.files.iter().enumerate() {
+        let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&file.text) else { continue };
+        let Some(lists) = v.get("lists").and_then(|l| l.as_mapping()) else { continue };
+        for name in lists.keys().filter_map(|k| k.as_str()) {
+            if !used.contains(name) {
+                let e = loaded.error_at(f, &format!("lists.{name}"), None, format!("list `{name}` is used by no rule"));
+                out.push(Finding::new(Code::UnusedList, e));
+            }
+        }
     }
 }
 

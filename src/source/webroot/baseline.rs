@@ -79,6 +79,15 @@ impl Baseline {
                  paths TEXT NOT NULL, files INTEGER NOT NULL);",
         )
         .with_context(|| format!("cannot set up baseline {}", path.display()))?;
+        // Columns added after the first release: added to a database that lacks them.
+        for col in ["old_size INTEGER", "size INTEGER", "old_sha256 TEXT", "sha256 TEXT"] {
+            let name = col.split(' ').next().unwrap_or_default();
+            let has: bool =
+                conn.prepare("SELECT 1 FROM pragma_table_info('changes') WHERE name = ?1")?.exists([name])?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE changes ADD COLUMN {col}"))?;
+            }
+        }
         let (key, key_new) = load_key(&state_dir.join(KEY_FILE))?;
         let mut b = Baseline {
             conn,
@@ -229,10 +238,23 @@ impl Baseline {
                 }
             }
             let mut hist = tx.prepare_cached(
-                "INSERT INTO changes (source, at, change, path, old_path, reported, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO changes (source, at, change, path, old_path, reported, note, old_size, size, old_sha256, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for h in history {
-                hist.execute(params![self.source, h.at, h.change, h.path, h.old_path, h.reported as i64, h.note])?;
+                hist.execute(params![
+                    self.source,
+                    h.at,
+                    h.change,
+                    h.path,
+                    h.old_path,
+                    h.reported as i64,
+                    h.note,
+                    h.old_size.map(|v| v as i64),
+                    h.size.map(|v| v as i64),
+                    h.old_sha256,
+                    h.sha256
+                ])?;
             }
             if !history.is_empty() {
                 // The history is for looking back at recent deploys and suppressed changes,
@@ -291,6 +313,88 @@ pub struct HistoryRow {
     pub reported: bool,
     /// Why a change was not reported (maintenance window, flapping, accepted).
     pub note: Option<&'static str>,
+    /// Size and SHA-256 before and after (absent where there is no such state or no hash).
+    pub old_size: Option<u64>,
+    pub size: Option<u64>,
+    pub old_sha256: Option<String>,
+    pub sha256: Option<String>,
+}
+
+impl HistoryRow {
+    /// A row of `change` from the states before and after.
+    pub fn of(
+        at: String,
+        change: &'static str,
+        old: Option<&Entry>,
+        new: Option<&Entry>,
+        reported: bool,
+        note: Option<&'static str>,
+    ) -> HistoryRow {
+        let path = new.or(old).map(|e| e.path.clone()).unwrap_or_default();
+        let old_path = old.filter(|o| new.is_some_and(|n| n.path != o.path)).map(|o| o.path.clone());
+        HistoryRow {
+            at,
+            change,
+            path,
+            old_path,
+            reported,
+            note,
+            old_size: old.map(|e| e.size),
+            size: new.map(|e| e.size),
+            old_sha256: old.and_then(|e| e.sha256.clone()),
+            sha256: new.and_then(|e| e.sha256.clone()),
+        }
+    }
+}
+
+/// A change as the history table keeps it, for the dashboard.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangeRow {
+    pub source: String,
+    pub at: String,
+    pub change: String,
+    /// Lossy UTF-8 (file names need not be UTF-8).
+    pub path: String,
+    pub old_path: Option<String>,
+    pub reported: bool,
+    pub note: Option<String>,
+    pub old_size: Option<i64>,
+    pub size: Option<i64>,
+    pub old_sha256: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// The newest `limit` changes of every web root of `state_dir`, newest first; empty when no
+/// web root was ever watched. Opens the database read-only: the daemon keeps writing it.
+pub fn recent_changes(state_dir: &Path, limit: usize) -> Result<Vec<ChangeRow>> {
+    let path = state_dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut st = conn.prepare(
+        "SELECT source, at, change, path, old_path, reported, note, old_size, size, old_sha256, sha256
+         FROM changes ORDER BY rowid DESC LIMIT ?1",
+    )?;
+    let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let rows = st.query_map([limit as i64], |r| {
+        Ok(ChangeRow {
+            source: r.get(0)?,
+            at: r.get(1)?,
+            change: r.get(2)?,
+            path: lossy(r.get(3)?),
+            old_path: r.get::<_, Option<Vec<u8>>>(4)?.map(lossy),
+            reported: r.get::<_, i64>(5)? != 0,
+            note: r.get(6)?,
+            old_size: r.get(7)?,
+            size: r.get(8)?,
+            old_sha256: r.get(9)?,
+            sha256: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn row_mac(key: &[u8], source: &str, e: &Entry) -> [u8; 32] {

@@ -40,8 +40,10 @@ use self::scan::{Change, Filter, Hasher, Kind};
 use self::watch::Watch;
 use super::{EventSink, Source, Whence};
 use crate::config::{self, SourceKind};
+use crate::content::Scanner;
 use crate::engine::when::When;
 use crate::event::{Event, Origin};
+use crate::rule::Severity;
 
 /// The format name rules use for file changes (`formats: [webroot]`).
 pub const FORMAT: &str = "webroot";
@@ -69,6 +71,12 @@ pub const FIELDS: &[&str] = &[
     "mtime",
     "content",
     "file_type",
+    "url_path",
+    "content_rules",
+    "content_severity",
+    "content_title",
+    "content_excerpt",
+    "content_error",
 ];
 
 /// The parser of format `webroot`. A file change carries its fields itself (its raw bytes are
@@ -100,6 +108,8 @@ pub struct Settings {
     poll_interval: Duration,
     flap_window: Duration,
     maintenance: Vec<When>,
+    /// `url_prefix` without its trailing `/`.
+    url_prefix: Vec<u8>,
 }
 
 impl Settings {
@@ -140,6 +150,10 @@ impl Settings {
             poll_interval: dur(&s.poll_interval, 5),
             flap_window: dur(&s.flap_window, 60),
             maintenance,
+            url_prefix: {
+                let p = s.url_prefix.as_deref().unwrap_or("/").trim_end_matches('/');
+                if p.is_empty() || p.starts_with('/') { p.as_bytes().to_vec() } else { format!("/{p}").into_bytes() }
+            },
         })
     }
 
@@ -266,6 +280,32 @@ impl WebrootSource {
     }
 }
 
+impl WebrootSource {
+    /// Compares at once what the notifications waiting now name, without letting a burst
+    /// settle: called before each log line when web roots run beside logs, so that a file's
+    /// change reaches the rules before a request for it read later (the upload, then the
+    /// request of what was uploaded: the kernel queued the notification before the request
+    /// was even logged). Costs one check of each tree's queue when nothing changed.
+    pub fn catch_up(&mut self, sink: &mut dyn EventSink) -> Result<()> {
+        for t in &mut self.trees {
+            let Some(w) = &t.watch else { continue };
+            if t.failed || !w.pending() {
+                continue;
+            }
+            let hint = w.drain();
+            t.failed = true;
+            if hint.rescan {
+                full(t, sink)?;
+                t.last_full = Instant::now();
+            } else if !hint.dirs.is_empty() {
+                partial(t, hint.dirs.into_iter().collect(), sink)?;
+            }
+            t.failed = false;
+        }
+        Ok(())
+    }
+}
+
 impl Source for WebrootSource {
     fn run(&mut self, sink: &mut dyn EventSink, stop: &AtomicBool) -> Result<()> {
         self.start(sink, stop)?;
@@ -309,6 +349,10 @@ struct Piggyback<'a> {
 
 impl EventSink for Piggyback<'_> {
     fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
+        if let Err(e) = self.web.catch_up(self.inner) {
+            // As in `tick`: the baseline is left as it was, the next comparison finds it.
+            tracing::error!(error = format!("{e:#}"), "web root: changes not reported yet; retrying");
+        }
         self.inner.event(at, ev)
     }
     fn flush(&mut self) -> std::io::Result<super::Mark> {
@@ -316,6 +360,12 @@ impl EventSink for Piggyback<'_> {
     }
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
         self.inner.durable(wait)
+    }
+    fn content_scanner(&self) -> Option<std::sync::Arc<Scanner>> {
+        self.inner.content_scanner()
+    }
+    fn measure(&mut self, source: usize, what: &'static str, value: f64) {
+        self.inner.measure(source, what, value)
     }
     fn tick(&mut self) {
         self.inner.tick();
@@ -371,8 +421,13 @@ fn build(t: &mut Tree, stop: &AtomicBool) -> Result<bool> {
 
 /// Compares every root with the baseline. Returns how many changes were found.
 fn full(t: &mut Tree, sink: &mut dyn EventSink) -> Result<usize> {
+    let started = Instant::now();
     let roots = t.s.roots.clone();
-    scan_dirs(t, roots.into_iter().map(|r| (r, true)).collect(), sink)
+    let n = scan_dirs(t, roots.into_iter().map(|r| (r, true)).collect(), sink)?;
+    sink.measure(t.s.source, "webroot_scan_seconds", started.elapsed().as_secs_f64());
+    sink.measure(t.s.source, "webroot_files", t.base.rows.len() as f64);
+    sink.measure(t.s.source, "webroot_watches", t.watch.as_ref().map_or(0, |w| w.len()) as f64);
+    Ok(n)
 }
 
 /// Compares the named directories (non-recursively) with the baseline.
@@ -426,6 +481,7 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
     let mut history = Vec::new();
     let mut updates = Vec::new();
     let mut delivered = false;
+    let scanner = sink.content_scanner().filter(|s| !s.is_empty());
     for c in changes {
         if let Some(kind) = c.kind {
             let path = c.new.as_ref().or(c.old.as_ref()).map(|e| e.path.clone()).unwrap_or_default();
@@ -434,7 +490,19 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
             // The change's own time: a deploy made in its window while trapline was down is
             // found at the next start, outside the window, and is still a deploy.
             let at = change_time(kind, &c);
-            let note = if t.s.maintenance.iter().any(|w| w.contains(at)) {
+            let content = match (&scanner, &c.new) {
+                (Some(sc), Some(new))
+                    if new.is_file() && matches!(kind, Kind::Created | Kind::Modified | Kind::Renamed) =>
+                {
+                    scan_content(sc, &new.path)
+                }
+                _ => ContentFields::default(),
+            };
+            // A web shell is news whenever it is written: a deploy window or a file that keeps
+            // changing (created empty, then written) mutes the change, not what it contains.
+            let note = if content.severity >= Some(Severity::High) {
+                None
+            } else if t.s.maintenance.iter().any(|w| w.contains(at)) {
                 Some("maintenance window")
             } else if flapping {
                 Some("flapping: one event per window")
@@ -442,20 +510,20 @@ fn deliver(t: &mut Tree, changes: Vec<Change>, sink: &mut dyn EventSink) -> Resu
                 None
             };
             if note.is_none() {
-                emit(&t.s, kind, &c, sink)?;
+                emit(&t.s, kind, &c, &content.fields, sink)?;
                 delivered = true;
                 t.reported.insert(path.clone(), Instant::now());
             } else {
                 tracing::debug!(path = %scan::display(&path), change = kind.as_str(), why = note, "recorded, not reported");
             }
-            history.push(HistoryRow {
-                at: now.to_rfc3339(),
-                change: kind.as_str(),
-                path,
-                old_path: c.old.as_ref().filter(|_| kind == Kind::Renamed).map(|o| o.path.clone()),
-                reported: note.is_none(),
+            history.push(HistoryRow::of(
+                now.to_rfc3339(),
+                kind.as_str(),
+                c.old.as_ref(),
+                c.new.as_ref(),
+                note.is_none(),
                 note,
-            });
+            ));
         }
         if let Some(old) = &c.old
             && c.new.as_ref().is_none_or(|n| n.path != old.path)
@@ -535,8 +603,50 @@ fn change_time(kind: Kind, c: &Change) -> DateTime<Utc> {
     }
 }
 
-/// The event of one change.
-fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Result<()> {
+/// What content scanning said about one file, as fields of its change.
+#[derive(Default)]
+struct ContentFields {
+    /// The most severe match.
+    severity: Option<Severity>,
+    fields: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Scans a file created, modified or renamed with the content and YARA rules: `content_rules`
+/// (the ids that matched, most severe first), `content_severity`, and the title and excerpt
+/// of the most severe match; `content_error` when the file could not be scanned (too large,
+/// gone again, unreadable) so that a rule can still say so.
+fn scan_content(scanner: &Scanner, path: &[u8]) -> ContentFields {
+    let mut out = ContentFields::default();
+    match scanner.scan_file(Path::new(std::ffi::OsStr::from_bytes(path))) {
+        Ok(mut matches) => {
+            if matches.is_empty() {
+                return out;
+            }
+            matches.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.rule.cmp(&b.rule)));
+            matches.dedup_by(|a, b| a.rule == b.rule);
+            let top = &matches[0];
+            out.severity = Some(top.severity);
+            let ids: Vec<&str> = matches.iter().map(|m| m.rule.as_str()).collect();
+            out.fields.push(("content_rules", ids.join(" ").into_bytes()));
+            out.fields.push(("content_severity", top.severity.as_str().into()));
+            out.fields.push(("content_title", top.title.clone().into_bytes()));
+            if let Some(x) = &top.excerpt {
+                out.fields.push(("content_excerpt", x.clone().into_bytes()));
+            }
+        }
+        Err(e) => out.fields.push(("content_error", e.to_string().into_bytes())),
+    }
+    out
+}
+
+/// The event of one change, with the fields content scanning added.
+fn emit(
+    s: &Settings,
+    kind: Kind,
+    c: &Change,
+    content: &[(&'static str, Vec<u8>)],
+    sink: &mut dyn EventSink,
+) -> Result<()> {
     let cur = c.new.as_ref().or(c.old.as_ref()).expect("a change has a state");
     let root = s.root_of(&cur.path).cloned().unwrap_or_default();
     let path = Path::new(std::ffi::OsStr::from_bytes(&cur.path));
@@ -547,6 +657,12 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
     f.push(("name", path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default()));
     f.push(("ext", scan::extension(&cur.path).into_bytes()));
     f.push(("root", root.as_os_str().as_bytes().to_vec()));
+    if let Ok(rel) = path.strip_prefix(&root) {
+        let mut u = s.url_prefix.clone();
+        u.push(b'/');
+        u.extend_from_slice(rel.as_os_str().as_bytes());
+        f.push(("url_path", u));
+    }
     f.push(("class", s.class_of(&root, path).as_bytes().to_vec()));
     f.push(("file_type", cur.kind().into()));
     f.push(("content", cur.content.clone().into_bytes()));
@@ -574,6 +690,7 @@ fn emit(s: &Settings, kind: Kind, c: &Change, sink: &mut dyn EventSink) -> Resul
     } else {
         f.push(("size_delta", cur.size.to_string().into_bytes()));
     }
+    f.extend(content.iter().cloned());
     let time = change_time(kind, c);
     // Idempotency: the same change found again after a crash (the baseline not yet updated)
     // has the same key; another change of the same path has another.
@@ -703,15 +820,14 @@ pub fn accept(cfg: &config::Loaded, only: &[PathBuf], who: &str) -> Result<Vec<(
         let mut history = Vec::new();
         for c in &changes {
             if let Some(kind) = c.kind {
-                let path = c.new.as_ref().or(c.old.as_ref()).map(|e| e.path.clone()).unwrap_or_default();
-                history.push(HistoryRow {
-                    at: now.clone(),
-                    change: kind.as_str(),
-                    path,
-                    old_path: None,
-                    reported: false,
-                    note: Some("accepted"),
-                });
+                history.push(HistoryRow::of(
+                    now.clone(),
+                    kind.as_str(),
+                    c.old.as_ref(),
+                    c.new.as_ref(),
+                    false,
+                    Some("accepted"),
+                ));
             }
             if let Some(old) = &c.old
                 && c.new.as_ref().is_none_or(|n| n.path != old.path)

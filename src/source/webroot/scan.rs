@@ -248,9 +248,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `path` (below `root`) is ignored.
+    /// Whether `path` (below `root`) is ignored: it, or a directory it is in, matches an
+    /// ignore glob — `cache` ignores everything under `cache/` too, as people expect.
     pub fn ignored(&self, root: &Path, path: &Path) -> bool {
-        path.strip_prefix(root).is_ok_and(|rel| self.ignore.is_match(rel))
+        path.strip_prefix(root)
+            .is_ok_and(|rel| rel.ancestors().any(|a| !a.as_os_str().is_empty() && self.ignore.is_match(a)))
     }
 }
 

@@ -97,6 +97,20 @@ impl Watch {
         self.watched.is_empty()
     }
 
+    /// Whether notifications are waiting.
+    pub fn pending(&self) -> bool {
+        !self.rx.is_empty()
+    }
+
+    /// The notifications waiting now, without waiting for more.
+    pub fn drain(&self) -> Hint {
+        let mut hint = Hint::default();
+        while let Ok(ev) = self.rx.try_recv() {
+            add(&mut hint, ev);
+        }
+        self.overflowed(hint)
+    }
+
     /// Waits up to `timeout` for a first event, then collects what follows within `settle`
     /// (a burst of writes is compared once).
     pub fn wait(&self, timeout: Duration, settle: Duration) -> Hint {

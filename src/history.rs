@@ -1,0 +1,392 @@
+//! **history**: every detection of `trapline run`, kept in SQLite (`state_dir/history.sqlite`,
+//! WAL) for `trapline history` and the dashboard's queries.
+//!
+//! Writes never hold up the reading thread: [`History::record`] hands a detection to a
+//! thread of its own through a bounded queue and returns; that thread writes them in
+//! batches (one transaction per batch) and applies retention (age, then row count). When the
+//! queue is full — the disk cannot keep up with a flood — detections are counted as dropped
+//! from the history (they still reach every action), never waited for. A detection's
+//! idempotency key is unique in the table, so the replay after a crash does not add it twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use rusqlite::{Connection, OpenFlags, params};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Detection;
+
+/// The database file in the state directory.
+pub const FILE: &str = "history.sqlite";
+
+/// Detections waiting to be written, at most.
+const QUEUE: usize = 16_384;
+/// Detections per transaction, at most.
+const BATCH: usize = 2_000;
+/// How long a batch may wait to fill.
+const LINGER: Duration = Duration::from_millis(200);
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// `history:` in trapline.yml.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryDef {
+    /// Keep a history of detections (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Detections older than this (event time) are deleted. Default `30d`.
+    #[serde(default = "default_age")]
+    pub max_age: crate::rule::model::DurationText,
+    /// At most this many detections are kept (the oldest go first). Default 1,000,000.
+    #[serde(default = "default_rows")]
+    pub max_rows: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_age() -> crate::rule::model::DurationText {
+    crate::rule::model::DurationText(Duration::from_secs(30 * 86_400), "30d".into())
+}
+fn default_rows() -> u64 {
+    1_000_000
+}
+
+impl Default for HistoryDef {
+    fn default() -> Self {
+        HistoryDef { enabled: true, max_age: default_age(), max_rows: default_rows() }
+    }
+}
+
+/// The writing side, owned by the daemon.
+pub struct History {
+    tx: Option<Sender<Detection>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    /// Detections not written because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+    /// Detections written so far.
+    pub written: Arc<AtomicU64>,
+}
+
+impl History {
+    /// Opens (creating) the history in `state_dir` and starts its writer.
+    pub fn open(state_dir: &Path, def: &HistoryDef) -> Result<History> {
+        let path = state_dir.join(FILE);
+        let conn = open_rw(&path)?;
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let written = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&written);
+        let def = def.clone();
+        let worker = std::thread::Builder::new()
+            .name("trapline-history".into())
+            .spawn(move || writer(conn, rx, def, w))
+            .context("cannot start the history writer")?;
+        Ok(History { tx: Some(tx), worker: Some(worker), dropped: Arc::new(AtomicU64::new(0)), written })
+    }
+
+    /// Queues a detection for the history; never blocks.
+    pub fn record(&self, d: &Detection) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_)) = tx.try_send(d.clone()) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "history: the writer cannot keep up; detections left out of the history (the actions still got them)"
+                );
+            }
+        }
+    }
+
+    /// Writes what is queued and stops the writer.
+    pub fn close(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open_rw(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // A batch is one transaction; a crash loses at most the last one, which the replay of
+    // the unacknowledged lines writes again.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS detections (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            event_ms INTEGER NOT NULL,
+            rule TEXT NOT NULL,
+            severity INTEGER NOT NULL,
+            class TEXT NOT NULL,
+            source TEXT NOT NULL,
+            client_ip TEXT,
+            path TEXT,
+            json TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS detections_time ON detections(event_ms);
+        CREATE INDEX IF NOT EXISTS detections_ip ON detections(client_ip, event_ms);
+        CREATE INDEX IF NOT EXISTS detections_rule ON detections(rule, event_ms);",
+    )?;
+    Ok(conn)
+}
+
+fn writer(mut conn: Connection, rx: Receiver<Detection>, def: HistoryDef, written: Arc<AtomicU64>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
+    loop {
+        let open = match rx.recv_timeout(LINGER) {
+            Ok(d) => {
+                batch.push(d);
+                let until = Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    match rx.recv_deadline(until) {
+                        Ok(d) => batch.push(d),
+                        Err(_) => break,
+                    }
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        };
+        if !batch.is_empty() {
+            match write(&mut conn, &batch) {
+                Ok(n) => {
+                    written.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = format!("{e:#}"), lost = batch.len(), "history: cannot write"),
+            }
+            batch.clear();
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY || !open {
+            if let Err(e) = prune(&conn, &def) {
+                tracing::warn!(error = format!("{e:#}"), "history: retention failed");
+            }
+            last_prune = Instant::now();
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+fn write(conn: &mut Connection, batch: &[Detection]) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT OR IGNORE INTO detections (key, event_ms, rule, severity, class, source, client_ip, path, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for d in batch {
+            let json = serde_json::to_string(d)?;
+            n += st.execute(params![
+                d.key,
+                d.event_time.timestamp_millis(),
+                d.rule.id,
+                d.rule.severity as i64,
+                d.rule.class,
+                d.source.name.as_ref(),
+                d.fields.get("client_ip"),
+                d.fields.get("path"),
+                json
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Deletes detections older than `max_age` (relative to the newest), then the oldest beyond
+/// `max_rows`.
+fn prune(conn: &Connection, def: &HistoryDef) -> Result<()> {
+    let newest: Option<i64> = conn.query_row("SELECT max(event_ms) FROM detections", [], |r| r.get(0))?;
+    let Some(newest) = newest else { return Ok(()) };
+    let now = chrono::Utc::now().timestamp_millis().max(newest);
+    conn.execute("DELETE FROM detections WHERE event_ms < ?1", [now - def.max_age.0.as_millis() as i64])?;
+    conn.execute(
+        "DELETE FROM detections WHERE id <= (SELECT id FROM detections ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [def.max_rows as i64],
+    )?;
+    Ok(())
+}
+
+/// What to read back.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub ip: Option<String>,
+    pub rule: Option<String>,
+    /// Event time at or after this (ms since the epoch).
+    pub since_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// The reading side: `trapline history`, the dashboard.
+pub struct Reader {
+    conn: Connection,
+}
+
+/// One attacker or rule of a top list.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Top {
+    pub name: String,
+    pub detections: u64,
+    pub severity: crate::rule::Severity,
+    pub last_ms: i64,
+}
+
+impl Reader {
+    /// Opens the history of `state_dir` read-only; an error says when there is none yet.
+    pub fn open(state_dir: &Path) -> Result<Reader> {
+        let path: PathBuf = state_dir.join(FILE);
+        if !path.exists() {
+            anyhow::bail!("no history at {} yet: it is written by `trapline run`", path.display());
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Reader { conn })
+    }
+
+    /// Detections matching `q`, newest first, as the JSON the log writes.
+    pub fn detections(&self, q: &Query) -> Result<Vec<serde_json::Value>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT json FROM detections
+             WHERE (?1 IS NULL OR client_ip = ?1) AND (?2 IS NULL OR rule = ?2) AND event_ms >= ?3
+             ORDER BY event_ms DESC, id DESC LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![q.ip, q.rule, q.since_ms.unwrap_or(i64::MIN), q.limit.max(1) as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(serde_json::from_str(&r?)?);
+        }
+        Ok(out)
+    }
+
+    /// The attackers (`by_ip`) or rules with the most detections since `since_ms`.
+    pub fn top(&self, by_ip: bool, since_ms: i64, limit: usize) -> Result<Vec<Top>> {
+        let col = if by_ip { "client_ip" } else { "rule" };
+        let sql = format!(
+            "SELECT {col}, count(*), max(severity), max(event_ms) FROM detections
+             WHERE event_ms >= ?1 AND {col} IS NOT NULL AND {col} != ''
+             GROUP BY {col} ORDER BY count(*) DESC, {col} LIMIT ?2"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![since_ms, limit as i64], |r| {
+            Ok(Top {
+                name: r.get(0)?,
+                detections: r.get::<_, i64>(1)? as u64,
+                severity: severity_of(r.get(2)?),
+                last_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Detections per `bucket_ms` since `since_ms`: (bucket start, count), oldest first.
+    pub fn timeline(&self, since_ms: i64, bucket_ms: i64) -> Result<Vec<(i64, u64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT (event_ms / ?2) * ?2 AS b, count(*) FROM detections WHERE event_ms >= ?1 GROUP BY b ORDER BY b",
+        )?;
+        let rows =
+            st.query_map(params![since_ms, bucket_ms.max(1)], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn severity_of(n: i64) -> crate::rule::Severity {
+    use crate::rule::Severity::*;
+    match n {
+        0 => Info,
+        1 => Low,
+        2 => Medium,
+        3 => High,
+        _ => Critical,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::detection::{RuleInfo, SourceRef};
+    use crate::rule::Severity;
+
+    fn det(key: &str, ip: &str, rule: &str, secs_ago: i64) -> Detection {
+        let t = chrono::Utc::now() - chrono::Duration::seconds(secs_ago);
+        Detection {
+            key: key.into(),
+            rule: Arc::new(RuleInfo {
+                id: rule.into(),
+                title: "t".into(),
+                severity: Severity::High,
+                class: "sqli".into(),
+                tags: vec![],
+            }),
+            source: SourceRef {
+                name: "web".into(),
+                path: "a.log".into(),
+                format: "combined".into(),
+                line_number: 1,
+                offset: 0,
+            },
+            event_time: t,
+            time_source: "event",
+            detected_at: t,
+            fields: BTreeMap::from([("client_ip".into(), ip.to_string())]),
+            line: String::new(),
+            line_truncated: false,
+            threshold: None,
+            sequence: None,
+            suppressed: 0,
+            actions: vec![],
+            also: vec![],
+        }
+    }
+
+    #[test]
+    fn written_in_batches_queried_and_pruned_by_age_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let def = HistoryDef {
+            max_rows: 3,
+            max_age: crate::rule::model::DurationText(Duration::from_secs(3600), "1h".into()),
+            ..Default::default()
+        };
+        let mut h = History::open(dir.path(), &def).unwrap();
+        h.record(&det("old", "192.0.2.1", "a", 7200));
+        for i in 0..5 {
+            h.record(&det(&format!("k{i}"), "192.0.2.2", "b", 10 - i));
+        }
+        // The replay of a detection already written adds nothing.
+        h.record(&det("k4", "192.0.2.2", "b", 6));
+        h.close();
+        let r = Reader::open(dir.path()).unwrap();
+        let all = r.detections(&Query { limit: 100, ..Default::default() }).unwrap();
+        let keys: Vec<&str> = all.iter().map(|d| d["key"].as_str().unwrap()).collect();
+        assert_eq!(keys, ["k4", "k3", "k2"], "newest first; the old one and the oldest beyond 3 are gone");
+        let top = r.top(true, 0, 10).unwrap();
+        assert_eq!((top[0].name.as_str(), top[0].detections), ("192.0.2.2", 3));
+        assert!(
+            r.detections(&Query { ip: Some("192.0.2.1".into()), limit: 10, ..Default::default() }).unwrap().is_empty()
+        );
+    }
+}

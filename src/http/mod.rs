@@ -1,0 +1,464 @@
+//! **http**: what `trapline run` serves when `http.listen` is set — Prometheus metrics, the
+//! history and the live feed of detections as JSON, for the dashboard and for scripts.
+//!
+//! - Runs on the daemon's tokio runtime; the reading thread only hands it detections through
+//!   a broadcast channel (and serialises them only while someone listens) and metric
+//!   snapshots at its ticks ([`metrics`]).
+//! - **Access**: every endpoint wants `Authorization: Bearer <token>`. The token comes from
+//!   `TRAPLINE_HTTP_TOKEN`, else from `http.token_file`, else from `state_dir/http.token`,
+//!   created (random, mode 0600) at the first start. It is compared in constant time and
+//!   never logged.
+//! - **TLS** ([`tls`]) with a configured certificate; without one, a non-loopback `listen` is
+//!   refused. The `Host` header must name the listening address, `localhost` or a configured
+//!   host name, so a web page elsewhere cannot reach the API through DNS rebinding.
+//! - Log-derived text leaves as JSON built by serde; no endpoint renders HTML from it.
+
+pub mod metrics;
+pub mod tls;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use metrics::{Metrics, Snapshot};
+
+/// Environment variable holding the access token.
+pub const TOKEN_ENV: &str = "TRAPLINE_HTTP_TOKEN";
+/// The token file created in the state directory when no token is configured.
+pub const TOKEN_FILE: &str = "http.token";
+
+/// `http:` in trapline.yml.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDef {
+    /// Address to serve on, e.g. `127.0.0.1:9100`. Absent: no HTTP server. Loopback
+    /// addresses only (no TLS yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// File holding the access token (first line). Default: `TRAPLINE_HTTP_TOKEN`, else
+    /// `state_dir/http.token`, created with a random token at the first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate: required to listen on anything but loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDef>,
+    /// Host names clients use to reach the server (`trapline.example.com`), accepted in the
+    /// `Host` header besides the listening address and `localhost`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// `http.tls`: PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDef {
+    /// Certificate chain (PEM), the server's certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// What the server shares with the daemon.
+pub struct Shared {
+    pub metrics: Metrics,
+    live: broadcast::Sender<Arc<str>>,
+    clients: AtomicI64,
+    token: String,
+    state_dir: PathBuf,
+    /// `Host` header values accepted.
+    hosts: Vec<String>,
+    sessions: ui::Sessions,
+    /// Served over TLS: the session cookie is `Secure`.
+    secure: bool,
+}
+
+impl Shared {
+    /// Hands a detection to the live feed, serialised only when someone listens.
+    pub fn publish(&self, d: &crate::engine::Detection) {
+        if self.live.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(json) = serde_json::to_string(d) {
+            let _ = self.live.send(json.into());
+        }
+    }
+
+    pub fn live_clients(&self) -> i64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+/// The running server: its address and what it shares.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+}
+
+/// Binds `def.listen` (refusing what is not loopback, unless with TLS) and serves on `rt` until
+/// `shutdown`.
+pub fn start(
+    def: &HttpDef,
+    cfg: &crate::config::Loaded,
+    rt: &tokio::runtime::Handle,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<Option<Server>> {
+    let Some(listen) = &def.listen else { return Ok(None) };
+    let at = cfg.position("http.listen");
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("{at}: http.listen {listen:?} is not an address such as 127.0.0.1:9100"))?;
+    if !addr.ip().is_loopback() && def.tls.is_none() {
+        bail!(
+            "{at}: http.listen {listen:?} is not a loopback address: serving beyond this machine needs \
+             `http.tls` (a certificate and its key), so that the token and the session never cross the \
+             network in clear"
+        );
+    }
+    let acceptor = match &def.tls {
+        Some(t) => Some(
+            tls::acceptor(&cfg.resolve(&t.cert), &cfg.resolve(&t.key))
+                .with_context(|| cfg.position("http.tls").to_string())?,
+        ),
+        None => None,
+    };
+    let state_dir = cfg.resolve(&cfg.config.state_dir);
+    let token = token(def, cfg, &state_dir)?;
+    let std_listener = std::net::TcpListener::bind(addr).with_context(|| format!("{at}: cannot listen on {addr}"))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let mut hosts = vec![
+        addr.to_string(),
+        format!("localhost:{}", addr.port()),
+        if addr.is_ipv6() { format!("[::1]:{}", addr.port()) } else { format!("127.0.0.1:{}", addr.port()) },
+    ];
+    for h in &def.hosts {
+        hosts.push(h.clone());
+        hosts.push(format!("{h}:{}", addr.port()));
+    }
+    let (live, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        live,
+        clients: AtomicI64::new(0),
+        token,
+        state_dir,
+        hosts,
+        sessions: ui::Sessions::default(),
+        secure: acceptor.is_some(),
+    });
+    let app = router(Arc::clone(&shared));
+    let _guard = rt.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    match acceptor {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor)?;
+            rt.spawn(async move {
+                let stop = async move { shutdown.wait().await };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
+        }
+        None => {
+            rt.spawn(async move {
+                let stop = async move { shutdown.wait().await };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
+        }
+    }
+    tracing::info!(%addr, scheme, "http: serving metrics and the API (Authorization: Bearer <token>)");
+    Ok(Some(Server { addr, shared }))
+}
+
+/// The access token: the environment, the configured file, else the state directory's file
+/// (created once, mode 0600).
+fn token(def: &HttpDef, cfg: &crate::config::Loaded, state_dir: &Path) -> Result<String> {
+    if let Ok(t) = std::env::var(TOKEN_ENV)
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_string());
+    }
+    let path = match &def.token_file {
+        Some(p) => cfg.resolve(p),
+        None => state_dir.join(TOKEN_FILE),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.lines().next().unwrap_or("").trim().to_string()),
+        Ok(_) => bail!("{}: the token file is empty", path.display()),
+        Err(e) if def.token_file.is_some() || e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot read the token file", cfg.position("http.token_file")));
+        }
+        Err(_) => {}
+    }
+    let t: String = (0..32).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let mut f = o.open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{t}\n").as_bytes())?;
+    tracing::info!(file = %path.display(), "http: created an access token");
+    Ok(t)
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/login", get(ui::login_page).post(ui::login))
+        .route("/logout", axum::routing::post(ui::logout))
+        .route("/static/app.js", get(ui::app_js))
+        .route("/static/app.css", get(ui::app_css))
+        .route("/api/session", get(ui::session))
+        .route("/metrics", get(metrics_text))
+        .route("/api/detections", get(detections))
+        .route("/api/top", get(top))
+        .route("/api/status", get(status))
+        .route("/api/events", get(events))
+        .route("/api/webroot/changes", get(webroot_changes))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), guard))
+        .with_state(shared)
+}
+
+/// For every request: the Host check; then, except for the log-in page and the static files,
+/// the bearer token or a session cookie — with the session's CSRF token on anything but a
+/// read. Security headers on every answer.
+async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let mut resp = if !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        (StatusCode::MISDIRECTED_REQUEST, "unexpected Host header\n").into_response()
+    } else {
+        let path = req.uri().path();
+        let public = path == "/login" || path.starts_with("/static/") || (path == "/" && req.method() == "GET");
+        let read = req.method() == "GET" || req.method() == "HEAD";
+        if public || authorized(req.headers(), &s.token) {
+            next.run(req).await
+        } else {
+            match s.sessions.csrf_of(req.headers()) {
+                Some(csrf) => {
+                    let given = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if read || constant_time_eq(given.as_bytes(), csrf.as_bytes()) {
+                        next.run(req).await
+                    } else {
+                        (StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token\n").into_response()
+                    }
+                }
+                None => (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a valid bearer token or session is required\n",
+                )
+                    .into_response(),
+            }
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(ui::CSP));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Equal without an early exit: the time taken does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    ip: Option<String>,
+    rule: Option<String>,
+    /// A duration back from now (`1h`, `7d`).
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+/// An error answer: a status and a line of text.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+fn since_ms(since: Option<&str>, default: std::time::Duration) -> Result<i64, ApiError> {
+    let d = match since {
+        Some(s) => {
+            humantime::parse_duration(s).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {e}")))?
+        }
+        None => default,
+    };
+    Ok(chrono::Utc::now().timestamp_millis() - d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// Runs a history query on a blocking thread (SQLite is synchronous).
+async fn with_history<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&crate::history::Reader) -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let dir = s.state_dir.clone();
+    let r = tokio::task::spawn_blocking(move || crate::history::Reader::open(&dir).and_then(|r| f(&r))).await;
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"))),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn detections(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let since = match since_ms(f.since.as_deref(), std::time::Duration::from_secs(86_400 * 365 * 100)) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let q = crate::history::Query {
+        ip: f.ip,
+        rule: f.rule,
+        since_ms: Some(since),
+        limit: f.limit.unwrap_or(100).min(10_000),
+    };
+    match with_history(&s, move |r| r.detections(&q)).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct TopAnswer {
+    attackers: Vec<crate::history::Top>,
+    rules: Vec<crate::history::Top>,
+    /// (bucket start in ms, detections), oldest first.
+    timeline: Vec<(i64, u64)>,
+}
+
+async fn top(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let since = match since_ms(f.since.as_deref(), std::time::Duration::from_secs(3600)) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let limit = f.limit.unwrap_or(10).min(1000);
+    // 60 buckets over the period (at least a minute each): what the page draws.
+    let span = chrono::Utc::now().timestamp_millis() - since;
+    let bucket = (span / 60).max(60_000);
+    let answer = with_history(&s, move |r| {
+        Ok(TopAnswer {
+            attackers: r.top(true, since, limit)?,
+            rules: r.top(false, since, limit)?,
+            timeline: r.timeline(since, bucket)?,
+        })
+    })
+    .await;
+    match answer {
+        Ok(a) => Json(a).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let path = s.state_dir.join(crate::daemon::status::FILE);
+    match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("no status yet: {e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The newest changes under the web roots, reported or not (maintenance, flapping,
+/// accepted), with sizes and hashes before and after.
+async fn webroot_changes(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let dir = s.state_dir.clone();
+    let limit = f.limit.unwrap_or(100).min(10_000);
+    match tokio::task::spawn_blocking(move || crate::source::webroot::baseline::recent_changes(&dir, limit)).await {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The live feed: one server-sent event `detection` per detection, as JSON.
+async fn events(State(s): State<Arc<Shared>>) -> Response {
+    let rx = s.live.subscribe();
+    let guard = ClientGuard::new(Arc::clone(&s));
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        // A client too slow for the feed is told how many detections it missed.
+        let ev = match rx.recv().await {
+            Ok(json) => SseEvent::default().event("detection").data(json.as_ref()),
+            Err(broadcast::error::RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), (rx, guard)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Counts a live-feed client while its stream exists.
+struct ClientGuard(Arc<Shared>);
+
+impl ClientGuard {
+    fn new(s: Arc<Shared>) -> ClientGuard {
+        s.clients.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(s)
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abc\0", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+    }
+}
