@@ -245,7 +245,8 @@ impl Pipeline {
         let rules = &self.setup.rules.rules;
         let class = |f: &Fired| -> Option<&str> {
             let c = rules[f.rule as usize].info.class.as_str();
-            // What `merge_classes` leaves alone: thresholds and rules without a class.
+            // What `merge_classes` leaves alone: thresholds and sequences (both carry
+            // `threshold`), and rules without a class.
             (f.threshold.is_none() && c != "other").then_some(c)
         };
         // Every unmergeable detection, plus one per class among the mergeable ones.
