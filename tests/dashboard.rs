@@ -263,7 +263,13 @@ fn the_dashboard_in_a_real_browser() {
     assert_eq!(http(&addr, "POST", "/logout", &[("Cookie", &cookie)], "").0, 403, "a POST without the CSRF token");
     assert_eq!(http(&addr, "POST", "/logout", &[("Cookie", &cookie), ("X-CSRF-Token", "nope")], "").0, 403);
 
-    // The page renders with data: a screenshot of some substance.
+    // The page renders with data: a screenshot of some substance. (The history is written in
+    // batches: a page loaded before that shows what the feed brings from then on.)
+    assert!(wait_for(Duration::from_secs(10), || {
+        http(&addr, "GET", "/api/detections?ip=203.0.113.99", &[("Authorization", &format!("Bearer {TOKEN}"))], "")
+            .1
+            .contains("203.0.113.99")
+    }));
     b.go(&base);
     assert!(
         wait_for(Duration::from_secs(20), || b.text("#feed").contains("203.0.113.99")),

@@ -192,9 +192,13 @@ async function start() {
       refreshTop();
     });
   }
-  state.live = await api("/api/detections?limit=" + MAX_LIVE);
-  drawFeed(state.live);
+  // Listen first, then read the history: a detection made while the history loads arrives
+  // through the feed, and one already written is not shown twice.
   connect();
+  const history = await api("/api/detections?limit=" + MAX_LIVE);
+  const seen = new Set(state.live.map((d) => d.key));
+  state.live = state.live.concat(history.filter((d) => !seen.has(d.key))).slice(0, MAX_LIVE);
+  if (!state.pinned) drawFeed(state.live);
   refreshTop();
   refreshHealth();
   refreshWebroot();
