@@ -82,7 +82,9 @@ fn api_metrics_and_live_feed_behind_the_token() {
             break;
         }
         if let Some(json) = line.strip_prefix("data: ") {
-            data = Some(serde_json::from_str::<serde_json::Value>(json.trim()).unwrap());
+            // An event is a JSON array of the detections of a short interval.
+            let list = serde_json::from_str::<serde_json::Value>(json.trim()).unwrap();
+            data = Some(list[0].clone());
             break;
         }
     }

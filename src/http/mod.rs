@@ -417,18 +417,44 @@ async fn webroot_changes(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) 
     }
 }
 
-/// The live feed: one server-sent event `detection` per detection, as JSON.
+/// How long the live feed gathers detections after the first before it writes them.
+const FEED_GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most detections in one event of the live feed.
+const FEED_BATCH: usize = 256;
+
+/// The live feed: server-sent events `detections`, each a JSON array of the detections of up to
+/// [`FEED_GATHER`] (a burst is one write per client, not one per detection); `lagged` with
+/// the number a client too slow for the feed missed.
 async fn events(State(s): State<Arc<Shared>>) -> Response {
     let rx = s.live.subscribe();
     let guard = ClientGuard::new(Arc::clone(&s));
     let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        // A client too slow for the feed is told how many detections it missed.
-        let ev = match rx.recv().await {
-            Ok(json) => SseEvent::default().event("detection").data(json.as_ref()),
-            Err(broadcast::error::RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+        let first = match rx.recv().await {
+            Ok(json) => json,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let ev = SseEvent::default().event("lagged").data(n.to_string());
+                return Some((Ok::<_, std::convert::Infallible>(ev), (rx, guard)));
+            }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok::<_, std::convert::Infallible>(ev), (rx, guard)))
+        let mut data = String::with_capacity(first.len() * 2 + 2);
+        data.push('[');
+        data.push_str(&first);
+        let until = tokio::time::Instant::now() + FEED_GATHER;
+        let mut n = 1;
+        while n < FEED_BATCH {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Ok(json)) => {
+                    data.push(',');
+                    data.push_str(&json);
+                    n += 1;
+                }
+                // Lagged: reported with the next event; closed or time up: write what we have.
+                _ => break,
+            }
+        }
+        data.push(']');
+        Some((Ok(SseEvent::default().event("detections").data(data)), (rx, guard)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

@@ -160,16 +160,17 @@ async function refreshHealth() {
 
 function connect() {
   const es = new EventSource("/api/events");
-  es.addEventListener("detection", (ev) => {
-    let d;
-    try { d = JSON.parse(ev.data); } catch (_) { return; }
-    state.live.unshift(d);
-    if (state.live.length > MAX_LIVE) state.live.length = MAX_LIVE;
-    if (pinnedMatch(d) && matches(d)) {
-      const body = document.getElementById("feed");
-      body.insertBefore(row(d), body.firstChild);
-      while (body.children.length > MAX_LIVE) body.removeChild(body.lastChild);
+  es.addEventListener("detections", (ev) => {
+    let list;
+    try { list = JSON.parse(ev.data); } catch (_) { return; }
+    if (!Array.isArray(list)) return;
+    const body = document.getElementById("feed");
+    for (const d of list) {
+      state.live.unshift(d);
+      if (pinnedMatch(d) && matches(d)) body.insertBefore(row(d), body.firstChild);
     }
+    if (state.live.length > MAX_LIVE) state.live.length = MAX_LIVE;
+    while (body.children.length > MAX_LIVE) body.removeChild(body.lastChild);
   });
 }
 
