@@ -440,16 +440,19 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
         let mut data = String::with_capacity(first.len() * 2 + 2);
         data.push('[');
         data.push_str(&first);
-        let until = tokio::time::Instant::now() + FEED_GATHER;
+        // Sleep instead of waiting on the channel: a sleeping client is not woken by every
+        // detection sent meanwhile (20 clients at 500 detections/s would be 10,000 wake-ups a
+        // second), then take what arrived in one go.
+        tokio::time::sleep(FEED_GATHER).await;
         let mut n = 1;
         while n < FEED_BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Ok(json)) => {
+            match rx.try_recv() {
+                Ok(json) => {
                     data.push(',');
                     data.push_str(&json);
                     n += 1;
                 }
-                // Lagged: reported with the next event; closed or time up: write what we have.
+                // Lagged: reported with the next event; empty or closed: write what we have.
                 _ => break,
             }
         }
