@@ -739,34 +739,29 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
 /// Lists that no rule refers to: a warning at the list.
 fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
     let mut used = HashSet::new();
-    let mut note = |c: &Condition, _: &str| {
-        for v in [&c.contains, &c.equals, &c.starts_with, &c.ends_with, &c.regex, &c.cidr].into_iter().flatten() {
-            for item in &v.0 {
-                if let crate::rule::ValueItem::List { list } = item {
-                    used.insert(list.clone());
-                }
+    let mut mark = |v: &crate::rule::Values| {
+        for item in &v.0 {
+            if let crate::rule::ValueItem::List { list } = item {
+                used.insert(list.clone());
             }
         }
     };
-    for c in loaded.conditions.values() {
-        walk(c, "conditions", &mut note);
-    }
+    let mut conditions: Vec<&Condition> = loaded.conditions.values().collect();
     for lr in &loaded.rules {
-        if let Some(c) = &lr.rule.condition {
-            walk(c, "match", &mut note);
-        }
-        for st in lr.rule.sequence.iter().flat_map(|s| &s.steps) {
-            walk(&st.condition, "match", &mut note);
-        }
+        conditions.extend(&lr.rule.condition);
+        conditions.extend(lr.rule.sequence.iter().flat_map(|s| &s.steps).map(|st| &st.condition));
     }
-    for lr in &loaded.content {
-        // Content rules name lists too (their `ext`, regexes): counted as used.
-        if let Ok(text) = serde_json::to_string(&lr.rule.content) {
-            for name in loaded.lists.keys() {
-                if text.contains(&format!("\"list\":\"{name}\"")) {
-                    used.insert(name.clone());
-                }
+    for c in conditions {
+        walk(c, "match", &mut |c, _| {
+            for v in [&c.contains, &c.equals, &c.starts_with, &c.ends_with, &c.regex, &c.cidr].into_iter().flatten() {
+                mark(v);
             }
+        });
+    }
+    // Content rules name lists in their regexes.
+    for c in loaded.content.iter().filter_map(|lr| lr.rule.content.as_ref()) {
+        for v in [&c.any, &c.all, &c.none].into_iter().flatten() {
+            mark(v);
         }
     }
     for (f, file) in loaded.files.iter().enumerate() {
