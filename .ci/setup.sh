@@ -15,6 +15,7 @@
 #   yara                bench/sweep_vs_yara.sh: the reference YARA command
 #   chromium, chromium-driver
 #                       tests/dashboard.rs: the web UI driven in a real headless browser (WebDriver)
+#   openssl             tests/https.rs: a test certificate for the HTTPS server
 # Run as root (or as a user with sudo).
 set -euo pipefail
 
@@ -24,7 +25,7 @@ installed() {
 
 missing=()
 for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd \
-    wordpress phpmyadmin mediawiki roundcube-core yara chromium chromium-driver; do
+    wordpress phpmyadmin mediawiki roundcube-core yara chromium chromium-driver openssl; do
     installed "$pkg" || missing+=("$pkg")
 done
 

@@ -3,16 +3,17 @@
 //! the live feed within 2 s; hostile text in it stays text and nothing runs; refused without
 //! the token and without the CSRF token; the page renders with data (screenshot).
 //!
-//! Needs `chromium` and `chromium-driver` (Debian). Without them the test says so and passes,
-//! unless TRAPLINE_E2E_REQUIRED=1 (CI), where it fails.
+//! Needs `chromium` and `chromium-driver` (Debian). Runs under libtest-mimic (`harness =
+//! false`): without them the test is reported *ignored*, unless TRAPLINE_E2E_REQUIRED=1 (CI),
+//! where it fails.
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::exchange as http;
 use common::{Daemon, append, project, wait_for};
 use serde_json::{Value, json};
 
@@ -33,65 +34,6 @@ fn access_line(ip: &str, _sec: u32, target: &str, status: u16) -> String {
     format!("{ip} - - [{t}] \"GET {target} HTTP/1.1\" {status} 123 \"-\" \"Mozilla/5.0\"")
 }
 
-/// One HTTP/1.1 exchange: (status, body).
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    // Read the head, then exactly Content-Length bytes: a server may keep the connection
-    // open whatever `Connection: close` asked.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break raw.len(),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let length =
-        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
-    loop {
-        if length.is_some_and(|n| raw.len() >= head_end + n) {
-            break;
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    // chromedriver and trapline answer with Content-Length, but be kind to chunked bodies.
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// A WebDriver session on a chromedriver of our own.
 struct Browser {
     driver: Child,
@@ -100,18 +42,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Option<Browser> {
-        let have = |b: &str| {
-            Command::new("sh").args(["-c", &format!("command -v {b}")]).output().is_ok_and(|o| o.status.success())
-        };
-        if !have("chromedriver") || !have("chromium") {
-            let msg = "chromium / chromedriver missing (apt-get install chromium chromium-driver)";
-            if std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
-                panic!("{msg}");
-            }
-            eprintln!("skipped: {msg}");
-            return None;
-        }
+    fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -128,7 +59,7 @@ impl Browser {
         }}}});
         let v = b.call("POST", "/session", Some(caps));
         b.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
-        Some(b)
+        b
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -183,21 +114,43 @@ impl Drop for Browser {
     }
 }
 
-#[test]
+/// Whether the browser and its driver are installed.
+fn browser_missing() -> Option<&'static str> {
+    let have = |b: &str| {
+        Command::new("sh").args(["-c", &format!("command -v {b}")]).output().is_ok_and(|o| o.status.success())
+    };
+    (!have("chromedriver") || !have("chromium"))
+        .then_some("chromium / chromedriver missing (apt-get install chromium chromium-driver)")
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let missing = browser_missing();
+    // Required but missing: not ignored, so that the trial runs and fails with the reason.
+    let ignored = missing.is_some() && !required;
+    if let Some(msg) = missing.filter(|_| ignored) {
+        eprintln!("ignored: dashboard: {msg}");
+    }
+    let trial = libtest_mimic::Trial::test("the_dashboard_in_a_real_browser", move || match missing {
+        None => {
+            the_dashboard_in_a_real_browser();
+            Ok(())
+        }
+        Some(msg) => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
+    })
+    .with_ignored_flag(ignored);
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
 fn the_dashboard_in_a_real_browser() {
-    let Some(b) = Browser::start() else { return };
+    let b = Browser::start();
     let config = "rules: [rules]\nstate_dir: state\nactions:\n  log: {path: out.txt}\nsources:\n  - name: web\n    paths: [logs/access.log]\nhttp:\n  listen: \"127.0.0.1:0\"\n  token_file: token.txt\n";
     let (_d, p) = project(Some(RULE), config);
     std::fs::write(p.join("token.txt"), TOKEN).unwrap();
     std::fs::write(p.join("logs/access.log"), "").unwrap();
     let d = Daemon::start(&p.join("trapline.yml"));
-    let addr = d
-        .stderr()
-        .lines()
-        .find(|l| l.contains("http: serving"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_string())
-        .unwrap();
+    let addr = d.http_addr();
     let base = format!("http://{addr}");
     // Some history first, so the page has data to draw.
     append(

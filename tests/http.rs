@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -29,15 +29,9 @@ fn config(listen: &str) -> String {
 
 /// A request over a fresh connection: (status, body).
 fn request(addr: &str, path: &str, host: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+    common::http::exchange_as(addr, host, "GET", path, &headers, "")
 }
 
 #[test]
@@ -46,13 +40,7 @@ fn api_metrics_and_live_feed_behind_the_token() {
     std::fs::write(p.join("token.txt"), format!("{TOKEN}\n")).unwrap();
     std::fs::write(p.join("logs/access.log"), "").unwrap();
     let d = Daemon::start(&p.join("trapline.yml"));
-    let addr = d
-        .stderr()
-        .lines()
-        .find(|l| l.contains("http: serving"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_string())
-        .unwrap_or_else(|| panic!("no address logged:\n{}", d.stderr()));
+    let addr = d.http_addr();
     assert!(!d.stderr().contains(TOKEN), "the token is never logged");
 
     // Refused: no token, a wrong one, a foreign Host (DNS rebinding).
@@ -154,13 +142,7 @@ fn web_root_changes_are_served_with_sizes_and_hashes() {
     let cfg = cfg.replace("sources:\n", "sources:\n  - name: site\n    type: webroot\n    paths: [www]\n");
     std::fs::write(p.join("trapline.yml"), cfg).unwrap();
     let d = Daemon::start(&p.join("trapline.yml"));
-    let addr = d
-        .stderr()
-        .lines()
-        .find(|l| l.contains("http: serving"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_string())
-        .unwrap();
+    let addr = d.http_addr();
     assert!(wait_for(Duration::from_secs(10), || d.stderr().contains("web root ready")));
     std::fs::write(p.join("www/index.php"), "<?php echo 'defaced';\n").unwrap();
     let mut rows = Vec::new();
@@ -188,60 +170,4 @@ fn web_root_changes_are_served_with_sizes_and_hashes() {
         "{}",
         request(&addr, "/metrics", &addr, Some(TOKEN)).1
     );
-}
-
-/// With a certificate, the server speaks HTTPS only and may listen beyond loopback; the
-/// session cookie is `Secure`. (Needs the `openssl` command to make a test certificate.)
-#[test]
-fn tls_with_a_certificate_and_beyond_loopback() {
-    let (_d, p) = project(Some(RULE), &config("0.0.0.0:0"));
-    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
-    std::fs::write(p.join("logs/access.log"), "").unwrap();
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(&p)
-        .output();
-    if !made.is_ok_and(|o| o.status.success()) {
-        assert!(std::env::var("TRAPLINE_E2E_REQUIRED").is_err(), "openssl is needed to make a test certificate");
-        eprintln!("skipped: no openssl command");
-        return;
-    }
-    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
-    std::fs::write(p.join("trapline.yml"), format!("{cfg}  tls: {{cert: cert.pem, key: key.pem}}\n")).unwrap();
-    let d = Daemon::start(&p.join("trapline.yml"));
-    let port = d
-        .stderr()
-        .lines()
-        .find(|l| l.contains("http: serving"))
-        .and_then(|l| l.split("addr=0.0.0.0:").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_string())
-        .unwrap_or_else(|| panic!("{}", d.stderr()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let cert = reqwest::Certificate::from_pem(&std::fs::read(p.join("cert.pem")).unwrap()).unwrap();
-    let client = reqwest::Client::builder().add_root_certificate(cert).build().unwrap();
-    let (status, body) = rt.block_on(async {
-        let r = client.get(format!("https://localhost:{port}/metrics")).bearer_auth(TOKEN).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    });
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("trapline_lines_total") || body.contains("# EOF"), "{body}");
-    let login = rt.block_on(async {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(p.join("cert.pem")).unwrap()).unwrap())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .post(format!("https://localhost:{port}/login"))
-            .form(&[("token", TOKEN)])
-            .send()
-            .await
-            .unwrap()
-    });
-    let cookie = login.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
-    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
-    // Plain HTTP on the TLS port gets no answer.
-    let (status, _) = request(&format!("127.0.0.1:{port}"), "/metrics", &format!("127.0.0.1:{port}"), Some(TOKEN));
-    assert_eq!(status, 0, "no HTTP answer without TLS");
 }

@@ -3,6 +3,7 @@
 
 pub mod apache;
 pub mod attacks;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
