@@ -180,22 +180,17 @@ pub fn extension(path: &[u8]) -> String {
 /// `partial`: the bytes could not (all) be read.
 fn classify(head: &[u8], ext: &str, partial: bool) -> String {
     let starts = |m: &[u8]| head.starts_with(m);
+    // The signatures content rules know by name (`magic:`), for the types worth telling apart
+    // here; the short ones (`BM`, `MZ`, `RIFF`) would misname plain text that begins so.
+    let magic = crate::engine::content::KNOWN_MAGIC
+        .iter()
+        .filter(|(name, _)| matches!(*name, "elf" | "jpeg" | "png" | "gif" | "pdf" | "zip" | "gzip"))
+        .find(|(_, sigs)| sigs.iter().any(|m| starts(m)))
+        .map(|(name, _)| *name);
     let c = if head.is_empty() {
         if partial { "unknown" } else { "empty" }
-    } else if starts(b"\x7fELF") {
-        "elf"
-    } else if starts(b"\xff\xd8\xff") {
-        "jpeg"
-    } else if starts(b"\x89PNG\r\n\x1a\n") {
-        "png"
-    } else if starts(b"GIF87a") || starts(b"GIF89a") {
-        "gif"
-    } else if starts(b"%PDF-") {
-        "pdf"
-    } else if starts(b"PK\x03\x04") {
-        "zip"
-    } else if starts(b"\x1f\x8b") {
-        "gzip"
+    } else if let Some(name) = magic {
+        name
     } else if starts(b"#!") {
         "script"
     } else if memchr::memmem::find(head, b"<?php").is_some() || starts(b"<?=") {
@@ -546,6 +541,18 @@ mod tests {
         assert_eq!(classify(b"\xff\xd8\xff\xe0rest", "jpg", false), "jpeg");
         assert_eq!(classify(b"\x7fELF\x02", "", false), "elf");
         assert_eq!(classify(b"", "", false), "empty");
+        for (head, class) in [
+            (&b"\x89PNG\r\n\x1a\n.."[..], "png"),
+            (b"GIF87a..", "gif"),
+            (b"GIF89a..", "gif"),
+            (b"%PDF-1.7", "pdf"),
+            (b"PK\x03\x04..", "zip"),
+            (b"\x1f\x8b\x08", "gzip"),
+            (b"MZ is a text file", "text"),
+            (b"BM too", "text"),
+        ] {
+            assert_eq!(classify(head, "", false), class, "{head:?}");
+        }
         assert_eq!(classify(b"<!DOCTYPE html><p>", "html", false), "html");
         assert_eq!(extension(b"/srv/a.b/shell.PHP"), "php");
         assert_eq!(extension(b"/srv/a.b/.htaccess"), "");
