@@ -325,42 +325,12 @@ fn severity_of(n: i64) -> crate::rule::Severity {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::engine::detection::{RuleInfo, SourceRef};
     use crate::rule::Severity;
 
     fn det(key: &str, ip: &str, rule: &str, secs_ago: i64) -> Detection {
         let t = chrono::Utc::now() - chrono::Duration::seconds(secs_ago);
-        Detection {
-            key: key.into(),
-            rule: Arc::new(RuleInfo {
-                id: rule.into(),
-                title: "t".into(),
-                severity: Severity::High,
-                class: "sqli".into(),
-                tags: vec![],
-            }),
-            source: SourceRef {
-                name: "web".into(),
-                path: "a.log".into(),
-                format: "combined".into(),
-                line_number: 1,
-                offset: 0,
-            },
-            event_time: t,
-            time_source: "event",
-            detected_at: t,
-            fields: BTreeMap::from([("client_ip".into(), ip.to_string())]),
-            line: String::new(),
-            line_truncated: false,
-            threshold: None,
-            sequence: None,
-            suppressed: 0,
-            actions: vec![],
-            also: vec![],
-        }
+        Detection::sample(key, rule, "sqli", Severity::High, t, &[("client_ip", ip)], "")
     }
 
     #[test]

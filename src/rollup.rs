@@ -359,32 +359,11 @@ fn count_path(r: &mut Rollup, seen: &mut HashSet<u64>, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::detection::{RuleInfo, SourceRef};
 
     fn det(ip: &str, sec: i64, rule: &str, class: &str, severity: Severity, path: &str) -> Detection {
         let t = DateTime::from_timestamp(1_700_000_000 + sec, 0).unwrap();
-        Detection {
-            key: format!("{ip}-{sec}-{rule}"),
-            rule: RuleInfo { id: rule.into(), title: rule.into(), severity, class: class.into(), tags: vec![] }.into(),
-            source: SourceRef {
-                name: "web".into(),
-                path: "/x".into(),
-                format: "combined".into(),
-                line_number: 1,
-                offset: 0,
-            },
-            event_time: t,
-            time_source: "event",
-            detected_at: t,
-            fields: BTreeMap::from([("client_ip".into(), ip.to_string()), ("path".into(), path.to_string())]),
-            line: format!("{ip} GET {path}"),
-            line_truncated: false,
-            threshold: None,
-            sequence: None,
-            suppressed: 0,
-            actions: vec!["log".into()],
-            also: vec![],
-        }
+        let fields = [("client_ip", ip), ("path", path)];
+        Detection::sample(&format!("{ip}-{sec}-{rule}"), rule, class, severity, t, &fields, &format!("{ip} GET {path}"))
     }
 
     fn states(out: &[Rollup]) -> Vec<(State, String)> {

@@ -101,3 +101,47 @@ pub struct SequenceInfo {
 pub fn ser_time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
+
+#[cfg(test)]
+impl Detection {
+    /// A detection of rule `rule` (of `class`, at `severity`) at time `t`, carrying `fields`
+    /// and `line`, with the `log` action: what unit tests of the stages after the engine need.
+    pub(crate) fn sample(
+        key: &str,
+        rule: &str,
+        class: &str,
+        severity: Severity,
+        t: DateTime<Utc>,
+        fields: &[(&str, &str)],
+        line: &str,
+    ) -> Detection {
+        Detection {
+            key: key.into(),
+            rule: Arc::new(RuleInfo {
+                id: rule.into(),
+                title: rule.into(),
+                severity,
+                class: class.into(),
+                tags: vec![],
+            }),
+            source: SourceRef {
+                name: "web".into(),
+                path: "/x".into(),
+                format: "combined".into(),
+                line_number: 1,
+                offset: 0,
+            },
+            event_time: t,
+            time_source: "event",
+            detected_at: t,
+            fields: fields.iter().map(|(k, v)| (Arc::from(*k), v.to_string())).collect(),
+            line: line.into(),
+            line_truncated: false,
+            threshold: None,
+            sequence: None,
+            suppressed: 0,
+            actions: vec!["log".into()],
+            also: Vec::new(),
+        }
+    }
+}

@@ -310,31 +310,10 @@ mod tests {
 
     #[test]
     fn fields_named_like_a_secret_are_masked_whole() {
-        use crate::engine::detection::{RuleInfo, SourceRef};
         let t = chrono::DateTime::from_timestamp(0, 0).unwrap();
-        let mut d = Detection {
-            key: "k".into(),
-            rule: RuleInfo {
-                id: "r".into(),
-                title: "r".into(),
-                severity: crate::rule::Severity::Low,
-                class: "other".into(),
-                tags: vec![],
-            }
-            .into(),
-            source: SourceRef { name: "s".into(), path: "p".into(), format: "app".into(), line_number: 1, offset: 0 },
-            event_time: t,
-            time_source: "event",
-            detected_at: t,
-            fields: [("password".into(), "hunter2".to_string()), ("user".into(), "admin".to_string())].into(),
-            line: "login user=admin password hunter2".into(),
-            line_truncated: false,
-            threshold: None,
-            sequence: None,
-            suppressed: 0,
-            actions: vec![],
-            also: vec![],
-        };
+        let fields = [("password", "hunter2"), ("user", "admin")];
+        let line = "login user=admin password hunter2";
+        let mut d = Detection::sample("k", "r", "other", crate::rule::Severity::Low, t, &fields, line);
         r().apply(&mut d);
         assert_eq!(d.fields["password"], MASK);
         assert_eq!(d.fields["user"], "admin");
