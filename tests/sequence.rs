@@ -87,10 +87,9 @@ fn steps_in_order_with_one_key_within_the_window_fire_whatever_the_thread_count(
     assert_eq!(scan(rules.path(), &log, "2"), one, "the same with two threads");
 }
 
-#[test]
-fn a_fixture_tests_a_sequence_rule() {
-    let rules = rules_dir(RULE);
-    let tests = rules.path().join("tests");
+/// `tests/abc.log` under `rules`: a, b, c from one address. Returns the `tests` directory.
+fn abc_log(rules: &std::path::Path) -> std::path::PathBuf {
+    let tests = rules.join("tests");
     std::fs::create_dir(&tests).unwrap();
     let log = [
         access_line("192.0.2.1", 0, "/a", 200),
@@ -99,6 +98,13 @@ fn a_fixture_tests_a_sequence_rule() {
     ]
     .join("\n");
     std::fs::write(tests.join("abc.log"), log + "\n").unwrap();
+    tests
+}
+
+#[test]
+fn a_fixture_tests_a_sequence_rule() {
+    let rules = rules_dir(RULE);
+    let tests = abc_log(rules.path());
     std::fs::write(tests.join("abc.test.yml"), "format: combined\nlog: abc.log\nexpect:\n  - {rule: t.abc, line: 3}\n")
         .unwrap();
     let out = trapline(&["test", rules.path().to_str().unwrap()]);
@@ -202,15 +208,7 @@ fn a_fixture_can_check_only_some_rules() {
         "rules:\n  - id: t.noisy\n    title: every request\n    severity: info\n    match: {field: method, equals: GET}\n",
     )
     .unwrap();
-    let tests = rules.path().join("tests");
-    std::fs::create_dir(&tests).unwrap();
-    let log = [
-        access_line("192.0.2.1", 0, "/a", 200),
-        access_line("192.0.2.1", 1, "/b", 200),
-        access_line("192.0.2.1", 2, "/c", 200),
-    ]
-    .join("\n");
-    std::fs::write(tests.join("abc.log"), log + "\n").unwrap();
+    let tests = abc_log(rules.path());
     let fixture = |only: &str| format!("format: combined\nlog: abc.log\n{only}expect:\n  - {{rule: t.abc, line: 3}}\n");
     let run = || trapline(&["test", rules.path().to_str().unwrap()]);
     std::fs::write(tests.join("abc.test.yml"), fixture("")).unwrap();
