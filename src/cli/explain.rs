@@ -101,6 +101,14 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
                 state(rules, detector, i, &line, &scratch.record, at);
             }
+            for &(i, e) in &scratch.held {
+                let r = &rules.rules[i as usize];
+                println!(
+                    "held back {}: the condition matches, but {} holds the line back",
+                    r.id,
+                    escape(&rules.describe_exception(e))
+                );
+            }
         }
         Some(id) => {
             let Some(first) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
@@ -121,6 +129,13 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             }
             match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
                 Ok(()) => {
+                    if let Some(e) = rules.holding_exception(i, &line, &mut scratch, false) {
+                        println!(
+                            "rule {id}: the condition matches, but {} holds the line back: it never fires the rule",
+                            escape(&rules.describe_exception(e))
+                        );
+                        return Ok(1);
+                    }
                     println!("rule {id}: the condition matches");
                     state(rules, detector, i, &line, &scratch.record, at);
                 }

@@ -84,6 +84,10 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     println!("pid {} since {} (updated {})", s.pid, s.started_at, s.updated_at);
     println!("rules: {} loaded at {}", s.rules, s.rules_loaded_at);
     println!("lines: {} ({} unparsed), detections written: {}", s.lines, s.unparsed, s.detections_written);
+    if !s.held_back.is_empty() {
+        let held: Vec<String> = s.held_back.iter().map(|(n, c)| format!("{} {c}", escape(n))).collect();
+        println!("held back by exceptions: {}", held.join(", "));
+    }
     match &s.last_reload {
         None => println!("last reload: none"),
         Some(r) if r.ok => println!("last reload: {} ok ({} rules kept their state)", r.at, r.state_kept),

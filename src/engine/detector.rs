@@ -38,6 +38,8 @@ pub struct RuleStats {
     pub detections: u64,
     /// Detections held back by suppression.
     pub suppressed: u64,
+    /// Lines whose condition matched but an exception held back (not in `hits`).
+    pub excepted: u64,
 }
 
 /// What the cross-line stage needs about one rule matching one line.
@@ -122,6 +124,8 @@ pub struct Detector {
     /// The state of each sequence, on its first step's rule.
     sequences: Vec<Option<Sequences>>,
     pub stats: Vec<RuleStats>,
+    /// Per exception name ([`RuleSet::exception_names`]): events it held back.
+    pub excepted: Vec<u64>,
     key_buf: Vec<u8>,
 }
 
@@ -157,7 +161,8 @@ impl Detector {
             })
             .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
-        Detector { rules, windows, suppress, seq_at, sequences, stats, key_buf: Vec::new() }
+        let excepted = vec![0; rules.exception_names.len()];
+        Detector { rules, windows, suppress, seq_at, sequences, stats, excepted, key_buf: Vec::new() }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -170,7 +175,12 @@ impl Detector {
     /// Returns how many rules kept their state.
     pub fn carry_over(&mut self, old: Detector) -> usize {
         let mut kept = 0;
-        let Detector { rules: old_rules, windows, suppress, sequences, stats, .. } = old;
+        let Detector { rules: old_rules, windows, suppress, sequences, stats, excepted, .. } = old;
+        for (name, n) in old_rules.exception_names.iter().zip(excepted) {
+            if let Some(i) = self.rules.exception_names.iter().position(|m| m == name) {
+                self.excepted[i] = n;
+            }
+        }
         let mut windows: Vec<Option<Windows>> = windows;
         let mut suppress: Vec<Option<Suppressor>> = suppress;
         let mut sequences: Vec<Option<Sequences>> = sequences;
@@ -201,6 +211,21 @@ impl Detector {
             }
         }
         kept
+    }
+
+    /// Counts the events exceptions held back ((rule, exception) pairs, from
+    /// [`crate::engine::Scratch::held`]). They never reach the windows.
+    pub fn count_held(&mut self, held: &[(u32, u32)]) {
+        for &(r, e) in held {
+            self.stats[r as usize].excepted += 1;
+            self.excepted[self.rules.exceptions[e as usize].name as usize] += 1;
+        }
+    }
+
+    /// Events held back so far, per exception name, in name order of the rule set (those
+    /// that held nothing back included).
+    pub fn held_back(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rules.exception_names.iter().map(String::as_str).zip(self.excepted.iter().copied())
     }
 
     /// The ordered, cross-line decision for one line: steps the threshold and suppression of

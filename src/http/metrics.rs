@@ -24,6 +24,11 @@ struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExceptionLabel {
+    exception: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectionLabels {
     rule: String,
     severity: String,
@@ -58,6 +63,8 @@ pub struct Snapshot {
     pub sources: Vec<(String, u64, u64)>,
     /// Per rule: (id, severity, lines matched, detections, suppressed).
     pub rules: Vec<(String, &'static str, u64, u64, u64)>,
+    /// Per exception name: events held back (names come from rule files, never from events).
+    pub exceptions: Vec<(String, u64)>,
     pub action_retries: u64,
     pub action_errors: u64,
     pub history_written: u64,
@@ -81,6 +88,7 @@ pub struct Metrics {
     hits: Family<RuleLabel, Counter>,
     detections: Family<DetectionLabels, Counter>,
     suppressed: Family<RuleLabel, Counter>,
+    excepted: Family<ExceptionLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     action_retries: Counter,
     action_errors: Counter,
@@ -109,6 +117,7 @@ impl Metrics {
             hits: Family::default(),
             detections: Family::default(),
             suppressed: Family::default(),
+            excepted: Family::default(),
             reloads: Family::default(),
             action_retries: Counter::default(),
             action_errors: Counter::default(),
@@ -126,6 +135,11 @@ impl Metrics {
         registry.register("rule_matches", "Lines whose condition matched, per rule", m.hits.clone());
         registry.register("detections", "Detections emitted, per rule and severity", m.detections.clone());
         registry.register("suppressed", "Detections held back by suppression, per rule", m.suppressed.clone());
+        registry.register(
+            "held_back",
+            "Events a rule's condition matched that an exception held back, per exception",
+            m.excepted.clone(),
+        );
         registry.register("reloads", "Rule reloads by result (ok, rejected)", m.reloads.clone());
         registry.register("action_retries", "Transient action failures retried", m.action_retries.clone());
         registry.register("action_errors", "Permanent action failures", m.action_errors.clone());
@@ -182,6 +196,12 @@ impl Metrics {
                 inc(&self.suppressed.get_or_create(&r), *supp, os);
             }
         }
+        for (name, n) in &now.exceptions {
+            let old = last.exceptions.iter().find(|e| &e.0 == name).map_or(0, |e| e.1);
+            if *n > old {
+                inc(&self.excepted.get_or_create(&ExceptionLabel { exception: name.clone() }), *n, old);
+            }
+        }
         inc(&self.action_retries, now.action_retries, last.action_retries);
         inc(&self.action_errors, now.action_errors, last.action_errors);
         inc(&self.history_written, now.history_written, last.history_written);
@@ -231,7 +251,9 @@ mod tests {
         };
         m.update(snap(10, 2));
         m.update(snap(15, 3));
+        m.update(Snapshot { exceptions: vec![("scanner-allowlist".into(), 4)], ..snap(15, 3) });
         let text = m.encode();
+        assert!(text.contains("trapline_held_back_total{exception=\"scanner-allowlist\"} 4"), "{text}");
         assert!(text.contains("trapline_lines_total{source=\"web\"} 15"), "{text}");
         assert!(text.contains("trapline_detections_total{rule=\"web.sqli\",severity=\"high\"} 3"), "{text}");
         assert!(text.contains("trapline_unparsed_lines_total{source=\"web\"} 1"), "{text}");

@@ -158,6 +158,7 @@ impl Pipeline {
         if !rules.match_event(&source.parser, &source.applicable, ev, s) && ev.fields.is_empty() {
             self.counts.unparsed += 1;
         }
+        self.detector.count_held(&s.held);
         if s.hits.is_empty() {
             return Ok(());
         }
@@ -206,6 +207,7 @@ impl Pipeline {
     ) -> Result<()> {
         self.counts.events += hits.lines;
         self.counts.unparsed += hits.unparsed;
+        self.detector.count_held(&hits.held);
         let setup = Arc::clone(&self.setup);
         let (rules, source) = (&setup.rules, &setup.sources[src]);
         for h in &hits.hits {
