@@ -65,6 +65,9 @@ pub struct Fired {
     pub threshold: Option<(u32, i64, i64)>,
     /// Detections of this rule and key held back by suppression since the previous one.
     pub suppressed: u64,
+    /// For a `distinct` threshold: the index of the texts of the values it counted, in
+    /// [`Detector`]'s list for the line being decided.
+    pub shown: Option<u32>,
 }
 
 impl RuleSet {
@@ -127,6 +130,12 @@ pub struct Detector {
     /// Per exception name ([`RuleSet::exception_names`]): events it held back.
     pub excepted: Vec<u64>,
     key_buf: Vec<u8>,
+    /// Distinct values of the line being decided whose text a window wants: (rule, group key,
+    /// value hash). See [`Detector::record_values`].
+    want: Vec<(u32, u64, u64)>,
+    /// The texts of the values counted by each `distinct` threshold that fired on the line
+    /// being decided ([`Fired::shown`]).
+    shown: Vec<Vec<Box<str>>>,
 }
 
 /// Default bound on tracked keys per rule.
@@ -162,7 +171,18 @@ impl Detector {
             .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
         let excepted = vec![0; rules.exception_names.len()];
-        Detector { rules, windows, suppress, seq_at, sequences, stats, excepted, key_buf: Vec::new() }
+        Detector {
+            rules,
+            windows,
+            suppress,
+            seq_at,
+            sequences,
+            stats,
+            excepted,
+            key_buf: Vec::new(),
+            want: Vec::new(),
+            shown: Vec::new(),
+        }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -241,16 +261,30 @@ impl Detector {
         out: &mut Vec<Fired>,
     ) {
         out.clear();
+        self.want.clear();
+        self.shown.clear();
         let t = event.unwrap_or_else(|| arrival.timestamp_millis());
         for (&ri, k) in hits.iter().zip(keys) {
             let r = ri as usize;
             self.stats[r].hits += 1;
             let mut threshold = None;
+            let mut shown = None;
             if let Some(w) = self.windows[r].as_mut() {
                 let Some(group) = k.group else { continue };
                 match w.step(group, t, k.distinct) {
-                    Step::Pending { .. } => continue,
-                    Step::Fire { count, first_seen, last_seen } => threshold = Some((count, first_seen, last_seen)),
+                    Step::Pending { .. } => {
+                        if w.wants_text(group, k.distinct) {
+                            self.want.push((ri, group, k.distinct));
+                        }
+                        continue;
+                    }
+                    Step::Fire { count, first_seen, last_seen } => {
+                        threshold = Some((count, first_seen, last_seen));
+                        if self.rules.rules[r].threshold.as_ref().is_some_and(|t| t.distinct.is_some()) {
+                            shown = Some(self.shown.len() as u32);
+                            self.shown.push(w.take_fired());
+                        }
+                    }
                 }
             } else if let Some((first, step)) = self.seq_at[r] {
                 let (Some(key), Some(sq)) = (k.group, self.sequences[first].as_mut()) else { continue };
@@ -272,8 +306,30 @@ impl Detector {
                 }
             }
             self.stats[r].detections += 1;
-            out.push(Fired { rule: ri, threshold, suppressed });
+            out.push(Fired { rule: ri, threshold, suppressed, shown });
         }
+    }
+
+    /// Whether the line just decided brought distinct values whose text a window wants: then
+    /// the caller hands its parsed record to [`Detector::record_values`] (it has it at hand, or
+    /// parses the line again, as for a detection; this happens only for the first values of
+    /// each key).
+    pub fn wants_values(&self) -> bool {
+        !self.want.is_empty()
+    }
+
+    /// Records the texts [`Detector::wants_values`] asked for, from the line just decided.
+    pub fn record_values(&mut self, line: &[u8], rec: &Record) {
+        for &(ri, group, value) in &self.want {
+            let r = ri as usize;
+            let (Some(w), Some(field)) =
+                (self.windows[r].as_mut(), self.rules.rules[r].threshold.as_ref().and_then(|t| t.distinct))
+            else {
+                continue;
+            };
+            w.show(group, value, rec.get(line, field).unwrap_or(b""));
+        }
+        self.want.clear();
     }
 
     /// The detection of `f` (from [`Detector::decide`]) on its event, parsed into `rec`.
@@ -313,6 +369,18 @@ impl Detector {
                 within_seconds: spec.window.as_secs_f64(),
                 group: group_map(&rules.registry, &spec.group_by, line, rec),
                 distinct: spec.distinct.map(|d| rules.registry.name(d).to_string()),
+                distinct_values: spec.distinct.map_or_else(Vec::new, |d| {
+                    let mut shown: Vec<String> = f
+                        .shown
+                        .and_then(|i| self.shown.get(i as usize))
+                        .map_or_else(Vec::new, |v| v.iter().map(|t| t.to_string()).collect());
+                    // The value of this line completed the count: it was never recorded.
+                    let own = super::window::shown_text(rec.get(line, d).unwrap_or(b""));
+                    if shown.len() < super::window::SHOWN && !shown.iter().any(|t| **t == *own) {
+                        shown.push(own.into());
+                    }
+                    shown
+                }),
                 first_seen: millis(first),
                 last_seen: millis(last),
             }),

@@ -166,6 +166,9 @@ impl Pipeline {
         self.keys.clear();
         rules.hit_keys(ev.raw, &s.record, &s.hits, &mut s.key_buf, &mut self.keys);
         self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
+        if self.detector.wants_values() {
+            self.detector.record_values(ev.raw, &s.record);
+        }
         if !sink.wants_detections() {
             self.counts.detections += self.emitted();
             return Ok(());
@@ -213,7 +216,10 @@ impl Pipeline {
         for h in &hits.hits {
             let range = h.rules.clone();
             self.detector.decide(h.time, arrival, &hits.rules[range.clone()], &hits.keys[range], &mut self.fired);
-            if self.fired.is_empty() {
+            // The texts of new distinct values are for detections: a sink that reads none
+            // needs none, and the line is not parsed again for them.
+            let values = self.detector.wants_values() && sink.wants_detections();
+            if self.fired.is_empty() && !values {
                 continue;
             }
             if !sink.wants_detections() {
@@ -221,10 +227,16 @@ impl Pipeline {
                 continue;
             }
             let (raw, truncated) = batch::cap(&block.data[h.start..h.end], hits.max_line_bytes);
+            source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
+            if values {
+                self.detector.record_values(raw, &self.scratch.record);
+            }
+            if self.fired.is_empty() {
+                continue;
+            }
             let origin =
                 crate::event::Origin::Line { content, offset: block.offset + h.start as u64, line_number: h.line };
             let ev = Event::line(raw, origin, arrival, truncated);
-            source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
             let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
             self.out.clear();
             for f in &self.fired {

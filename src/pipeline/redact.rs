@@ -105,6 +105,18 @@ impl Redactor {
                 redact_in_place(self, v);
             }
         }
+        // The distinct values counted are values of a field too (`distinct: password` would
+        // otherwise list every password tried).
+        if let Some(t) = d.threshold.as_mut() {
+            let sensitive = t.distinct.as_ref().is_some_and(|f| self.is_sensitive(f.as_bytes()));
+            for v in &mut t.distinct_values {
+                if sensitive {
+                    *v = MASK.to_string();
+                } else {
+                    redact_in_place(self, v);
+                }
+            }
+        }
     }
 
     /// `s` with the values of sensitive parameters masked (borrowed when there are none).
