@@ -198,6 +198,16 @@ fn bad_exceptions_are_positioned_errors_and_lint_findings() {
         text.contains("r.yml:9:") && text.contains("error[TL010] exception \"health-checks\" can never match"),
         "{text}"
     );
+
+    // An exception true on every line silences its rule.
+    let always = RULES.replace("except: {field: user_agent, contains: monitor}", "except: {exists: true}");
+    let rules = write(dir.path(), "r.yml", &always);
+    let out = trapline(&["lint", &rules]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("r.yml:15:13: error[TL010] rule \"web.admin\": exception \"web.admin\" holds back every event"),
+        "{text}"
+    );
 }
 
 /// A rule's inline examples see its own `except`: a `match` example it holds back fails.

@@ -157,6 +157,17 @@ impl Windows {
             Track::Values(values, shown) => {
                 let e = values.entry(value).or_insert(t);
                 *e = (*e).max(t);
+                // Full of texts: those of values that left the window make room for new ones
+                // (at most SHOWN lookups, and only then).
+                if shown.len() >= SHOWN {
+                    let mut released = 0;
+                    shown.retain(|(v, text)| {
+                        let live = values.get(v).is_some_and(|&seen| seen > horizon);
+                        released += if live { 0 } else { text.len() };
+                        live
+                    });
+                    self.shown_bytes -= released;
+                }
                 // Expiry only matters when the count could reach the threshold, which also
                 // keeps the map at most `count` entries large.
                 if values.len() as u32 >= self.count {
@@ -573,6 +584,11 @@ mod tests {
             w.show(9, v, &long);
         }
         assert_eq!(w.shown_bytes, SHOWN * SHOWN_BYTES);
+        // Once those values have left the window, their texts make room for new ones.
+        w.step(9, 70_000, 100);
+        assert!(w.wants_text(9, 100));
+        w.show(9, 100, b"late");
+        assert_eq!(w.shown_bytes, 4);
         // A window counting lines records nothing.
         let mut l = Windows::new(3, 60_000, false, 100);
         l.step(1, 0, 0);

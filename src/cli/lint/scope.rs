@@ -178,7 +178,10 @@ fn produces(name: &str, cfg: Option<&config::Loaded>) -> Option<Produces> {
 fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
     let rule = &lr.rule;
     let mut out = Vec::new();
-    for (cond, root) in [(&rule.condition, "match"), (&rule.except, "except")] {
+    // A sequence's steps name their own formats: its `except` (on the last step) is not
+    // checked against the rule's.
+    let except = if rule.sequence.is_none() { &rule.except } else { &None };
+    for (cond, root) in [(&rule.condition, "match"), (except, "except")] {
         let Some(cond) = cond else { continue };
         walk(cond, root, &mut |c, path| {
             if let Some(f) = &c.field {
