@@ -313,6 +313,41 @@ mod tests {
     use super::*;
     use crate::event::Origin;
 
+    /// What exceptions held back is counted per name, and a reload keeps the counts of the
+    /// names that remain.
+    #[test]
+    fn held_back_counts_survive_a_reload_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = |extra: &str| {
+            format!(
+                "exceptions:\n  - name: scanner\n    match: {{field: client_ip, cidr: 192.0.2.10}}\n{extra}rules:\n  - id: t.admin\n    title: t\n    severity: high\n    match: {{field: path, starts_with: /admin}}\n"
+            )
+        };
+        std::fs::write(dir.path().join("r.yml"), rules("")).unwrap();
+        let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+        let build = || setup::build(None, &[dir.path().to_path_buf()], &adhoc).unwrap();
+        let mut p = Pipeline::new(build(), 16);
+        let info = p.sources()[0].info("/x");
+        let line = b"192.0.2.10 - - [10/Oct/2024:13:55:36 +0000] \"GET /admin HTTP/1.1\" 200 1 \"-\" \"-\"";
+        let ev = Event::line(line, Origin::Line { content: 0, offset: 0, line_number: 1 }, chrono::Utc::now(), false);
+        let mut n = 0;
+        p.process(0, &info, &ev, &mut |_: Detection| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(p.detector().held_back().collect::<Vec<_>>(), [("scanner", 1)]);
+        assert_eq!(p.detector().stats[0].excepted, 1);
+        std::fs::write(
+            dir.path().join("r.yml"),
+            rules("  - name: health\n    match: {field: path, equals: /admin/health}\n"),
+        )
+        .unwrap();
+        p.replace(build());
+        assert_eq!(p.detector().held_back().collect::<Vec<_>>(), [("scanner", 1), ("health", 0)]);
+    }
+
     /// An event made of fields the source produced itself (a file-state change, say) is
     /// evaluated like a parsed line; the source's fields win over what the format parsed.
     #[test]
