@@ -143,7 +143,9 @@ fn scan_thresholds_use_event_time() {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
             stderr.contains("t.404-burst")
-                && stderr.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["t.404-burst", "22", "1", "1"]),
+                && stderr
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["t.404-burst", "22", "1", "1", "0"]),
             "{stderr}"
         );
         results.push(d["key"].clone());

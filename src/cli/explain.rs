@@ -101,6 +101,14 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
                 state(rules, detector, i, &line, &scratch.record, at);
             }
+            for &(i, e) in &scratch.held {
+                let r = &rules.rules[i as usize];
+                println!(
+                    "held back {}: the condition matches, but {} holds the line back",
+                    r.id,
+                    escape(&rules.describe_exception(e))
+                );
+            }
         }
         Some(id) => {
             let Some(first) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
@@ -129,11 +137,16 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             match verdict {
                 Ok(()) => {
                     let by = decided_by(&trace);
-                    if by.is_empty() {
-                        println!("rule {id}: the condition matches");
-                    } else {
-                        println!("rule {id}: the condition matches, through {}", by.join(", "));
+                    let through = if by.is_empty() { String::new() } else { format!(", through {}", by.join(", ")) };
+                    if let Some(e) = rules.holding_exception(i, &line, &mut scratch, false) {
+                        println!(
+                            "rule {id}: the condition matches{through}, but {} holds the line back: it never fires the rule",
+                            escape(&rules.describe_exception(e))
+                        );
+                        print_trace(r, &trace);
+                        return Ok(1);
                     }
+                    println!("rule {id}: the condition matches{through}");
                     print_trace(r, &trace);
                     state(rules, detector, i, &line, &scratch.record, at);
                 }
