@@ -179,7 +179,7 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
             })
             .collect();
         match det.window_state(i, line, rec, at) {
-            Some((n, oldest, w)) => {
+            Some((n, oldest, w, values)) => {
                 let what = if t.distinct.is_some() { "distinct values" } else { "matching lines" };
                 print!(
                     "  threshold: {n} of {} {what} within {} s for {}",
@@ -190,6 +190,15 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 match oldest {
                     Some(o) => println!("; oldest expires at {}", fmt(o + w)),
                     None => println!(),
+                }
+                if !values.is_empty() {
+                    let more = if (values.len() as u32) < n {
+                        format!(" (+{} not recorded)", n - values.len() as u32)
+                    } else {
+                        String::new()
+                    };
+                    let shown: Vec<String> = values.iter().map(|v| format!("\"{}\"", escape(v))).collect();
+                    println!("  distinct values counted: {}{more}", shown.join(", "));
                 }
                 println!("  (this line would be number {} in the window)", n + 1);
             }

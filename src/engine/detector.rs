@@ -433,20 +433,23 @@ impl Detector {
         Some((shown_key(&self.key_buf), started))
     }
 
-    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
-    /// `at`: the line's event time (ms), so that what has expired by then is not counted.
+    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms, the
+    /// distinct values counted as far as they were recorded). `at`: the line's event time
+    /// (ms), so that what has expired by then is not counted.
     pub fn window_state(
         &mut self,
         ri: usize,
         line: &[u8],
         rec: &Record,
         at: Option<i64>,
-    ) -> Option<(u32, Option<i64>, i64)> {
+    ) -> Option<(u32, Option<i64>, i64, Vec<String>)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
         let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
         let w = self.windows[ri].as_ref()?;
-        let (n, oldest) = w.peek_at(key, at.unwrap_or(i64::MIN)).unwrap_or((0, None));
-        Some((n, oldest, w.window_ms()))
+        let t = at.unwrap_or(i64::MIN);
+        let (n, oldest) = w.peek_at(key, t).unwrap_or((0, None));
+        let values = w.peek_values(key, t).into_iter().map(str::to_string).collect();
+        Some((n, oldest, w.window_ms(), values))
     }
 }
 

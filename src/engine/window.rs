@@ -281,6 +281,21 @@ impl Windows {
         })
     }
 
+    /// The recorded texts of the distinct values of `key` still in the window at `t` (at most
+    /// the first [`SHOWN`] counted); empty for a window counting lines.
+    pub fn peek_values(&self, key: u64, t: Millis) -> Vec<&str> {
+        let Some(w) = self.keys.get(&key) else { return Vec::new() };
+        let horizon = w.newest.max(t) - self.window;
+        match &w.track {
+            Track::Values(values, shown) => shown
+                .iter()
+                .filter(|(v, _)| values.get(v).is_some_and(|&seen| seen > horizon))
+                .map(|(_, text)| &**text)
+                .collect(),
+            Track::Lines(..) => Vec::new(),
+        }
+    }
+
     pub fn window_ms(&self) -> Millis {
         self.window
     }
