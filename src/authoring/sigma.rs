@@ -1123,7 +1123,9 @@ fn render_line(w: &Wants) -> Option<String> {
         return None;
     }
     if !words.is_empty() {
-        if !u.fixed_end() && !path.fixed_end() && !words.contains('"') {
+        if uri == "/" && words.starts_with('/') && !words.contains('"') {
+            uri = words;
+        } else if !u.fixed_end() && !path.fixed_end() && !words.contains('"') {
             uri.push(if uri.contains('?') { '&' } else { '?' });
             uri.push_str(&words);
         } else if get("user_agent").equals.is_none() {

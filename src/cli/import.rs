@@ -237,10 +237,10 @@ fn render_file(from: &Path, c: &Converted) -> Result<String> {
     };
     let mut v = serde_yaml::to_value(&file)?;
     if let Some(m) = v.as_mapping_mut() {
-        m.remove("lists");
+        m.shift_remove("lists");
     }
     if let Some(rule) = v.get_mut("rules").and_then(|r| r.get_mut(0)).and_then(|r| r.as_mapping_mut()) {
-        rule.remove("enabled");
+        rule.shift_remove("enabled");
         for key in ["sources", "tags", "examples"] {
             let empty = match rule.get(key) {
                 Some(serde_yaml::Value::Sequence(s)) => s.is_empty(),
@@ -248,7 +248,7 @@ fn render_file(from: &Path, c: &Converted) -> Result<String> {
                 _ => false,
             };
             if empty {
-                rule.remove(key);
+                rule.shift_remove(key);
             }
         }
     }
