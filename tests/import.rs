@@ -228,6 +228,22 @@ detection:
 level: low
 "#;
 
+/// `re|i`, `gte`, `exists`.
+const OTHER_MODIFIERS: &str = r#"
+title: Large Backup Download
+id: 77777777-7777-4777-8777-777777777777
+author: Test Author
+logsource:
+    category: webserver
+detection:
+    selection:
+        cs-uri-query|re|i: '/backup\.(zip|tar)$'
+        sc-bytes|gte: 1000000
+        cs-user-agent|exists: true
+    condition: selection
+level: medium
+"#;
+
 fn converted_rules_fire_on_matching_lines_only() {
     let dir = tempfile::tempdir().unwrap();
     let o = import(
@@ -238,12 +254,13 @@ fn converted_rules_fire_on_matching_lines_only() {
             ("keywords.yml", KEYWORDS),
             ("of_them.yml", OF_THEM),
             ("keyword_all.yml", KEYWORD_ALL),
+            ("other_modifiers.yml", OTHER_MODIFIERS),
         ],
         &[],
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "import failed:\n{out}{err}");
-    assert!(out.contains("converted 5 Sigma rule(s)"), "{out}");
+    assert!(out.contains("converted 6 Sigma rule(s)"), "{out}");
     let outdir = dir.path().join("out");
     for id in [
         "sigma.admin-command-probe",
@@ -251,6 +268,7 @@ fn converted_rules_fire_on_matching_lines_only() {
         "sigma.jndi-lookup-with-odd-client",
         "sigma.xml-rpc-post",
         "sigma.both-words",
+        "sigma.large-backup-download",
     ] {
         assert!(outdir.join(format!("{id}.yml")).is_file(), "{id} not written; {out}");
     }
@@ -311,6 +329,15 @@ fn converted_rules_fire_on_matching_lines_only() {
         (line("198.51.100.9", "GET", "/wp-login.php", 200, "-", BROWSER), &[]),
         // 24: benign
         (line("198.51.100.20", "GET", "/index.html", 200, "https://www.example.org/", BROWSER), &[]),
+        // 25: re|i (case-insensitive), gte on the size, a user agent present
+        (
+            line("203.0.113.6", "GET", "/site/BACKUP.ZIP", 200, "-", BROWSER).replace(" 512 ", " 2000000 "),
+            &["sigma.large-backup-download"],
+        ),
+        // 26: too small
+        (line("203.0.113.6", "GET", "/site/backup.zip", 200, "-", BROWSER), &[]),
+        // 27: no user agent
+        (line("203.0.113.6", "GET", "/site/backup.tar", 200, "-", "-").replace(" 512 ", " 2000000 "), &[]),
     ];
     let log = dir.path().join("access.log");
     let body: String = cases.iter().map(|(l, _)| format!("{l}\n")).collect();

@@ -1092,9 +1092,15 @@ fn sample(h: &regex_syntax::hir::Hir, out: &mut Vec<u8>) {
 fn render_line(w: &Wants) -> Option<String> {
     let get = |f: &str| w.get(f).cloned().unwrap_or_default();
     // An absent field is logged as `-`.
+    // A field that must only be present gets a plausible value.
     let or = |f: &str, d: &str| {
         let want = get(f);
-        if want.absent { "-".to_string() } else { want.render().unwrap_or_else(|| d.to_string()) }
+        match want.render() {
+            _ if want.absent => "-".to_string(),
+            Some(v) if v.is_empty() && f == "referer" => "https://www.example.org/".to_string(),
+            Some(v) if !v.is_empty() => v,
+            _ => d.to_string(),
+        }
     };
     let path = get("path");
     let u = get("uri");
@@ -1172,6 +1178,35 @@ mod tests {
         assert_eq!(wildcard(Op::Equals, "a?c", false), Match::Regex("^a(?s:.)c$".into()));
         assert_eq!(wildcard(Op::Equals, "*", false), Match::Present);
         assert_eq!(wildcard(Op::Equals, "", false), Match::Empty);
+    }
+
+    fn parsed(cond: &str) -> Expr {
+        let src = SourceFile { path: "t.yml".into(), text: format!("condition: {cond}\n") };
+        let cx = Ctx { src: &src };
+        match parse_condition(&cx, "condition", cond) {
+            Ok(e) => e,
+            Err(Fail::Error(e)) => panic!("{e}"),
+            Err(Fail::Skip(s)) => panic!("skipped: {s}"),
+        }
+    }
+
+    #[test]
+    fn condition_precedence() {
+        let id = |n: &str, at| Expr::Id(n.into(), at);
+        // not binds tighter than and, and tighter than or.
+        assert_eq!(
+            parsed("a or b and not c"),
+            Expr::Or(vec![id("a", 0), Expr::And(vec![id("b", 5), Expr::Not(Box::new(id("c", 15)))])])
+        );
+        assert_eq!(
+            parsed("(a or b) and 1 of sel_*"),
+            Expr::And(vec![
+                Expr::Or(vec![id("a", 1), id("b", 6)]),
+                Expr::Of { all: false, pattern: Some("sel_*".into()), at: 13 }
+            ])
+        );
+        assert_eq!(parsed("all of them"), Expr::Of { all: true, pattern: None, at: 0 });
+        assert_eq!(parsed("NOT a AND b"), Expr::And(vec![Expr::Not(Box::new(id("a", 4))), id("b", 10)]));
     }
 
     #[test]
