@@ -418,19 +418,21 @@ detection:
             ("base64.yml", base64),
             ("process.yml", process),
             ("count.yml", count),
+            ("pipeline.yml", "name: a processing pipeline\npriority: 10\ntransformations: []\n"),
             ("ok.yml", OF_THEM),
         ],
         &[],
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "a skipped rule is not an error:\n{out}{err}");
-    assert!(out.contains("converted 1 Sigma rule(s)") && out.contains("skipped 5"), "{out}");
+    assert!(out.contains("converted 1 Sigma rule(s)") && out.contains("skipped 6"), "{out}");
     for (file, reason) in [
         ("body.yml", "needs POST request bodies"),
         ("host.yml", "the field `cs-host`"),
         ("base64.yml", "the modifier `base64offset`"),
         ("process.yml", "logsource category `process_creation`, not webserver"),
         ("count.yml", "an aggregation in the condition"),
+        ("pipeline.yml", "not a Sigma rule"),
     ] {
         let line = err.lines().find(|l| l.starts_with("skipped ") && l.contains(file));
         let line = line.unwrap_or_else(|| panic!("{file} not listed as skipped:\n{err}"));

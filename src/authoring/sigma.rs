@@ -163,6 +163,13 @@ fn convert_inner(cx: &Ctx, source: &str, formats: &[String], title_out: &mut Str
         return Err(cx.error_at("", None, "not a Sigma rule: expected a mapping with title, logsource and detection"));
     };
     let text = |key: &str| map.get(key).and_then(scalar_text);
+    // A tree of Sigma rules also holds other YAML (tests, pipelines, CI): not an error.
+    if !map.contains_key("detection") && !map.contains_key("logsource") && !map.contains_key("correlation") {
+        return Err(Fail::Skip("not a Sigma rule (no logsource or detection)".into()));
+    }
+    if map.contains_key("filter") && !map.contains_key("detection") {
+        return Err(Fail::Skip("a Sigma filter (it changes other rules; it is not a rule itself)".into()));
+    }
     let title = text("title").filter(|t| !t.trim().is_empty());
     let Some(title) = title else {
         return Err(cx.error_at("title", None, "a Sigma rule needs a `title` (a non-empty string)"));

@@ -141,7 +141,11 @@ fn import_sigma(a: SigmaArgs) -> Result<i32> {
         std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }
     for (path, title, reason) in &skipped {
-        eprintln!("skipped {}: {title:?}: {reason}", path.display());
+        if title.is_empty() {
+            eprintln!("skipped {}: {reason}", path.display());
+        } else {
+            eprintln!("skipped {}: {title:?}: {reason}", path.display());
+        }
     }
     println!(
         "converted {} Sigma rule(s) into {}; skipped {} (listed on stderr)",
