@@ -287,6 +287,7 @@ fn convert_inner(cx: &Ctx, source: &str, formats: &[String], title_out: &mut Str
         formats: formats.to_vec(),
         sources: Vec::new(),
         condition: Some(condition),
+        except: None,
         content: None,
         sequence: None,
         threshold: None,

@@ -197,6 +197,7 @@ fn add_examples(converted: &mut [(PathBuf, Converted)]) -> Result<()> {
         conditions: Default::default(),
         rules: candidates,
         overrides: Vec::new(),
+        exceptions: Vec::new(),
     };
     let text = serde_yaml::to_string(&file)?;
     let loaded = load::load_sources(vec![SourceFile { path: "<import>".into(), text }])
@@ -238,6 +239,7 @@ fn render_file(from: &Path, c: &Converted) -> Result<String> {
         conditions: Default::default(),
         rules: vec![c.rule.clone()],
         overrides: Vec::new(),
+        exceptions: Vec::new(),
     };
     let mut v = serde_yaml::to_value(&file)?;
     if let Some(m) = v.as_mapping_mut() {
