@@ -180,7 +180,7 @@ impl Actions {
         if c.actions.log.console {
             list.push(Box::new(console::Console::for_stdout().showing(c.alerts.console)));
         }
-        list.extend(xdr::from_config(cfg, runtime)?);
+        list.extend(xdr::from_config(cfg, rules, runtime)?);
         let configured: Vec<&str> = list.iter().map(|a| a.name()).collect();
         let mut unconfigured: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
         for r in &rules.rules {
@@ -298,7 +298,9 @@ impl Actions {
         let mut errors = Vec::new();
         for a in &mut self.list {
             if let Err(e) = a.reload() {
-                errors.push(format!("action {}: {e:#}", a.name()));
+                // One entry per problem (each with its file:line), as `trapline status` lists them.
+                let msg = format!("{e:#}");
+                errors.extend(msg.lines().map(|l| format!("action {}: {l}", a.name())));
             }
         }
         errors

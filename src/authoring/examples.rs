@@ -81,47 +81,52 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
                 continue;
             }
         };
-        let unparsed =
-            |name: &str| format!("the example is not a valid `{name}` line (the format did not recognise it)");
+        // A line the format cannot read is reported as such, whichever list it is in: as a
+        // `no_match` it would pass without showing anything (fields rules never see it), as a
+        // `match` it would fail for a reason that is not the rule's.
+        let unparsed = |list: &str, i: usize| {
+            format!(
+                "line {} of {list} does not parse as {}: the format does not recognise it, so it tests nothing \
+                 about the rule's condition",
+                i + 1,
+                parser.name
+            )
+        };
         // Examples test the rule as written: its condition and its own `except`. Overrides and
         // shared exceptions are a site's policy, tested with fixtures and `explain`.
         for (i, line) in r.examples.should_match.iter().enumerate() {
-            match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
+            let result = rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch);
+            let failure = |reason| ExampleFailure {
+                rule: r.id.clone(),
+                path: format!("examples.match[{i}]"),
+                line: line.clone(),
+                reason,
+            };
+            match result {
+                _ if !scratch.record.parsed => report.failures.push(failure(unparsed("match", i))),
                 Ok(()) => match rules.holding_exception(ri, line.as_bytes(), &mut scratch, true) {
                     None => report.passed += 1,
-                    Some(_) => report.failures.push(ExampleFailure {
-                        rule: r.id.clone(),
-                        path: format!("examples.match[{i}]"),
-                        line: line.clone(),
-                        reason: "did not match: the rule's `except` holds it back".into(),
-                    }),
+                    Some(_) => {
+                        report.failures.push(failure("did not match: the rule's `except` holds it back".into()))
+                    }
                 },
-                Err(at) => report.failures.push(ExampleFailure {
-                    rule: r.id.clone(),
-                    path: format!("examples.match[{i}]"),
-                    line: line.clone(),
-                    reason: if scratch.record.parsed {
-                        format!("did not match: {at} is false")
-                    } else {
-                        format!("did not match: {}", unparsed(&parser.name))
-                    },
-                }),
+                Err(at) => report.failures.push(failure(format!("did not match: {at} is false"))),
             }
         }
         for (i, line) in r.examples.no_match.iter().enumerate() {
-            // A line the format cannot read is a legitimate `no_match` (such lines are not
-            // counted by a rule over fields), so it passes.
-            let matched = rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch).is_ok()
-                && rules.holding_exception(ri, line.as_bytes(), &mut scratch, true).is_none();
-            if matched {
-                report.failures.push(ExampleFailure {
-                    rule: r.id.clone(),
-                    path: format!("examples.no_match[{i}]"),
-                    line: line.clone(),
-                    reason: "matched, but it must not".into(),
-                });
-            } else {
-                report.passed += 1;
+            let result = rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch);
+            let failure = |reason| ExampleFailure {
+                rule: r.id.clone(),
+                path: format!("examples.no_match[{i}]"),
+                line: line.clone(),
+                reason,
+            };
+            match result {
+                _ if !scratch.record.parsed => report.failures.push(failure(unparsed("no_match", i))),
+                Ok(()) if rules.holding_exception(ri, line.as_bytes(), &mut scratch, true).is_none() => {
+                    report.failures.push(failure("matched, but it must not".into()))
+                }
+                Ok(()) | Err(_) => report.passed += 1,
             }
         }
     }
@@ -161,6 +166,63 @@ pub fn coverage(
         }
         if !open.is_empty() {
             out.push((r.id.clone(), Some(open)));
+        }
+    }
+    out
+}
+
+/// A detection of each rule that has a `match` example that parses and matches: the first
+/// such example's fields, line and time, with the rule's facts and (placeholder) threshold or
+/// sequence details. What lint renders each rule's XDR templates with, so a template naming a
+/// field or attribute its rule's detections lack fails in CI rather than at the first attack.
+pub fn sample_detections(
+    loaded: &Loaded,
+    rules: &RuleSet,
+    parser_for: &dyn Fn(&str) -> Option<Parser>,
+) -> Vec<crate::engine::Detection> {
+    let shapes = crate::action::xdr::shapes(rules);
+    let mut out = Vec::new();
+    let mut scratch = rules.scratch();
+    let mut parsers = Parsers { rules, parser_for, cache: HashMap::new() };
+    for lr in &loaded.rules {
+        let r = &lr.rule;
+        let (Some(ri), Some(shape)) = (rules.rule_index(&r.id), shapes.get(&r.id)) else { continue };
+        let Ok(parser) = parsers.for_rule(r) else { continue };
+        for (i, line) in r.examples.should_match.iter().enumerate() {
+            let bytes = line.as_bytes();
+            if rules.explain_rule(ri, &parser, bytes, &mut scratch).is_err() || !scratch.record.parsed {
+                continue;
+            }
+            let mut d = shape.clone();
+            let rec = &scratch.record;
+            let names = &rules.registry;
+            d.fields = rec
+                .iter(bytes)
+                .filter(|(id, _)| (*id as usize) < names.len())
+                .map(|(id, v)| (names.shared_name(id), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            d.line = line.clone();
+            d.event_time = parser.event_time(bytes, rec).unwrap_or(d.event_time);
+            d.source.format = parser.name.as_str().into();
+            d.source.line_number = i as u64 + 1;
+            let value = |k: &str| d.fields.get(k).cloned().unwrap_or_default();
+            if let Some(t) = &mut d.threshold {
+                for (k, v) in &mut t.group {
+                    *v = value(k);
+                }
+                if let Some(f) = &t.distinct {
+                    t.distinct_values = vec![value(f)];
+                }
+                t.first_seen = d.event_time;
+                t.last_seen = d.event_time;
+            }
+            if let Some(s) = &mut d.sequence {
+                s.key = value("client_ip");
+                s.first_seen = d.event_time;
+                s.last_seen = d.event_time;
+            }
+            out.push(d);
+            break;
         }
     }
     out

@@ -107,8 +107,13 @@ pub struct RenderArgs {
     #[arg(long)]
     pub rule: String,
     /// The log line.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub line: Option<String>,
+    /// A log file (`-` for standard input) run through the rules as `trapline run` would
+    /// (thresholds and sequences on event time): the bundle of the rule's first detection in
+    /// it, aggregated with the detections before it. For threshold and sequence rules.
     #[arg(long)]
-    pub line: String,
+    pub file: Option<PathBuf>,
     /// Configured source whose format parses the line (default: the first one the rule applies to).
     #[arg(long)]
     pub source: Option<String>,
@@ -284,35 +289,91 @@ pub fn render(a: RenderArgs) -> Result<i32> {
     }
     let candidates: Vec<usize> = match &a.source {
         Some(n) => (0..setup.sources.len()).filter(|&i| &setup.sources[i].name == n).collect(),
-        None => (0..setup.sources.len()).collect(),
+        None => (0..setup.sources.len()).filter(|&i| setup.sources[i].applicable.get(idx)).collect(),
     };
     if candidates.is_empty() {
-        bail!("no configured source {:?}", a.source.unwrap_or_default());
-    }
-    let mut composer = Composer::new(Arc::new(settings), false)?;
-    let line = a.line.trim_end_matches(['\r', '\n']).as_bytes();
-    let infos: Vec<_> = setup.sources.iter().map(|s| s.info("(render)")).collect();
-    let mut pipeline = Pipeline::new(setup, 16);
-    for i in candidates {
-        let origin = Origin::Line { content: 0, offset: 0, line_number: 1 };
-        let ev = Event::line(line, origin, chrono::Utc::now(), false);
-        let mut out = Vec::new();
-        pipeline.process(i, &infos[i], &ev, &mut |d: Detection| {
-            out.push(d);
-            Ok(())
-        })?;
-        if !pipeline.last_match().0.contains(&(idx as u32)) {
-            continue;
+        match &a.source {
+            Some(n) => bail!("no configured source {n:?}"),
+            None => bail!("rule {:?} applies to no configured source", a.rule),
         }
-        let Some(d) = out.into_iter().find(|d| d.rule.id == a.rule) else {
-            bail!("rule {:?} matches but does not fire on a single line (threshold?)", a.rule);
-        };
-        let (_, bundle) = composer.compose(&d)?;
-        println!("{}", serde_json::to_string_pretty(&bundle)?);
-        return Ok(0);
     }
-    eprintln!("trapline: rule {:?} does not match this line in any configured source", a.rule);
+    let shapes = crate::action::xdr::shapes(rules);
+    let infos: Vec<_> = setup.sources.iter().map(|s| s.info("(render)")).collect();
+    let is_threshold = rules.rules[idx].threshold.is_some() || rules.rules[idx].sequence.is_some();
+    let data = match (&a.line, &a.file) {
+        (Some(line), _) => line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+        (None, Some(file)) => read_all(file)?,
+        (None, None) => bail!("--line or --file is required"),
+    };
+    let mut setup = Some(setup);
+    for i in candidates {
+        // A fresh pipeline and composer per source: threshold windows and incidents of one
+        // attempt do not leak into the next.
+        let setup = match setup.take() {
+            Some(s) => s,
+            None => super::setup::build(Some(&cfg), &rule_paths, &[])?,
+        };
+        let mut pipeline = Pipeline::new(setup, crate::engine::DEFAULT_MAX_KEYS);
+        let mut composer = Composer::new(Arc::new(settings.clone()), false, shapes.clone())?;
+        let mut found = None;
+        let mut offset = 0u64;
+        for (n, line) in data.split(|&b| b == b'\n').enumerate() {
+            let origin = Origin::Line { content: 0, offset, line_number: n as u64 + 1 };
+            offset += line.len() as u64 + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let ev = Event::line(line, origin, chrono::Utc::now(), false);
+            let mut err = None;
+            pipeline.process(i, &infos[i], &ev, &mut |d: Detection| {
+                if found.is_some() || err.is_some() {
+                    return Ok(());
+                }
+                // Incidents aggregate what `run` would send: the detections of rules naming
+                // the action, up to and including the rule's own first one.
+                let ours = d.rule.id == a.rule || d.also.contains(&a.rule);
+                if ours || d.actions.iter().any(|x| x == ACTION_NAME) {
+                    match composer.compose(&d) {
+                        Ok((_, bundle)) if ours => found = Some(bundle),
+                        Ok(_) => {}
+                        Err(e) => err = Some(e),
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        if let Some(bundle) = found {
+            println!("{}", serde_json::to_string_pretty(&bundle)?);
+            return Ok(0);
+        }
+    }
+    let what = match (&a.file, is_threshold) {
+        (Some(f), _) => format!("no line of {} fires it", f.display()),
+        (None, true) => "a threshold or sequence rule does not fire on a single line: give a log that fires it \
+                         with --file"
+            .to_string(),
+        (None, false) => "it does not match this line".to_string(),
+    };
+    eprintln!("trapline: rule {:?} in any configured source: {what}", a.rule);
     Ok(1)
+}
+
+/// A whole input (`-`: standard input; `.gz` decompressed), for `render --file`.
+fn read_all(path: &std::path::Path) -> Result<Vec<u8>> {
+    let mut r =
+        crate::source::read::BlockReader::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut all = Vec::new();
+    while let Some(b) = r.next_block(1 << 20)? {
+        all.extend_from_slice(&b.data);
+    }
+    Ok(all)
 }
 
 /// `trapline xdr failed [--requeue]`. Exit 0; 1 when some `failed/` file cannot be read.

@@ -99,6 +99,16 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     }
     let mut watched = rule_paths.clone();
     watched.push(cfg.resolve(&c.templates));
+    // Templates of single rules may live anywhere: an edit there is reloaded like one in the
+    // default directory.
+    if let Some(x) = &c.actions.xdr {
+        if let Some(t) = &x.templates {
+            watched.push(cfg.resolve(t));
+        }
+        watched.extend(x.rules.values().filter_map(|r| r.templates.as_ref()).map(|t| cfg.resolve(t)));
+    }
+    watched.sort();
+    watched.dedup();
     let reloader = Reloader::new(&watched);
     let mut pipeline = Pipeline::new(built, c.max_keys);
     if let Some(saved) = saved {

@@ -15,18 +15,90 @@
 //!   in UTC with milliseconds and `Z`, ≤ 100 entities). Ids are set here, not by templates:
 //!   `id` (transient) and `external_ids` are deterministic (see [`super::aggregate`]) so that
 //!   re-sending is idempotent whatever a template does.
+//! - **Strict about names.** A variable or attribute that does not exist is an error
+//!   (`UndefinedBehavior::Strict`), not an empty string: `{{ fields.usr }}` or
+//!   `{{ detection.nosuch }}` fails. What is legitimately absent (a field the line did not
+//!   have, `detection.threshold` of a rule without one, a config variable) is tested with
+//!   `is defined` or given a `default`.
 //! - **Fail at load time.** [`Renderer::load`] renders every template set with a hostile
-//!   sample and a sparse one and reports problems as `file:line: message`.
+//!   sample and a sparse one (per rule when the rule's shape is known: its facts, threshold,
+//!   sequence) and reports problems as [`TemplateErrors`]: `file:line:col: message`, with the
+//!   rule whose render failed.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value as JValue};
 use serde_json::{Map, Value, json};
 
 use super::ctim;
+use crate::engine::detection::{Detection, RuleInfo, SequenceInfo, SourceRef, ThresholdInfo};
+
+/// One template problem, positioned: what lint reports as a finding and `trapline status`
+/// shows after a failed reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateProblem {
+    pub file: PathBuf,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub col: usize,
+    /// The rule whose render failed (its own templates, or its sample detection).
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for TemplateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)?;
+        if self.col > 0 {
+            write!(f, ":{}", self.col)?;
+        }
+        if let Some(r) = &self.rule {
+            write!(f, ": rule {r:?}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem of one load or render, one per line when displayed.
+#[derive(Debug, Clone)]
+pub struct TemplateErrors(pub Vec<TemplateProblem>);
+
+impl fmt::Display for TemplateErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TemplateErrors {}
+
+impl TemplateErrors {
+    fn one(file: impl Into<PathBuf>, line: usize, col: usize, message: impl Into<String>) -> TemplateErrors {
+        TemplateErrors(vec![TemplateProblem { file: file.into(), line, col, rule: None, message: message.into() }])
+    }
+
+    /// Names the rule whose render failed (unless a problem already names one).
+    fn for_rule(mut self, rule: &str) -> TemplateErrors {
+        for p in &mut self.0 {
+            p.rule.get_or_insert_with(|| rule.to_string());
+        }
+        self
+    }
+}
+
+type TResult<T> = std::result::Result<T, TemplateErrors>;
 
 /// The entity templates, in bundle order: (entity type, bundle array, file, required).
 pub const ENTITY_TEMPLATES: &[(&str, &str, &str, bool)] = &[
@@ -79,7 +151,11 @@ pub struct Renderer {
 
 fn build_env() -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // A misspelt name must fail, not render as nothing: `{{ fields.usr }}` would otherwise
+    // send an empty user to XDR and nobody would notice.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Keeps the span of a failing expression, for the column in messages.
+    env.set_debug(true);
     env.set_formatter(|out, _state, value| {
         let s = serde_json::to_string(value)
             .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("cannot encode value: {e}")))?;
@@ -170,76 +246,106 @@ fn template_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 impl TemplateSet {
-    fn load(dirs: &[&Path]) -> Result<TemplateSet> {
+    fn load(dirs: &[&Path]) -> TResult<TemplateSet> {
         let mut env = build_env();
         let mut files = BTreeMap::new();
         // Later directories fill in what earlier ones lack.
         for dir in dirs {
-            let mut names =
-                template_files(dir).map_err(|e| anyhow!("cannot read template directory {}: {e}", dir.display()))?;
+            let mut names = template_files(dir)
+                .map_err(|e| TemplateErrors::one(*dir, 0, 0, format!("cannot read template directory: {e}")))?;
             names.sort();
             for p in names {
                 let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
                 if !name.ends_with(".j2") || files.contains_key(&name) {
                     continue;
                 }
-                let src = crate::assets::read_to_string(&p).map_err(|e| anyhow!("cannot read {}: {e}", p.display()))?;
+                let src = crate::assets::read_to_string(&p)
+                    .map_err(|e| TemplateErrors::one(&p, 0, 0, format!("cannot read: {e}")))?;
                 files.insert(name, (p, src));
             }
         }
+        let mut problems = Vec::new();
         for (name, (path, src)) in &files {
-            env.add_template_owned(name.clone(), src.clone()).map_err(|e| template_error(path, &e))?;
+            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
+                problems.push(template_problem(path, Some(src), &e));
+            }
         }
         for (_, _, file, required) in ENTITY_TEMPLATES {
             if *required && !files.contains_key(*file) {
                 let where_: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-                bail!("template {file} not found in {}", where_.join(", "));
+                let msg = format!("template {file} not found in {}", where_.join(", "));
+                problems.push(TemplateProblem { file: dirs[0].into(), line: 0, col: 0, rule: None, message: msg });
             }
+        }
+        if !problems.is_empty() {
+            return Err(TemplateErrors(problems));
         }
         Ok(TemplateSet { env, files })
     }
 
-    fn path_of(&self, name: &str) -> String {
-        self.files.get(name).map_or(name.to_string(), |(p, _)| p.display().to_string())
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.files.get(name).map_or_else(|| PathBuf::from(name), |(p, _)| p.clone())
     }
 
     /// Renders one template into a JSON value.
-    fn render(&self, file: &str, ctx: &JValue) -> Result<Value> {
-        let t = self.env.get_template(file).map_err(|e| anyhow!("{}: {e}", self.path_of(file)))?;
+    fn render(&self, file: &str, ctx: &JValue) -> TResult<Value> {
+        let t =
+            self.env.get_template(file).map_err(|e| TemplateErrors::one(self.path_of(file), 0, 0, e.to_string()))?;
         let text = t.render(ctx).map_err(|e| {
-            let path = e.name().and_then(|n| self.files.get(n)).map(|(p, _)| p.clone()).unwrap_or_else(|| file.into());
-            template_error(&path, &e)
+            // The error names the template it happened in (an included one, perhaps).
+            let (path, src) = match e.name().and_then(|n| self.files.get(n)) {
+                Some((p, s)) => (p.clone(), Some(s.as_str())),
+                None => (self.path_of(file), None),
+            };
+            TemplateErrors(vec![template_problem(&path, src, &e)])
         })?;
         serde_json::from_str(&text).map_err(|e| {
             let near = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("").trim();
             let near: String = near.chars().take(160).collect();
-            anyhow!(
-                "{}:{}: the rendered template is not valid JSON ({e}); output line reads: {near}",
+            TemplateErrors::one(
                 self.path_of(file),
-                e.line()
+                e.line(),
+                0,
+                format!("the rendered template is not valid JSON ({e}); output line reads: {near}"),
             )
         })
     }
 
     /// The first `file:line` of a template that mentions `"key"`, for validation messages.
-    fn locate(&self, first: &str, key: &str) -> String {
+    fn locate(&self, first: &str, key: &str) -> (PathBuf, usize) {
         let needle = format!("\"{key}\"");
         let order = std::iter::once(first).chain(self.files.keys().map(String::as_str).filter(|n| *n != first));
         for name in order {
             if let Some((p, src)) = self.files.get(name)
                 && let Some(i) = src.lines().position(|l| l.contains(&needle))
             {
-                return format!("{}:{}", p.display(), i + 1);
+                return (p.clone(), i + 1);
             }
         }
-        format!("{}:1", self.path_of(first))
+        (self.path_of(first), 1)
     }
 }
 
-fn template_error(path: &Path, e: &minijinja::Error) -> anyhow::Error {
+/// A minijinja error as a problem at its template's line and, when the failing expression's
+/// span is known, column.
+fn template_problem(path: &Path, src: Option<&str>, e: &minijinja::Error) -> TemplateProblem {
     let line = e.line().unwrap_or(1);
-    let detail = e.detail().map(|d| format!("{}: {d}", e.kind())).unwrap_or_else(|| e.kind().to_string());
-    anyhow!("{}:{line}: {detail}", path.display())
+    let col = match (e.range(), src) {
+        (Some(r), Some(src)) if r.start <= src.len() && src.is_char_boundary(r.start) => {
+            let before = &src[..r.start];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before[line_start..].chars().count() + 1
+        }
+        _ => 0,
+    };
+    let mut detail = e.detail().map(|d| format!("{}: {d}", e.kind())).unwrap_or_else(|| e.kind().to_string());
+    if e.kind() == ErrorKind::UndefinedError
+        && let (Some(r), Some(src)) = (e.range(), src)
+        && let Some(expr) = src.get(r)
+    {
+        detail = format!("{detail}: `{expr}` is not defined (test it with `is defined` or give it a `default`)");
+    }
+    TemplateProblem { file: path.to_path_buf(), line, col, rule: None, message: detail }
 }
 
 /// What one detection turns into: the bundle, and the PATCH that brings its incident up to
@@ -252,43 +358,66 @@ pub struct Rendered {
 }
 
 impl Renderer {
-    /// Loads and checks the default templates and every per-rule override.
-    /// `base` holds the parts of the context that come from the configuration (`vars`,
-    /// `host`); the load-time check renders with them.
+    /// Loads and checks the default templates and every per-rule override, with samples of
+    /// no particular rule. `base` holds the parts of the context that come from the
+    /// configuration (`vars`, `host`); the load-time check renders with them.
     pub fn load(
         default_dir: &Path,
         per_rule: &BTreeMap<String, PathBuf>,
         source: &str,
         base: &Value,
     ) -> Result<Renderer> {
+        Ok(Renderer::load_for(default_dir, per_rule, source, base, &BTreeMap::new())?)
+    }
+
+    /// Like [`Renderer::load`], rendering a rule's own templates with detections shaped like
+    /// that rule's (`shapes`: rule id → a detection of it, see [`shape_of`]): its facts, and
+    /// threshold or sequence details when it has them.
+    pub fn load_for(
+        default_dir: &Path,
+        per_rule: &BTreeMap<String, PathBuf>,
+        source: &str,
+        base: &Value,
+        shapes: &BTreeMap<String, Detection>,
+    ) -> TResult<Renderer> {
+        let r = Renderer::load_unchecked(default_dir, per_rule, source)?;
+        r.self_check(base, shapes)?;
+        Ok(r)
+    }
+
+    /// Loads (parses) the templates without rendering any sample: for lint, which renders
+    /// each rule's set with that rule's own sample detection and wants every rule whose render
+    /// fails, not just the first problem of the check.
+    pub fn load_unchecked(default_dir: &Path, per_rule: &BTreeMap<String, PathBuf>, source: &str) -> TResult<Renderer> {
+        let mut problems = Vec::new();
         let default = TemplateSet::load(&[default_dir])?;
         let mut sets = BTreeMap::new();
         let mut dirs = vec![default_dir.to_path_buf()];
         for (rule, dir) in per_rule {
-            let set = TemplateSet::load(&[dir.as_path(), default_dir]).map_err(|e| anyhow!("rule {rule:?}: {e}"))?;
-            sets.insert(rule.clone(), set);
             dirs.push(dir.clone());
+            match TemplateSet::load(&[dir.as_path(), default_dir]) {
+                Ok(set) => {
+                    sets.insert(rule.clone(), set);
+                }
+                Err(e) => problems.extend(e.for_rule(rule).0),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(TemplateErrors(problems));
         }
         let mut r = Renderer { default, per_rule: sets, stamp: Vec::new(), dirs, source: source.to_string() };
         r.stamp = r.current_stamp();
-        r.self_check(base)?;
         Ok(r)
+    }
+
+    /// Every template directory (the default one first), to watch for edits.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Modification times of every template file, to notice edits.
     fn current_stamp(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
-        let mut v = Vec::new();
-        for d in &self.dirs {
-            v.push((d.clone(), std::fs::metadata(d).and_then(|m| m.modified()).ok()));
-            if let Ok(rd) = std::fs::read_dir(d) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    v.push((p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok()));
-                }
-            }
-        }
-        v.sort();
-        v
+        stamp_of(&self.dirs)
     }
 
     /// Takes the current files as seen (after a failed reload, so it is not retried until the
@@ -303,18 +432,22 @@ impl Renderer {
     }
 
     /// Renders every set with a hostile sample and a sparse one; any problem is an error.
-    fn self_check(&self, base: &Value) -> Result<()> {
-        for (rule, set) in std::iter::once((None, &self.default)).chain(self.per_rule.iter().map(|(r, s)| (Some(r), s)))
-        {
-            for mut ctx in [sample_context(true), sample_context(false)] {
-                for k in ["vars", "host"] {
-                    if let Some(v) = base.get(k) {
-                        ctx[k] = v.clone();
-                    }
+    fn self_check(&self, base: &Value, shapes: &BTreeMap<String, Detection>) -> TResult<()> {
+        let generic = generic_shape();
+        let sets = std::iter::once((None, &self.default)).chain(self.per_rule.iter().map(|(r, s)| (Some(r), s)));
+        for (rule, set) in sets {
+            let known = rule.and_then(|r| shapes.get(r));
+            for hostile in [true, false] {
+                let mut d = sample_detection(known.unwrap_or(&generic), hostile);
+                // Samples of no particular rule carry threshold and sequence details only
+                // when hostile: templates must work with and without them.
+                if known.is_none() && hostile {
+                    d.threshold = generic_threshold(&d);
+                    d.sequence = generic_sequence(&d);
                 }
-                ctx["target"] = super::target::attacked(&ctx["fields"], &ctx["vars"]);
+                let ctx = sample_context_of(&d, hostile, base, &self.source);
                 self.render_with(set, &ctx, true).map_err(|e| match rule {
-                    Some(r) => anyhow!("rule {r:?}: {e}"),
+                    Some(r) => e.for_rule(r),
                     None => e,
                 })?;
             }
@@ -322,15 +455,20 @@ impl Renderer {
         Ok(())
     }
 
-    /// Renders and validates the bundle for one detection context (see [`Context`]).
+    /// Renders and validates the bundle for one detection context (see [`context`]).
     pub fn render(&self, rule_id: &str, ctx: &Value, new_incident: bool) -> Result<Rendered> {
+        Ok(self.render_checked(rule_id, ctx, new_incident)?)
+    }
+
+    /// [`Renderer::render`] with the problems, each naming `rule_id`.
+    pub fn render_checked(&self, rule_id: &str, ctx: &Value, new_incident: bool) -> TResult<Rendered> {
         let set = self.per_rule.get(rule_id).unwrap_or(&self.default);
-        let bundle = self.render_with(set, ctx, new_incident)?;
+        let bundle = self.render_with(set, ctx, new_incident).map_err(|e| e.for_rule(rule_id))?;
         let patch = ctim::incident_patch(&bundle["incidents"][0]);
         Ok(Rendered { bundle, patch })
     }
 
-    fn render_with(&self, set: &TemplateSet, ctx: &Value, with_judgement: bool) -> Result<Value> {
+    fn render_with(&self, set: &TemplateSet, ctx: &Value, with_judgement: bool) -> TResult<Value> {
         let jctx = JValue::from_serialize(ctx);
         let xids = &ctx["xids"];
         let mut bundle = Map::new();
@@ -346,11 +484,16 @@ impl Renderer {
                 Value::Null => continue,
                 Value::Array(a) => a,
                 o @ Value::Object(_) => vec![o],
-                other => bail!("{}: must render a JSON object (or null), got {other}", set.path_of(file)),
+                other => {
+                    let msg = format!("must render a JSON object (or null), got {other}");
+                    return Err(TemplateErrors::one(set.path_of(file), 1, 0, msg));
+                }
             };
             let mut out = Vec::new();
             for (i, mut e) in items.into_iter().enumerate() {
-                let Some(o) = e.as_object_mut() else { bail!("{}: item {i} is not a JSON object", set.path_of(file)) };
+                let Some(o) = e.as_object_mut() else {
+                    return Err(TemplateErrors::one(set.path_of(file), 1, 0, format!("item {i} is not a JSON object")));
+                };
                 let xid = xids[*ty].as_str().unwrap_or_default();
                 let xid = if i == 0 { xid.to_string() } else { format!("{xid}-{i}") };
                 o.insert("id".into(), json!(format!("transient:{xid}")));
@@ -365,27 +508,51 @@ impl Renderer {
         }
         let bundle = Value::Object(bundle);
         validate(&bundle, "green").map_err(|problems| {
-            let msgs: Vec<String> = problems
-                .iter()
-                .map(|p| {
-                    let file = ENTITY_TEMPLATES.iter().find(|t| t.1 == p.array).map_or("incident.json.j2", |t| t.2);
-                    format!("{}: {} {}: {}", set.locate(file, &p.key), p.array, p.path, p.message)
-                })
-                .collect();
-            anyhow!("{}", msgs.join("\n"))
+            TemplateErrors(
+                problems
+                    .iter()
+                    .map(|p| {
+                        let file = ENTITY_TEMPLATES.iter().find(|t| t.1 == p.array).map_or("incident.json.j2", |t| t.2);
+                        let (path, line) = set.locate(file, &p.key);
+                        let message = format!("{} {}: {}", p.array, p.path, p.message);
+                        TemplateProblem { file: path, line, col: 0, rule: None, message }
+                    })
+                    .collect(),
+            )
         })?;
         // The incident's PATCH is checked like the bundle, so a template whose fields a PATCH
         // cannot carry fails here, not at the second detection of an attacker.
         let patch = ctim::incident_patch(&bundle["incidents"][0]);
         validate_patch(&patch).map_err(|problems| {
-            let msgs: Vec<String> = problems
-                .iter()
-                .map(|(key, m)| format!("{}: incident PATCH {key}: {m}", set.locate("incident.json.j2", key)))
-                .collect();
-            anyhow!("{}", msgs.join("\n"))
+            TemplateErrors(
+                problems
+                    .iter()
+                    .map(|(key, m)| {
+                        let (path, line) = set.locate("incident.json.j2", key);
+                        let message = format!("incident PATCH {key}: {m}");
+                        TemplateProblem { file: path, line, col: 0, rule: None, message }
+                    })
+                    .collect(),
+            )
         })?;
         Ok(bundle)
     }
+}
+
+/// Modification times of `dirs` and the files directly in them.
+fn stamp_of(dirs: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut v = Vec::new();
+    for d in dirs {
+        v.push((d.clone(), std::fs::metadata(d).and_then(|m| m.modified()).ok()));
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                v.push((p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok()));
+            }
+        }
+    }
+    v.sort();
+    v
 }
 
 /// Checks an incident PATCH body as the service would (schema layer of `PartialNewIncident`,
@@ -542,42 +709,143 @@ fn time_values(v: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// A context for the load-time check. `hostile`: every attacker-controlled value is made of
-/// quotes, backslashes, control characters, template syntax and is huge; otherwise a sparse
-/// detection with no parsed fields at all.
-pub fn sample_context(hostile: bool) -> Value {
-    let evil = format!("\"'\\\u{0}\u{1b}[31m\n\r\t{{{{ 7*7 }}}}{{% raw %}}</script>\u{2028}{}", "A".repeat(100_000));
-    let t = "2024-10-10T13:55:36.000Z";
-    let fields = if hostile {
-        json!({"client_ip": "203.0.113.7", "method": evil, "uri": evil, "path": evil, "query": evil, "user_agent": evil,
-               "referer": evil, "status": "404", "host": evil, "user": evil, "message": evil, "protocol": evil})
-    } else {
-        json!({})
-    };
-    let xids = json!({"incident": "trapline-incident-0", "sighting": "trapline-sighting-0",
-                      "relationship": "trapline-relationship-0", "judgement": "trapline-judgement-0"});
-    let ids = json!({"incident": "transient:trapline-incident-0", "sighting": "transient:trapline-sighting-0",
-                     "relationship": "transient:trapline-relationship-0", "judgement": "transient:trapline-judgement-0"});
-    let line = if hostile { evil.clone() } else { "x".into() };
-    let target = super::target::attacked(&fields, &json!({}));
+/// The template context of a detection (the README's "XDR templates" section lists it):
+/// `aggregate` is the incident window's summary, `base` the configuration's `vars` and `host`.
+/// The load-time check, lint and `render` build it here too, so they see exactly what a
+/// running trapline renders.
+pub fn context(d: &Detection, aggregate: Value, xids: &Ids, base: &Value, source: &str, now: &str) -> Value {
+    let vars = base.get("vars").filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let host = base.get("host").filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({"hostname": "", "os": ""}));
     json!({
-        "rule": {"id": "sample.rule", "title": if hostile { evil.clone() } else { "Sample".into() },
-                 "severity": "critical", "tags": ["attack.t1190", "attack.initial-access"], "description": ""},
-        "detection": {"key": "0", "event_time": t, "detected_at": t, "time_source": "event", "line": line,
-                      "source": {"name": "s", "path": "/x", "format": "combined", "line_number": 1, "offset": 0}},
-        "fields": fields,
-        "line": line,
-        "aggregate": {"count": 1, "first_seen": t, "last_seen": t, "window_start": t, "window_end": t,
-                      "samples": [line], "group": {}, "new_incident": true,
-                      "scope": "attacker", "rules": {"sample.rule": 1, "sample.other": 2},
-                      "classes": {"other": 1, "sqli": 2}, "severity": "critical",
-                      "tags": ["attack.t1190", "attack.initial-access"]},
-        "host": {"hostname": if hostile { "h".repeat(300) } else { String::new() }},
-        "vars": {},
-        "target": target,
+        "rule": d.rule,
+        "detection": d,
+        "fields": d.fields,
+        "line": d.line,
+        "aggregate": aggregate,
+        "host": host,
+        "target": super::target::attacked(&json!(d.fields), &vars),
+        "vars": vars,
         "xids": xids,
-        "ids": ids,
-        "source": "trapline",
-        "now": t,
+        "ids": Ids::transient(xids),
+        "source": source,
+        "now": now,
     })
+}
+
+const SAMPLE_TIME: &str = "2024-10-10T13:55:36.000Z";
+
+fn sample_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(SAMPLE_TIME).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+/// A detection of no particular rule, without threshold or sequence details: the shape the
+/// default templates are checked with.
+pub fn generic_shape() -> Detection {
+    let t = sample_time();
+    Detection {
+        key: "0".into(),
+        rule: Arc::new(RuleInfo {
+            id: "sample.rule".into(),
+            title: "Sample".into(),
+            severity: crate::rule::Severity::Critical,
+            class: "sqli".into(),
+            tags: vec!["attack.t1190".into(), "attack.initial-access".into()],
+        }),
+        source: SourceRef { name: "s".into(), path: "/x".into(), format: "combined".into(), line_number: 1, offset: 0 },
+        event_time: t,
+        time_source: "event",
+        detected_at: t,
+        fields: BTreeMap::new(),
+        line: "x".into(),
+        line_truncated: false,
+        threshold: None,
+        sequence: None,
+        suppressed: 0,
+        actions: vec![super::ACTION_NAME.into()],
+        also: Vec::new(),
+    }
+}
+
+fn generic_threshold(d: &Detection) -> Option<ThresholdInfo> {
+    let ip = d.fields.get("client_ip").cloned().unwrap_or_default();
+    Some(ThresholdInfo {
+        count: 10,
+        within_seconds: 60.0,
+        group: BTreeMap::from([("client_ip".to_string(), ip)]),
+        distinct: Some("path".into()),
+        distinct_values: vec![d.fields.get("path").cloned().unwrap_or_default(); 3],
+        first_seen: d.event_time,
+        last_seen: d.event_time,
+    })
+}
+
+fn generic_sequence(d: &Detection) -> Option<SequenceInfo> {
+    Some(SequenceInfo {
+        steps: 2,
+        within_seconds: 60.0,
+        key: d.fields.get("client_ip").cloned().unwrap_or_default(),
+        first_seen: d.event_time,
+        last_seen: d.event_time,
+    })
+}
+
+/// `shape` made a sample for the load-time check. `hostile`: every attacker-controlled value
+/// (the rule's fields and the usual web ones, the line, the title) is made of quotes,
+/// backslashes, control characters, template syntax and is huge; otherwise a sparse
+/// detection with no parsed fields at all.
+pub fn sample_detection(shape: &Detection, hostile: bool) -> Detection {
+    let mut d = shape.clone();
+    if !hostile {
+        d.fields = BTreeMap::new();
+        d.line = "x".into();
+        return d;
+    }
+    let evil = format!("\"'\\\u{0}\u{1b}[31m\n\r\t{{{{ 7*7 }}}}{{% raw %}}</script>\u{2028}{}", "A".repeat(100_000));
+    let usual = ["method", "uri", "path", "query", "user_agent", "referer", "host", "user", "message", "protocol"];
+    let names: Vec<Arc<str>> = shape.fields.keys().cloned().chain(usual.iter().map(|n| Arc::from(*n))).collect();
+    for n in names {
+        d.fields.insert(n, evil.clone());
+    }
+    d.fields.insert("client_ip".into(), "203.0.113.7".into());
+    d.fields.insert("status".into(), "404".into());
+    if let Some(t) = &mut d.threshold {
+        t.distinct_values.iter_mut().for_each(|v| *v = evil.clone());
+    }
+    d.line = evil.clone();
+    d.rule = Arc::new(RuleInfo { title: evil, ..(*shape.rule).clone() });
+    d
+}
+
+/// The context of a sample detection: an incident window holding it and one more rule.
+pub fn sample_context_of(d: &Detection, hostile: bool, base: &Value, source: &str) -> Value {
+    let t = SAMPLE_TIME;
+    let aggregate = json!({
+        "count": 1, "first_seen": t, "last_seen": t, "window_start": t, "window_end": t,
+        "samples": [d.line], "group": {}, "new_incident": true,
+        "scope": "attacker", "rules": {d.rule.id.clone(): 1, "sample.other": 2},
+        "classes": {"other": 1, d.rule.class.clone(): 2}, "severity": d.rule.severity.as_str(),
+        "tags": d.rule.tags,
+    });
+    let xids = Ids {
+        incident: "trapline-incident-0".into(),
+        sighting: "trapline-sighting-0".into(),
+        relationship: "trapline-relationship-0".into(),
+        judgement: "trapline-judgement-0".into(),
+    };
+    let mut base = base.clone();
+    if hostile && base.get("host").is_none() {
+        base["host"] = json!({"hostname": "h".repeat(300), "os": "linux"});
+    }
+    context(d, aggregate, &xids, &base, source, t)
+}
+
+/// A context for the load-time check of no particular rule (see [`sample_detection`]); the
+/// hostile one carries threshold and sequence details, the sparse one neither.
+pub fn sample_context(hostile: bool) -> Value {
+    let mut d = sample_detection(&generic_shape(), hostile);
+    if hostile {
+        d.threshold = generic_threshold(&d);
+        d.sequence = generic_sequence(&d);
+    }
+    sample_context_of(&d, hostile, &json!({}), "trapline")
 }

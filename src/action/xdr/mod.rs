@@ -33,6 +33,7 @@ pub mod settings;
 pub mod target;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,9 +45,9 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{Action, ActionError};
 use crate::config::Loaded;
-use crate::engine::Detection;
+use crate::engine::{self, Detection, RuleSet};
 use aggregate::{Hit, Windows};
-use bundle::{Ids, Renderer};
+use bundle::{Renderer, TemplateErrors};
 use delivery::{Delivery, IncidentRate, Msg, Stats};
 use outbox::{Entry, Outbox, Patch};
 use settings::Settings;
@@ -81,24 +82,87 @@ pub struct Composer {
     renderer: Renderer,
     windows: Windows,
     base: Value,
+    /// Rule id → a detection of that rule, for the load-time check of its own templates.
+    shapes: BTreeMap<String, Detection>,
+    /// Why the templates on disk did not load at the last attempt (the previous ones stay in
+    /// use until an edit fixes them).
+    pub reload_error: Option<TemplateErrors>,
     last_check: Instant,
+}
+
+/// Rule id → a detection shaped like that rule's: its facts, and threshold or sequence details
+/// when it has them (values are placeholders; fields are empty).
+pub fn shapes(rules: &RuleSet) -> BTreeMap<String, Detection> {
+    let mut out = BTreeMap::new();
+    for r in &rules.rules {
+        if out.contains_key(&r.id) {
+            continue; // a sequence's later steps
+        }
+        let mut d = bundle::generic_shape();
+        d.rule = Arc::clone(&r.info);
+        d.actions = r.actions.clone();
+        let names = |ids: &[crate::parse::FieldId]| -> BTreeMap<String, String> {
+            ids.iter().map(|f| (rules.registry.name(*f).to_string(), String::new())).collect()
+        };
+        d.threshold = r.threshold.as_ref().map(|t| engine::detection::ThresholdInfo {
+            count: t.count,
+            within_seconds: t.window.as_secs_f64(),
+            group: names(&t.group_by),
+            distinct: t.distinct.map(|f| rules.registry.name(f).to_string()),
+            // One placeholder value, so the check renders what a template does with them.
+            distinct_values: t.distinct.map(|_| vec![String::new()]).unwrap_or_default(),
+            first_seen: d.event_time,
+            last_seen: d.event_time,
+        });
+        d.sequence = r.sequence.as_ref().map(|s| engine::detection::SequenceInfo {
+            steps: s.steps as u32,
+            within_seconds: s.within.as_secs_f64(),
+            key: String::new(),
+            first_seen: d.event_time,
+            last_seen: d.event_time,
+        });
+        out.insert(r.id.clone(), d);
+    }
+    out
 }
 
 impl Composer {
     /// Loads the templates (failing with file:line on any problem). `persist`: keep incident
-    /// windows in the state directory (the daemon) or only in memory (`render`).
-    pub fn new(settings: Arc<Settings>, persist: bool) -> Result<Composer> {
+    /// windows in the state directory (the daemon) or only in memory (`render`). `shapes`
+    /// (see [`shapes`]) lets the check render each rule's own templates with detections like
+    /// that rule's.
+    pub fn new(settings: Arc<Settings>, persist: bool, shapes: BTreeMap<String, Detection>) -> Result<Composer> {
         let base = json!({"vars": settings.variables, "host": host_facts()});
-        let renderer = Renderer::load(&settings.templates, &settings.rule_templates, &settings.source, &base)?;
+        let renderer =
+            Renderer::load_for(&settings.templates, &settings.rule_templates, &settings.source, &base, &shapes)?;
         let path = settings.state_dir.join("windows.json");
         let windows = Windows::open(persist.then_some(path.as_path()), &settings.prefix)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Composer { settings, renderer, windows, base, last_check: Instant::now() })
+        Ok(Composer { settings, renderer, windows, base, shapes, reload_error: None, last_check: Instant::now() })
     }
 
-    /// Reloads edited templates; a broken edit is reported and the old templates stay.
-    pub fn maybe_reload(&mut self) {
-        if self.last_check.elapsed() < RELOAD_CHECK {
+    /// A composer whose templates are parsed but not rendered with samples (lint renders each
+    /// rule's own sample through it; see [`Renderer::load_unchecked`]). Windows in memory.
+    pub fn unchecked(settings: Arc<Settings>) -> Result<Composer> {
+        let base = json!({"vars": settings.variables, "host": host_facts()});
+        let renderer = Renderer::load_unchecked(&settings.templates, &settings.rule_templates, &settings.source)?;
+        let windows = Windows::open(None, &settings.prefix).context("incident windows")?;
+        Ok(Composer {
+            settings,
+            renderer,
+            windows,
+            base,
+            shapes: BTreeMap::new(),
+            reload_error: None,
+            last_check: Instant::now(),
+        })
+    }
+
+    /// Reloads edited templates; a broken edit is reported (and kept in `reload_error` until
+    /// an edit fixes it) and the old templates stay. `now`: check at once, not at most every
+    /// [`RELOAD_CHECK`].
+    pub fn maybe_reload(&mut self, now: bool) {
+        if !now && self.last_check.elapsed() < RELOAD_CHECK {
             return;
         }
         self.last_check = Instant::now();
@@ -106,45 +170,42 @@ impl Composer {
             return;
         }
         let s = &self.settings;
-        match Renderer::load(&s.templates, &s.rule_templates, &s.source, &self.base) {
+        match Renderer::load_for(&s.templates, &s.rule_templates, &s.source, &self.base, &self.shapes) {
             Ok(r) => {
                 self.renderer = r;
+                self.reload_error = None;
                 tracing::info!(dir = %s.templates.display(), "XDR templates reloaded");
             }
             Err(e) => {
                 // Do not retry until the files change again.
                 self.renderer.mark_seen();
-                tracing::error!(error = %format!("{e:#}"), "XDR templates not reloaded; keeping the previous ones");
+                for p in &e.0 {
+                    tracing::error!("XDR templates not reloaded, keeping the previous ones: {p}");
+                }
+                self.reload_error = Some(e);
             }
         }
+    }
+
+    /// Every template directory (the default one, then each rule's own), to watch.
+    pub fn template_dirs(&self) -> Vec<PathBuf> {
+        self.renderer.dirs().to_vec()
     }
 
     /// The template context of a detection and its aggregation hit.
     pub fn context(&self, d: &Detection, hit: &Hit) -> Value {
         let w = &hit.window;
         let end = w.start + chrono::Duration::seconds(w.window_secs as i64);
-        json!({
-            "rule": d.rule,
-            "detection": d,
-            "fields": d.fields,
-            "line": d.line,
-            "aggregate": {
-                "count": w.count, "first_seen": ms(w.first_seen), "last_seen": ms(w.last_seen),
-                "window_start": ms(w.start), "window_end": ms(end), "samples": w.samples,
-                "group": w.group, "new_incident": hit.new_incident,
-                "scope": if w.rule.is_empty() { "attacker" } else { "rule" },
-                "rules": w.rules, "classes": w.classes,
-                "severity": if w.severity.is_empty() { d.rule.severity.as_str() } else { w.severity.as_str() },
-                "tags": w.tags,
-            },
-            "host": self.base["host"],
-            "vars": self.base["vars"],
-            "target": target::attacked(&json!(d.fields), &self.base["vars"]),
-            "xids": hit.xids,
-            "ids": Ids::transient(&hit.xids),
-            "source": self.settings.source,
-            "now": ms(Utc::now()),
-        })
+        let aggregate = json!({
+            "count": w.count, "first_seen": ms(w.first_seen), "last_seen": ms(w.last_seen),
+            "window_start": ms(w.start), "window_end": ms(end), "samples": w.samples,
+            "group": w.group, "new_incident": hit.new_incident,
+            "scope": if w.rule.is_empty() { "attacker" } else { "rule" },
+            "rules": w.rules, "classes": w.classes,
+            "severity": if w.severity.is_empty() { d.rule.severity.as_str() } else { w.severity.as_str() },
+            "tags": w.tags,
+        });
+        bundle::context(d, aggregate, &hit.xids, &self.base, &self.settings.source, &ms(Utc::now()))
     }
 
     /// Aggregates and renders one detection.
@@ -170,7 +231,7 @@ impl Composer {
         };
         let hit = self.windows.hit(scope, facts, group, g.window, d.event_time, &d.key, &d.line);
         let ctx = self.context(d, &hit);
-        let mut r = self.renderer.render(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
+        let mut r = self.renderer.render_checked(&d.rule.id, &ctx, hit.new_incident && self.settings.judgement)?;
         // Severity is updated only when it rose above what the incident was created with:
         // otherwise every update would undo an analyst's re-rating.
         if !hit.window.severity_raised()
@@ -209,9 +270,9 @@ pub struct XdrAction {
 impl XdrAction {
     /// Loads templates and state, and starts the delivery task on `runtime`. Never waits on
     /// the network.
-    pub fn start(settings: Settings, runtime: &tokio::runtime::Handle) -> Result<XdrAction> {
+    pub fn start(settings: Settings, rules: &RuleSet, runtime: &tokio::runtime::Handle) -> Result<XdrAction> {
         let settings = Arc::new(settings);
-        let composer = Composer::new(Arc::clone(&settings), true)?;
+        let composer = Composer::new(Arc::clone(&settings), true, shapes(rules))?;
         if settings.client_id.0.is_empty() || settings.client_secret.0.is_empty() {
             return Err(anyhow!(
                 "actions.xdr: no credentials: set client_id/client_secret (e.g. ${{TRAPLINE_XDR_CLIENT_ID}}) or the TRAPLINE_XDR_CLIENT_ID and TRAPLINE_XDR_CLIENT_SECRET environment variables"
@@ -270,7 +331,7 @@ impl Action for XdrAction {
     }
 
     fn fire(&mut self, d: &Detection) -> Result<(), ActionError> {
-        self.composer.maybe_reload();
+        self.composer.maybe_reload(false);
         if self.outbox.pending() >= self.composer.settings.max_pending {
             self.dropped += 1;
             if self.dropped == 1 || self.dropped.is_multiple_of(1000) {
@@ -329,7 +390,12 @@ impl Action for XdrAction {
     /// On a reload (SIGHUP, rule or template change): templates as on every detection, and
     /// entries put back into the outbox from outside (`trapline xdr failed --requeue`).
     fn reload(&mut self) -> Result<()> {
-        self.composer.maybe_reload();
+        self.composer.maybe_reload(true);
+        // Until an edit fixes them, broken templates stay a failed reload (in `trapline
+        // status`), whatever else reloads meanwhile.
+        if let Some(e) = &self.composer.reload_error {
+            return Err(anyhow!("templates not reloaded, the previous ones stay in use:\n{e}"));
+        }
         let entries = self.outbox.rescan().context("cannot read the XDR outbox")?;
         if let Some(tx) = &self.tx {
             for e in entries {
@@ -390,11 +456,11 @@ impl Action for XdrAction {
 
 /// The `xdr-incident` action when the config sets it up (`actions.xdr`), its delivery task
 /// started on `runtime`.
-pub fn from_config(cfg: &Loaded, runtime: &tokio::runtime::Handle) -> Result<Option<Box<dyn Action>>> {
+pub fn from_config(cfg: &Loaded, rules: &RuleSet, runtime: &tokio::runtime::Handle) -> Result<Option<Box<dyn Action>>> {
     match Settings::from_config(cfg)? {
-        Some(s) => {
-            Ok(Some(Box::new(XdrAction::start(s, runtime).map_err(|e| anyhow!("{}: {e:#}", cfg.path.display()))?)))
-        }
+        Some(s) => Ok(Some(Box::new(
+            XdrAction::start(s, rules, runtime).map_err(|e| anyhow!("{}: {e:#}", cfg.path.display()))?,
+        ))),
         None => Ok(None),
     }
 }

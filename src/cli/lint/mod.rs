@@ -10,7 +10,7 @@
 //! Exit codes: 0 clean (warnings allowed), 1 errors (or warnings with `--deny-warnings`),
 //! 2 usage error (bad flags, unreadable path).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -164,7 +164,7 @@ pub fn lint(a: LintArgs) -> Result<i32> {
     lint_sources(sources, cfg.as_ref(), &named, &mut findings);
     check_yara(&paths, &mut findings, &mut texts);
     if let Some(c) = &cfg {
-        check_templates(c, &mut findings, &mut texts);
+        check_templates(c, &paths, &mut findings, &mut texts);
         check_zones(c, &mut findings);
     }
     findings.sort_by(|x, y| (&x.file, x.line, x.col, x.code.name()).cmp(&(&y.file, y.line, y.col, y.code.name())));
@@ -291,9 +291,18 @@ fn check_zones(cfg: &config::Loaded, out: &mut Vec<Finding>) {
 }
 
 /// Loads the XDR templates the config names exactly as `trapline run` would, which renders
-/// them with hostile and empty sample detections and validates the bundles against the CTIM
-/// rules; a problem becomes a TL009 at the template's file:line.
-fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut HashMap<String, String>) {
+/// them with hostile and empty sample detections (shaped like each rule's, for a rule's own
+/// templates) and validates the bundles against the CTIM rules; then renders each rule's
+/// template set with a detection of its first `match` example, so a template naming a field
+/// or attribute the rule's detections lack is found here. A problem becomes a TL009 at the
+/// template's file:line:col, naming the rule whose render failed.
+fn check_templates(
+    cfg: &config::Loaded,
+    rule_paths: &[PathBuf],
+    out: &mut Vec<Finding>,
+    texts: &mut HashMap<String, String>,
+) {
+    use crate::action::xdr::bundle::TemplateErrors;
     use crate::action::xdr::{Composer, settings::Settings};
     let settings = match Settings::from_config(cfg) {
         Ok(Some(s)) => s,
@@ -304,23 +313,69 @@ fn check_templates(cfg: &config::Loaded, out: &mut Vec<Finding>, texts: &mut Has
         }
     };
     let dir = settings.templates.clone();
-    let Err(e) = Composer::new(std::sync::Arc::new(settings), false) else { return };
-    for msg in format!("{e:#}").lines() {
-        // Template errors read `path:line: message`; anything else is reported on the directory.
-        let (file, line, message) = match msg.split_once(':') {
-            Some((f, rest)) if crate::assets::is_file(Path::new(f)) => {
-                let rest = rest.trim_start();
-                match rest.split_once(':').map(|(n, m)| (n.trim().parse::<usize>(), m)) {
-                    Some((Ok(line), m)) => (PathBuf::from(f), line, m.trim().to_string()),
-                    _ => (PathBuf::from(f), 0, rest.to_string()),
-                }
-            }
-            _ => (dir.clone(), 0, msg.to_string()),
+    // The rule set as `run` builds it; when it does not build, the rule findings say why and
+    // the templates are checked with samples of no particular rule.
+    let built = crate::pipeline::setup::build(Some(cfg), rule_paths, &[]).ok();
+    let loaded = load::load_paths(rule_paths).ok();
+    let shapes = built.as_ref().map(|b| crate::action::xdr::shapes(&b.rules)).unwrap_or_default();
+    let mut problems: Vec<crate::action::xdr::bundle::TemplateProblem> = Vec::new();
+    let mut other: Vec<String> = Vec::new();
+    let mut take = |e: anyhow::Error| match e.downcast_ref::<TemplateErrors>() {
+        Some(t) => problems.extend(t.0.iter().cloned()),
+        None => other.extend(format!("{e:#}").lines().map(str::to_string)),
+    };
+    let settings = std::sync::Arc::new(settings);
+    // Each rule's own sample first, so a problem names the rule whose render fails; then the
+    // load-time check `run` does (hostile and empty values), for what no example reaches.
+    if let (Some(b), Some(l)) = (&built, &loaded)
+        && let Ok(mut composer) = Composer::unchecked(std::sync::Arc::clone(&settings))
+    {
+        let formats = cfg.config.formats.clone();
+        let parser_for = |name: &str| {
+            let mut reg = b.rules.registry.clone();
+            config::parser_for(name, &formats, crate::parse::TimeSettings::default(), &mut reg).ok()
         };
-        if let Ok(t) = crate::assets::read_to_string(&file) {
-            texts.insert(file.display().to_string(), t);
+        for d in examples::sample_detections(l, &b.rules, &parser_for) {
+            if let Err(e) = composer.compose(&d) {
+                take(e);
+            }
         }
-        out.push(Finding::at(Code::Template, &file, line, usize::from(line > 0), message));
+    }
+    if let Err(e) = Composer::new(settings, false, shapes) {
+        take(e);
+    }
+    // A broken default template fails every rule's render: one finding, naming the first rule
+    // and counting the others.
+    let mut seen: Vec<(crate::action::xdr::bundle::TemplateProblem, BTreeSet<String>)> = Vec::new();
+    for p in problems {
+        let same = |q: &crate::action::xdr::bundle::TemplateProblem| {
+            (&q.file, q.line, q.col, &q.message) == (&p.file, p.line, p.col, &p.message)
+        };
+        match seen.iter_mut().find(|(q, _)| same(q)) {
+            Some((_, rules)) => rules.extend(p.rule.clone()),
+            None => {
+                let rules = p.rule.iter().cloned().collect();
+                seen.push((p, rules));
+            }
+        }
+    }
+    for (p, rules) in seen {
+        if let Ok(t) = crate::assets::read_to_string(&p.file) {
+            texts.insert(p.file.display().to_string(), t);
+        }
+        let first = p.rule.clone().or_else(|| rules.iter().next().cloned());
+        // The finding names the rule (as every finding about a rule does); how many more fail
+        // the same way is said in the message.
+        let message = match rules.len() {
+            n if n > 1 => format!("{} (the same for {} other rules)", p.message, n - 1),
+            _ => p.message.clone(),
+        };
+        let mut f = Finding::at(Code::Template, &p.file, p.line, p.col.max(usize::from(p.line > 0)), message);
+        f.rule = first;
+        out.push(f);
+    }
+    for msg in other {
+        out.push(Finding::at(Code::Template, &dir, 0, 0, msg));
     }
 }
 
