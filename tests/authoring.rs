@@ -180,3 +180,81 @@ fn explain_shows_every_alternative_with_its_verdict_and_position() {
     assert!(stdout.contains("no match: match.any[2].all[1] is false"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with("false")).count(), 5, "{stdout}");
 }
+
+/// An example the format cannot read is reported as such, in `match` and in `no_match` (a
+/// `no_match` that does not parse used to pass while testing nothing), by `test` and `lint`.
+#[test]
+fn examples_that_do_not_parse_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "'1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /admin HTTP/1.1\" 404 1 \"-\" \"-\"'";
+    let other = "'1.2.3.4 - - [10/Oct/2024:13:55:36 +0000] \"GET /index.html HTTP/1.1\" 200 1 \"-\" \"-\"'";
+    let rule = |matches: &str, no_match: &str| {
+        format!(
+            "rules:\n  - id: t.x\n    title: x\n    severity: low\n    match: {{field: uri, contains: /admin}}\n    examples:\n      match:\n        - {matches}\n      no_match:\n        - {other}\n        - {other}\n        - {no_match}\n"
+        )
+    };
+    let path = dir.path().join("r.yml");
+    let run = |args: &[&str]| {
+        let out = trapline(&[args, &[dir.path().to_str().unwrap()]].concat());
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+
+    std::fs::write(&path, rule(good, "'garbage that is not an access log line'")).unwrap();
+    let (code, out) = run(&["test"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("r.yml:12:11 examples.no_match[2]: line 3 of no_match does not parse as combined"), "{out}");
+    let (code, out) = run(&["lint"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("r.yml:12:11: error[TL005]") && out.contains("line 3 of no_match does not parse as combined"),
+        "{out}"
+    );
+
+    std::fs::write(&path, rule("'/admin but not a log line'", other)).unwrap();
+    let (code, out) = run(&["test"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("examples.match[0]: line 1 of match does not parse as combined"), "{out}");
+
+    std::fs::write(&path, rule(good, other)).unwrap();
+    let (code, out) = run(&["test"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// `rules:` restricts a fixture to some rules (`only:` is its former name; not both), and a
+/// line of the fixture's log that does not parse fails it.
+#[test]
+fn fixtures_name_their_rules_and_every_line_must_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "rules:\n  - id: t.admin\n    title: admin\n    severity: low\n    match: {field: uri, contains: /admin}\n  - id: t.any\n    title: any\n    severity: info\n    match: {field: method, equals: GET}\n",
+    )
+    .unwrap();
+    let lines = [access_line("192.0.2.1", 0, "/index.html", 200), access_line("192.0.2.1", 1, "/admin", 404)];
+    std::fs::write(dir.path().join("a.log"), lines.join("\n") + "\n").unwrap();
+    let fixture = dir.path().join("a.test.yml");
+    let run = || {
+        let out = trapline(&["test", dir.path().to_str().unwrap()]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    std::fs::write(&fixture, "log: a.log\nexpect:\n  - {rule: t.admin, line: 2}\n").unwrap();
+    let (code, out) = run();
+    assert_eq!(code, Some(1), "t.any is unexpected: {out}");
+    assert!(out.contains("+ unexpected: t.any at line 1"), "{out}");
+    for key in ["rules", "only"] {
+        std::fs::write(&fixture, format!("log: a.log\n{key}: [t.admin]\nexpect:\n  - {{rule: t.admin, line: 2}}\n"))
+            .unwrap();
+        let (code, out) = run();
+        assert_eq!(code, Some(0), "{key}: {out}");
+    }
+    std::fs::write(&fixture, "log: a.log\nrules: [t.admin]\nonly: [t.admin]\nexpect: []\n").unwrap();
+    let (code, out) = run();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("former name of `rules`"), "{out}");
+
+    std::fs::write(dir.path().join("a.log"), format!("{}\nnot an access log line\n{}\n", lines[0], lines[1])).unwrap();
+    std::fs::write(&fixture, "log: a.log\nrules: [t.admin]\nexpect:\n  - {rule: t.admin, line: 3}\n").unwrap();
+    let (code, out) = run();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("! line 2 of a.log does not parse as combined: not an access log line"), "{out}");
+}

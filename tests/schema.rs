@@ -1,5 +1,5 @@
 //! The committed JSON Schemas are the ones generated from the Rust types. To refresh them:
-//! `cargo run -- schema rules > schema/trapline-rules.schema.json` (and `config`), or run this
+//! `cargo run -- schema rules > schema/trapline-rules.schema.json` (and `config`, `fixtures`), or run this
 //! test with `TRAPLINE_UPDATE_SCHEMA=1`.
 
 use trapline::cli::schema::{Which, schema_json};
@@ -26,6 +26,11 @@ fn rules_schema_is_fresh() {
 #[test]
 fn config_schema_is_fresh() {
     check(Which::Config, "trapline-config.schema.json");
+}
+
+#[test]
+fn fixtures_schema_is_fresh() {
+    check(Which::Fixtures, "trapline-fixtures.schema.json");
 }
 
 #[test]

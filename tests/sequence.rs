@@ -199,7 +199,8 @@ fn open_chains_survive_a_restart_and_an_unchanged_reload() {
     assert_eq!(feed(&mut q, 6, "/b") + feed(&mut q, 7, "/c"), 0);
 }
 
-/// `only:` restricts a fixture to some rules: the others' detections are not "unexpected".
+/// `rules:` (formerly `only:`) restricts a fixture to some rules: the others' detections are
+/// not "unexpected".
 #[test]
 fn a_fixture_can_check_only_some_rules() {
     let rules = rules_dir(RULE);
@@ -215,8 +216,10 @@ fn a_fixture_can_check_only_some_rules() {
     let out = run();
     assert_ne!(out.status.code(), Some(0), "t.noisy's detections are unexpected");
     assert!(String::from_utf8_lossy(&out.stdout).contains("unexpected: t.noisy"));
+    std::fs::write(tests.join("abc.test.yml"), fixture("rules: [t.abc]\n")).unwrap();
+    assert_eq!(run().status.code(), Some(0), "{}", String::from_utf8_lossy(&run().stdout));
     std::fs::write(tests.join("abc.test.yml"), fixture("only: [t.abc]\n")).unwrap();
     assert_eq!(run().status.code(), Some(0), "{}", String::from_utf8_lossy(&run().stdout));
-    std::fs::write(tests.join("abc.test.yml"), fixture("only: [\"t.*\"]\n")).unwrap();
+    std::fs::write(tests.join("abc.test.yml"), fixture("rules: [\"t.*\"]\n")).unwrap();
     assert_ne!(run().status.code(), Some(0), "t.* selects t.noisy again");
 }

@@ -4,12 +4,14 @@
 //! - [`explain`]: which condition of a rule fails on a line and what it looked at; the parts
 //!   of a rule its examples exercise (coverage).
 //! - [`examples`]: running the rules' inline examples through the engine.
+//! - [`fixture`]: the model of test fixtures (a log and the detections it must produce).
 //! - [`analysis`]: proofs that a condition (or part of one) can never be true, for lint.
 //! - [`sigma`]: Sigma rules for web servers converted into rules (`trapline import sigma`).
 
 pub mod analysis;
 pub mod examples;
 pub mod explain;
+pub mod fixture;
 pub mod sigma;
 
 pub use explain::CoveragePoint;

@@ -1,4 +1,4 @@
-//! `trapline schema`: the JSON Schema of rule files and of the config, generated from the
+//! `trapline schema`: the JSON Schema of rule files, of the config and of test fixtures, generated from the
 //! Rust types, for editors (completion, hover docs) and CI validation.
 
 use anyhow::Result;
@@ -10,6 +10,8 @@ pub enum Which {
     Rules,
     /// The config file (`trapline.yml`).
     Config,
+    /// Test fixtures (`rules/**/*.test.yml`).
+    Fixtures,
 }
 
 #[derive(Debug, Args)]
@@ -32,6 +34,7 @@ pub fn schema_json(which: Which) -> String {
     let schema = match which {
         Which::Rules => generator.into_root_schema_for::<crate::rule::RuleFile>(),
         Which::Config => generator.into_root_schema_for::<crate::config::Config>(),
+        Which::Fixtures => generator.into_root_schema_for::<crate::authoring::fixture::Fixture>(),
     };
     let value = serde_json::to_value(&schema).expect("a schema serialises");
     let mut s = serde_json::to_string_pretty(&sorted(value)).expect("a schema serialises");

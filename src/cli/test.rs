@@ -9,8 +9,12 @@
 //! log: bursts.log             # relative to the fixture (or `lines:` inline)
 //! expect:                     # every detection the log must produce, and nothing else
 //!   - {rule: web.burst.not-found, line: 20}
-//! only: [web.burst.*]         # optional: compare only the detections of these rules
+//! rules: [web.burst.*]        # optional: compare only the detections of these rules
 //! ```
+//!
+//!
+//! The model is [`crate::authoring::fixture::Fixture`] (`trapline schema fixtures`). Every
+//! line of the log must parse in the fixture's format: a line that does not tests nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,9 +22,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Args;
-use serde::Deserialize;
 
 use super::setup::{self, AdHoc};
+use crate::authoring::fixture::{Expected, Fixture, selected};
 use crate::authoring::{CoveragePoint, examples};
 use crate::config;
 use crate::engine::Detection;
@@ -43,43 +47,6 @@ pub struct TestArgs {
     /// just count them).
     #[arg(long)]
     pub coverage: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Fixture {
-    #[serde(default = "combined")]
-    format: String,
-    #[serde(default)]
-    log: Option<PathBuf>,
-    #[serde(default)]
-    lines: Vec<String>,
-    #[serde(default)]
-    expect: Vec<Expected>,
-    /// Compare only the detections of these rules (ids; `prefix.*` for all ids under a
-    /// prefix), counting rules merged into another detection of their class too. Absent:
-    /// every detection must be expected.
-    #[serde(default)]
-    only: Option<Vec<String>>,
-}
-
-/// Whether `id` is one of `patterns` (an id, or `prefix.*`).
-fn selected(patterns: &[String], id: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => id.starts_with(prefix),
-        None => p == id,
-    })
-}
-
-fn combined() -> String {
-    "combined".into()
-}
-
-#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
-#[serde(deny_unknown_fields)]
-struct Expected {
-    rule: String,
-    line: u64,
 }
 
 pub fn test(a: TestArgs) -> Result<i32> {
@@ -211,6 +178,7 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
         Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => anyhow::anyhow!("{}: {e}", path.display()),
     })?;
+    let selection = fx.selection().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let tz = cfg.map(|c| c.config.timezone.as_str());
     let setup = setup::build(cfg, rule_paths, &[AdHoc { name: "test", format: &fx.format, timezone: tz }])?;
     let info = setup.sources[0].info(&path.display().to_string());
@@ -228,6 +196,7 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
         None => fx.lines.join("\n").into_bytes(),
     };
     let mut got = Vec::new();
+    let mut unparsed = Vec::new();
     let mut offset = 0u64;
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
         let origin = Origin::Line { content: 0, offset, line_number: i as u64 + 1 };
@@ -236,8 +205,9 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
             continue;
         }
         let ev = Event::line(line, origin, Utc::now(), false);
+        let unparsed_before = pipeline.counts.unparsed;
         pipeline.process(0, &info, &ev, &mut |d: Detection| {
-            match &fx.only {
+            match selection {
                 None => got.push(Expected { rule: d.rule.id.clone(), line: d.source.line_number }),
                 Some(only) => {
                     for id in std::iter::once(&d.rule.id).chain(&d.also).filter(|id| selected(only, id)) {
@@ -247,14 +217,30 @@ fn run_fixture(path: &Path, cfg: Option<&config::Loaded>, rule_paths: &[PathBuf]
             }
             Ok(())
         })?;
+        if pipeline.counts.unparsed > unparsed_before {
+            unparsed.push((i + 1, line));
+        }
     }
     let mut want = fx.expect.clone();
     want.sort();
     got.sort();
-    if want == got {
+    if want == got && unparsed.is_empty() {
         return Ok(None);
     }
     let mut diff = String::new();
+    // A line the format cannot read reaches only raw-line rules: as part of a fixture it
+    // silently tests much less than it seems to.
+    let of = match &fx.log {
+        Some(log) => log.display().to_string(),
+        None => "lines".to_string(),
+    };
+    for (n, line) in &unparsed {
+        diff.push_str(&format!(
+            "      ! line {n} of {of} does not parse as {}: {}\n",
+            fx.format,
+            crate::action::console::escape(&String::from_utf8_lossy(line))
+        ));
+    }
     for w in want.iter().filter(|w| !got.contains(w)) {
         diff.push_str(&format!("      - missing:    {} at line {}\n", w.rule, w.line));
     }

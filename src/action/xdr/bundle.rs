@@ -330,20 +330,34 @@ impl TemplateSet {
 /// span is known, column.
 fn template_problem(path: &Path, src: Option<&str>, e: &minijinja::Error) -> TemplateProblem {
     let line = e.line().unwrap_or(1);
-    let col = match (e.range(), src) {
-        (Some(r), Some(src)) if r.start <= src.len() && src.is_char_boundary(r.start) => {
-            let before = &src[..r.start];
-            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            before[line_start..].chars().count() + 1
+    // The span of an attribute lookup starts at its dot: widen it to the whole dotted name,
+    // so the column and the message show `detection.nosuch`, not `.nosuch`.
+    let span = match (e.range(), src) {
+        (Some(r), Some(src)) if r.start <= r.end && src.get(r.clone()).is_some() => {
+            let b = src.as_bytes();
+            let mut start = r.start;
+            while start > 0 && (b[start - 1].is_ascii_alphanumeric() || matches!(b[start - 1], b'_' | b'.')) {
+                start -= 1;
+            }
+            Some((start, &src[start..r.end]))
+        }
+        _ => None,
+    };
+    let col = match (span, src) {
+        (Some((start, _)), Some(src)) => {
+            let before = &src[..start];
+            before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1
         }
         _ => 0,
     };
     let mut detail = e.detail().map(|d| format!("{}: {d}", e.kind())).unwrap_or_else(|| e.kind().to_string());
     if e.kind() == ErrorKind::UndefinedError
-        && let (Some(r), Some(src)) = (e.range(), src)
-        && let Some(expr) = src.get(r)
+        && let Some((_, expr)) = span
     {
-        detail = format!("{detail}: `{expr}` is not defined (test it with `is defined` or give it a `default`)");
+        detail = format!(
+            "{detail}: `{expr}` names something that does not exist (test what may be absent with `is defined`, or \
+             give it a `default`)"
+        );
     }
     TemplateProblem { file: path.to_path_buf(), line, col, rule: None, message: detail }
 }
