@@ -44,3 +44,27 @@ fn schema_documents_every_rule_field() {
         assert!(described, "rule field {name} has no description");
     }
 }
+
+/// The shipped fixtures (and both names of the rule selection) validate against the fixtures
+/// schema; an unknown key does not.
+#[test]
+fn shipped_fixtures_match_the_fixtures_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&schema_json(Which::Fixtures)).unwrap();
+    let compiled = jsonschema::JSONSchema::compile(&schema).unwrap();
+    let valid = |yaml: &str| {
+        let v: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        compiled.is_valid(&v)
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/tests");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".test.yml") {
+            assert!(valid(&std::fs::read_to_string(e.path()).unwrap()), "{}", e.path().display());
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+    assert!(valid("log: a.log\nrules: [web.*]\nexpect: [{rule: web.x, line: 2}]\n"));
+    assert!(valid("lines: [x]\nonly: [web.x]\n"));
+    assert!(!valid("log: a.log\nexpected: []\n"));
+}

@@ -27,6 +27,7 @@ pub fn starter_files() -> Vec<(String, Cow<'static, [u8]>)> {
     let mut files = crate::assets::files();
     files.push(("schema/trapline-config.schema.json".into(), Cow::Owned(schema_json(Which::Config).into_bytes())));
     files.push(("schema/trapline-rules.schema.json".into(), Cow::Owned(schema_json(Which::Rules).into_bytes())));
+    files.push(("schema/trapline-fixtures.schema.json".into(), Cow::Owned(schema_json(Which::Fixtures).into_bytes())));
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files
 }
