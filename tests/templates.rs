@@ -273,3 +273,44 @@ fn a_rules_own_templates_reload_while_running_and_a_broken_edit_shows_in_status(
     assert!(title(&queued(&env)[3]).starts_with("V4 "), "{}", title(&queued(&env)[3]));
     d.signal("TERM");
 }
+
+/// A rule's own templates are checked with detections shaped like that rule's: a threshold
+/// rule's may use `detection.threshold` as is; the same template for a rule without a
+/// threshold must test it with `is defined`.
+#[test]
+fn a_rules_own_templates_are_checked_with_its_kind_of_detection() {
+    let env = XdrEnv::new("http://127.0.0.1:9", "");
+    let rules = std::fs::read_to_string(env.root.join("rules/t.yml")).unwrap();
+    std::fs::write(env.root.join("rules/t.yml"), format!("{rules}{THRESHOLD}")).unwrap();
+    let text = sighting_with(
+        "(rule.title ~ \" from \" ~ ip)",
+        "(rule.title ~ \" (\" ~ detection.threshold.count ~ \" within \" ~ detection.threshold.within_seconds ~ \"s) from \" ~ ip)",
+    );
+    let dir = env.root.join("tpl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sighting.json.j2"), &text).unwrap();
+    let cfg = std::fs::read_to_string(env.config()).unwrap();
+    let with = |rule: &str| {
+        cfg.replace("    timeout: 2s\n", &format!("    timeout: 2s\n    rules:\n      {rule}: {{templates: tpl}}\n"))
+    };
+    let log = env.root.join("burst.log");
+    let lines: Vec<String> = (0..3).map(|s| access_line("198.51.100.1", s, "/x", 404)).collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+
+    std::fs::write(env.config(), with("t.burst")).unwrap();
+    let c = env.config();
+    let (code, out, err) =
+        run(&["render", "--config", c.to_str().unwrap(), "--rule", "t.burst", "--file", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let b: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(b["sightings"][0]["title"], "404 burst (3 within 60.0s) from 198.51.100.1");
+
+    std::fs::write(env.config(), with("t.pma")).unwrap();
+    let (code, _, err) =
+        run(&["render", "--config", c.to_str().unwrap(), "--rule", "t.pma", "--line", &attack("203.0.113.7", 1)]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("sighting.json.j2:") && err.contains("rule \"t.pma\"") && err.contains("detection.threshold"),
+        "{err}"
+    );
+}

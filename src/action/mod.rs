@@ -87,6 +87,10 @@ pub trait Action: Send {
     fn reload(&mut self) -> Result<()> {
         Ok(())
     }
+    /// The rule set that is about to run (after a reload), before [`Action::reload`]: what an
+    /// action checks against the rules (the XDR templates, rendered with detections shaped
+    /// like each rule's) follows it.
+    fn rules_changed(&mut self, _rules: &RuleSet) {}
     /// Periodic work between events (e.g. noticing a renamed output file).
     fn tick(&mut self) {}
     /// Stops background work, after a last flush.
@@ -293,10 +297,12 @@ impl Actions {
         Ok(marks)
     }
 
-    /// Reloads every action; the errors, one per failing action.
-    pub fn reload(&mut self) -> Vec<String> {
+    /// Reloads every action for the rule set `rules` that is about to run; the errors, one
+    /// per problem.
+    pub fn reload(&mut self, rules: &RuleSet) -> Vec<String> {
         let mut errors = Vec::new();
         for a in &mut self.list {
+            a.rules_changed(rules);
             if let Err(e) = a.reload() {
                 // One entry per problem (each with its file:line), as `trapline status` lists them.
                 let msg = format!("{e:#}");

@@ -354,14 +354,14 @@ pub fn render(a: RenderArgs) -> Result<i32> {
             return Ok(0);
         }
     }
-    let what = match (&a.file, is_threshold) {
+    let why = match (&a.file, is_threshold) {
         (Some(f), _) => format!("no line of {} fires it", f.display()),
         (None, true) => "a threshold or sequence rule does not fire on a single line: give a log that fires it \
                          with --file"
             .to_string(),
         (None, false) => "it does not match this line".to_string(),
     };
-    eprintln!("trapline: rule {:?} in any configured source: {what}", a.rule);
+    eprintln!("trapline: rule {:?}, in every configured source it applies to: {why}", a.rule);
     Ok(1)
 }
 

@@ -307,7 +307,7 @@ impl Daemon {
         let mut report = status::Reload { at: status::now(), ..Default::default() };
         match result {
             Ok(new) => {
-                let errors = self.actions.reload();
+                let errors = self.actions.reload(&new.rules);
                 report.state_kept = self.pipeline.replace(new);
                 if let Some(store) = &mut self.engine_store {
                     store.invalidate();

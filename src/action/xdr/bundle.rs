@@ -424,11 +424,6 @@ impl Renderer {
         Ok(r)
     }
 
-    /// Every template directory (the default one first), to watch for edits.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
     /// Modification times of every template file, to notice edits.
     fn current_stamp(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
         stamp_of(&self.dirs)

@@ -33,7 +33,6 @@ pub mod settings;
 pub mod target;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -87,6 +86,8 @@ pub struct Composer {
     /// Why the templates on disk did not load at the last attempt (the previous ones stay in
     /// use until an edit fixes them).
     pub reload_error: Option<TemplateErrors>,
+    /// Check the templates again at the next reload even if no file changed (the rules did).
+    recheck: bool,
     last_check: Instant,
 }
 
@@ -138,7 +139,16 @@ impl Composer {
         let path = settings.state_dir.join("windows.json");
         let windows = Windows::open(persist.then_some(path.as_path()), &settings.prefix)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Composer { settings, renderer, windows, base, shapes, reload_error: None, last_check: Instant::now() })
+        Ok(Composer {
+            settings,
+            renderer,
+            windows,
+            base,
+            shapes,
+            reload_error: None,
+            recheck: false,
+            last_check: Instant::now(),
+        })
     }
 
     /// A composer whose templates are parsed but not rendered with samples (lint renders each
@@ -154,6 +164,7 @@ impl Composer {
             base,
             shapes: BTreeMap::new(),
             reload_error: None,
+            recheck: false,
             last_check: Instant::now(),
         })
     }
@@ -166,7 +177,7 @@ impl Composer {
             return;
         }
         self.last_check = Instant::now();
-        if !self.renderer.changed() {
+        if !self.renderer.changed() && !std::mem::take(&mut self.recheck) {
             return;
         }
         let s = &self.settings;
@@ -187,9 +198,12 @@ impl Composer {
         }
     }
 
-    /// Every template directory (the default one, then each rule's own), to watch.
-    pub fn template_dirs(&self) -> Vec<PathBuf> {
-        self.renderer.dirs().to_vec()
+    /// The rules changed: a rule's own templates are checked with detections like the new
+    /// rule's (a rule that became a threshold rule has `detection.threshold`) at the next
+    /// reload.
+    pub fn set_rules(&mut self, rules: &RuleSet) {
+        self.shapes = shapes(rules);
+        self.recheck = true;
     }
 
     /// The template context of a detection and its aggregation hit.
@@ -385,6 +399,10 @@ impl Action for XdrAction {
         self.composer.save()?;
         self.outbox.sync()?;
         Ok(None)
+    }
+
+    fn rules_changed(&mut self, rules: &RuleSet) {
+        self.composer.set_rules(rules);
     }
 
     /// On a reload (SIGHUP, rule or template change): templates as on every detection, and

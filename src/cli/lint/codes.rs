@@ -165,11 +165,16 @@ impl Code {
             Code::Template => (
                 "TL009",
                 Error,
-                "XDR template that does not load, or renders an invalid bundle for a sample detection",
-                "An XDR template (with `--config`) does not parse, or renders a bundle that fails CTIM \
-                 validation for sample detections, including hostile and empty values. At run time that \
-                 detection would never reach XDR. Fix the template; `trapline render` shows the exact bundle \
-                 for a line.",
+                "XDR template that does not load, names something that does not exist, or renders an invalid \
+                 bundle",
+                "An XDR template (with `--config`) does not parse, uses a name that does not exist \
+                 (`fields.usr`, `detection.nosuch`: names are strict, so what a detection may lack takes `is \
+                 defined` or a `default`), or renders a bundle that fails CTIM validation. Templates are rendered \
+                 with hostile and empty sample detections (shaped like each rule's for a rule's own templates), and \
+                 each rule's template set with a detection of its first `match` example; the finding is at the \
+                 template's line and column and names the rule whose render failed. At run time that detection \
+                 would never reach XDR. Fix the template; `trapline render` shows the exact bundle for a line (or, \
+                 with --file, for a log that fires a threshold or sequence rule).",
             ),
             Code::NeverTrue => (
                 "TL010",
