@@ -417,7 +417,7 @@ fn an_unreadable_example_says_the_format_did_not_recognise_it() {
     let out = trapline(&["test", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("r.yml:7:15") && text.contains("not a valid `combined` line"), "{text}");
+    assert!(text.contains("r.yml:7:15") && text.contains("line 1 of match does not parse as combined"), "{text}");
 }
 
 /// A site's own file changes shipped rules without editing them: severity, enabled, and an
