@@ -257,6 +257,7 @@ fn a_rules_own_templates_reload_while_running_and_a_broken_edit_shows_in_status(
     let (code, out, _) = status();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED") && out.contains(&at) && out.contains("fields.usr"), "{out}");
+    assert!(out.contains("the rules did reload"), "{out}");
     append(&env.log(), &[attack("203.0.113.7", 3)]);
     assert!(wait_for(Duration::from_secs(15), || queued(&env).len() == 3), "{}", d.stderr());
     assert!(title(&queued(&env)[2]).starts_with("V2 "), "{}", title(&queued(&env)[2]));
@@ -313,4 +314,42 @@ fn a_rules_own_templates_are_checked_with_its_kind_of_detection() {
         err.contains("sighting.json.j2:") && err.contains("rule \"t.pma\"") && err.contains("detection.threshold"),
         "{err}"
     );
+}
+
+/// A rule edit re-checks the rule's own templates against what its detections now carry: a
+/// template using `detection.threshold` as is fails once its rule loses the threshold.
+#[test]
+fn a_rule_edit_rechecks_its_own_templates() {
+    let env = XdrEnv::new("http://127.0.0.1:9", "");
+    let rules = env.root.join("rules/t.yml");
+    let pma = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{pma}{THRESHOLD}")).unwrap();
+    let text = sighting_with(
+        "(rule.title ~ \" from \" ~ ip)",
+        "(rule.title ~ \" x\" ~ detection.threshold.count ~ \" from \" ~ ip)",
+    );
+    let dir = env.root.join("tpl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sighting.json.j2"), &text).unwrap();
+    let cfg = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(
+        env.config(),
+        cfg.replace("    timeout: 2s\n", "    timeout: 2s\n    rules:\n      t.burst: {templates: tpl}\n"),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&env.config());
+    assert!(wait_for(Duration::from_secs(15), || env.root.join("state/status.json").exists()), "{}", d.stderr());
+    let before = last_reload(&env.root)["at"].clone();
+    save(
+        &rules,
+        &format!("{pma}{}", THRESHOLD.replace("    threshold: {count: 3, within: 1m, group_by: [client_ip]}\n", "")),
+    );
+    assert!(wait_for(Duration::from_secs(15), || last_reload(&env.root)["at"] != before), "no reload: {}", d.stderr());
+    let r = last_reload(&env.root);
+    assert_eq!((r["ok"].as_bool(), r["rules_reloaded"].as_bool()), (Some(false), Some(true)), "{r}");
+    let (line, _) = position(&text, "detection.threshold");
+    let at = format!("{}:{line}:", dir.join("sighting.json.j2").display());
+    let errors = r["errors"].to_string();
+    assert!(errors.contains(&at) && errors.contains("t.burst") && errors.contains("detection.threshold"), "{r}");
+    d.signal("TERM");
 }

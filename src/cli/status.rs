@@ -105,6 +105,12 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     match &s.last_reload {
         None => println!("last reload: none"),
         Some(r) if r.ok => println!("last reload: {} ok ({} rules kept their state)", r.at, r.state_kept),
+        Some(r) if r.rules_reloaded => {
+            println!("last reload: {} FAILED for an action (the rules did reload; it keeps what it had):", r.at);
+            for e in &r.errors {
+                println!("  {e}");
+            }
+        }
         Some(r) => {
             println!("last reload: {} FAILED, previous rules still running:", r.at);
             for e in &r.errors {

@@ -333,6 +333,13 @@ pub fn render(a: RenderArgs) -> Result<i32> {
                 // Incidents aggregate what `run` would send: the detections of rules naming
                 // the action, up to and including the rule's own first one.
                 let ours = d.rule.id == a.rule || d.also.contains(&a.rule);
+                if ours && d.rule.id != a.rule {
+                    eprintln!(
+                        "note: rule {:?} fired in the detection of {:?} (one detection per class and line), \
+                         whose templates render it",
+                        a.rule, d.rule.id
+                    );
+                }
                 if ours || d.actions.iter().any(|x| x == ACTION_NAME) {
                     match composer.compose(&d) {
                         Ok((_, bundle)) if ours => found = Some(bundle),

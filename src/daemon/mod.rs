@@ -317,6 +317,7 @@ impl Daemon {
                 self.infos.clear();
                 report.ok = errors.is_empty();
                 report.errors = errors;
+                report.rules_reloaded = true;
                 self.reloads.0 += 1;
                 self.publish_rules();
                 tracing::info!(rules = self.status.rules, state_kept = report.state_kept, "rules reloaded");

@@ -73,8 +73,13 @@ pub struct Reload {
     pub ok: bool,
     /// Rules whose threshold/suppression state was kept.
     pub state_kept: usize,
-    /// Problems that kept the previous rule set running (file:line:col: ...).
+    /// Problems that kept the previous rule set running (file:line:col: ...), or, when the
+    /// rules did reload, an action's (templates that did not load: the action keeps its
+    /// previous ones).
     pub errors: Vec<String>,
+    /// True when the new rule set is running (only an action's reload may have failed).
+    #[serde(default)]
+    pub rules_reloaded: bool,
 }
 
 impl Status {
