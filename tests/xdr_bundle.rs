@@ -184,3 +184,36 @@ fn distinct_values_are_described_in_the_sighting() {
     let b = r.render("auth.spray", &ctx_with(json!({}), "line"), true).unwrap().bundle;
     assert!(!b["sightings"][0]["description"].as_str().unwrap().contains("distinct"));
 }
+
+/// The shipped templates render, and validate, for every shipped rule: with a detection of its
+/// first `match` example (its real fields), and with hostile and sparse detections shaped like
+/// its own (threshold and sequence details included), names being strict.
+#[test]
+fn shipped_templates_render_for_every_shipped_rule() {
+    use trapline::action::xdr::bundle::{sample_context_of, sample_detection};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let loaded = trapline::rule::load::load_paths(&[dir]).unwrap();
+    let rules = trapline::engine::RuleSet::compile(
+        &loaded,
+        &trapline::pipeline::setup::compile_options(),
+        trapline::parse::FieldRegistry::default(),
+    )
+    .unwrap();
+    let r = load(&shipped()).unwrap();
+    let samples = trapline::authoring::examples::sample_detections(&loaded, &rules, &|_| None);
+    let with_examples = loaded.rules.iter().filter(|l| !l.rule.examples.should_match.is_empty()).count();
+    assert_eq!(samples.len(), with_examples, "every rule with a `match` example has a sample");
+    for d in &samples {
+        let ctx = sample_context_of(d, false, &base(), "trapline");
+        r.render(&d.rule.id, &ctx, true).unwrap_or_else(|e| panic!("{}: {e}", d.rule.id));
+    }
+    let shapes = trapline::action::xdr::shapes(&rules);
+    assert!(shapes.values().any(|d| d.threshold.is_some()) && shapes.values().any(|d| d.sequence.is_some()));
+    for (id, shape) in &shapes {
+        for hostile in [true, false] {
+            let ctx = sample_context_of(&sample_detection(shape, hostile), hostile, &base(), "trapline");
+            let b = r.render(id, &ctx, true).unwrap_or_else(|e| panic!("{id}: {e}")).bundle;
+            assert_eq!(b["sightings"].as_array().map(Vec::len), Some(1), "{id}");
+        }
+    }
+}
