@@ -164,6 +164,8 @@ fn render_takes_a_log_that_fires_a_threshold_or_sequence_rule() {
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
     let log = log.to_str().unwrap();
 
+    let (code, _, err) = run(&["render", "--config", cfg, "--rule", "t.burst"]);
+    assert_eq!(code, 2, "--line or --file is required: {err}");
     // A single line cannot fire a threshold rule: the message says what to do instead.
     let (code, _, err) = run(&["render", "--config", cfg, "--rule", "t.burst", "--line", &lines[0]]);
     assert_eq!(code, 1);

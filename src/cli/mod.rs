@@ -78,7 +78,8 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Cisco XDR: local sandbox, credential check, purge of what trapline created.
     Xdr(xdr::XdrArgs),
-    /// Print the exact XDR bundle a log line would produce for a rule.
+    /// Print the exact XDR bundle a log line (or, with --file, the first detection of a log) would
+    /// produce for a rule.
     Render(xdr::RenderArgs),
     /// Web roots: accept the files as they are now after a deploy.
     Webroot(webroot::WebrootArgs),
