@@ -349,7 +349,7 @@ fn a_rule_edit_rechecks_its_own_templates() {
     assert!(wait_for(Duration::from_secs(15), || last_reload(&env.root)["at"] != before), "no reload: {}", d.stderr());
     let r = last_reload(&env.root);
     assert_eq!((r["ok"].as_bool(), r["rules_reloaded"].as_bool()), (Some(false), Some(true)), "{r}");
-    let (line, _) = position(&text, "detection.threshold");
+    let (line, _) = position(&text, "detection.threshold.count");
     let at = format!("{}:{line}:", dir.join("sighting.json.j2").display());
     let errors = r["errors"].to_string();
     assert!(errors.contains(&at) && errors.contains("t.burst") && errors.contains("detection.threshold"), "{r}");

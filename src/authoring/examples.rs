@@ -106,9 +106,7 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
                 _ if !scratch.record.parsed => report.failures.push(failure(unparsed("match", i))),
                 Ok(()) => match rules.holding_exception(ri, line.as_bytes(), &mut scratch, true) {
                     None => report.passed += 1,
-                    Some(_) => {
-                        report.failures.push(failure("did not match: the rule's `except` holds it back".into()))
-                    }
+                    Some(_) => report.failures.push(failure("did not match: the rule's `except` holds it back".into())),
                 },
                 Err(at) => report.failures.push(failure(format!("did not match: {at} is false"))),
             }
