@@ -12,6 +12,9 @@ impl RuleSet {
     pub fn explain_rule(&self, rule: usize, parser: &Parser, line: &[u8], s: &mut Scratch) -> Result<(), String> {
         parser.parse(line, &mut s.record, self.registry.len());
         s.cache.next_line(self.views.len());
+        if let Err(i) = self.extract(rule, line, &mut s.record, &mut s.extract) {
+            return Err(format!("extract[{i}]"));
+        }
         let time = EventTime::Parse(parser);
         let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
         self.rules[rule].node.explain(&mut cx, "match")
@@ -21,6 +24,15 @@ impl RuleSet {
     /// [`RuleSet::explain_rule`]) looked at on the line last given to `explain_rule`, as
     /// `field[transforms] = "value"`, or `field absent`.
     pub fn describe_condition(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<String> {
+        if let Some(i) = path.strip_prefix("extract[").and_then(|p| p.strip_suffix(']')?.parse::<usize>().ok()) {
+            // An extract that did not match: what its regex read.
+            let st = self.rules[rule].extract.as_ref()?.steps.get(i)?;
+            let name = self.registry.name(st.from);
+            return Some(match s.record.get(line, st.from) {
+                Some(v) => format!("{name} = {:?}, which its regex does not match", String::from_utf8_lossy(v)),
+                None => format!("{name} is absent"),
+            });
+        }
         let Node::Leaf(leaf) = self.node_at(rule, path)? else { return None };
         let v = self.views.get(leaf.view);
         let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();

@@ -18,6 +18,7 @@ pub mod condition;
 pub mod content;
 pub mod detection;
 pub mod detector;
+pub mod extract;
 pub mod literal;
 pub mod prefilter;
 pub mod sequence;
@@ -57,6 +58,8 @@ pub struct Scratch {
     pub time: TimeCache,
     pub key_buf: Vec<u8>,
     prefilter: PrefilterScratch,
+    /// Capture locations of the rules' `extract` regexes.
+    pub extract: extract::ExtractScratch,
 }
 
 impl RuleSet {
@@ -71,7 +74,12 @@ impl RuleSet {
         }
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
-        for (rule, req) in compiled.into_iter().flatten().flatten() {
+        let mut slots = 0;
+        for (mut rule, req) in compiled.into_iter().flatten().flatten() {
+            for st in rule.extract.iter_mut().flat_map(|x| x.steps.iter_mut()) {
+                st.slot = slots;
+                slots += 1;
+            }
             // A disabled rule is validated, then kept out of the prefilter entirely.
             let req = if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) };
             if tracing::enabled!(tracing::Level::DEBUG) {
@@ -131,6 +139,34 @@ impl RuleSet {
             time: TimeCache::default(),
             key_buf: Vec::new(),
             prefilter: PrefilterScratch::default(),
+            extract: extract::ExtractScratch::new(
+                self.rules.iter().flat_map(|r| r.extract.iter().flat_map(|x| x.steps.iter().map(|s| &s.re))),
+            ),
+        }
+    }
+
+    /// Runs rule `rule`'s `extract` on a parsed record (nothing without one). `Err(i)`: its
+    /// step `i` did not match, so neither does the rule.
+    pub fn extract(
+        &self,
+        rule: usize,
+        line: &[u8],
+        rec: &mut Record,
+        s: &mut extract::ExtractScratch,
+    ) -> Result<(), usize> {
+        match &self.rules[rule].extract {
+            Some(x) => x.apply(line, rec, s),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a detection of rule `rule` shows field `id`: a rule sees its own captures in
+    /// place of the parsed fields of the same names, and no other rule's.
+    pub fn shows_field(&self, rule: usize, id: crate::parse::FieldId) -> bool {
+        let scope = self.registry.scope(id);
+        match &self.rules[rule].extract {
+            Some(x) => x.shows(scope, self.registry.name(id)),
+            None => scope == 0,
         }
     }
 
@@ -152,6 +188,12 @@ impl RuleSet {
             return s.record.parsed;
         }
         for i in s.cand.ones() {
+            // Only now, for a candidate: other lines never pay for a rule's extract.
+            if let Some(x) = &self.rules[i].extract
+                && x.apply(line, &mut s.record, &mut s.extract).is_err()
+            {
+                continue;
+            }
             let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
             if self.rules[i].node.eval(&mut cx) {
                 s.hits.push(i as u32);

@@ -98,11 +98,14 @@ pub struct FieldRegistry {
     /// Shared, so that every detection names its fields without copying the names.
     names: Vec<std::sync::Arc<str>>,
     ids: HashMap<String, FieldId>,
+    /// Per id: 0 for a field every rule sees, else the extract scope of the one rule whose
+    /// `extract` fills it (see [`FieldRegistry::intern_scoped`]).
+    scopes: Vec<u32>,
 }
 
 impl Default for FieldRegistry {
     fn default() -> Self {
-        let mut r = FieldRegistry { names: Vec::new(), ids: HashMap::new() };
+        let mut r = FieldRegistry { names: Vec::new(), ids: HashMap::new(), scopes: Vec::new() };
         for n in std_fields::NAMES {
             r.intern(n);
         }
@@ -118,8 +121,25 @@ impl FieldRegistry {
         }
         let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
         self.names.push(name.into());
+        self.scopes.push(0);
         self.ids.insert(name.to_string(), id);
         id
+    }
+
+    /// A new id for a field that one rule's `extract` fills (`scope` > 0, one per such rule).
+    /// It is shown as `name`, but [`FieldRegistry::get`] never finds it: formats, the
+    /// source's own fields and other rules keep the field of that name they had, so a value
+    /// extracted for one rule cannot leak into another rule's view of the line.
+    pub fn intern_scoped(&mut self, scope: u32, name: &str) -> FieldId {
+        let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
+        self.names.push(name.into());
+        self.scopes.push(scope);
+        id
+    }
+
+    /// The extract scope of `id` (0: a field of every rule).
+    pub fn scope(&self, id: FieldId) -> u32 {
+        self.scopes.get(id as usize).copied().unwrap_or(0)
     }
 
     pub fn get(&self, name: &str) -> Option<FieldId> {
@@ -143,9 +163,10 @@ impl FieldRegistry {
         self.names.is_empty()
     }
 
-    /// Every (id, name), in id order.
+    /// Every (id, name) of the fields every rule sees, in id order (not those of one rule's
+    /// `extract`).
     pub fn iter(&self) -> impl Iterator<Item = (FieldId, &str)> {
-        self.names.iter().enumerate().map(|(i, n)| (i as FieldId, &**n))
+        self.names.iter().enumerate().filter(|(i, _)| self.scopes[*i] == 0).map(|(i, n)| (i as FieldId, &**n))
     }
 }
 
@@ -212,6 +233,14 @@ impl Record {
     pub fn set_owned_range(&mut self, id: FieldId, range: Range<usize>) {
         if let Some(slot) = self.values.get_mut(id as usize) {
             *slot = Some(Span::Owned(range.start as u32..range.end as u32));
+        }
+    }
+
+    /// Sets (or, with `None`, clears) the span of `id` as it is.
+    #[inline]
+    pub fn set_span(&mut self, id: FieldId, span: Option<Span>) {
+        if let Some(slot) = self.values.get_mut(id as usize) {
+            *slot = span;
         }
     }
 

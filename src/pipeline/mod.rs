@@ -223,6 +223,11 @@ impl Pipeline {
                 crate::event::Origin::Line { content, offset: block.offset + h.start as u64, line_number: h.line };
             let ev = Event::line(raw, origin, arrival, truncated);
             source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
+            // The fields the firing rules extracted when the line was matched.
+            for f in &self.fired {
+                let s = &mut self.scratch;
+                let _ = rules.extract(f.rule as usize, raw, &mut s.record, &mut s.extract);
+            }
             let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
             self.out.clear();
             for f in &self.fired {
