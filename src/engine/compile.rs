@@ -147,6 +147,10 @@ impl Compiler<'_> {
             self.err_of(ErrorKind::UnknownReference, r, path, format!("invalid field name {name:?}"));
             return None;
         }
+        if let Err(e) = crate::parse::json::parse_path(name) {
+            self.err_of(ErrorKind::UnknownReference, r, path, format!("invalid field path {name:?}: {e}"));
+            return None;
+        }
         Some(self.registry.intern(name))
     }
 
@@ -582,7 +586,7 @@ impl Compiler<'_> {
                 }
             };
             let view = self.views.intern(View { field: std_fields::LINE, transforms: Vec::new() });
-            return Some((Node::Leaf(Leaf { view, op: Op::Time(when) }), Requirement::Always));
+            return Some((Node::Leaf(Leaf { view, op: Op::Time(when), each: false }), Requirement::Always));
         }
         let field = match &c.field {
             Some(f) => self.field(r, &format!("{path}.field"), f)?,
@@ -644,6 +648,10 @@ impl Compiler<'_> {
         // A captured field is filled after the prefilter ran: its literals are looked for in
         // the field it is a part of (a literal of the part is one of the whole), and through
         // transforms (which may not treat a part as they treat the whole) not at all.
+        // Over the elements of a list, the literals are looked for in the elements' joined
+        // text, which holds each element as it is, but not as a transform turns it.
+        let each = c.field.as_deref().is_some_and(|f| f.ends_with("[*]"));
+        let req = if each && !c.transforms.is_empty() { Requirement::Always } else { req };
         let req = match (self.extract_root(field), req) {
             (None, req) | (Some(_), req @ Requirement::Always) => req,
             (Some(root), Requirement::AnyOf(lits)) if c.transforms.is_empty() => {
@@ -652,7 +660,7 @@ impl Compiler<'_> {
             }
             (Some(_), Requirement::AnyOf(_)) => Requirement::Always,
         };
-        Some((Node::Leaf(Leaf { view, op }), req))
+        Some((Node::Leaf(Leaf { view, op, each }), req))
     }
 
     fn regex(&mut self, r: &LoadedRule, v: &Values, view: ViewId, cs: bool, path: &str) -> Option<(Op, Requirement)> {
@@ -768,9 +776,13 @@ pub(crate) fn build_regex(p: &str, case_sensitive: bool) -> Result<regex::bytes:
         .build()
 }
 
-/// Letters, digits and `_ . - @`: what field names (JSON keys, captures) are made of.
+/// Letters, digits and `_ . - @`: what field names (JSON keys, captures) are made of, and
+/// `[N]` / `[*]` for JSON array elements (checked by [`crate::parse::json::parse_path`]).
 fn valid_field_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'))
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@' | b'[' | b']' | b'*'))
 }
 
 fn one_line(s: &str) -> String {

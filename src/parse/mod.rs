@@ -184,13 +184,20 @@ pub enum Span {
 pub struct Record {
     values: Vec<Option<Span>>,
     scratch: Vec<u8>,
+    /// The elements of arrays read as lists (`headers.X-Forwarded-For[*]`), back to back.
+    elems: Vec<Span>,
+    /// Per list field: its range of `elems`.
+    lists: Vec<(FieldId, Range<u32>)>,
+    /// Elements of the arrays being read, a stack: a nested array's elements are moved to
+    /// `elems` when it ends, so each array's elements end up contiguous.
+    pending: Vec<Span>,
     /// True when the format recognised the line.
     pub parsed: bool,
 }
 
 impl Record {
     pub fn new(fields: usize) -> Self {
-        Record { values: vec![None; fields], scratch: Vec::new(), parsed: false }
+        Record { values: vec![None; fields], ..Record::default() }
     }
 
     /// Clears all fields, keeping the allocations.
@@ -201,8 +208,15 @@ impl Record {
         for v in &mut self.values {
             *v = None;
         }
+        self.clear_lists();
         self.scratch.clear();
         self.parsed = false;
+    }
+
+    fn clear_lists(&mut self) {
+        self.elems.clear();
+        self.lists.clear();
+        self.pending.clear();
     }
 
     /// Clears every field (and the scratch buffer) but keeps the table size: what a parser
@@ -211,6 +225,7 @@ impl Record {
         for v in &mut self.values {
             *v = None;
         }
+        self.clear_lists();
         self.scratch.clear();
         self.parsed = false;
     }
@@ -286,6 +301,54 @@ impl Record {
             Some(Span::Raw(r)) => line.get(r.start as usize..r.end as usize),
             Some(Span::Owned(r)) => self.scratch.get(r.start as usize..r.end as usize),
         }
+    }
+
+    /// The bytes a span points at.
+    #[inline]
+    pub fn bytes<'a>(&'a self, line: &'a [u8], span: &Span) -> Option<&'a [u8]> {
+        match span {
+            Span::Raw(r) => line.get(r.start as usize..r.end as usize),
+            Span::Owned(r) => self.scratch.get(r.start as usize..r.end as usize),
+        }
+    }
+
+    /// The elements of list field `id` (`None`: the field is not a list on this line; its
+    /// value, if any, is then its one element).
+    #[inline]
+    pub fn list(&self, id: FieldId) -> Option<&[Span]> {
+        let (_, r) = self.lists.iter().find(|(f, _)| *f == id)?;
+        self.elems.get(r.start as usize..r.end as usize)
+    }
+
+    /// The elements of the array being read: where its own start (see [`Record::pending`]).
+    pub(crate) fn pending_mark(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn push_pending(&mut self, span: Span) {
+        self.pending.push(span);
+    }
+
+    /// The array whose elements start at `mark` ended: its elements as they stand.
+    pub(crate) fn pending_since(&self, mark: usize) -> &[Span] {
+        self.pending.get(mark..).unwrap_or_default()
+    }
+
+    /// The array whose elements start at `mark` ended: they become the list of each of
+    /// `ids` (when there are any), and leave the stack.
+    pub(crate) fn finish_pending(&mut self, mark: usize, ids: &[FieldId]) {
+        if !ids.is_empty() {
+            let start = self.elems.len() as u32;
+            self.elems.extend(self.pending.drain(mark.min(self.pending.len())..));
+            let end = self.elems.len() as u32;
+            for &id in ids {
+                if (id as usize) < self.values.len() {
+                    self.lists.retain(|(f, _)| *f != id);
+                    self.lists.push((id, start..end));
+                }
+            }
+        }
+        self.pending.truncate(mark);
     }
 
     /// True when the value of `id` is a verbatim slice of the raw line (so a literal search over
