@@ -360,8 +360,11 @@ pub struct Condition {
     /// The field the operator looks at: `line` (default, the raw line), a standard field
     /// (`client_ip`, `method`, `uri`, `path`, `query`, `protocol`, `request`, `status`, `bytes`,
     /// `referer`, `user_agent`, `time`, `host`, `program`, `pid`, `message`, `level`, `module`,
-    /// `user`, `ident`) or a named capture / JSON key of the source's format. A missing field
-    /// never matches (except under `not`, and `exists: false`).
+    /// `user`, `ident`), a named capture / JSON key of the source's format, or a field of the
+    /// rule's `extract`. A JSON path may index arrays (`headers.User-Agent[0]`,
+    /// `chain[1].issuer`) and may end in `[*]`: then the condition holds when it holds for at
+    /// least one element. A missing field never matches (except under `not`, and
+    /// `exists: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// Normalising transforms applied to the field, in order, before the operator. Without
