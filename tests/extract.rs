@@ -225,3 +225,81 @@ fn extract_errors_are_positioned() {
     );
     assert!(text.contains("r.yml:5:14") && text.contains("cannot have `extract`"), "{text}");
 }
+
+/// The prefilter never hides a match of a rule with `extract` (its regexes' literals, and
+/// literals of conditions on captured fields looked for in the field they come from) or of a
+/// condition over list elements: the candidate path gives what evaluating every rule gives.
+#[test]
+fn prefilter_agrees_with_brute_force_for_extracts_and_lists() {
+    use trapline::engine::RuleSet;
+    use trapline::parse::{FieldRegistry, TimeSettings};
+    use trapline::rule::load::{SourceFile, load_sources};
+    let json_rules = r#"
+  - id: j.any
+    title: any element
+    severity: low
+    formats: [json]
+    match: {field: "h.a[*]", equals: [sqlmap, "10.0.0.1"]}
+  - id: j.any-decoded
+    title: any element decoded
+    severity: low
+    formats: [json]
+    match: {field: "h.a[*]", transforms: [url_decode], contains: "<script"}
+  - id: j.index
+    title: an element by index
+    severity: low
+    formats: [json]
+    match: {field: "h.a[1]", starts_with: nikto}
+  - id: j.extract-from-element
+    title: extract over an element
+    severity: low
+    formats: [json]
+    extract: [{field: "h.a[0]", regex: 'id=(?P<id>\d+)'}]
+    match: {field: id, equals: "42"}
+"#;
+    let text = format!("{RULES}{json_rules}");
+    let loaded = load_sources(vec![SourceFile { path: "r.yml".into(), text }]).unwrap();
+    let rules =
+        RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default()).unwrap();
+    let mut lines: Vec<(&str, String)> = mail_log().lines().map(|l| ("syslog", l.to_string())).collect();
+    for l in [
+        r#"{"h":{"a":["x","sqlmap"]}}"#,
+        r#"{"h":{"a":["%3Cscript%3E","nikto/2"]}}"#,
+        r#"{"h":{"a":"10.0.0.1"}}"#,
+        r#"{"h":{"a":["id=42","nikto"]}}"#,
+        r#"{"h":{"a":["id=4\u0032",[1,"sqlmap"],{"x":"sqlmap"}]}}"#,
+        r#"{"h":{"a":["SQLMAP","%253Cscript"]}}"#,
+        r#"{"h":{"a":[]}}"#,
+    ] {
+        lines.push(("json", l.to_string()));
+    }
+    let mut checked = 0;
+    let mut hit = std::collections::BTreeSet::new();
+    let mut s = rules.scratch();
+    for (fmt, line) in &lines {
+        for variant in [line.clone(), line.to_uppercase(), line.replace("SASL", "sasl")] {
+            let mut parser = trapline::config::parser_for(
+                fmt,
+                &Default::default(),
+                TimeSettings::default(),
+                &mut FieldRegistry::default(),
+            )
+            .unwrap();
+            parser.bind(&rules.registry);
+            let all = rules.applicable("any", fmt);
+            rules.match_line(&parser, &all, variant.as_bytes(), &mut s);
+            let fast = s.hits.clone();
+            let brute: Vec<u32> = (0..rules.rules.len())
+                .filter(|&i| all.get(i) && rules.explain_rule(i, &parser, variant.as_bytes(), &mut s).is_ok())
+                .map(|i| i as u32)
+                .collect();
+            assert_eq!(fast, brute, "prefilter disagrees on {variant}");
+            checked += usize::from(!brute.is_empty());
+            hit.extend(brute.iter().map(|&i| rules.rules[i as usize].id.clone()));
+        }
+    }
+    assert!(checked > 10, "{checked}");
+    // Every rule matched some line (line 3 of the mail log matches none of them).
+    let ids: std::collections::BTreeSet<String> = rules.rules.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(hit, ids);
+}
