@@ -187,3 +187,20 @@ fn hostile_json_lines_do_not_stop_the_scan() {
     assert!(got.contains(&(3, "caddy.any-agent-encoded".to_string())), "{got:?}");
     assert!(got.iter().all(|(l, _)| *l <= 3 || *l == 6), "{got:?}");
 }
+
+/// `test --coverage` judges a value of a condition over list elements element by element:
+/// `a` is exercised by a line whose second element is `a`, `b` by none.
+#[test]
+fn coverage_looks_at_each_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.yml");
+    std::fs::write(
+        &p,
+        "rules:\n  - id: j.cov\n    title: t\n    severity: low\n    formats: [json]\n    match: {field: \"h[*]\", equals: [a, b]}\n    examples:\n      match: ['{\"h\":[\"x\",\"a\"]}']\n      no_match: ['{\"h\":[\"x\"]}']\n",
+    )
+    .unwrap();
+    let out = trapline(&["test", "--coverage", p.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 passed, 0 failed"), "{text}");
+    assert!(text.contains("value \"b\" (") && !text.contains("value \"a\" ("), "{text}");
+}

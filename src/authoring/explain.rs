@@ -88,7 +88,11 @@ impl RuleSet {
             CoveragePoint::Alternative(path) => self.eval_at(rule, path, line, s) == Some(true),
             CoveragePoint::Value { path, index, .. } => {
                 let Some(Node::Leaf(leaf)) = self.node_at(rule, path) else { return false };
-                s.cache.get(leaf.view, &self.views, line, &s.record).is_some_and(|v| leaf.op.value_holds(*index, v))
+                let holds = |v: Option<&[u8]>| v.is_some_and(|v| leaf.op.value_holds(*index, v));
+                if leaf.each {
+                    return s.cache.any_element(leaf.view, &self.views, line, &s.record, holds);
+                }
+                holds(s.cache.get(leaf.view, &self.views, line, &s.record))
             }
         }
     }

@@ -251,7 +251,7 @@ impl Leaf {
             return w.contains(cx.time());
         }
         if self.each {
-            return cx.cache.any_element(self.view, cx.views, cx.line, cx.record, &self.op);
+            return cx.cache.any_element(self.view, cx.views, cx.line, cx.record, |v| self.op.test(v));
         }
         self.op.test(cx.cache.get(self.view, cx.views, cx.line, cx.record))
     }

@@ -6,7 +6,6 @@
 
 use std::ops::Range;
 
-use super::condition::Op;
 use super::transform;
 use crate::parse::{FieldId, Record};
 use crate::rule::Transform;
@@ -100,24 +99,31 @@ impl ViewCache {
         }
     }
 
-    /// Whether `op` holds for at least one element of the list under view `id`, each
+    /// Whether `test` holds for at least one element of the list under view `id`, each
     /// element through the view's transforms. A field that is not a list on this line is
-    /// the list of its one value; with no element at all, `op` sees an absent value.
-    pub fn any_element(&mut self, id: ViewId, views: &Views, line: &[u8], rec: &Record, op: &Op) -> bool {
+    /// the list of its one value; with no element at all, `test` sees an absent value.
+    pub fn any_element(
+        &mut self,
+        id: ViewId,
+        views: &Views,
+        line: &[u8],
+        rec: &Record,
+        mut test: impl FnMut(Option<&[u8]>) -> bool,
+    ) -> bool {
         let v = views.get(id);
         let Some(list) = rec.list(v.field) else {
-            return op.test(self.get(id, views, line, rec));
+            return test(self.get(id, views, line, rec));
         };
         if list.is_empty() {
-            return op.test(None);
+            return test(None);
         }
         list.iter().any(|span| {
             let Some(raw) = rec.bytes(line, span) else { return false };
             if v.transforms.is_empty() {
-                return op.test(Some(raw));
+                return test(Some(raw));
             }
             transform::apply(&v.transforms, raw, &mut self.out, &mut self.tmp);
-            op.test(Some(&self.out))
+            test(Some(&self.out))
         })
     }
 
