@@ -303,3 +303,24 @@ fn prefilter_agrees_with_brute_force_for_extracts_and_lists() {
     let ids: std::collections::BTreeSet<String> = rules.rules.iter().map(|r| r.id.clone()).collect();
     assert_eq!(hit, ids);
 }
+
+/// `trapline run` (the live path, one event at a time) gives the detection the scan gives:
+/// grouped by the extracted address, with the captures among its fields in the log output.
+#[test]
+fn run_detects_with_extracted_fields() {
+    let plain = RULES.replace(", distinct: mech}", "}");
+    let (_dir, root) = common::project(
+        Some(&plain),
+        "rules: [rules]\ntimezone: UTC\nsources:\n  - name: mail\n    paths: [\"-\"]\n    format: syslog\nactions:\n  log: {path: out.txt, console: false}\n",
+    );
+    let (_, stderr) = common::run_piped(&root, &mail_log());
+    let got = common::detections(&root.join("out.txt"));
+    let postfix: Vec<_> = got.iter().filter(|d| d["rule"]["id"] == "mail.auth.brute").collect();
+    assert_eq!(postfix.len(), 1, "{got:?} {stderr}");
+    assert_eq!(postfix[0]["fields"]["client_ip"], "203.0.113.7");
+    assert_eq!(postfix[0]["fields"]["mech"], "LOGIN");
+    assert_eq!(postfix[0]["threshold"]["group"]["client_ip"], "203.0.113.7");
+    let relay: Vec<_> = got.iter().filter(|d| d["rule"]["id"] == "mail.internal-relay").collect();
+    assert_eq!(relay.len(), 1, "{got:?}");
+    assert_eq!(relay[0]["fields"]["client_ip"], "10.9.9.9");
+}
