@@ -324,3 +324,29 @@ fn run_detects_with_extracted_fields() {
     assert_eq!(relay.len(), 1, "{got:?}");
     assert_eq!(relay[0]["fields"]["client_ip"], "10.9.9.9");
 }
+
+/// Suppression without `group_by` keys on the rule's own `client_ip` when its extract
+/// captures one (not on the address the format parsed, absent from these lines).
+#[test]
+fn default_suppression_keys_on_the_extracted_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.yml");
+    let text = RULES.replace(
+        "    threshold: {count: 3, within: 1m, group_by: [client_ip], distinct: mech}\n",
+        "    suppress: {for: 10m}\n",
+    );
+    assert_ne!(text, RULES);
+    std::fs::write(&rules, text).unwrap();
+    let log = dir.path().join("mail.log");
+    std::fs::write(&log, mail_log()).unwrap();
+    let out =
+        trapline(&["scan", "--json", "--format", "syslog", "--rules", rules.to_str().unwrap(), log.to_str().unwrap()]);
+    let dets = detections(&out);
+    let mut ips: Vec<String> = dets
+        .iter()
+        .filter(|d| d["rule"]["id"] == "mail.auth.brute")
+        .map(|d| d["fields"]["client_ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    assert_eq!(ips, ["198.51.100.0", "198.51.100.1", "198.51.100.2", "198.51.100.3", "203.0.113.50", "203.0.113.7"]);
+}

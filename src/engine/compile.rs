@@ -376,7 +376,13 @@ impl Compiler<'_> {
             }
             None => match threshold {
                 Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
-                _ => vec![std_fields::CLIENT_IP],
+                // The rule's own `client_ip` when its extract captures one.
+                _ => vec![
+                    self.extracted
+                        .iter()
+                        .find(|(n, _, _)| n == "client_ip")
+                        .map_or(std_fields::CLIENT_IP, |(_, id, _)| *id),
+                ],
             },
         };
         Some(SuppressSpec { duration: s.duration.0, group_by })
