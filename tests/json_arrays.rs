@@ -134,7 +134,12 @@ fn index_and_any_element_conditions_on_caddy_lines() {
     let out =
         trapline(&["explain", "--format", "json", "--rules", rules.to_str().unwrap(), "--fields", "--line", &lines[1]]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("request.headers.X-Forwarded-For[*] = \"198.51.100.1, 10.1.2.3\""), "{text}");
+    assert!(
+        text.contains(
+            "request.headers.X-Forwarded-For[*] = \"198.51.100.1, 10.1.2.3\"\n    [0] = \"198.51.100.1\"\n    [1] = \"10.1.2.3\"\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

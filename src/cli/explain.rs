@@ -119,6 +119,16 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
         }
         for (name, value, by) in fields {
             println!("  {name} = \"{}\"{by}", escape(&value));
+            // A list (`[*]`): each element, as conditions on it see them.
+            let Some(list) = rules.registry.get(name).and_then(|id| scratch.record.list(id)) else { continue };
+            const SHOWN: usize = 32;
+            for (k, span) in list.iter().take(SHOWN).enumerate() {
+                let v = scratch.record.bytes(&line, span).unwrap_or_default();
+                println!("    [{k}] = \"{}\"", escape(&String::from_utf8_lossy(v)));
+            }
+            if list.len() > SHOWN {
+                println!("    ... {} more elements", list.len() - SHOWN);
+            }
         }
     }
     match &a.rule {

@@ -430,6 +430,9 @@ impl Scanner<'_> {
             rec.set_raw(id, r.clone());
             self.found += 1;
         }
+        for &id in &node.each {
+            rec.clear_list(id);
+        }
     }
 
     fn store_string(&mut self, node: &Node, s: &Str, rec: &mut Record) -> Res<()> {
@@ -445,6 +448,9 @@ impl Scanner<'_> {
         let end = rec.scratch().len();
         for &id in node.fields.iter().chain(&node.each) {
             rec.set_owned_range(id, start..end);
+        }
+        for &id in &node.each {
+            rec.clear_list(id);
         }
         self.found += node.fields.len() + node.each.len();
         Ok(())
@@ -683,6 +689,11 @@ mod tests {
         assert_eq!(get(&r, l, &reg, "s[*]"), Some(&b"one"[..]));
         assert!(r.list(reg.get("s[*]").unwrap()).is_none());
         assert_eq!(list("e[*]"), Vec::<String>::new());
+        // A key given twice: the last value wins, list or not.
+        let l = br#"{"e":["a","b"],"e":"c"}"#;
+        let (_, r) = run(&j, &reg, l);
+        assert_eq!(get(&r, l, &reg, "e[*]"), Some(&b"c"[..]));
+        assert!(r.list(reg.get("e[*]").unwrap()).is_none());
         // A literal dotted key holding the array.
         let l = br#"{"h.xff":["a","b"]}"#;
         let (_, r) = run(&j, &reg, l);

@@ -320,6 +320,14 @@ impl Record {
         self.elems.get(r.start as usize..r.end as usize)
     }
 
+    /// Forgets the list of `id` (its value is no longer an array: a key given twice).
+    #[inline]
+    pub(crate) fn clear_list(&mut self, id: FieldId) {
+        if !self.lists.is_empty() {
+            self.lists.retain(|(f, _)| *f != id);
+        }
+    }
+
     /// The elements of the array being read: where its own start (see [`Record::pending`]).
     pub(crate) fn pending_mark(&self) -> usize {
         self.pending.len()
