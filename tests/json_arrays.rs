@@ -43,6 +43,11 @@ const RULES: &str = r#"rules:
         - {field: "request.headers.User-Agent[*]", exists: true}
         - not: {field: "request.headers.User-Agent[*]", starts_with: Mozilla/}
     threshold: {count: 2, within: 1m, group_by: ["request.remote_ip"]}
+  - id: caddy.last-hop-internal
+    title: the proxy nearest to us was reached from the internal network
+    severity: low
+    formats: [json]
+    match: {field: "request.headers.X-Forwarded-For[-1]", cidr: [10.0.0.0/8]}
 "#;
 
 fn caddy(ip: &str, sec: u32, headers: &str, extra: &str) -> String {
@@ -111,6 +116,7 @@ fn index_and_any_element_conditions_on_caddy_lines() {
     let want: Vec<(u64, String)> = [
         (2, "caddy.xff-internal"),
         (2, "caddy.first-agent-scanner"),
+        (2, "caddy.last-hop-internal"),
         (3, "caddy.any-agent-encoded"),
         (4, "caddy.second-cert"),
         (5, "caddy.xff-internal"),
@@ -146,9 +152,12 @@ fn index_and_any_element_conditions_on_caddy_lines() {
 fn bad_paths_are_positioned_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r.yml");
-    for (field, what) in
-        [("a[*].b", "[*] must end the path"), ("a[x]", "an index is a number"), ("a[0", "write an index as [0] or [*]")]
-    {
+    for (field, what) in [
+        ("a[*].b", "[*] must end the path"),
+        ("a[x]", "an index is a number"),
+        ("a[-2]", "-1 (the last)"),
+        ("a[0", "write an index as [0] or [*]"),
+    ] {
         std::fs::write(
             &p,
             format!("rules:\n  - id: t.x\n    title: x\n    severity: low\n    formats: [json]\n    match: {{field: \"{field}\", exists: true}}\n"),

@@ -13,7 +13,8 @@
 //! an array of strings is the strings joined with `, `.
 //!
 //! Arrays: a path may index one (`headers.Accept[0]`, `chain[1].subject`: 0-based, an
-//! element past the end is absent) or take all its elements (`headers.X-Forwarded-For[*]`,
+//! element past the end is absent; `[-1]` the last, read again once the array has ended) or
+//! take all its elements (`headers.X-Forwarded-For[*]`,
 //! at the end of a path only): that field's value is every element's text (strings decoded,
 //! anything else as its JSON text) joined with `, `, and the record keeps each element apart
 //! for conditions that test the elements one by one ([`Record::list`]). A value that is not
@@ -45,6 +46,8 @@ struct Node {
     children: Vec<(Box<[u8]>, Node)>,
     /// Array elements wanted by index (`[0]`).
     items: Vec<(u32, Node)>,
+    /// The last element (`[-1]`).
+    last: Option<Box<Node>>,
     /// Fields whose value is the value at this path.
     fields: Vec<FieldId>,
     /// Fields that are the elements of the array at this path (`[*]`).
@@ -56,6 +59,8 @@ struct Node {
 pub enum Seg<'a> {
     Key(&'a str),
     Index(u32),
+    /// `[-1]`: the last element.
+    Last,
     /// `[*]`: every element.
     Each,
 }
@@ -80,10 +85,11 @@ pub fn parse_path(path: &str) -> Result<Vec<Seg<'_>>, String> {
             }
             out.push(match idx {
                 "*" => Seg::Each,
+                "-1" => Seg::Last,
                 _ if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => {
                     Seg::Index(idx.parse().map_err(|_| format!("index {idx} is too large"))?)
                 }
-                _ => return Err(format!("[{idx}]: an index is a number from 0, or *")),
+                _ => return Err(format!("[{idx}]: an index is a number from 0, -1 (the last), or *")),
             });
             rest = tail;
         }
@@ -105,7 +111,13 @@ impl Node {
 
     /// Whether an array here is read element by element.
     fn wants_array(&self) -> bool {
-        !self.fields.is_empty() || !self.each.is_empty() || !self.items.is_empty()
+        !self.fields.is_empty() || !self.each.is_empty() || !self.items.is_empty() || self.last.is_some()
+    }
+
+    /// The children that a value which is not an array stands for: `[0]` and `[-1]` of the
+    /// array of that one value.
+    fn sole_element(&self) -> impl Iterator<Item = &Node> {
+        self.item(0).into_iter().chain(self.last.as_deref())
     }
 
     fn insert(&mut self, path: &[Seg<'_>], id: FieldId) {
@@ -129,6 +141,7 @@ impl Node {
                     &mut self.children.last_mut().expect("just pushed").1
                 }
             },
+            Seg::Last => self.last.get_or_insert_with(Box::default),
             Seg::Index(i) => match self.items.iter().position(|(c, _)| *c == i) {
                 Some(p) => &mut self.items[p].1,
                 None => {
@@ -311,16 +324,16 @@ impl Scanner<'_> {
                 let s = self.string()?;
                 self.store_string(node, &s, rec)?;
                 // A value that is not an array is an array of that one value: `[0]` is it.
-                if let Some(first) = node.item(0) {
-                    self.store_string(first, &s, rec)?;
+                for sole in node.sole_element() {
+                    self.store_string(sole, &s, rec)?;
                 }
             }
             b'[' if node.wants_array() => self.array(node, rec)?,
             _ => {
                 self.skip_value()?;
                 self.store_raw(node, start..self.i, rec);
-                if let Some(first) = node.item(0) {
-                    self.store_raw(first, start..self.i, rec);
+                for sole in node.sole_element() {
+                    self.store_raw(sole, start..self.i, rec);
                 }
             }
         }
@@ -339,6 +352,7 @@ impl Scanner<'_> {
         let mark = rec.pending_mark();
         let mut all_strings = true;
         let mut n: u32 = 0;
+        let mut last_at = None;
         loop {
             self.ws();
             if n == 0 && self.need()? == b']' {
@@ -346,6 +360,7 @@ impl Scanner<'_> {
                 break;
             }
             let at = self.i;
+            last_at = Some(at);
             let item = node.item(n);
             if self.need()? == b'"' {
                 let s = self.string()?;
@@ -410,6 +425,13 @@ impl Scanner<'_> {
             self.store_raw(node, start..self.i, rec);
         }
         rec.finish_pending(mark, &node.each);
+        // `[-1]`: only now is the last element known; read it again (one element).
+        if let (Some(child), Some(at)) = (node.last.as_deref(), last_at) {
+            let end = self.i;
+            self.i = at;
+            self.wanted_value(child, rec)?;
+            self.i = end;
+        }
         Ok(())
     }
 
@@ -650,7 +672,7 @@ mod tests {
         assert_eq!(parse_path("x[1][2]"), Ok(vec![Seg::Key("x"), Seg::Index(1), Seg::Index(2)]));
         assert_eq!(parse_path("h.X-F[*]"), Ok(vec![Seg::Key("h"), Seg::Key("X-F"), Seg::Each]));
         for bad in
-            ["a[*].b", "a[*][0]", "a[x]", "a[-1]", "a[", "a[]", "a..b", "[0]", "a.[0]", "a[0]b", "a[99999999999]"]
+            ["a[*].b", "a[*][0]", "a[x]", "a[-2]", "a[", "a[]", "a..b", "[0]", "a.[0]", "a[0]b", "a[99999999999]"]
         {
             assert!(parse_path(bad).is_err(), "{bad}");
         }
@@ -658,9 +680,10 @@ mod tests {
 
     #[test]
     fn elements_by_index_and_as_lists() {
+        assert_eq!(parse_path("a[-1].b"), Ok(vec![Seg::Key("a"), Seg::Last, Seg::Key("b")]));
         let names = [
-            "h.ua[0]", "h.ua[1]", "h.ua[5]", "h.xff[*]", "h.xff", "c[1].s", "c[0]", "n[*]", "m[1][0]", "s[0]", "s[*]",
-            "e[*]",
+            "h.ua[-1]", "c[-1].s", "s[-1]", "e[-1]", "h.ua[0]", "h.ua[1]", "h.ua[5]", "h.xff[*]", "h.xff", "c[1].s",
+            "c[0]", "n[*]", "m[1][0]", "s[0]", "s[*]", "e[*]",
         ];
         let (j, reg) = setup(&[], &names);
         let l = br#"{"h":{"ua":["sqlmap","curl\/8"],"xff":["203.0.113.9","10.0.0.1"]},"c":[{"s":"a"},{"s":"CN=x","t":[1]}],"n":[1,"two",null,{"k":[3]},[4]],"m":[[0],["deep"]],"s":"one","e":[]}"#;
@@ -676,6 +699,10 @@ mod tests {
         assert_eq!(get(&r, l, &reg, "h.ua[0]"), Some(&b"sqlmap"[..]));
         assert_eq!(get(&r, l, &reg, "h.ua[1]"), Some(&b"curl/8"[..]));
         assert_eq!(get(&r, l, &reg, "h.ua[5]"), None);
+        assert_eq!(get(&r, l, &reg, "h.ua[-1]"), Some(&b"curl/8"[..]));
+        assert_eq!(get(&r, l, &reg, "c[-1].s"), Some(&b"CN=x"[..]));
+        assert_eq!(get(&r, l, &reg, "s[-1]"), Some(&b"one"[..]));
+        assert_eq!(get(&r, l, &reg, "e[-1]"), None);
         assert_eq!(get(&r, l, &reg, "h.xff[*]"), Some(&b"203.0.113.9, 10.0.0.1"[..]));
         assert_eq!(get(&r, l, &reg, "h.xff"), Some(&b"203.0.113.9, 10.0.0.1"[..]));
         assert_eq!(list("h.xff[*]"), ["203.0.113.9", "10.0.0.1"]);

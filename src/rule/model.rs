@@ -362,7 +362,7 @@ pub struct Condition {
     /// `referer`, `user_agent`, `time`, `host`, `program`, `pid`, `message`, `level`, `module`,
     /// `user`, `ident`), a named capture / JSON key of the source's format, or a field of the
     /// rule's `extract`. A JSON path may index arrays (`headers.User-Agent[0]`,
-    /// `chain[1].issuer`) and may end in `[*]`: then the condition holds when it holds for at
+    /// `chain[1].issuer`, `[-1]` for the last) and may end in `[*]`: then the condition holds when it holds for at
     /// least one element. A missing field never matches (except under `not`, and
     /// `exists: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
