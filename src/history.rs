@@ -312,6 +312,114 @@ impl Reader {
     }
 }
 
+/// Counts by one column among the detections where another equals a value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Count {
+    pub name: String,
+    pub detections: u64,
+}
+
+/// Everything the history holds about one address: the attacker page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attacker {
+    pub ip: String,
+    pub detections: u64,
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    pub classes: Vec<Count>,
+    pub rules: Vec<Top>,
+    pub sources: Vec<Count>,
+}
+
+/// What the history says about one rule: the rule page.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleHistory {
+    /// Detections in the last hour, day and week (event time).
+    pub last_hour: u64,
+    pub last_day: u64,
+    pub last_week: u64,
+    pub last_ms: Option<i64>,
+    /// The addresses it detected most in the last week.
+    pub attackers: Vec<Top>,
+    /// Detections per hour over the last day: (bucket start, count), oldest first.
+    pub timeline: Vec<(i64, u64)>,
+}
+
+impl Reader {
+    /// The attacker page of `ip`.
+    pub fn attacker(&self, ip: &str) -> Result<Attacker> {
+        let (detections, first_ms, last_ms) = self.conn.query_row(
+            "SELECT count(*), min(event_ms), max(event_ms) FROM detections WHERE client_ip = ?1",
+            [ip],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+        )?;
+        let counts = |col: &str| -> Result<Vec<Count>> {
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT {col}, count(*) FROM detections WHERE client_ip = ?1 GROUP BY {col} ORDER BY count(*) DESC, {col} LIMIT 50"
+            ))?;
+            let rows = st.query_map([ip], |r| Ok(Count { name: r.get(0)?, detections: r.get::<_, i64>(1)? as u64 }))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT rule, count(*), max(severity), max(event_ms) FROM detections WHERE client_ip = ?1
+             GROUP BY rule ORDER BY count(*) DESC, rule LIMIT 50",
+        )?;
+        let rules = st
+            .query_map([ip], |r| {
+                Ok(Top {
+                    name: r.get(0)?,
+                    detections: r.get::<_, i64>(1)? as u64,
+                    severity: severity_of(r.get(2)?),
+                    last_ms: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Attacker {
+            ip: ip.to_string(),
+            detections,
+            first_ms,
+            last_ms,
+            classes: counts("class")?,
+            rules,
+            sources: counts("source")?,
+        })
+    }
+
+    /// The rule page's history of rule `id`, relative to `now_ms`.
+    pub fn rule(&self, id: &str, now_ms: i64) -> Result<RuleHistory> {
+        let (hour, day, week) = (now_ms - 3_600_000, now_ms - 86_400_000, now_ms - 7 * 86_400_000);
+        let (last_hour, last_day, last_week, last_ms) = self.conn.query_row(
+            "SELECT count(*) FILTER (WHERE event_ms >= ?2), count(*) FILTER (WHERE event_ms >= ?3), count(*), max(event_ms)
+             FROM detections WHERE rule = ?1 AND event_ms >= ?4",
+            params![id, hour, day, week],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)),
+        )?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT client_ip, count(*), max(severity), max(event_ms) FROM detections
+             WHERE rule = ?1 AND event_ms >= ?2 AND client_ip IS NOT NULL AND client_ip != ''
+             GROUP BY client_ip ORDER BY count(*) DESC, client_ip LIMIT 10",
+        )?;
+        let attackers = st
+            .query_map(params![id, week], |r| {
+                Ok(Top {
+                    name: r.get(0)?,
+                    detections: r.get::<_, i64>(1)? as u64,
+                    severity: severity_of(r.get(2)?),
+                    last_ms: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT (event_ms / 3600000) * 3600000 AS b, count(*) FROM detections
+             WHERE rule = ?1 AND event_ms >= ?2 GROUP BY b ORDER BY b",
+        )?;
+        let timeline = st
+            .query_map(params![id, day], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(RuleHistory { last_hour, last_day, last_week, last_ms, attackers, timeline })
+    }
+}
+
 fn severity_of(n: i64) -> crate::rule::Severity {
     use crate::rule::Severity::*;
     match n {
@@ -358,5 +466,33 @@ mod tests {
         assert!(
             r.detections(&Query { ip: Some("192.0.2.1".into()), limit: 10, ..Default::default() }).unwrap().is_empty()
         );
+    }
+
+    #[test]
+    fn attacker_and_rule_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path(), &HistoryDef::default()).unwrap();
+        h.record(&det("a1", "192.0.2.7", "web.sqli", 30));
+        h.record(&det("a2", "192.0.2.7", "web.sqli", 20));
+        h.record(&det("a3", "192.0.2.7", "web.xss", 2 * 3600));
+        h.record(&det("b1", "198.51.100.1", "web.sqli", 3 * 86_400));
+        h.record(&det("b2", "198.51.100.1", "web.sqli", 9 * 86_400));
+        h.close();
+        let r = Reader::open(dir.path()).unwrap();
+        let a = r.attacker("192.0.2.7").unwrap();
+        assert_eq!(a.detections, 3);
+        assert_eq!(
+            a.rules.iter().map(|t| (t.name.as_str(), t.detections)).collect::<Vec<_>>(),
+            [("web.sqli", 2), ("web.xss", 1)]
+        );
+        assert_eq!(a.classes, [Count { name: "sqli".into(), detections: 3 }]);
+        assert!(a.first_ms < a.last_ms);
+        let none = r.attacker("203.0.113.9").unwrap();
+        assert_eq!((none.detections, none.first_ms), (0, None));
+        let now = chrono::Utc::now().timestamp_millis();
+        let rule = r.rule("web.sqli", now).unwrap();
+        assert_eq!((rule.last_hour, rule.last_day, rule.last_week), (2, 2, 3), "the 9-day-old one is outside the week");
+        assert_eq!(rule.attackers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["192.0.2.7", "198.51.100.1"]);
+        assert_eq!(rule.timeline.iter().map(|b| b.1).sum::<u64>(), 2);
     }
 }

@@ -130,3 +130,53 @@ rules:
     assert_eq!(warned.len(), 1, "{stdout}");
     assert!(warned[0].contains("match.contains value \"sleep(\" ("), "{stdout}");
 }
+
+#[test]
+fn explain_shows_every_alternative_with_its_verdict_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "rules:
+  - id: t.any
+    title: x
+    severity: low
+    match:
+      any:
+        - {field: path, contains: /etc/passwd}
+        - {field: path, contains: win.ini}
+        - all:
+            - {field: method, equals: POST}
+            - {field: path, ends_with: .php}
+",
+    )
+    .unwrap();
+    let rules = dir.path().to_str().unwrap();
+    // A hostile value is shown escaped: no terminal control reaches the screen.
+    let line = access_line("192.0.2.1", 0, "/x/win.ini?\x1b]0;owned\x07", 200).replace("GET", "POST");
+    let out = trapline(&["explain", "--rules", rules, "--rule", "t.any", "--line", &line]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("rule t.any: the condition matches, through match.any[1]"), "{stdout}");
+    let conds: Vec<&str> = stdout.lines().skip_while(|l| !l.contains("conditions:")).skip(1).collect();
+    assert_eq!(conds.len(), 6, "every condition, the ones after the deciding one too: {stdout}");
+    let want = [
+        ("true", "any", "r.yml:6:7"),
+        ("false", "path contains [\"/etc/passwd\"]: path = \"/x/win.ini\"", "r.yml:7:11"),
+        ("true", "path contains [\"win.ini\"]", "r.yml:8:11"),
+        ("false", "all", "r.yml:9:11"),
+        ("true", "method equals [\"POST\"]: method = \"POST\"", "r.yml:10:15"),
+        ("false", "path ends_with [\".php\"]", "r.yml:11:15"),
+    ];
+    for (line, (verdict, what, at)) in conds.iter().zip(want) {
+        assert!(line.trim_start().starts_with(verdict), "{line}");
+        assert!(line.contains(what) && line.contains(at), "{line} should hold {what} at {at}");
+    }
+    assert!(!stdout.contains('\x1b') && !stdout.contains('\x07'), "{stdout:?}");
+    // A miss names the failing condition, then shows them all.
+    let line = access_line("192.0.2.1", 0, "/x/a.txt", 200).replace("GET", "POST");
+    let out = trapline(&["explain", "--rules", rules, "--rule", "t.any", "--line", &line]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("no match: match.any[2].all[1] is false"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with("false")).count(), 5, "{stdout}");
+}

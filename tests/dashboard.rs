@@ -145,11 +145,14 @@ fn main() {
 
 fn the_dashboard_in_a_real_browser() {
     let b = Browser::start();
-    let config = "rules: [rules]\nstate_dir: state\nactions:\n  log: {path: out.txt}\nsources:\n  - name: web\n    paths: [logs/access.log]\nhttp:\n  listen: \"127.0.0.1:0\"\n  token_file: token.txt\n";
+    let config = "rules: [rules]\nstate_dir: state\nactions:\n  log: {path: out.txt}\nsources:\n  - name: web\n    paths: [logs/access.log]\n  - name: site\n    type: webroot\n    paths: [www]\nhttp:\n  listen: \"127.0.0.1:0\"\n  token_file: token.txt\n";
     let (_d, p) = project(Some(RULE), config);
     std::fs::write(p.join("token.txt"), TOKEN).unwrap();
     std::fs::write(p.join("logs/access.log"), "").unwrap();
+    std::fs::create_dir_all(p.join("www")).unwrap();
+    std::fs::write(p.join("www/index.html"), "<h1>welcome</h1>\n").unwrap();
     let d = Daemon::start(&p.join("trapline.yml"));
+    assert!(wait_for(Duration::from_secs(10), || d.stderr().contains("web root ready")), "{}", d.stderr());
     let addr = d.http_addr();
     let base = format!("http://{addr}");
     // Some history first, so the page has data to draw.
@@ -206,6 +209,46 @@ fn the_dashboard_in_a_real_browser() {
         detail()
     );
     assert_eq!(b.alert(), None, "nothing executed");
+    // The attacker page: its classes, rules and raw lines, as text.
+    assert!(wait_for(Duration::from_secs(5), || b.text("#subject-title").contains("Attacker 203.0.113.99")));
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let page = b.text("#subject-body");
+            page.contains("xss") && page.contains("t.xss") && page.contains("onerror=alert(1)")
+        }),
+        "{}",
+        b.text("#subject-body")
+    );
+    assert_eq!(b.script("return document.querySelectorAll('#subject img, #subject script').length"), json!(0));
+    // From there, the rule page: the rule as loaded and what evaluating it cost.
+    b.script("for (const td of document.querySelectorAll('#subject td.link')) if (td.textContent === 't.xss') { td.click(); break; }");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let page = b.text("#subject-body");
+            b.text("#subject-title").starts_with("Rule t.xss: ") && page.contains("per evaluation")
+        }),
+        "{}",
+        b.text("#subject")
+    );
+    assert_eq!(b.alert(), None, "nothing executed");
+
+    // A web-root change, accepted from the page (recorded as the token's log-in).
+    std::fs::write(p.join("www/index.html"), "<h1>defaced</h1>\n").unwrap();
+    b.script("refreshWebroot()");
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            b.script("refreshWebroot()");
+            b.find("#webroot button.accept").is_some()
+        }),
+        "{}",
+        b.text("#webroot-panel")
+    );
+    b.script("document.querySelector('#webroot button.accept').click()");
+    assert!(
+        wait_for(Duration::from_secs(5), || b.text("#webroot").contains("accepted by token")),
+        "{}",
+        b.text("#webroot-panel")
+    );
 
     // Without the token, or with the session but without the CSRF token: refused.
     assert_eq!(http(&addr, "GET", "/api/detections", &[], "").0, 401);

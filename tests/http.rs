@@ -171,3 +171,182 @@ fn web_root_changes_are_served_with_sizes_and_hashes() {
         request(&addr, "/metrics", &addr, Some(TOKEN)).1
     );
 }
+
+/// Logs in through the form; returns the session cookie (`name=value`) and its CSRF token.
+fn log_in(addr: &str, form: &str) -> Option<(String, String)> {
+    let (status, head, _) = common::http::exchange_full(
+        addr,
+        addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form,
+    );
+    if status != 303 {
+        return None;
+    }
+    let cookie = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie:").then(|| l[11..].trim().to_string()))?;
+    let cookie = cookie.split(';').next()?.to_string();
+    let (s, body) = common::http::exchange(addr, "GET", "/api/session", &[("Cookie", &cookie)], "");
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    Some((cookie, v["csrf"].as_str()?.to_string()))
+}
+
+fn hash(password: &str) -> String {
+    let out = common::trapline_stdin(&["hash-password"], password.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn users_log_in_with_argon2_hashes_and_accept_web_root_changes_under_their_name() {
+    let (_d, p) = project(Some(RULE), &config("127.0.0.1:0"));
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    std::fs::create_dir_all(p.join("www")).unwrap();
+    std::fs::write(p.join("www/index.php"), "<?php echo 1;\n").unwrap();
+    let h = hash("correct horse battery");
+    assert!(h.starts_with("$argon2id$"), "{h}");
+    assert_eq!(
+        common::trapline_stdin(&["hash-password"], b"short\n").status.code(),
+        Some(2),
+        "short passwords refused"
+    );
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap();
+    let cfg = cfg.replace("sources:\n", "sources:\n  - name: site\n    type: webroot\n    paths: [www]\n")
+        + &format!("  users:\n    - name: alice\n      password_hash: '{h}'\n");
+    std::fs::write(p.join("trapline.yml"), cfg).unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let addr = d.http_addr();
+    assert!(wait_for(Duration::from_secs(10), || d.stderr().contains("web root ready")));
+
+    // Wrong password, unknown user, the token as alice's password: refused.
+    for form in
+        ["user=alice&token=correct+horse", "user=bob&token=correct+horse+battery", &format!("user=alice&token={TOKEN}")]
+    {
+        assert!(log_in(&addr, form).is_none(), "{form}");
+    }
+    assert!(!d.stderr().contains("correct horse"), "no password is logged");
+    // Four failures so far; the fifth would start the one-minute lock-out, so log in now.
+    let (cookie, csrf) = log_in(&addr, "user=alice&token=correct+horse+battery").expect("alice logs in");
+    let (_, body) = common::http::exchange(&addr, "GET", "/api/session", &[("Cookie", &cookie)], "");
+    assert!(body.contains("\"user\":\"alice\""), "{body}");
+
+    // A reported change, accepted by alice (with the CSRF token; refused without).
+    std::fs::write(p.join("www/index.php"), "<?php echo 'defaced';\n").unwrap();
+    let mut rows = Vec::new();
+    assert!(wait_for(Duration::from_secs(10), || {
+        let (_, body) = common::http::exchange(&addr, "GET", "/api/webroot/changes", &[("Cookie", &cookie)], "");
+        rows = serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap_or_default();
+        rows.iter().any(|r| r["reported"] == true)
+    }));
+    let row = rows.iter().find(|r| r["reported"] == true).unwrap().clone();
+    assert!(row["accepted_by"].is_null(), "{row}");
+    let body = format!("{{\"ids\":[{}]}}", row["id"]);
+    let json = ("Content-Type", "application/json");
+    let (status, _) = common::http::exchange(&addr, "POST", "/api/webroot/accept", &[("Cookie", &cookie), json], &body);
+    assert_eq!(status, 403, "a POST without the CSRF token is refused");
+    let (status, answer) = common::http::exchange(
+        &addr,
+        "POST",
+        "/api/webroot/accept",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf), json],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"accepted\":1") && answer.contains("\"by\":\"alice\""), "{answer}");
+    // Accepting again changes nothing; with the bearer token it is recorded as the token.
+    let auth = format!("Bearer {TOKEN}");
+    let (_, again) =
+        common::http::exchange(&addr, "POST", "/api/webroot/accept", &[("Authorization", &auth), json], &body);
+    assert!(again.contains("\"accepted\":0"), "{again}");
+    let (_, body) = request(&addr, "/api/webroot/changes", &addr, Some(TOKEN));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let r = rows.iter().find(|r| r["id"] == row["id"]).unwrap();
+    assert_eq!(r["accepted_by"], "alice", "{r}");
+    assert!(r["accepted_at"].as_str().is_some_and(|t| t.starts_with("20")), "{r}");
+    drop(d);
+
+    // A hash that is not argon2 stops the start with the entry's position.
+    let cfg = std::fs::read_to_string(p.join("trapline.yml")).unwrap().replace(&h, "hunter2");
+    std::fs::write(p.join("trapline.yml"), cfg).unwrap();
+    let out = trapline(&["run", "--config", p.join("trapline.yml").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("trapline.yml:") && err.contains("is not a PHC string"), "{err}");
+}
+
+#[test]
+fn attacker_and_rule_pages_with_each_rules_cost() {
+    let rules = format!(
+        "{RULE}  - id: t.burst
+    title: many not-found
+    description: Probing for files that are not there.
+    severity: medium
+    class: recon
+    formats: [combined]
+    match: {{field: status, equals: '404'}}
+    threshold: {{count: 3, within: 1m, group_by: [client_ip]}}
+"
+    );
+    let (_d, p) = project(Some(&rules), &config("127.0.0.1:0"));
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let addr = d.http_addr();
+    // Stamped now: the rule page counts the last hour, day and week.
+    let now = |ip: &str, target: &str, status: u16| {
+        let t = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
+        format!("{ip} - - [{t}] \"GET {target} HTTP/1.1\" {status} 123 \"-\" \"Mozilla/5.0\"")
+    };
+    let mut lines = vec![now("203.0.113.9", "/a%3Cscript%3E", 200)];
+    for i in 0..3 {
+        lines.push(now("203.0.113.9", &format!("/missing{i}"), 404));
+    }
+    lines.push(now("198.51.100.4", "/ok", 200));
+    append(&p.join("logs/access.log"), &lines);
+    let get = |path: &str| {
+        let (status, body) = request(&addr, path, &addr, Some(TOKEN));
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || get("/api/attacker?ip=203.0.113.9")["detections"] == 2),
+        "{}",
+        d.stderr()
+    );
+    let a = get("/api/attacker?ip=203.0.113.9");
+    let rules: Vec<&str> = a["rules"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(rules.len(), 2, "{a}");
+    assert!(a["classes"].as_array().unwrap().iter().any(|c| c["name"] == "recon"), "{a}");
+    assert_eq!(a["sources"][0]["name"], "web");
+    assert_eq!(get("/api/attacker?ip=192.0.2.200")["detections"], 0);
+    assert_eq!(request(&addr, "/api/attacker", &addr, Some(TOKEN)).0, 400);
+
+    // The rule page: as loaded, with its history and what evaluating it cost.
+    assert!(wait_for(Duration::from_secs(5), || get("/api/rule?rule=t.burst")["counts"]["evaluations"] == 5));
+    let r = get("/api/rule?rule=t.burst");
+    assert_eq!(r["rule"]["kind"], "threshold", "{r}");
+    assert_eq!(r["rule"]["threshold"], "3 within 1m by client_ip", "{r}");
+    assert_eq!(r["rule"]["description"], "Probing for files that are not there.");
+    assert!(r["rule"]["file"].as_str().unwrap().ends_with(".yml"), "{r}");
+    assert!(r["rule"]["changed_at"].as_str().is_some_and(|t| t.starts_with("20")), "{r}");
+    assert_eq!((r["counts"]["hits"].as_u64(), r["counts"]["detections"].as_u64()), (Some(3), Some(1)), "{r}");
+    assert!(r["counts"]["eval_nanos"].as_u64().unwrap() > 0, "the first line is timed: {r}");
+    assert_eq!(r["history"]["last_week"], 1, "{r}");
+    assert_eq!(r["history"]["attackers"][0]["name"], "203.0.113.9");
+    assert!(get("/api/rule?rule=no.such")["rule"].is_null());
+    let (_, m) = request(&addr, "/metrics", &addr, Some(TOKEN));
+    assert!(m.contains("trapline_rule_evaluations_total{rule=\"t.burst\"} 5"), "{m}");
+    assert!(m.contains("trapline_rule_evaluation_seconds_total{rule=\"t.burst\"}"), "{m}");
+
+    // Health: per source, in the status the page polls (rewritten every second).
+    assert!(wait_for(Duration::from_secs(5), || get("/api/status")["lines"] == 5));
+    let s = get("/api/status");
+    assert_eq!(s["sources"][0]["name"], "web", "{s}");
+    assert_eq!(s["sources"][0]["lines"], 5, "{s}");
+    assert!(s["sources"][0]["last_event_at"].as_str().is_some(), "{s}");
+}

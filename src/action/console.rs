@@ -156,10 +156,20 @@ fn truncate(s: &str, max: usize) -> &str {
 /// backslashes are shown as escapes, so a crafted request cannot move the cursor, rewrite the
 /// line or change the terminal title.
 pub fn escape(s: &str) -> String {
+    escape_with(s, true)
+}
+
+/// [`escape`] that leaves backslashes as they are: for text an author wrote (a rule's regex),
+/// where doubling them would misquote it; control characters are still escaped.
+pub fn escape_controls(s: &str) -> String {
+    escape_with(s, false)
+}
+
+fn escape_with(s: &str, backslash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslash => out.push_str("\\\\"),
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),

@@ -2,7 +2,7 @@
 //! conditions walked by path (`match.any[1].not`), for `trapline explain` and
 //! `trapline test --coverage`. Not on the per-line path.
 
-use crate::engine::condition::{Ctx, EventTime, Node};
+use crate::engine::condition::{Ctx, EventTime, Node, Op};
 use crate::engine::{RuleSet, Scratch};
 use crate::parse::Parser;
 
@@ -129,6 +129,126 @@ impl RuleSet {
             rest = tail;
         }
         Some(node)
+    }
+}
+
+/// One condition of a rule with its verdict on a line: what `explain --rule` prints, every
+/// alternative of every `any` included (not only the one that decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    /// Nesting depth below the rule's `match`.
+    pub depth: usize,
+    /// YAML path relative to the rule (`match.any[1]`, `sequence.steps[0].match`).
+    pub path: String,
+    /// `any`, `all`, `not`, or the test: `path[url_decode] contains ["/etc/passwd"]`.
+    pub label: String,
+    pub verdict: bool,
+    /// For a test: the value it looked at (`path = "/x"`, `path is absent`).
+    pub looked: Option<String>,
+}
+
+impl RuleSet {
+    /// Every condition of rule `rule` with its verdict on the line last given to
+    /// [`RuleSet::explain_rule`], in the order written; `root` is the path of the rule's
+    /// condition (`match`, or a sequence step's `sequence.steps[1].match`).
+    pub fn trace(&self, rule: usize, root: &str, line: &[u8], s: &mut Scratch, time: EventTime<'_>) -> Vec<TraceStep> {
+        let mut out = Vec::new();
+        self.trace_node(&self.rules[rule].node, root, 0, line, s, time, &mut out);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn trace_node(
+        &self,
+        n: &Node,
+        path: &str,
+        depth: usize,
+        line: &[u8],
+        s: &mut Scratch,
+        time: EventTime<'_>,
+        out: &mut Vec<TraceStep>,
+    ) {
+        let verdict = {
+            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
+            n.eval(&mut cx)
+        };
+        match n {
+            Node::Any(v) | Node::All(v) => {
+                let (word, key) = if matches!(n, Node::Any(_)) { ("any", "any") } else { ("all", "all") };
+                out.push(TraceStep { depth, path: path.to_string(), label: word.into(), verdict, looked: None });
+                for (i, c) in v.iter().enumerate() {
+                    self.trace_node(c, &format!("{path}.{key}[{i}]"), depth + 1, line, s, time, out);
+                }
+            }
+            Node::Not(c) => {
+                out.push(TraceStep { depth, path: path.to_string(), label: "not".into(), verdict, looked: None });
+                self.trace_node(c, &format!("{path}.not"), depth + 1, line, s, time, out);
+            }
+            Node::Leaf(l) => {
+                let v = self.views.get(l.view);
+                let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
+                let name = if t.is_empty() {
+                    self.registry.name(v.field).to_string()
+                } else {
+                    format!("{}[{}]", self.registry.name(v.field), t.join(","))
+                };
+                let looked = match &l.op {
+                    Op::Time(_) => None,
+                    _ => Some(match s.cache.get(l.view, &self.views, line, &s.record) {
+                        // Raw here: the printer escapes once for the terminal.
+                        Some(val) => format!("{name} = \"{}\"", String::from_utf8_lossy(val)),
+                        None => format!("{name} is absent"),
+                    }),
+                };
+                let label = match &l.op {
+                    Op::Time(_) => "time (the event's day and hour)".to_string(),
+                    op => format!("{name} {}", describe(op)),
+                };
+                out.push(TraceStep { depth, path: path.to_string(), label, verdict, looked });
+            }
+        }
+    }
+}
+
+/// An operator and its values, shortened for a terminal.
+fn describe(op: &Op) -> String {
+    fn list(values: &[Vec<u8>]) -> String {
+        let shown: Vec<String> = values
+            .iter()
+            .take(4)
+            .map(|v| format!("\"{}\"", String::from_utf8_lossy(v).chars().take(60).collect::<String>()))
+            .collect();
+        let more = if values.len() > 4 { format!(", … {} more", values.len() - 4) } else { String::new() };
+        format!("[{}{more}]", shown.join(", "))
+    }
+    let cs = |c: bool| if c { " (case-sensitive)" } else { "" };
+    match op {
+        Op::Contains { values, .. } => format!("contains {}{}", list(&values.values), cs(values.case_sensitive)),
+        Op::Equals(v) => format!("equals {}{}", list(&v.values), cs(v.case_sensitive)),
+        Op::StartsWith(v) => format!("starts_with {}{}", list(&v.values), cs(v.case_sensitive)),
+        Op::EndsWith(v) => format!("ends_with {}{}", list(&v.values), cs(v.case_sensitive)),
+        Op::Regex { re, case_sensitive, .. } => {
+            let p: String = re.as_str().chars().take(80).collect();
+            format!("regex /{p}/{}", cs(*case_sensitive))
+        }
+        Op::Count { needle, case_sensitive, at_least } => {
+            format!("count \"{}\" at least {at_least}{}", String::from_utf8_lossy(needle), cs(*case_sensitive))
+        }
+        Op::Number { gt, gte, lt, lte } => {
+            let parts: Vec<String> = [("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte)]
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                .collect();
+            parts.join(", ")
+        }
+        Op::Cidr(nets) => {
+            let shown: Vec<String> = nets.iter().take(4).map(|n| n.to_string()).collect();
+            let more = if nets.len() > 4 { format!(", … {} more", nets.len() - 4) } else { String::new() };
+            format!("cidr [{}{more}]", shown.join(", "))
+        }
+        Op::Exists(true) => "exists".into(),
+        Op::Exists(false) => "is absent (exists: false)".into(),
+        Op::Time(_) => "time".into(),
     }
 }
 

@@ -159,9 +159,22 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                     a.input.format, r.formats, r.enabled
                 );
             }
-            match rules.explain_rule(i, &source.parser, &line, &mut scratch) {
+            let verdict = rules.explain_rule(i, &source.parser, &line, &mut scratch);
+            let root = match &r.sequence {
+                Some(sq) => format!("sequence.steps[{}].match", sq.step),
+                None => "match".to_string(),
+            };
+            let trace =
+                rules.trace(i, &root, &line, &mut scratch, crate::engine::condition::EventTime::Parse(&source.parser));
+            match verdict {
                 Ok(()) => {
-                    println!("rule {id}: the condition matches");
+                    let by = decided_by(&trace);
+                    if by.is_empty() {
+                        println!("rule {id}: the condition matches");
+                    } else {
+                        println!("rule {id}: the condition matches, through {}", by.join(", "));
+                    }
+                    print_trace(r, &trace);
                     state(rules, detector, i, &line, &scratch.record, at);
                 }
                 Err(path) => {
@@ -170,6 +183,7 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                     if !what.is_empty() {
                         println!("  it looked at {}", escape(&what));
                     }
+                    print_trace(r, &trace);
                     return Ok(1);
                 }
             }
@@ -230,6 +244,66 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
             Some(u) => println!("  suppression: this key is quiet until {}", fmt(u)),
             None => println!("  suppression: not active for this key"),
         }
+    }
+}
+
+/// The alternative that made each `any` on the way true (the first true one, as the engine
+/// stops there).
+fn decided_by(trace: &[crate::authoring::explain::TraceStep]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, step) in trace.iter().enumerate() {
+        if step.label != "any" || !step.verdict {
+            continue;
+        }
+        // Only an `any` whose parents are all true decided anything.
+        let parents_true = trace[..k].iter().rev().fold((step.depth, true), |(d, ok), p| {
+            if p.depth < d { (p.depth, ok && p.verdict != (p.label == "not")) } else { (d, ok) }
+        });
+        if !parents_true.1 {
+            continue;
+        }
+        if let Some(alt) =
+            trace[k + 1..].iter().take_while(|c| c.depth > step.depth).find(|c| c.depth == step.depth + 1 && c.verdict)
+        {
+            out.push(alt.path.clone());
+        }
+    }
+    out
+}
+
+/// Every condition of the rule with its verdict and where it is written (file:line:col).
+fn print_trace(r: &crate::engine::CompiledRule, trace: &[crate::authoring::explain::TraceStep]) {
+    let text = crate::assets::read_to_string(std::path::Path::new(&r.origin)).unwrap_or_default();
+    // A key's own position (`any:`) where the entry has one, else where its value starts (an
+    // item of a list).
+    let (keys, index) = (crate::rule::locate::keys(&text), crate::rule::locate::index(&text));
+    let position = |path: &str| {
+        let mut p = format!("rules[{}].{path}", r.index);
+        loop {
+            if let Some(pos) = keys.get(&p).or_else(|| index.get(&p)) {
+                return format!("{}:{}:{}", r.origin, pos.line, pos.col);
+            }
+            match p.rfind(['.', '[']) {
+                Some(cut) => p.truncate(cut),
+                None => return r.origin.clone(),
+            }
+        }
+    };
+    println!("  conditions:");
+    for step in trace {
+        let indent = "  ".repeat(step.depth);
+        let looked = step.looked.as_deref().map(|l| format!(": {}", escape(l))).unwrap_or_default();
+        println!(
+            "    {:<5} {indent}{}{looked}  ({})",
+            if step.verdict { "true" } else { "false" },
+            crate::action::console::escape_controls(&step.label),
+            // A combinator is written as its key (`any:`) inside the entry at its path.
+            position(&if matches!(step.label.as_str(), "any" | "all" | "not") {
+                format!("{}.{}", step.path, step.label)
+            } else {
+                step.path.clone()
+            })
+        );
     }
 }
 

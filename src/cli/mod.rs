@@ -14,6 +14,7 @@
 //! Exit codes: 0 ok, 1 detections found with `--fail-on-match`, 2 usage or configuration error.
 
 pub mod explain;
+pub mod hash_password;
 pub mod history;
 pub mod init;
 pub mod lint;
@@ -83,6 +84,9 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Write a starter trapline.yml, rules/ and templates/ to edit (refuses to overwrite).
     Init(init::InitArgs),
+    /// Print the argon2 hash of a password for a dashboard user (`http.users`); reads the
+    /// password from the terminal without echo, or the first line of standard input.
+    HashPassword(hash_password::HashPasswordArgs),
 }
 
 /// Entry point; returns the process exit code.
@@ -113,6 +117,7 @@ pub fn main() -> i32 {
         Command::Init(a) => init::init(a),
         Command::Webroot(a) => webroot::webroot(a),
         Command::History(a) => history::history(a),
+        Command::HashPassword(a) => hash_password::hash_password(a),
     };
     match result {
         Ok(code) => code,

@@ -84,6 +84,20 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     println!("pid {} since {} (updated {})", s.pid, s.started_at, s.updated_at);
     println!("rules: {} loaded at {}", s.rules, s.rules_loaded_at);
     println!("lines: {} ({} unparsed), detections written: {}", s.lines, s.unparsed, s.detections_written);
+    for src in &s.sources {
+        println!(
+            "  source {}: {} lines ({} unparsed), last at {}",
+            escape(&src.name),
+            src.lines,
+            src.unparsed,
+            src.last_event_at.as_deref().unwrap_or("-")
+        );
+    }
+    for a in &s.actions {
+        let counters: Vec<String> = a.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let queued = a.queued.map(|q| format!("{q} queued; ")).unwrap_or_default();
+        println!("  action {}: {queued}{}", escape(&a.action), counters.join(", "));
+    }
     match &s.last_reload {
         None => println!("last reload: none"),
         Some(r) if r.ok => println!("last reload: {} ok ({} rules kept their state)", r.at, r.state_kept),

@@ -112,7 +112,12 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let http = crate::http::start(&c.http, &cfg, runtime.handle(), shutdown.clone())?.map(|s| s.shared);
     let mut daemon = Daemon::new(cfg, rule_paths, pipeline, actions, reloader, engine_store);
     daemon.history = history;
+    if http.is_some() {
+        // What each rule costs, for /metrics and the rule page (about 1 % of matching time).
+        daemon.pipeline.profile_rules(64);
+    }
     daemon.http = http;
+    daemon.publish_rules();
     let ran = source.run(&mut daemon, shutdown.flag());
     shutdown.trigger();
     if ran.is_ok() {
@@ -201,6 +206,12 @@ fn marks_of(mark: Option<&Mark>) -> Marks {
     }
 }
 
+/// A file's modification time (RFC 3339), when it is a file on disk.
+fn modified(path: &str) -> Option<String> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 /// The per-line path of `run`: the pipeline, the actions, reloads and status.
 struct Daemon {
     cfg: config::Loaded,
@@ -224,10 +235,14 @@ struct Daemon {
     http: Option<std::sync::Arc<crate::http::Shared>>,
     /// Events read per source, and of those not recognised by the format.
     per_source: Vec<(u64, u64)>,
+    /// When each source's last event arrived.
+    last_event: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     /// Reloads that worked, and that were rejected.
     reloads: (u64, u64),
     /// Sources' measurements of themselves: (source, what) → value.
     measures: std::collections::BTreeMap<(usize, &'static str), f64>,
+    /// Per rule id: the fingerprint of what it matches, and since when (the rule pages).
+    rule_changes: std::collections::HashMap<String, (u64, String)>,
 }
 
 impl Daemon {
@@ -265,8 +280,10 @@ impl Daemon {
             history: None,
             http: None,
             per_source: Vec::new(),
+            last_event: Vec::new(),
             reloads: (0, 0),
             measures: Default::default(),
+            rule_changes: Default::default(),
         };
         d.write_status();
         d
@@ -291,6 +308,7 @@ impl Daemon {
                 report.ok = errors.is_empty();
                 report.errors = errors;
                 self.reloads.0 += 1;
+                self.publish_rules();
                 tracing::info!(rules = self.status.rules, state_kept = report.state_kept, "rules reloaded");
             }
             Err(e) => {
@@ -305,11 +323,103 @@ impl Daemon {
         self.write_status();
     }
 
+    /// Hands the rules loaded now to the HTTP server's rule pages, noting which changed.
+    fn publish_rules(&mut self) {
+        let Some(http) = &self.http else { return };
+        let rules = self.pipeline.rules();
+        let first = self.rule_changes.is_empty();
+        let now = status::now();
+        let field = |id: &crate::parse::FieldId| rules.registry.name(*id).to_string();
+        let mut docs: Vec<crate::http::RuleDoc> = Vec::new();
+        for r in &rules.rules {
+            if docs.last().is_some_and(|d| d.id == r.id) {
+                continue; // a later step of a sequence
+            }
+            let changed_at = match self.rule_changes.get(&r.id) {
+                Some((fp, at)) if *fp == r.fingerprint => at.clone(),
+                _ => {
+                    let at = if first { modified(&r.origin).unwrap_or_else(|| now.clone()) } else { now.clone() };
+                    self.rule_changes.insert(r.id.clone(), (r.fingerprint, at.clone()));
+                    at
+                }
+            };
+            let by = |g: &[crate::parse::FieldId]| {
+                if g.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", g.iter().map(field).collect::<Vec<_>>().join(", "))
+                }
+            };
+            docs.push(crate::http::RuleDoc {
+                id: r.id.clone(),
+                title: r.title.clone(),
+                description: r.description.clone(),
+                severity: r.severity,
+                class: r.class.clone(),
+                tags: r.tags.clone(),
+                enabled: r.enabled,
+                file: r.origin.clone(),
+                kind: if r.sequence.is_some() {
+                    "sequence"
+                } else if r.threshold.is_some() {
+                    "threshold"
+                } else {
+                    "match"
+                },
+                threshold: r.threshold.as_ref().map(|t| {
+                    let distinct = t.distinct.as_ref().map(|d| format!(" (distinct {})", field(d))).unwrap_or_default();
+                    format!("{} within {}{}{distinct}", t.count, humantime::format_duration(t.window), by(&t.group_by))
+                }),
+                suppress: r
+                    .suppress
+                    .as_ref()
+                    .map(|s| format!("{}{}", humantime::format_duration(s.duration), by(&s.group_by))),
+                actions: r.actions.clone(),
+                changed_at,
+            });
+        }
+        http.set_rules(docs);
+    }
+
     fn write_status(&mut self) {
         self.status.updated_at = status::now();
         self.status.lines = self.pipeline.counts.events;
         self.status.unparsed = self.pipeline.counts.unparsed;
         self.status.detections_written = self.pipeline.counts.detections;
+        let names = self.pipeline.sources();
+        self.status.sources = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (lines, unparsed) = self.per_source.get(i).copied().unwrap_or_default();
+                status::SourceStatus {
+                    name: s.name.clone(),
+                    lines,
+                    unparsed,
+                    last_event_at: self
+                        .last_event
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                }
+            })
+            .collect();
+        let mut actions: Vec<status::ActionStatus> = Vec::new();
+        for (action, waiting) in self.actions.queues() {
+            actions.push(status::ActionStatus { action, queued: Some(waiting), ..Default::default() });
+        }
+        for (action, what, n) in self.actions.counters() {
+            let i = match actions.iter().position(|a| a.action == action) {
+                Some(i) => i,
+                None => {
+                    actions.push(status::ActionStatus { action, ..Default::default() });
+                    actions.len() - 1
+                }
+            };
+            actions[i].counters.insert(what.to_string(), n);
+        }
+        self.status.actions = actions;
         if let Err(e) = self.status.write(&self.status_dir) {
             tracing::warn!(error = %e, "cannot write status file");
         }
@@ -338,6 +448,10 @@ impl Daemon {
 
     /// Moves the counters into the HTTP server's metrics (nothing is counted there per line).
     fn update_metrics(&mut self) {
+        if self.http.is_none() {
+            return;
+        }
+        self.pipeline.drain_profile();
         let Some(http) = &self.http else { return };
         let rules = self.pipeline.rules();
         let stats = &self.pipeline.detector().stats;
@@ -367,16 +481,24 @@ impl Daemon {
             snap.history_dropped = h.dropped.load(std::sync::atomic::Ordering::Relaxed);
         }
         // The entries of a sequence share the id: the counts of all of them are the rule's.
-        let mut per_rule: Vec<(String, &'static str, u64, u64, u64)> = Vec::new();
+        let mut per_rule: Vec<crate::http::RuleCounts> = Vec::new();
         for (r, st) in rules.rules.iter().zip(stats) {
-            match per_rule.last_mut() {
-                Some(last) if last.0 == r.id => {
-                    last.2 += st.hits;
-                    last.3 += st.detections;
-                    last.4 += st.suppressed;
+            let c = match per_rule.last_mut() {
+                Some(last) if last.id == r.id => last,
+                _ => {
+                    per_rule.push(crate::http::RuleCounts {
+                        id: r.id.clone(),
+                        severity: r.severity.as_str(),
+                        ..Default::default()
+                    });
+                    per_rule.last_mut().expect("just pushed")
                 }
-                _ => per_rule.push((r.id.clone(), r.severity.as_str(), st.hits, st.detections, st.suppressed)),
-            }
+            };
+            c.hits += st.hits;
+            c.detections += st.detections;
+            c.suppressed += st.suppressed;
+            c.evaluations += st.evaluations;
+            c.eval_nanos += st.eval_nanos;
         }
         snap.rules = per_rule;
         http.metrics.update(snap);
@@ -409,7 +531,9 @@ impl EventSink for Daemon {
         let http = self.http.as_deref();
         if self.per_source.len() <= at.source {
             self.per_source.resize(at.source + 1, (0, 0));
+            self.last_event.resize(at.source + 1, None);
         }
+        self.last_event[at.source] = Some(ev.arrival);
         let unparsed = self.pipeline.counts.unparsed;
         let result = self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
             if let Some(h) = history {

@@ -26,6 +26,32 @@ pub struct Status {
     /// An action failing right now (reading is paused until it succeeds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_failure: Option<ActionFailure>,
+    /// Per configured source: what it read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
+    /// Per action with a queue (the XDR outbox): what waits, and its counters (delivered,
+    /// failed, retries...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub lines: u64,
+    pub unparsed: u64,
+    /// When its last event arrived (RFC 3339); absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionStatus {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 /// An action that keeps failing (disk full, ...), while the daemon retries it.

@@ -43,8 +43,10 @@ pub struct CompiledRule {
     pub extract: Option<super::extract::Extracts>,
     pub threshold: Option<ThresholdSpec>,
     pub suppress: Option<SuppressSpec>,
-    /// Where the rule was loaded from (for messages).
+    /// Where the rule was loaded from (for messages), and its position in that file's `rules:`
+    /// (for positions of its parts: `rules[index].match.any[1]`).
     pub origin: String,
+    pub index: usize,
     /// Hash of everything that decides which lines match and how they are grouped (condition,
     /// the lists it uses, threshold, suppression, scope). A reload keeps a rule's window and
     /// suppression state only when this is unchanged.
@@ -363,6 +365,7 @@ impl Compiler<'_> {
             threshold: None,
             suppress: None,
             origin: format!("{}", self.loaded.files[r.file].path.display()),
+            index: r.index,
             fingerprint,
             sequence: None,
         }

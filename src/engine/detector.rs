@@ -38,6 +38,11 @@ pub struct RuleStats {
     pub detections: u64,
     /// Detections held back by suppression.
     pub suppressed: u64,
+    /// Evaluations of the condition (the prefilter made the rule a candidate), and the
+    /// estimated nanoseconds they took (sampled, see [`super::Profile`]); only counted where
+    /// profiling is on (`run`).
+    pub evaluations: u64,
+    pub eval_nanos: u64,
 }
 
 /// What the cross-line stage needs about one rule matching one line.

@@ -51,13 +51,27 @@ struct ResultLabel {
     result: String,
 }
 
+/// One rule's counters since start.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RuleCounts {
+    pub id: String,
+    pub severity: &'static str,
+    /// Events whose condition matched.
+    pub hits: u64,
+    pub detections: u64,
+    pub suppressed: u64,
+    /// Evaluations of the condition, and their estimated time (see `engine::Profile`).
+    pub evaluations: u64,
+    pub eval_nanos: u64,
+}
+
 /// What the daemon reports at each tick: totals since start (the registry keeps the deltas).
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Per source: (name, events read, events not recognised by the format).
     pub sources: Vec<(String, u64, u64)>,
-    /// Per rule: (id, severity, lines matched, detections, suppressed).
-    pub rules: Vec<(String, &'static str, u64, u64, u64)>,
+    /// Per rule (a sequence's steps summed).
+    pub rules: Vec<RuleCounts>,
     pub action_retries: u64,
     pub action_errors: u64,
     pub history_written: u64,
@@ -81,6 +95,8 @@ pub struct Metrics {
     hits: Family<RuleLabel, Counter>,
     detections: Family<DetectionLabels, Counter>,
     suppressed: Family<RuleLabel, Counter>,
+    evaluations: Family<RuleLabel, Counter>,
+    eval_seconds: Family<RuleLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     reloads: Family<ResultLabel, Counter>,
     action_retries: Counter,
     action_errors: Counter,
@@ -109,6 +125,8 @@ impl Metrics {
             hits: Family::default(),
             detections: Family::default(),
             suppressed: Family::default(),
+            evaluations: Family::default(),
+            eval_seconds: Family::default(),
             reloads: Family::default(),
             action_retries: Counter::default(),
             action_errors: Counter::default(),
@@ -126,6 +144,16 @@ impl Metrics {
         registry.register("rule_matches", "Lines whose condition matched, per rule", m.hits.clone());
         registry.register("detections", "Detections emitted, per rule and severity", m.detections.clone());
         registry.register("suppressed", "Detections held back by suppression, per rule", m.suppressed.clone());
+        registry.register(
+            "rule_evaluations",
+            "Evaluations of each rule's condition (lines the prefilter made it a candidate for)",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "rule_evaluation_seconds",
+            "Time spent evaluating each rule's condition, estimated from one line in 64 timed",
+            m.eval_seconds.clone(),
+        );
         registry.register("reloads", "Rule reloads by result (ok, rejected)", m.reloads.clone());
         registry.register("action_retries", "Transient action failures retried", m.action_retries.clone());
         registry.register("action_errors", "Permanent action failures", m.action_errors.clone());
@@ -168,18 +196,25 @@ impl Metrics {
             inc(&self.lines.get_or_create(&l), *lines, ol);
             inc(&self.unparsed.get_or_create(&l), *unparsed, ou);
         }
-        for (id, severity, hits, dets, supp) in &now.rules {
-            let (oh, od, os) = last.rules.iter().find(|r| &r.0 == id).map_or((0, 0, 0), |r| (r.2, r.3, r.4));
-            let r = RuleLabel { rule: id.clone() };
-            if *hits > oh {
-                inc(&self.hits.get_or_create(&r), *hits, oh);
+        for now in &now.rules {
+            let zero = RuleCounts::default();
+            let old = last.rules.iter().find(|r| r.id == now.id).unwrap_or(&zero);
+            let r = RuleLabel { rule: now.id.clone() };
+            if now.hits > old.hits {
+                inc(&self.hits.get_or_create(&r), now.hits, old.hits);
             }
-            if *dets > od {
-                let d = DetectionLabels { rule: id.clone(), severity: severity.to_string() };
-                inc(&self.detections.get_or_create(&d), *dets, od);
+            if now.detections > old.detections {
+                let d = DetectionLabels { rule: now.id.clone(), severity: now.severity.to_string() };
+                inc(&self.detections.get_or_create(&d), now.detections, old.detections);
             }
-            if *supp > os {
-                inc(&self.suppressed.get_or_create(&r), *supp, os);
+            if now.suppressed > old.suppressed {
+                inc(&self.suppressed.get_or_create(&r), now.suppressed, old.suppressed);
+            }
+            if now.evaluations > old.evaluations {
+                inc(&self.evaluations.get_or_create(&r), now.evaluations, old.evaluations);
+            }
+            if now.eval_nanos > old.eval_nanos {
+                self.eval_seconds.get_or_create(&r).inc_by((now.eval_nanos - old.eval_nanos) as f64 / 1e9);
             }
         }
         inc(&self.action_retries, now.action_retries, last.action_retries);
@@ -209,6 +244,11 @@ impl Metrics {
         *last = now;
     }
 
+    /// The per-rule counters of the last snapshot.
+    pub fn rule_counts(&self, id: &str) -> Option<RuleCounts> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).rules.iter().find(|r| r.id == id).cloned()
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -226,7 +266,15 @@ mod tests {
         let m = Metrics::new();
         let snap = |lines, dets| Snapshot {
             sources: vec![("web".into(), lines, 1)],
-            rules: vec![("web.sqli".into(), "high", dets, dets, 0)],
+            rules: vec![RuleCounts {
+                id: "web.sqli".into(),
+                severity: "high",
+                hits: dets,
+                detections: dets,
+                evaluations: lines,
+                eval_nanos: lines * 1000,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         m.update(snap(10, 2));
@@ -235,6 +283,8 @@ mod tests {
         assert!(text.contains("trapline_lines_total{source=\"web\"} 15"), "{text}");
         assert!(text.contains("trapline_detections_total{rule=\"web.sqli\",severity=\"high\"} 3"), "{text}");
         assert!(text.contains("trapline_unparsed_lines_total{source=\"web\"} 1"), "{text}");
+        assert!(text.contains("trapline_rule_evaluations_total{rule=\"web.sqli\"} 15"), "{text}");
+        assert!(text.contains("trapline_rule_evaluation_seconds_total{rule=\"web.sqli\"} 0.000015"), "{text}");
     }
 
     #[test]

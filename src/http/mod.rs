@@ -16,6 +16,7 @@
 pub mod metrics;
 pub mod tls;
 pub mod ui;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use metrics::{Metrics, Snapshot};
+pub use metrics::{Metrics, RuleCounts, Snapshot};
 
 /// Environment variable holding the access token.
 pub const TOKEN_ENV: &str = "TRAPLINE_HTTP_TOKEN";
@@ -60,6 +61,11 @@ pub struct HttpDef {
     /// `Host` header besides the listening address and `localhost`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// People who log in to the dashboard with a name and a password besides the token, e.g.
+    /// `- {name: alice, password_hash: "$argon2id$v=19$..."}` (`trapline hash-password`
+    /// prints the hash). What they do is recorded under their name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<users::UserDef>,
 }
 
 /// `http.tls`: PEM files.
@@ -72,6 +78,31 @@ pub struct TlsDef {
     pub key: PathBuf,
 }
 
+/// What the rule page shows of a loaded rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleDoc {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: crate::rule::Severity,
+    pub class: String,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+    /// The rule file.
+    pub file: String,
+    /// `match`, `threshold` or `sequence`.
+    pub kind: &'static str,
+    /// "5 within 1m by client_ip (distinct path)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<String>,
+    pub actions: Vec<String>,
+    /// When what the rule matches last changed: the rule file's modification time when the
+    /// daemon started, or the reload that changed it.
+    pub changed_at: String,
+}
+
 /// What the server shares with the daemon.
 pub struct Shared {
     pub metrics: Metrics,
@@ -82,8 +113,11 @@ pub struct Shared {
     /// `Host` header values accepted.
     hosts: Vec<String>,
     sessions: ui::Sessions,
+    users: users::Users,
     /// Served over TLS: the session cookie is `Secure`.
     secure: bool,
+    /// The rules loaded now, set by the daemon at start and at each reload.
+    rules: std::sync::RwLock<Arc<Vec<RuleDoc>>>,
 }
 
 impl Shared {
@@ -95,6 +129,15 @@ impl Shared {
         if let Ok(json) = serde_json::to_string(d) {
             let _ = self.live.send(json.into());
         }
+    }
+
+    /// The rules loaded now (the rule pages).
+    pub fn set_rules(&self, docs: Vec<RuleDoc>) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(docs);
+    }
+
+    fn rule_doc(&self, id: &str) -> Option<RuleDoc> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).iter().find(|r| r.id == id).cloned()
     }
 
     pub fn live_clients(&self) -> i64 {
@@ -135,6 +178,7 @@ pub fn start(
         ),
         None => None,
     };
+    let users = users::Users::new(&def.users, |i| cfg.position(&format!("http.users.{i}")))?;
     let state_dir = cfg.resolve(&cfg.config.state_dir);
     let token = token(def, cfg, &state_dir)?;
     let std_listener = std::net::TcpListener::bind(addr).with_context(|| format!("{at}: cannot listen on {addr}"))?;
@@ -158,7 +202,9 @@ pub fn start(
         state_dir,
         hosts,
         sessions: ui::Sessions::default(),
+        users,
         secure: acceptor.is_some(),
+        rules: Default::default(),
     });
     let app = router(Arc::clone(&shared));
     let _guard = rt.enter();
@@ -207,7 +253,7 @@ fn token(def: &HttpDef, cfg: &crate::config::Loaded, state_dir: &Path) -> Result
         }
         Err(_) => {}
     }
-    let t: String = (0..32).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+    let t = random_hex()?;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -235,7 +281,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/top", get(top))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
+        .route("/api/attacker", get(attacker))
+        .route("/api/rule", get(rule))
         .route("/api/webroot/changes", get(webroot_changes))
+        .route("/api/webroot/accept", axum::routing::post(webroot_accept))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .with_state(shared)
 }
@@ -243,7 +292,7 @@ fn router(shared: Arc<Shared>) -> Router {
 /// For every request: the Host check; then, except for the log-in page and the static files,
 /// the bearer token or a session cookie — with the session's CSRF token on anything but a
 /// read. Security headers on every answer.
-async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+async fn guard(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let mut resp = if !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         (StatusCode::MISDIRECTED_REQUEST, "unexpected Host header\n").into_response()
@@ -251,13 +300,17 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         let path = req.uri().path();
         let public = path == "/login" || path.starts_with("/static/") || (path == "/" && req.method() == "GET");
         let read = req.method() == "GET" || req.method() == "HEAD";
-        if public || authorized(req.headers(), &s.token) {
+        if public {
+            next.run(req).await
+        } else if authorized(req.headers(), &s.token) {
+            req.extensions_mut().insert(Who(TOKEN_WHO.to_string()));
             next.run(req).await
         } else {
-            match s.sessions.csrf_of(req.headers()) {
-                Some(csrf) => {
+            match s.sessions.get(req.headers()) {
+                Some((csrf, who)) => {
                     let given = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
                     if read || constant_time_eq(given.as_bytes(), csrf.as_bytes()) {
+                        req.extensions_mut().insert(Who(who));
                         next.run(req).await
                     } else {
                         (StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token\n").into_response()
@@ -281,6 +334,13 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
     resp
 }
 
+/// Who made an authorised request: a user's name, or [`TOKEN_WHO`] for the token.
+#[derive(Debug, Clone)]
+pub struct Who(pub String);
+
+/// What a request made with the access token (bearer or log-in) is recorded as.
+pub const TOKEN_WHO: &str = "token";
+
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
@@ -290,6 +350,13 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         return false;
     };
     constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// 32 bytes from the kernel's random source, as hex: access tokens, session ids, CSRF tokens.
+pub(crate) fn random_hex() -> Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("cannot read the kernel's random source: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Equal without an early exit: the time taken does not tell how much of a guess was right.
@@ -412,6 +479,72 @@ async fn webroot_changes(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) 
     let limit = f.limit.unwrap_or(100).min(10_000);
     match tokio::task::spawn_blocking(move || crate::source::webroot::baseline::recent_changes(&dir, limit)).await {
         Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The attacker page: what the history holds about one address.
+async fn attacker(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let Some(ip) = f.ip else {
+        return ApiError(StatusCode::BAD_REQUEST, "ip= is required".into()).into_response();
+    };
+    match with_history(&s, move |r| r.attacker(&ip)).await {
+        Ok(a) => Json(a).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct RuleAnswer {
+    /// Absent when no rule of this id is loaded now (its detections stay in the history).
+    rule: Option<RuleDoc>,
+    /// Counters since the daemon started: matches, detections, evaluations and their cost.
+    counts: Option<RuleCounts>,
+    history: crate::history::RuleHistory,
+}
+
+/// The rule page: the rule as loaded, its counters and cost, its history.
+async fn rule(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Response {
+    let Some(id) = f.rule else {
+        return ApiError(StatusCode::BAD_REQUEST, "rule= is required".into()).into_response();
+    };
+    let doc = s.rule_doc(&id);
+    let counts = s.metrics.rule_counts(&id);
+    let now = chrono::Utc::now().timestamp_millis();
+    match with_history(&s, move |r| r.rule(&id, now)).await {
+        Ok(history) => Json(RuleAnswer { rule: doc, counts, history }).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AcceptBody {
+    /// Rows of `/api/webroot/changes`.
+    ids: Vec<i64>,
+}
+
+/// A person accepts reported web-root changes after checking them (recorded under the
+/// session's user; a state change, so a session needs its CSRF token).
+async fn webroot_accept(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(who): axum::Extension<Who>,
+    Json(body): Json<AcceptBody>,
+) -> Response {
+    if body.ids.len() > 10_000 {
+        return ApiError(StatusCode::BAD_REQUEST, "at most 10000 ids at once".into()).into_response();
+    }
+    let dir = s.state_dir.clone();
+    let who = who.0;
+    let by = who.clone();
+    let n = body.ids.len();
+    match tokio::task::spawn_blocking(move || crate::source::webroot::baseline::accept_changes(&dir, &body.ids, &by))
+        .await
+    {
+        Ok(Ok(accepted)) => {
+            tracing::info!(user = ?who, asked = n, accepted, "web root: changes accepted");
+            Json(serde_json::json!({ "accepted": accepted, "by": who })).into_response()
+        }
         Ok(Err(e)) => ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -1,6 +1,7 @@
 //! The dashboard: a log-in page, a session cookie, and the static page that draws the API.
 //!
-//! - People log in with the same token scripts send as a bearer token; they get an HttpOnly,
+//! - People log in with the same token scripts send as a bearer token, or with a name and
+//!   password of `http.users` ([`super::users`]); they get an HttpOnly,
 //!   SameSite=Strict session cookie (12 h) and, from `/api/session`, a CSRF token that every
 //!   state-changing request made with the cookie must carry in `X-CSRF-Token`.
 //! - Failed log-ins are limited: after 5 within a minute, every attempt is refused for the
@@ -37,6 +38,8 @@ const APP_CSS: &str = include_str!("ui/app.css");
 
 struct Session {
     csrf: String,
+    /// The user's name, or [`super::TOKEN_WHO`].
+    who: String,
     expires: Instant,
 }
 
@@ -47,25 +50,22 @@ pub struct Sessions {
     failures: Mutex<Vec<Instant>>,
 }
 
-fn random_hex() -> String {
-    (0..32).map(|_| format!("{:02x}", fastrand::u8(..))).collect()
-}
-
 impl Sessions {
-    fn create(&self) -> String {
-        let id = random_hex();
+    fn create(&self, who: String) -> anyhow::Result<String> {
+        let id = super::random_hex()?;
+        let csrf = super::random_hex()?;
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         live.retain(|_, s| s.expires > now);
-        live.insert(id.clone(), Session { csrf: random_hex(), expires: now + SESSION_TTL });
-        id
+        live.insert(id.clone(), Session { csrf, who, expires: now + SESSION_TTL });
+        Ok(id)
     }
 
-    /// The CSRF token of the session named by the request's cookie, if it is live.
-    pub fn csrf_of(&self, headers: &HeaderMap) -> Option<String> {
+    /// The CSRF token and the user of the session named by the request's cookie, if it is live.
+    pub fn get(&self, headers: &HeaderMap) -> Option<(String, String)> {
         let id = cookie(headers)?;
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.get(&id).filter(|s| s.expires > Instant::now()).map(|s| s.csrf.clone())
+        live.get(&id).filter(|s| s.expires > Instant::now()).map(|s| (s.csrf.clone(), s.who.clone()))
     }
 
     fn remove(&self, headers: &HeaderMap) {
@@ -98,7 +98,7 @@ fn html(body: &'static str) -> Response {
 
 /// `/`: the dashboard for a session, else the log-in page.
 pub async fn index(State(s): State<std::sync::Arc<Shared>>, headers: HeaderMap) -> Response {
-    if s.sessions.csrf_of(&headers).is_none() {
+    if s.sessions.get(&headers).is_none() {
         return Redirect::to("/login").into_response();
     }
     html(INDEX)
@@ -110,6 +110,9 @@ pub async fn login_page() -> Response {
 
 #[derive(Deserialize)]
 pub struct LoginForm {
+    /// Empty (or absent): `token` is the access token; else a user of `http.users`.
+    #[serde(default)]
+    user: String,
     token: String,
 }
 
@@ -117,12 +120,27 @@ pub async fn login(State(s): State<std::sync::Arc<Shared>>, Form(f): Form<LoginF
     if s.sessions.limited() {
         return (StatusCode::TOO_MANY_REQUESTS, "too many failed log-ins: wait a minute\n").into_response();
     }
-    if !super::constant_time_eq(f.token.trim().as_bytes(), s.token.as_bytes()) {
+    let user = f.user.trim().to_string();
+    let who = if user.is_empty() {
+        super::constant_time_eq(f.token.trim().as_bytes(), s.token.as_bytes()).then(|| super::TOKEN_WHO.to_string())
+    } else {
+        // argon2 is slow on purpose: off the runtime's worker threads.
+        let shared = std::sync::Arc::clone(&s);
+        let (name, password) = (user.clone(), f.token);
+        let ok = tokio::task::spawn_blocking(move || shared.users.verify(&name, &password)).await.unwrap_or(false);
+        ok.then_some(user)
+    };
+    let Some(who) = who else {
         s.sessions.failed();
-        tracing::warn!("http: failed log-in");
+        // The name typed is attacker-chosen: logged escaped, and never the password.
+        tracing::warn!(user = ?f.user.chars().take(64).collect::<String>(), "http: failed log-in");
         return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], LOGIN).into_response();
-    }
-    let id = s.sessions.create();
+    };
+    tracing::info!(user = ?who, "http: log-in");
+    let id = match s.sessions.create(who) {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+    };
     let mut resp = Redirect::to("/").into_response();
     let secure = if s.secure { "; Secure" } else { "" };
     let c = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_TTL.as_secs());
@@ -144,8 +162,8 @@ pub async fn logout(State(s): State<std::sync::Arc<Shared>>, headers: HeaderMap)
 
 /// `/api/session`: the CSRF token the page sends back with state-changing requests.
 pub async fn session(State(s): State<std::sync::Arc<Shared>>, headers: HeaderMap) -> Response {
-    match s.sessions.csrf_of(&headers) {
-        Some(csrf) => axum::Json(serde_json::json!({ "csrf": csrf })).into_response(),
+    match s.sessions.get(&headers) {
+        Some((csrf, who)) => axum::Json(serde_json::json!({ "csrf": csrf, "user": who })).into_response(),
         None => (StatusCode::UNAUTHORIZED, "log in first\n").into_response(),
     }
 }

@@ -131,13 +131,38 @@ impl Pipeline {
     /// Swaps in a new rule set, keeping the threshold and suppression state of every rule
     /// whose matching and grouping did not change. Returns how many rules kept their state.
     pub fn replace(&mut self, setup: Setup) -> usize {
+        // The old rules' evaluation counts go with their stats (carried over by id).
+        self.drain_profile();
+        let every = self.scratch.profile.as_ref().map(|p| p.every);
         let mut detector = Detector::new(Arc::clone(&setup.rules), self.max_keys);
         let old = std::mem::replace(&mut self.detector, Detector::new(Arc::clone(&setup.rules), 1));
         let kept = detector.carry_over(old);
         self.detector = detector;
         self.scratch = setup.rules.scratch();
+        if let Some(every) = every {
+            self.scratch.profile = Some(crate::engine::Profile::new(setup.rules.rules.len(), every));
+        }
         self.setup = Arc::new(setup);
         kept
+    }
+
+    /// Counts every rule evaluation and times those of one event in `every` (see
+    /// [`crate::engine::Profile`]); [`Pipeline::drain_profile`] moves the figures into the
+    /// rules' stats.
+    pub fn profile_rules(&mut self, every: u32) {
+        self.scratch.profile = Some(crate::engine::Profile::new(self.setup.rules.rules.len(), every));
+    }
+
+    /// Adds the evaluation counts and estimated times gathered since the last call to the
+    /// detector's per-rule stats.
+    pub fn drain_profile(&mut self) {
+        let Some(p) = &mut self.scratch.profile else { return };
+        let every = p.every as u64;
+        let (evals, nanos) = p.take();
+        for ((st, e), n) in self.detector.stats.iter_mut().zip(evals).zip(nanos) {
+            st.evaluations += e;
+            st.eval_nanos += n * every;
+        }
     }
 
     /// One event of source `src` (an index into [`Pipeline::sources`]): match, thresholds,

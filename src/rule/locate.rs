@@ -44,6 +44,11 @@ pub fn key(text: &str, path: &str) -> Option<Pos> {
     build(text).keys.get(path).copied()
 }
 
+/// Where every mapping key is written, by the path of its entry (see [`key`]).
+pub fn keys(text: &str) -> HashMap<String, Pos> {
+    build(text).keys
+}
+
 fn build(text: &str) -> Builder {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);

@@ -20,6 +20,19 @@ pub fn exchange_as(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = exchange_full(addr, host, method, path, headers, body);
+    (status, body)
+}
+
+/// [`exchange_as`] that also returns the response's head (status line and headers).
+pub fn exchange_full(
+    addr: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut req =
@@ -61,7 +74,7 @@ pub fn exchange_as(
     // chromedriver and trapline answer with Content-Length, but be kind to chunked bodies.
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 pub fn dechunk(mut s: &str) -> String {

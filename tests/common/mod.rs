@@ -17,6 +17,21 @@ pub fn trapline(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("run trapline")
 }
 
+/// `trapline` with `input` on its standard input.
+pub fn trapline_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run trapline");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().expect("wait for trapline")
+}
+
 /// A combined-format line with a given client IP, time offset (seconds) and request target.
 pub fn access_line(ip: &str, sec: u32, target: &str, status: u16) -> String {
     format!(

@@ -19,6 +19,59 @@ async function api(path) {
   return r.json();
 }
 
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": state.csrf },
+    body: JSON.stringify(body),
+  });
+  if (r.status === 401) { location.href = "/login"; throw new Error("logged out"); }
+  if (!r.ok) throw new Error(path + ": " + r.status + " " + (await r.text()));
+  return r.json();
+}
+
+function time(ms) {
+  return ms === null || ms === undefined ? "–" : new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+}
+
+// A table of rows of cells; a cell is text, or [text, onClick] for a link.
+function table(head, rows) {
+  const t = el("table");
+  const hr = el("tr");
+  for (const h of head) hr.appendChild(el("th", h));
+  const thead = el("thead");
+  thead.appendChild(hr);
+  t.appendChild(thead);
+  const body = el("tbody");
+  for (const r of rows) {
+    const tr = el("tr");
+    for (const c of r) {
+      if (Array.isArray(c)) {
+        const td = el("td", c[0], "link");
+        td.addEventListener("click", c[1]);
+        tr.appendChild(td);
+      } else {
+        tr.appendChild(el("td", c));
+      }
+    }
+    body.appendChild(tr);
+  }
+  t.appendChild(body);
+  return t;
+}
+
+// Label/value pairs as a definition list.
+function facts(pairs) {
+  const dl = el("dl", null, "facts");
+  for (const [k, v] of pairs) {
+    if (v === undefined || v === null || v === "") continue;
+    dl.appendChild(el("dt", k));
+    dl.appendChild(el("dd", v));
+  }
+  return dl;
+}
+
 function sevCell(s) { return el("td", s, "sev sev-" + s); }
 
 function row(d) {
@@ -61,13 +114,85 @@ function showDetail(d) {
 async function pin(what) {
   state.pinned = what;
   const q = what.ip ? "ip=" + encodeURIComponent(what.ip) : "rule=" + encodeURIComponent(what.rule);
-  document.getElementById("feed-title").textContent = what.ip ? "Attacker " + what.ip : "Rule " + what.rule;
+  document.getElementById("feed-title").textContent = what.ip ? "Detections of " + what.ip : "Detections of " + what.rule;
   document.getElementById("back").hidden = false;
   const rows = await api("/api/detections?limit=500&" + q);
   // The history is written in batches: the newest detections may still be only in the feed.
   const seen = new Set(rows.map((r) => r.key));
   const recent = state.live.filter((d) => pinnedMatch(d) && !seen.has(d.key));
-  drawFeed(recent.concat(rows));
+  const all = recent.concat(rows);
+  drawFeed(all);
+  if (what.ip) await drawAttacker(what.ip, all, recent); else await drawRule(what.rule);
+  document.getElementById("subject").scrollIntoView();
+}
+
+// Adds one to the count named `name` of a list of {name, detections}.
+function bump(list, name, extra) {
+  let e = list.find((x) => x.name === name);
+  if (!e) { e = Object.assign({ name, detections: 0 }, extra); list.push(e); }
+  e.detections += 1;
+  return e;
+}
+
+// The attacker page: what it did, by class, rule and source, and its raw lines. `recent` are
+// detections the feed brought that the history (written in batches) does not hold yet.
+async function drawAttacker(ip, rows, recent) {
+  const a = await api("/api/attacker?ip=" + encodeURIComponent(ip));
+  for (const d of recent) {
+    const ms = Date.parse(d.event_time);
+    a.detections += 1;
+    if (!a.first_ms || ms < a.first_ms) a.first_ms = ms;
+    if (!a.last_ms || ms > a.last_ms) a.last_ms = ms;
+    bump(a.classes, d.rule.class);
+    const r = bump(a.rules, d.rule.id, { severity: d.rule.severity, last_ms: ms });
+    r.last_ms = Math.max(r.last_ms || 0, ms);
+    bump(a.sources, d.source && d.source.name);
+  }
+  document.getElementById("subject-title").textContent = "Attacker " + ip;
+  const lines = el("pre", rows.slice(0, 30).map((d) => d.line || "").join("\n"), "detail");
+  document.getElementById("subject-body").replaceChildren(
+    facts([["detections", a.detections], ["first seen", time(a.first_ms)], ["last seen", time(a.last_ms)]]),
+    el("h3", "Classes"),
+    table(["class", "detections"], a.classes.map((c) => [c.name, c.detections])),
+    el("h3", "Rules"),
+    table(["rule", "detections", "severity", "last"],
+      a.rules.map((r) => [[r.name, () => pin({ rule: r.name })], r.detections, r.severity, time(r.last_ms)])),
+    el("h3", "Sources"),
+    table(["source", "detections"], a.sources.map((c) => [c.name, c.detections])),
+    el("h3", "Raw lines (newest first)"),
+    lines,
+  );
+  document.getElementById("subject").hidden = false;
+}
+
+// The rule page: the rule as loaded, what it cost and matched since start, its history.
+async function drawRule(id) {
+  const a = await api("/api/rule?rule=" + encodeURIComponent(id));
+  const r = a.rule || {};
+  const c = a.counts || {};
+  const h = a.history;
+  document.getElementById("subject-title").textContent = "Rule " + id + (r.title ? ": " + r.title : "");
+  const perEval = c.evaluations ? Math.round(c.eval_nanos / c.evaluations) + " ns" : "–";
+  document.getElementById("subject-body").replaceChildren(
+    a.rule ? facts([
+      ["severity", r.severity], ["class", r.class], ["kind", r.kind], ["threshold", r.threshold],
+      ["suppress", r.suppress], ["enabled", r.enabled ? "yes" : "no"], ["actions", (r.actions || []).join(", ")],
+      ["tags", (r.tags || []).join(", ")], ["file", r.file], ["last change", r.changed_at],
+    ]) : el("p", "No rule with this id is loaded now; its detections remain in the history.", "hint"),
+    el("p", r.description || ""),
+    el("h3", "Since start"),
+    facts([
+      ["lines matched", c.hits], ["detections", c.detections], ["suppressed", c.suppressed],
+      ["evaluations", c.evaluations], ["time evaluating", c.eval_nanos !== undefined ? (c.eval_nanos / 1e6).toFixed(1) + " ms" : ""],
+      ["per evaluation", perEval],
+    ]),
+    el("h3", "Detections"),
+    facts([["last hour", h.last_hour], ["last day", h.last_day], ["last week", h.last_week], ["last", time(h.last_ms)]]),
+    el("h3", "Top attackers (week)"),
+    table(["address", "detections", "severity", "last"],
+      h.attackers.map((t) => [[t.name, () => pin({ ip: t.name })], t.detections, t.severity, time(t.last_ms)])),
+  );
+  document.getElementById("subject").hidden = false;
 }
 
 function pinnedMatch(d) {
@@ -80,6 +205,7 @@ function unpin() {
   state.pinned = null;
   document.getElementById("feed-title").textContent = "Live feed";
   document.getElementById("back").hidden = true;
+  document.getElementById("subject").hidden = true;
   document.getElementById("detail").hidden = true;
   drawFeed(state.live);
 }
@@ -130,6 +256,11 @@ function arrow(a, b, fmt) {
 async function refreshWebroot() {
   const rows = await api("/api/webroot/changes?limit=50");
   document.getElementById("webroot-panel").hidden = rows.length === 0;
+  const pending = rows.filter((c) => c.reported && !c.accepted_by);
+  document.getElementById("webroot-pending").textContent = pending.length ? pending.length + " to review" : "";
+  const all = document.getElementById("accept-all");
+  all.hidden = pending.length === 0;
+  all.onclick = () => accept(pending.map((c) => c.id));
   document.getElementById("webroot").replaceChildren(...rows.map((c) => {
     const tr = el("tr");
     tr.appendChild(el("td", (c.at || "").replace("T", " ").slice(0, 19)));
@@ -138,20 +269,60 @@ async function refreshWebroot() {
     tr.appendChild(el("td", arrow(c.old_size, c.size, String)));
     tr.appendChild(el("td", arrow(c.old_sha256, c.sha256, (h) => h.slice(0, 12))));
     tr.appendChild(el("td", c.reported ? "yes" : "no: " + (c.note || "")));
+    const review = el("td");
+    if (c.accepted_by) {
+      review.textContent = "accepted by " + c.accepted_by + " " + (c.accepted_at || "").replace("T", " ").slice(0, 19);
+    } else if (c.reported) {
+      const b = el("button", "Accept", "accept");
+      b.type = "button";
+      b.dataset.id = String(c.id);
+      b.addEventListener("click", () => accept([c.id]));
+      review.appendChild(b);
+    }
+    tr.appendChild(review);
     return tr;
   }));
 }
 
+// Records that a person checked these changes (the files are already the baseline).
+async function accept(ids) {
+  if (!ids.length) return;
+  try {
+    await post("/api/webroot/accept", { ids });
+  } catch (e) {
+    document.getElementById("webroot-pending").textContent = "accept failed: " + e.message;
+    return;
+  }
+  refreshWebroot();
+}
+
+// The header: per source lines/s (from two polls), unparsed lines and how long ago its last
+// line came; queued and failed deliveries; the last reload and its errors.
 async function refreshHealth() {
   const h = document.getElementById("health");
   try {
     const s = await api("/api/status");
+    const now = Date.now();
+    const prev = state.health;
+    state.health = { at: now, sources: s.sources || [] };
+    const parts = (s.sources || []).map((src) => {
+      const p = prev && prev.sources.find((o) => o.name === src.name);
+      const rate = p ? Math.max(0, (src.lines - p.lines) / ((now - prev.at) / 1000)) : null;
+      const ago = src.last_event_at ? Math.round((now - Date.parse(src.last_event_at)) / 1000) + " s ago" : "no line yet";
+      return src.name + ": " + (rate === null ? "…" : rate.toFixed(rate < 10 ? 1 : 0)) + " lines/s, " +
+        src.unparsed + " unparsed, last " + ago;
+    });
+    for (const a of s.actions || []) {
+      const c = a.counters || {};
+      parts.push(a.action + ": " + (a.queued || 0) + " queued, " + (c.delivered || 0) + " delivered, " + (c.failed || 0) + " failed");
+    }
     const reload = s.last_reload;
     const bad = reload && !reload.ok;
-    h.className = "health" + (bad ? " bad" : "");
-    h.textContent = "lines " + s.lines + " · unparsed " + s.unparsed + " · detections " + s.detections_written +
-      " · rules " + s.rules + (bad ? " · last reload FAILED: " + (reload.errors || []).join(" ") : "") +
-      (s.action_failure ? " · action failing: " + s.action_failure.action : "");
+    parts.push("rules " + s.rules + " (loaded " + (s.rules_loaded_at || "").replace("T", " ").slice(0, 19) + ")");
+    if (bad) parts.push("last reload FAILED: " + (reload.errors || []).join(" "));
+    if (s.action_failure) parts.push("action failing: " + s.action_failure.action + ": " + s.action_failure.error);
+    h.className = "health" + (bad || s.action_failure ? " bad" : "");
+    h.textContent = parts.join(" · ");
   } catch (e) {
     h.className = "health bad";
     h.textContent = "no status: " + e.message;

@@ -79,15 +79,7 @@ impl Baseline {
                  paths TEXT NOT NULL, files INTEGER NOT NULL);",
         )
         .with_context(|| format!("cannot set up baseline {}", path.display()))?;
-        // Columns added after the first release: added to a database that lacks them.
-        for col in ["old_size INTEGER", "size INTEGER", "old_sha256 TEXT", "sha256 TEXT"] {
-            let name = col.split(' ').next().unwrap_or_default();
-            let has: bool =
-                conn.prepare("SELECT 1 FROM pragma_table_info('changes') WHERE name = ?1")?.exists([name])?;
-            if !has {
-                conn.execute_batch(&format!("ALTER TABLE changes ADD COLUMN {col}"))?;
-            }
-        }
+        add_columns(&conn)?;
         let (key, key_new) = load_key(&state_dir.join(KEY_FILE))?;
         let mut b = Baseline {
             conn,
@@ -350,6 +342,8 @@ impl HistoryRow {
 /// A change as the history table keeps it, for the dashboard.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChangeRow {
+    /// What [`accept_changes`] takes.
+    pub id: i64,
     pub source: String,
     pub at: String,
     pub change: String,
@@ -362,6 +356,9 @@ pub struct ChangeRow {
     pub size: Option<i64>,
     pub old_sha256: Option<String>,
     pub sha256: Option<String>,
+    /// Who accepted the (reported) change, and when; absent: not reviewed yet.
+    pub accepted_by: Option<String>,
+    pub accepted_at: Option<String>,
 }
 
 /// The newest `limit` changes of every web root of `state_dir`, newest first; empty when no
@@ -375,7 +372,8 @@ pub fn recent_changes(state_dir: &Path, limit: usize) -> Result<Vec<ChangeRow>> 
         .with_context(|| format!("cannot open {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let mut st = conn.prepare(
-        "SELECT source, at, change, path, old_path, reported, note, old_size, size, old_sha256, sha256
+        "SELECT source, at, change, path, old_path, reported, note, old_size, size, old_sha256, sha256,
+                rowid, accepted_by, accepted_at
          FROM changes ORDER BY rowid DESC LIMIT ?1",
     )?;
     let lossy = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
@@ -392,9 +390,55 @@ pub fn recent_changes(state_dir: &Path, limit: usize) -> Result<Vec<ChangeRow>> 
             size: r.get(8)?,
             old_sha256: r.get(9)?,
             sha256: r.get(10)?,
+            id: r.get(11)?,
+            accepted_by: r.get(12)?,
+            accepted_at: r.get(13)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Columns added to `changes` after the first release: added to a database that lacks them.
+fn add_columns(conn: &Connection) -> Result<()> {
+    for col in
+        ["old_size INTEGER", "size INTEGER", "old_sha256 TEXT", "sha256 TEXT", "accepted_by TEXT", "accepted_at TEXT"]
+    {
+        let name = col.split(' ').next().unwrap_or_default();
+        let has: bool = conn.prepare("SELECT 1 FROM pragma_table_info('changes') WHERE name = ?1")?.exists([name])?;
+        if !has {
+            conn.execute_batch(&format!("ALTER TABLE changes ADD COLUMN {col}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A person (`who`) accepts reported changes `ids` (rows of [`recent_changes`]) after
+/// checking them: the baseline already holds the files as they are (a change is reported
+/// and then becomes the baseline), so this records the review, it changes no file state.
+/// Returns how many were accepted now (already accepted or unknown ids are left as they are).
+/// Safe while the daemon writes the database: one short transaction, waiting for its lock.
+pub fn accept_changes(state_dir: &Path, ids: &[i64], who: &str) -> Result<usize> {
+    let path = state_dir.join(DB_FILE);
+    if !path.exists() {
+        anyhow::bail!("no web-root baseline at {} yet", path.display());
+    }
+    let mut conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    add_columns(&conn)?;
+    let at = chrono::Utc::now().to_rfc3339();
+    let tx = conn.transaction()?;
+    let mut n = 0;
+    {
+        let mut st = tx.prepare(
+            "UPDATE changes SET accepted_by = ?1, accepted_at = ?2 WHERE rowid = ?3 AND reported = 1 AND accepted_by IS NULL",
+        )?;
+        for id in ids {
+            n += st.execute(params![who, at, id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
 }
 
 fn row_mac(key: &[u8], source: &str, e: &Entry) -> [u8; 32] {
