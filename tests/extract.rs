@@ -150,6 +150,13 @@ fn a_threshold_grouped_by_an_extracted_address_fires_for_that_address_only() {
     assert!(text.contains("client_ip = \"203.0.113.50\" (extracted)"), "{text}");
     assert!(!text.contains("client_ip = \"10.9.9.9\""), "the rule's view replaces the parsed address: {text}");
     assert!(text.contains("threshold: 0 of 3 matching lines within 60 s for client_ip=203.0.113.50"), "{text}");
+    // The conditions the rule went through start with its extract, at its position.
+    assert!(
+        text.contains("true  extract from message regex /")
+            && text.contains(": client_ip = \"203.0.113.50\", mech = \"LOGIN\"  (")
+            && text.contains("plain.yml:9:9)"),
+        "{text}"
+    );
     // A line the extract does not match: explain says which extract and what it read.
     let other = "Oct 11 22:14:10 mx postfix/smtpd[41]: connect from unknown[192.0.2.1]";
     let out =
@@ -157,6 +164,7 @@ fn a_threshold_grouped_by_an_extracted_address_fires_for_that_address_only() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("no match: extract[0] is false"), "{text}");
+    assert!(text.contains("false extract from message regex /"), "{text}");
     assert!(text.contains("message = \"connect from unknown[192.0.2.1]\", which its regex does not match"), "{text}");
 }
 

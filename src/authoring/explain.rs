@@ -153,6 +153,30 @@ impl RuleSet {
     /// condition (`match`, or a sequence step's `sequence.steps[1].match`).
     pub fn trace(&self, rule: usize, root: &str, line: &[u8], s: &mut Scratch, time: EventTime<'_>) -> Vec<TraceStep> {
         let mut out = Vec::new();
+        // The rule's extracts first, up to the one that did not match: what each read or took.
+        if let Some(x) = &self.rules[rule].extract {
+            let failed = x.apply(line, &mut s.record, &mut s.extract).err();
+            for (i, st) in x.steps.iter().enumerate().take(failed.map_or(usize::MAX, |f| f + 1)) {
+                let ok = failed != Some(i);
+                let shown = |id| match s.record.get(line, id) {
+                    Some(v) => format!("{} = \"{}\"", self.registry.name(id), String::from_utf8_lossy(v)),
+                    None => format!("{} is absent", self.registry.name(id)),
+                };
+                let looked = if ok {
+                    st.groups.iter().map(|(_, id)| shown(*id)).collect::<Vec<_>>().join(", ")
+                } else {
+                    shown(st.from)
+                };
+                let label = format!("extract from {} regex /{}/", self.registry.name(st.from), st.re.as_str());
+                out.push(TraceStep {
+                    depth: 0,
+                    path: format!("extract[{i}].regex"),
+                    label,
+                    verdict: ok,
+                    looked: Some(looked),
+                });
+            }
+        }
         self.trace_node(&self.rules[rule].node, root, 0, line, s, time, &mut out);
         out
     }
