@@ -143,7 +143,9 @@ fn scan_thresholds_use_event_time() {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
             stderr.contains("t.404-burst")
-                && stderr.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["t.404-burst", "22", "1", "1"]),
+                && stderr
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["t.404-burst", "22", "1", "1", "0"]),
             "{stderr}"
         );
         results.push(d["key"].clone());
@@ -497,4 +499,26 @@ fn named_conditions_are_shared_by_rules() {
     std::fs::write(rules.join("c.yml"), "conditions:\n  from-outside: {ref: from-outside}\n").unwrap();
     let err = String::from_utf8_lossy(&trapline(&["scan", "--rules", rules.to_str().unwrap(), &f]).stderr).to_string();
     assert!(err.contains("refers to itself"), "{err}");
+}
+
+/// For a `distinct` threshold, explain lists the values counted so far (as far as recorded).
+#[test]
+fn explain_lists_the_distinct_values_of_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("t.yml"),
+        "rules:\n  - id: t.spray\n    title: many users\n    severity: low\n    match: {field: status, equals: '401'}\n    threshold: {count: 10, within: 1h, group_by: [client_ip], distinct: user}\n",
+    )
+    .unwrap();
+    let line = |user: &str, s: u32| {
+        format!("192.0.2.1 - {user} [10/Oct/2024:10:00:{s:02} +0000] \"GET /login HTTP/1.1\" 401 1 \"-\" \"-\"")
+    };
+    let log = [line("alice", 1), line("bob", 2), line("alice", 3), line("carol", 4), line("dave", 5)].join("\n");
+    let f = write(dir.path(), "a.log", &log);
+    let out = trapline(&["explain", "--rules", rules.to_str().unwrap(), "--file", &f, "--rule", "t.spray"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("threshold: 3 of 10 distinct values"), "{text}");
+    assert!(text.contains("distinct values counted: \"alice\", \"bob\", \"carol\"\n"), "{text}");
 }

@@ -292,6 +292,11 @@ fn attacker_and_rule_pages_with_each_rules_cost() {
     threshold: {{count: 3, within: 1m, group_by: [client_ip]}}
 "
     );
+    let rules = rules.replacen(
+        "    class: xss\n",
+        "    class: xss\n    except: {field: client_ip, cidr: [192.0.2.250/32]}\n",
+        1,
+    );
     let (_d, p) = project(Some(&rules), &config("127.0.0.1:0"));
     std::fs::write(p.join("token.txt"), TOKEN).unwrap();
     std::fs::write(p.join("logs/access.log"), "").unwrap();
@@ -307,6 +312,8 @@ fn attacker_and_rule_pages_with_each_rules_cost() {
         lines.push(now("203.0.113.9", &format!("/missing{i}"), 404));
     }
     lines.push(now("198.51.100.4", "/ok", 200));
+    // Held back by the rule's exception, on the profiled path too.
+    lines.push(now("192.0.2.250", "/scan%3Cscript%3E", 200));
     append(&p.join("logs/access.log"), &lines);
     let get = |path: &str| {
         let (status, body) = request(&addr, path, &addr, Some(TOKEN));
@@ -327,7 +334,7 @@ fn attacker_and_rule_pages_with_each_rules_cost() {
     assert_eq!(request(&addr, "/api/attacker", &addr, Some(TOKEN)).0, 400);
 
     // The rule page: as loaded, with its history and what evaluating it cost.
-    assert!(wait_for(Duration::from_secs(5), || get("/api/rule?rule=t.burst")["counts"]["evaluations"] == 5));
+    assert!(wait_for(Duration::from_secs(5), || get("/api/rule?rule=t.burst")["counts"]["evaluations"] == 6));
     let r = get("/api/rule?rule=t.burst");
     assert_eq!(r["rule"]["kind"], "threshold", "{r}");
     assert_eq!(r["rule"]["threshold"], "3 within 1m by client_ip", "{r}");
@@ -340,13 +347,15 @@ fn attacker_and_rule_pages_with_each_rules_cost() {
     assert_eq!(r["history"]["attackers"][0]["name"], "203.0.113.9");
     assert!(get("/api/rule?rule=no.such")["rule"].is_null());
     let (_, m) = request(&addr, "/metrics", &addr, Some(TOKEN));
-    assert!(m.contains("trapline_rule_evaluations_total{rule=\"t.burst\"} 5"), "{m}");
+    assert!(m.contains("trapline_rule_evaluations_total{rule=\"t.burst\"} 6"), "{m}");
     assert!(m.contains("trapline_rule_evaluation_seconds_total{rule=\"t.burst\"}"), "{m}");
 
     // Health: per source, in the status the page polls (rewritten every second).
-    assert!(wait_for(Duration::from_secs(5), || get("/api/status")["lines"] == 5));
+    assert!(wait_for(Duration::from_secs(5), || get("/api/status")["lines"] == 6));
+    assert_eq!(get("/api/attacker?ip=192.0.2.250")["detections"], 0, "the exception held it back");
+    assert!(m.contains("trapline_held_back_total{exception=\"t.xss\"} 1"), "{m}");
     let s = get("/api/status");
     assert_eq!(s["sources"][0]["name"], "web", "{s}");
-    assert_eq!(s["sources"][0]["lines"], 5, "{s}");
+    assert_eq!(s["sources"][0]["lines"], 6, "{s}");
     assert!(s["sources"][0]["last_event_at"].as_str().is_some(), "{s}");
 }

@@ -130,3 +130,48 @@ fn readme_extract_and_json_array_examples_work() {
         assert_eq!(report.passed, 2, "{marker}");
     }
 }
+
+/// The exceptions example of the README: the scanner and the health check are held back and
+/// counted under their names, the rule's own `except` under the rule's id.
+#[test]
+fn readme_exceptions_example_works() {
+    use trapline::event::{Event, Origin};
+    use trapline::pipeline::{AdHoc, Pipeline, setup};
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("**Exceptions**").nth(1).expect("README has an exceptions paragraph");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    // `rules: [web.*, honeypot.sqli]` needs those rules: the shipped ones next to it.
+    std::fs::write(dir.path().join("r.yml"), yaml).unwrap();
+    let shipped = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
+    let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+    let built = setup::build(None, &[shipped, dir.path().to_path_buf()], &adhoc).unwrap();
+    let info = built.sources[0].info("access.log");
+    let mut p = Pipeline::new(built, 100);
+    let lines = [
+        "203.0.113.5 - - [10/Oct/2024:13:00:00 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"curl/8\"",
+        "192.0.2.10 - - [10/Oct/2024:13:00:01 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"curl/8\"",
+        "203.0.113.5 - - [10/Oct/2024:13:00:02 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"Pingdom.com_bot\"",
+    ];
+    let mut got = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        let ev = Event::line(
+            l.as_bytes(),
+            Origin::Line { content: 1, offset: n as u64 * 100, line_number: n as u64 + 1 },
+            chrono::Utc::now(),
+            false,
+        );
+        p.process(0, &info, &ev, &mut |d: trapline::engine::Detection| {
+            if d.rule.id == "web.admin-probe" {
+                got.push(d.source.line_number);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    assert_eq!(got, [1]);
+    let held: Vec<(String, u64)> =
+        p.detector().held_back().filter(|(_, n)| *n > 0).map(|(s, n)| (s.to_string(), n)).collect();
+    assert!(held.contains(&("web.admin-probe".to_string(), 1)), "{held:?}");
+    assert!(held.iter().any(|(s, n)| s == "scanner-allowlist" && *n >= 1), "{held:?}");
+}

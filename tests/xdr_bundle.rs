@@ -163,3 +163,24 @@ fn per_rule_templates_override_only_what_they_contain() {
     assert_eq!(r.render("other", &c, false).unwrap().bundle["incidents"][0]["status"], "New");
     assert!(r.render("special", &c, false).unwrap().bundle["sightings"].is_array());
 }
+
+/// A `distinct` threshold's values (attacker-chosen user names) are told in the sighting's
+/// description, as data, and the bundle stays valid.
+#[test]
+fn distinct_values_are_described_in_the_sighting() {
+    let r = load(&shipped()).unwrap();
+    let mut c = ctx_with(json!({"client_ip": "203.0.113.7"}), "line");
+    c["detection"]["threshold"] = json!({
+        "count": 25, "within_seconds": 600.0, "group": {"client_ip": "203.0.113.7"}, "distinct": "user",
+        "distinct_values": ["alice", HOSTILE[0], HOSTILE[2]],
+        "first_seen": "2024-10-10T13:00:00.000Z", "last_seen": "2024-10-10T13:05:00.000Z"
+    });
+    let b = r.render("auth.spray", &c, true).unwrap().bundle;
+    let d = b["sightings"][0]["description"].as_str().unwrap();
+    assert!(d.contains("25 distinct user within 600 s, among them: alice, "), "{d}");
+    assert!(d.contains(HOSTILE[0]), "verbatim: {d}");
+    assert!(validate(&b, "green").is_ok());
+    // Without a threshold the description is the line alone.
+    let b = r.render("auth.spray", &ctx_with(json!({}), "line"), true).unwrap().bundle;
+    assert!(!b["sightings"][0]["description"].as_str().unwrap().contains("distinct"));
+}

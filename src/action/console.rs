@@ -75,6 +75,14 @@ impl Console {
         );
         if let Some(t) = &d.threshold {
             s.push_str(&format!(" count={} within={}s", t.count, t.within_seconds));
+            if let (Some(field), false) = (&t.distinct, t.distinct_values.is_empty()) {
+                // A few of the values counted, each cut: enough to say what was tried.
+                const FEW: usize = 5;
+                let few: Vec<String> = t.distinct_values.iter().take(FEW).map(|v| escape(truncate(v, 40))).collect();
+                let more = (t.count as usize).saturating_sub(few.len());
+                let more = if more > 0 { format!(" +{more}") } else { String::new() };
+                s.push_str(&format!(" {}=[{}{more}]", escape(field), few.join(",")));
+            }
         }
         if d.suppressed > 0 {
             s.push_str(&format!(" suppressed={}", d.suppressed));

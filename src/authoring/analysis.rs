@@ -43,8 +43,13 @@ pub struct Report {
 
 /// Analyses the condition tree `node` of a rule (`match` at the top).
 pub fn analyse(node: &Node, views: &Views) -> Report {
+    analyse_at(node, views, "match")
+}
+
+/// [`analyse`] for a condition written at `root` (an exception's `rules[2].except`).
+pub fn analyse_at(node: &Node, views: &Views, root: &str) -> Report {
     let mut report = Report::default();
-    report.never = never(node, views, "match", &mut report.dead);
+    report.never = never(node, views, root, &mut report.dead);
     if report.never.is_some() {
         // Everything below is moot; the rule-level finding says it all.
         report.dead.clear();
@@ -90,7 +95,8 @@ fn never(node: &Node, views: &Views, path: &str, dead: &mut Vec<Impossible>) -> 
 }
 
 /// Whether `node` is true on every line.
-fn always(node: &Node, views: &Views) -> bool {
+/// Whether `node` is provably true on every line (an exception that holds every event back).
+pub fn always(node: &Node, views: &Views) -> bool {
     match node {
         Node::Leaf(l) => leaf_always(l, views),
         Node::Not(inner) => never(inner, views, "", &mut Vec::new()).is_some(),
@@ -333,7 +339,7 @@ mod tests {
         let mut views = Views::default();
         let mut opts = CompileOptions::default();
         opts.actions.insert("log".into());
-        let (rules, errors) = compile_rules(&loaded, &opts, &mut FieldRegistry::default(), &mut views);
+        let (rules, _, errors) = compile_rules(&loaded, &opts, &mut FieldRegistry::default(), &mut views);
         assert!(errors.is_empty(), "{errors:?}");
         let (rule, _) = rules.into_iter().next().flatten().and_then(|e| e.into_iter().next()).expect("compiles");
         analyse(&rule.node, &views)

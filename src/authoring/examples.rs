@@ -83,9 +83,19 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
         };
         let unparsed =
             |name: &str| format!("the example is not a valid `{name}` line (the format did not recognise it)");
+        // Examples test the rule as written: its condition and its own `except`. Overrides and
+        // shared exceptions are a site's policy, tested with fixtures and `explain`.
         for (i, line) in r.examples.should_match.iter().enumerate() {
             match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
-                Ok(()) => report.passed += 1,
+                Ok(()) => match rules.holding_exception(ri, line.as_bytes(), &mut scratch, true) {
+                    None => report.passed += 1,
+                    Some(_) => report.failures.push(ExampleFailure {
+                        rule: r.id.clone(),
+                        path: format!("examples.match[{i}]"),
+                        line: line.clone(),
+                        reason: "did not match: the rule's `except` holds it back".into(),
+                    }),
+                },
                 Err(at) => report.failures.push(ExampleFailure {
                     rule: r.id.clone(),
                     path: format!("examples.match[{i}]"),
@@ -101,14 +111,17 @@ pub fn run(loaded: &Loaded, rules: &RuleSet, parser_for: &dyn Fn(&str) -> Option
         for (i, line) in r.examples.no_match.iter().enumerate() {
             // A line the format cannot read is a legitimate `no_match` (such lines are not
             // counted by a rule over fields), so it passes.
-            match rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch) {
-                Err(_) => report.passed += 1,
-                Ok(()) => report.failures.push(ExampleFailure {
+            let matched = rules.explain_rule(ri, &parser, line.as_bytes(), &mut scratch).is_ok()
+                && rules.holding_exception(ri, line.as_bytes(), &mut scratch, true).is_none();
+            if matched {
+                report.failures.push(ExampleFailure {
                     rule: r.id.clone(),
                     path: format!("examples.no_match[{i}]"),
                     line: line.clone(),
                     reason: "matched, but it must not".into(),
-                }),
+                });
+            } else {
+                report.passed += 1;
             }
         }
     }

@@ -20,6 +20,17 @@ impl RuleSet {
         self.rules[rule].node.explain(&mut cx, "match")
     }
 
+    /// The first exception of rule `rule` that holds back the line last given to
+    /// [`RuleSet::explain_rule`] (an index into [`RuleSet::exceptions`]); with `own_only`,
+    /// only the rule's own `except` counts (what its inline examples test).
+    pub fn holding_exception(&self, rule: usize, line: &[u8], s: &mut Scratch, own_only: bool) -> Option<u32> {
+        let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time: EventTime::Now };
+        self.rules[rule].except.iter().copied().find(|&e| {
+            let x = &self.exceptions[e as usize];
+            (!own_only || x.kind == crate::rule::ExceptionKind::Own) && x.node.eval(&mut cx)
+        })
+    }
+
     /// For an explanation: the value the condition at `path` (as returned by
     /// [`RuleSet::explain_rule`]) looked at on the line last given to `explain_rule`, as
     /// `field[transforms] = "value"`, or `field absent`.

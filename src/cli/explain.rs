@@ -141,6 +141,14 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
                 println!("matches {} ({}, {})", r.id, r.severity.as_str(), escape(&r.title));
                 state(rules, detector, i, &line, &scratch.record, at);
             }
+            for &(i, e) in &scratch.held {
+                let r = &rules.rules[i as usize];
+                println!(
+                    "held back {}: the condition matches, but {} holds the line back",
+                    r.id,
+                    escape(&rules.describe_exception(e))
+                );
+            }
         }
         Some(id) => {
             let Some(first) = rules.rule_index(id) else { bail!("no rule {id:?} in {}", list(&rule_paths)) };
@@ -169,11 +177,16 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
             match verdict {
                 Ok(()) => {
                     let by = decided_by(&trace);
-                    if by.is_empty() {
-                        println!("rule {id}: the condition matches");
-                    } else {
-                        println!("rule {id}: the condition matches, through {}", by.join(", "));
+                    let through = if by.is_empty() { String::new() } else { format!(", through {}", by.join(", ")) };
+                    if let Some(e) = rules.holding_exception(i, &line, &mut scratch, false) {
+                        println!(
+                            "rule {id}: the condition matches{through}, but {} holds the line back: it never fires the rule",
+                            escape(&rules.describe_exception(e))
+                        );
+                        print_trace(r, &trace);
+                        return Ok(1);
                     }
+                    println!("rule {id}: the condition matches{through}");
                     print_trace(r, &trace);
                     state(rules, detector, i, &line, &scratch.record, at);
                 }
@@ -206,7 +219,7 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
             })
             .collect();
         match det.window_state(i, line, rec, at) {
-            Some((n, oldest, w)) => {
+            Some((n, oldest, w, values)) => {
                 let what = if t.distinct.is_some() { "distinct values" } else { "matching lines" };
                 print!(
                     "  threshold: {n} of {} {what} within {} s for {}",
@@ -217,6 +230,15 @@ fn state(rules: &RuleSet, det: &mut Detector, i: usize, line: &[u8], rec: &crate
                 match oldest {
                     Some(o) => println!("; oldest expires at {}", fmt(o + w)),
                     None => println!(),
+                }
+                if !values.is_empty() {
+                    let more = if (values.len() as u32) < n {
+                        format!(" (+{} not recorded)", n - values.len() as u32)
+                    } else {
+                        String::new()
+                    };
+                    let shown: Vec<String> = values.iter().map(|v| format!("\"{}\"", escape(v))).collect();
+                    println!("  distinct values counted: {}{more}", shown.join(", "));
                 }
                 println!("  (this line would be number {} in the window)", n + 1);
             }

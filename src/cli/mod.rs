@@ -7,6 +7,7 @@
 //! - `xdr sandbox|check|purge`, `render`: Cisco XDR tooling — [`xdr`].
 //! - `webroot accept`: re-baseline web roots after a deploy — [`webroot`].
 //! - `init`: a starter config, rules and templates to edit — [`init`].
+//! - `import sigma`: Sigma rules for web servers converted into rule files — [`import`].
 //!
 //! Without `--config`, the config is found by [`default_config`]: `./trapline.yml`, the
 //! user's, the system's, else the one built into the binary.
@@ -16,6 +17,7 @@
 pub mod explain;
 pub mod hash_password;
 pub mod history;
+pub mod import;
 pub mod init;
 pub mod lint;
 pub mod run;
@@ -87,6 +89,8 @@ pub enum Command {
     /// Print the argon2 hash of a password for a dashboard user (`http.users`); reads the
     /// password from the terminal without echo, or the first line of standard input.
     HashPassword(hash_password::HashPasswordArgs),
+    /// Convert rules of other tools into trapline rule files: `import sigma PATH... --out DIR`.
+    Import(import::ImportArgs),
 }
 
 /// Entry point; returns the process exit code.
@@ -115,6 +119,7 @@ pub fn main() -> i32 {
         Command::Xdr(a) => xdr::xdr(a),
         Command::Render(a) => xdr::render(a),
         Command::Init(a) => init::init(a),
+        Command::Import(a) => import::import(a),
         Command::Webroot(a) => webroot::webroot(a),
         Command::History(a) => history::history(a),
         Command::HashPassword(a) => hash_password::hash_password(a),

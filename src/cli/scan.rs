@@ -151,16 +151,24 @@ fn summary(p: &Pipeline, bytes: u64, secs: f64) {
     let crate::pipeline::Counts { events: lines, unparsed, detections } = p.counts;
     let mut e = std::io::stderr().lock();
     let secs = secs.max(1e-9);
-    let _ = writeln!(e, "\n{:<44} {:>10} {:>10} {:>10}", "rule", "hits", "detected", "suppressed");
+    let _ = writeln!(e, "\n{:<44} {:>10} {:>10} {:>10} {:>10}", "rule", "hits", "detected", "suppressed", "excepted");
     let mut any = false;
     for (r, st) in rules.rules.iter().zip(&det.stats) {
-        if st.hits > 0 {
+        if st.hits > 0 || st.excepted > 0 {
             any = true;
-            let _ = writeln!(e, "{:<44} {:>10} {:>10} {:>10}", r.id, st.hits, st.detections, st.suppressed);
+            let _ = writeln!(
+                e,
+                "{:<44} {:>10} {:>10} {:>10} {:>10}",
+                r.id, st.hits, st.detections, st.suppressed, st.excepted
+            );
         }
     }
     if !any {
         let _ = writeln!(e, "(no rule matched)");
+    }
+    let held: Vec<String> = det.held_back().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+    if !held.is_empty() {
+        let _ = writeln!(e, "\nheld back by exceptions: {}", held.join(", "));
     }
     let _ = writeln!(
         e,

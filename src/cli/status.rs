@@ -98,6 +98,10 @@ pub fn status(a: StatusArgs) -> Result<i32> {
         let queued = a.queued.map(|q| format!("{q} queued; ")).unwrap_or_default();
         println!("  action {}: {queued}{}", escape(&a.action), counters.join(", "));
     }
+    if !s.held_back.is_empty() {
+        let held: Vec<String> = s.held_back.iter().map(|(n, c)| format!("{} {c}", escape(n))).collect();
+        println!("held back by exceptions: {}", held.join(", "));
+    }
     match &s.last_reload {
         None => println!("last reload: none"),
         Some(r) if r.ok => println!("last reload: {} ok ({} rules kept their state)", r.at, r.state_kept),

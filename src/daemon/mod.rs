@@ -420,6 +420,7 @@ impl Daemon {
             actions[i].counters.insert(what.to_string(), n);
         }
         self.status.actions = actions;
+        self.status.held_back = self.pipeline.detector().held_back().map(|(n, c)| (n.to_string(), c)).collect();
         if let Err(e) = self.status.write(&self.status_dir) {
             tracing::warn!(error = %e, "cannot write status file");
         }
@@ -501,6 +502,7 @@ impl Daemon {
             c.eval_nanos += st.eval_nanos;
         }
         snap.rules = per_rule;
+        snap.exceptions = self.pipeline.detector().held_back().map(|(n, c)| (n.to_string(), c)).collect();
         http.metrics.update(snap);
     }
 
@@ -508,8 +510,11 @@ impl Daemon {
         let rules = self.pipeline.rules();
         for (r, st) in rules.rules.iter().zip(&self.pipeline.detector().stats) {
             if st.hits > 0 {
-                tracing::info!(rule = %r.id, hits = st.hits, detections = st.detections, suppressed = st.suppressed, "rule summary");
+                tracing::info!(rule = %r.id, hits = st.hits, detections = st.detections, suppressed = st.suppressed, excepted = st.excepted, "rule summary");
             }
+        }
+        for (name, n) in self.pipeline.detector().held_back().filter(|(_, n)| *n > 0) {
+            tracing::info!(exception = %name, held_back = n, "exception summary");
         }
         let c = self.pipeline.counts;
         tracing::info!(

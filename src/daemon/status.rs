@@ -23,6 +23,10 @@ pub struct Status {
     pub lines: u64,
     pub unparsed: u64,
     pub detections_written: u64,
+    /// Per exception (by name: an entry of `exceptions:`, an override's id, or the id of the
+    /// rule whose `except` it is): events it held back since start, those of the rules loaded.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held_back: std::collections::BTreeMap<String, u64>,
     /// An action failing right now (reading is paused until it succeeds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_failure: Option<ActionFailure>,

@@ -57,6 +57,27 @@ pub struct CompiledRule {
     /// to N consecutive rules sharing id and info, so each step has its own scope, condition
     /// and prefilter literals; the first step's entry holds the sequence's state.
     pub sequence: Option<SeqStep>,
+    /// The exceptions that hold this rule's matching events back (indexes into
+    /// [`super::RuleSet::exceptions`]), evaluated in order only after `node` matched. A
+    /// sequence has them on its last step.
+    pub except: Vec<u32>,
+}
+
+/// An exception ready to run: a rule's own `except`, an override's, or a shared one.
+#[derive(Debug)]
+pub struct CompiledException {
+    /// Index into [`super::RuleSet::exception_names`]: what it is counted under.
+    pub name: u32,
+    pub kind: crate::rule::ExceptionKind,
+    pub node: Node,
+}
+
+/// The compiled exceptions of a rule set, in [`Loaded::exceptions`] order (`None` for one with
+/// errors), and the distinct names they are counted under.
+#[derive(Debug, Default)]
+pub struct Exceptions {
+    pub list: Vec<Option<CompiledException>>,
+    pub names: Vec<String>,
 }
 
 /// One step of a compiled sequence rule.
@@ -131,17 +152,41 @@ pub(crate) struct Compiler<'a> {
 
 type Compiled = (Node, Requirement);
 
+/// Where the condition being compiled was written, for errors at file:line:col: inside a rule
+/// (paths relative to it), or anywhere in a file (an exception outside any rule).
+pub(crate) struct At<'a> {
+    file: usize,
+    /// YAML path the paths given are relative to (`rules[3]`); empty: they are complete.
+    base: String,
+    rule: Option<&'a str>,
+}
+
+impl<'a> At<'a> {
+    fn rule(r: &'a LoadedRule) -> At<'a> {
+        At { file: r.file, base: format!("rules[{}]", r.index), rule: Some(&r.rule.id) }
+    }
+
+    fn error(&self, loaded: &Loaded, sub: &str, msg: impl Into<String>) -> RuleError {
+        let path = match (self.base.is_empty(), sub.is_empty()) {
+            (true, _) => sub.to_string(),
+            (false, true) => self.base.clone(),
+            (false, false) => format!("{}.{sub}", self.base),
+        };
+        loaded.error_at(self.file, &path, self.rule, msg)
+    }
+}
+
 impl Compiler<'_> {
-    fn err(&mut self, r: &LoadedRule, path: &str, msg: impl Into<String>) {
+    fn err(&mut self, r: &At<'_>, path: &str, msg: impl Into<String>) {
         self.err_of(ErrorKind::InvalidValue, r, path, msg);
     }
 
-    fn err_of(&mut self, kind: ErrorKind, r: &LoadedRule, path: &str, msg: impl Into<String>) {
-        let e = self.loaded.rule_error(r, path, msg).kind(kind);
+    fn err_of(&mut self, kind: ErrorKind, r: &At<'_>, path: &str, msg: impl Into<String>) {
+        let e = r.error(self.loaded, path, msg).kind(kind);
         self.errors.push(e);
     }
 
-    fn field(&mut self, r: &LoadedRule, path: &str, name: &str) -> Option<FieldId> {
+    fn field(&mut self, r: &At<'_>, path: &str, name: &str) -> Option<FieldId> {
         if let Some((_, id, _)) = self.extracted.iter().find(|(n, _, _)| n == name) {
             return Some(*id);
         }
@@ -166,6 +211,7 @@ impl Compiler<'_> {
     /// (every one must match for the rule to match). Capture names become fields of the rule
     /// from here on.
     fn extracts(&mut self, r: &LoadedRule) -> Option<(super::extract::Extracts, Vec<Requirement>)> {
+        let at = At::rule(r);
         self.scopes += 1;
         let scope = self.scopes;
         let mut steps = Vec::new();
@@ -175,7 +221,7 @@ impl Compiler<'_> {
         for (i, x) in r.rule.extract.iter().enumerate() {
             let path = format!("extract[{i}]");
             let from = match &x.field {
-                Some(f) => match self.field(r, &format!("{path}.field"), f) {
+                Some(f) => match self.field(&at, &format!("{path}.field"), f) {
                     Some(id) => id,
                     None => {
                         ok = false;
@@ -189,7 +235,7 @@ impl Compiler<'_> {
                 Ok(re) => re,
                 Err(e) => {
                     let msg = format!("invalid regex: {}", one_line(&e.to_string()));
-                    self.err_of(ErrorKind::Regex, r, &format!("{path}.regex"), msg);
+                    self.err_of(ErrorKind::Regex, &at, &format!("{path}.regex"), msg);
                     ok = false;
                     continue;
                 }
@@ -213,7 +259,7 @@ impl Compiler<'_> {
                     None
                 };
                 if let Some(msg) = problem {
-                    self.err(r, &format!("{path}.regex"), msg);
+                    self.err(&at, &format!("{path}.regex"), msg);
                     ok = false;
                     continue;
                 }
@@ -224,7 +270,7 @@ impl Compiler<'_> {
             }
             if groups.is_empty() && ok {
                 self.err(
-                    r,
+                    &at,
                     &format!("{path}.regex"),
                     "an extract regex needs a named capture, e.g. (?P<client_ip>[0-9a-f.:]+)",
                 );
@@ -237,20 +283,21 @@ impl Compiler<'_> {
 
     /// The compiled form of one rule: one entry, or one per step of a sequence.
     pub fn rule(&mut self, r: &LoadedRule) -> Option<Entries> {
+        let a = At::rule(r);
         let before = self.errors.len();
         self.used_lists.clear();
         self.used_conditions.clear();
         self.extracted.clear();
         let rule = &r.rule;
         if rule.title.trim().is_empty() {
-            self.err(r, "title", "title must not be empty");
+            self.err(&a, "title", "title must not be empty");
         }
         if let Some(c) = &rule.class
             && !(c.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
         {
             self.err(
-                r,
+                &a,
                 "class",
                 format!("class {c:?}: use lower-case letters, digits and '-' (e.g. sqli, brute-force)"),
             );
@@ -260,20 +307,20 @@ impl Compiler<'_> {
                 let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
                 self.err_of(
                     ErrorKind::UnknownReference,
-                    r,
+                    &a,
                     &format!("formats[{i}]"),
                     format!("unknown format {f:?} (known: {})", known.join(", ")),
                 );
             }
         }
-        for (i, a) in rule.actions.iter().enumerate() {
-            if !self.opts.actions.contains(a) {
+        for (i, action) in rule.actions.iter().enumerate() {
+            if !self.opts.actions.contains(action) {
                 let known: Vec<&str> = self.opts.actions.iter().map(String::as_str).collect();
                 self.err_of(
                     ErrorKind::UnknownReference,
-                    r,
+                    &a,
                     &format!("actions[{i}]"),
-                    format!("unknown action {a:?} (known: {})", known.join(", ")),
+                    format!("unknown action {action:?} (known: {})", known.join(", ")),
                 );
             }
         }
@@ -284,24 +331,24 @@ impl Compiler<'_> {
         let extract = if rule.extract.is_empty() { None } else { self.extracts(r) };
         // Content rules are kept apart at load (`Loaded::content`); a rule here has `match`.
         let compiled = match &rule.condition {
-            Some(c) => self.condition(r, c, "match"),
+            Some(c) => self.condition(&a, c, "match"),
             None => {
-                self.err_of(ErrorKind::Syntax, r, "", "a rule over events needs `match`");
+                self.err_of(ErrorKind::Syntax, &a, "", "a rule over events needs `match`");
                 None
             }
         };
         let threshold = rule.threshold.as_ref().and_then(|t| {
             if t.count == 0 {
-                self.err(r, "threshold.count", "threshold count must be at least 1");
+                self.err(&a, "threshold.count", "threshold count must be at least 1");
             }
             let group_by: Vec<FieldId> = t
                 .group_by
                 .iter()
                 .enumerate()
-                .filter_map(|(i, f)| self.field(r, &format!("threshold.group_by[{i}]"), f))
+                .filter_map(|(i, f)| self.field(&a, &format!("threshold.group_by[{i}]"), f))
                 .collect();
             let distinct = match &t.distinct {
-                Some(d) => Some(self.field(r, "threshold.distinct", d)?),
+                Some(d) => Some(self.field(&a, "threshold.distinct", d)?),
                 None => None,
             };
             Some(ThresholdSpec { count: t.count.max(1), window: t.within.0, group_by, distinct })
@@ -368,15 +415,19 @@ impl Compiler<'_> {
             index: r.index,
             fingerprint,
             sequence: None,
+            except: r.exceptions.iter().map(|&e| e as u32).collect(),
         }
     }
 
     fn suppress(&mut self, r: &LoadedRule, threshold: Option<&ThresholdSpec>) -> Option<SuppressSpec> {
+        let a = At::rule(r);
         let s = r.rule.suppress.as_ref()?;
         let group_by = match &s.group_by {
-            Some(g) => {
-                g.iter().enumerate().filter_map(|(i, f)| self.field(r, &format!("suppress.group_by[{i}]"), f)).collect()
-            }
+            Some(g) => g
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| self.field(&a, &format!("suppress.group_by[{i}]"), f))
+                .collect(),
             None => match threshold {
                 Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
                 // The rule's own `client_ip` when its extract captures one.
@@ -394,6 +445,7 @@ impl Compiler<'_> {
     /// A sequence rule: one entry per step, in order. Suppression applies where the
     /// detection is made, on the last step's event.
     fn sequence(&mut self, r: &LoadedRule, seq: &crate::rule::Sequence, before: usize) -> Option<Entries> {
+        let a = At::rule(r);
         let rule = &r.rule;
         let mut steps = Vec::new();
         for (i, st) in seq.steps.iter().enumerate() {
@@ -403,7 +455,7 @@ impl Compiler<'_> {
                     let known: Vec<&str> = self.opts.formats.iter().map(String::as_str).collect();
                     self.err_of(
                         ErrorKind::UnknownReference,
-                        r,
+                        &a,
                         &format!("{path}.formats[{j}]"),
                         format!("unknown format {f:?} (known: {})", known.join(", ")),
                     );
@@ -419,13 +471,13 @@ impl Compiler<'_> {
                         crate::rule::SequenceKey::One(_) => format!("{path}.key"),
                         crate::rule::SequenceKey::Many(_) => format!("{path}.key[{j}]"),
                     };
-                    Some((self.field(r, &at, k.name())?, k.transforms().to_vec()))
+                    Some((self.field(&a, &at, k.name())?, k.transforms().to_vec()))
                 })
                 .collect();
             if key.is_empty() && st.key.fields().is_empty() {
-                self.err(r, &format!("{path}.key"), "a key needs at least one field");
+                self.err(&a, &format!("{path}.key"), "a key needs at least one field");
             }
-            let compiled = self.condition(r, &st.condition, &format!("{path}.match"));
+            let compiled = self.condition(&a, &st.condition, &format!("{path}.match"));
             steps.push((st, key, compiled));
         }
         let n = steps.len();
@@ -445,6 +497,9 @@ impl Compiler<'_> {
                     sources: st.sources.clone(),
                     node,
                     suppress: if i + 1 == n { suppress.clone() } else { None },
+                    // The exception asks whether a detection may be made, which happens on
+                    // the last step's event.
+                    except: if i + 1 == n { base.except.clone() } else { Vec::new() },
                     sequence: Some(SeqStep { step: i, steps: n, within: seq.within.0, key }),
                     ..base
                 },
@@ -452,6 +507,34 @@ impl Compiler<'_> {
             ));
         }
         Some(out)
+    }
+
+    /// Compiles every exception of the rule set, once each, whatever the number of rules it
+    /// applies to.
+    fn exceptions(&mut self) -> Exceptions {
+        // Exceptions are shared between rules: they see the parsed fields, never one rule's
+        // `extract` captures (whose names would otherwise resolve to the last rule's).
+        self.extracted.clear();
+        let mut out = Exceptions::default();
+        for e in &self.loaded.exceptions {
+            let name = match out.names.iter().position(|n| *n == e.name) {
+                Some(i) => i,
+                None => {
+                    out.names.push(e.name.clone());
+                    out.names.len() - 1
+                }
+            };
+            let at = At { file: e.file, base: String::new(), rule: e.rule.as_deref() };
+            let before = self.errors.len();
+            let compiled = self.condition(&at, &e.condition, &e.at);
+            if e.rule.is_none() {
+                for err in &mut self.errors[before..] {
+                    err.message = format!("exception {:?}: {}", e.name, err.message);
+                }
+            }
+            out.list.push(compiled.map(|(node, _)| CompiledException { name: name as u32, kind: e.kind, node }));
+        }
+        out
     }
 
     fn fingerprint(&self, rule: &crate::rule::Rule) -> u64 {
@@ -478,7 +561,7 @@ impl Compiler<'_> {
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 
-    fn condition(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
+    fn condition(&mut self, r: &At<'_>, c: &Condition, path: &str) -> Option<Compiled> {
         let combinators = [c.any.is_some(), c.all.is_some(), c.not.is_some()].iter().filter(|b| **b).count();
         let numeric = c.gt.is_some() || c.gte.is_some() || c.lt.is_some() || c.lte.is_some();
         let operators = [
@@ -561,7 +644,7 @@ impl Compiler<'_> {
         self.leaf(r, c, path)
     }
 
-    fn list(&mut self, r: &LoadedRule, list: &[Condition], path: &str, any: bool) -> Option<Compiled> {
+    fn list(&mut self, r: &At<'_>, list: &[Condition], path: &str, any: bool) -> Option<Compiled> {
         if list.is_empty() {
             self.err(r, path, "an empty list of conditions");
             return None;
@@ -581,7 +664,7 @@ impl Compiler<'_> {
         Some((if any { Node::Any(nodes) } else { Node::All(nodes) }, req))
     }
 
-    fn leaf(&mut self, r: &LoadedRule, c: &Condition, path: &str) -> Option<Compiled> {
+    fn leaf(&mut self, r: &At<'_>, c: &Condition, path: &str) -> Option<Compiled> {
         if let Some(w) = &c.time {
             if c.field.is_some() || !c.transforms.is_empty() {
                 self.err(r, &format!("{path}.time"), "time looks at the event's time: it takes no field or transforms");
@@ -672,7 +755,7 @@ impl Compiler<'_> {
         Some((Node::Leaf(Leaf { view, op, each }), req))
     }
 
-    fn regex(&mut self, r: &LoadedRule, v: &Values, view: ViewId, cs: bool, path: &str) -> Option<(Op, Requirement)> {
+    fn regex(&mut self, r: &At<'_>, v: &Values, view: ViewId, cs: bool, path: &str) -> Option<(Op, Requirement)> {
         let pats = self.values(r, v, path)?;
         let mut ok = true;
         let mut lits = Some(Vec::new());
@@ -703,7 +786,7 @@ impl Compiler<'_> {
     }
 
     /// Expands a value list (strings and `{list: NAME}`), reporting unknown lists.
-    fn values(&mut self, r: &LoadedRule, v: &Values, path: &str) -> Option<Vec<Vec<u8>>> {
+    fn values(&mut self, r: &At<'_>, v: &Values, path: &str) -> Option<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         let mut ok = true;
         for (i, item) in v.0.iter().enumerate() {
@@ -747,13 +830,13 @@ impl Compiler<'_> {
 pub type Entries = Vec<(CompiledRule, Requirement)>;
 
 /// Compiles every rule of `loaded`: for each, its entries (one, or one per step of a
-/// sequence), or `None` when it has errors.
+/// sequence), or `None` when it has errors; and every exception.
 pub fn compile_rules(
     loaded: &Loaded,
     opts: &CompileOptions,
     registry: &mut FieldRegistry,
     views: &mut Views,
-) -> (Vec<Option<Entries>>, Vec<RuleError>) {
+) -> (Vec<Option<Entries>>, Exceptions, Vec<RuleError>) {
     let mut c = Compiler {
         loaded,
         opts,
@@ -771,7 +854,8 @@ pub fn compile_rules(
         .iter()
         .map(|r| c.rule(r).map(|e| e.into_iter().map(|(rule, req)| (rule, req.worth_it(c.views))).collect()))
         .collect();
-    (rules, c.errors)
+    let exceptions = c.exceptions();
+    (rules, exceptions, c.errors)
 }
 
 pub(crate) fn build_regex(p: &str, case_sensitive: bool) -> Result<regex::bytes::Regex, regex::Error> {

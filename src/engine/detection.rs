@@ -76,6 +76,11 @@ pub struct ThresholdInfo {
     pub group: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distinct: Option<String>,
+    /// With `distinct`: the values counted, in the order they came, at most
+    /// [`super::window::SHOWN`] of them (`count` says how many there were), each cut to
+    /// [`super::window::SHOWN_BYTES`] bytes. Attacker-chosen text, kept as data.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub distinct_values: Vec<String>,
     #[serde(serialize_with = "ser_time")]
     pub first_seen: DateTime<Utc>,
     #[serde(serialize_with = "ser_time")]

@@ -43,6 +43,8 @@ pub struct RuleStats {
     /// profiling is on (`run`).
     pub evaluations: u64,
     pub eval_nanos: u64,
+    /// Lines whose condition matched but an exception held back (not in `hits`).
+    pub excepted: u64,
 }
 
 /// What the cross-line stage needs about one rule matching one line.
@@ -68,6 +70,9 @@ pub struct Fired {
     pub threshold: Option<(u32, i64, i64)>,
     /// Detections of this rule and key held back by suppression since the previous one.
     pub suppressed: u64,
+    /// For a `distinct` threshold: the index of the texts of the values it counted, in
+    /// [`Detector`]'s list for the line being decided.
+    pub shown: Option<u32>,
 }
 
 impl RuleSet {
@@ -127,7 +132,15 @@ pub struct Detector {
     /// The state of each sequence, on its first step's rule.
     sequences: Vec<Option<Sequences>>,
     pub stats: Vec<RuleStats>,
+    /// Per exception name ([`RuleSet::exception_names`]): events it held back.
+    pub excepted: Vec<u64>,
     key_buf: Vec<u8>,
+    /// Distinct values of the line being decided whose text a window wants: (rule, group key,
+    /// value hash). See [`Detector::record_values`].
+    want: Vec<(u32, u64, u64)>,
+    /// The texts of the values counted by each `distinct` threshold that fired on the line
+    /// being decided ([`Fired::shown`]).
+    shown: Vec<Vec<Box<str>>>,
 }
 
 /// Default bound on tracked keys per rule.
@@ -162,7 +175,19 @@ impl Detector {
             })
             .collect();
         let stats = vec![RuleStats::default(); rules.rules.len()];
-        Detector { rules, windows, suppress, seq_at, sequences, stats, key_buf: Vec::new() }
+        let excepted = vec![0; rules.exception_names.len()];
+        Detector {
+            rules,
+            windows,
+            suppress,
+            seq_at,
+            sequences,
+            stats,
+            excepted,
+            key_buf: Vec::new(),
+            want: Vec::new(),
+            shown: Vec::new(),
+        }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -175,7 +200,12 @@ impl Detector {
     /// Returns how many rules kept their state.
     pub fn carry_over(&mut self, old: Detector) -> usize {
         let mut kept = 0;
-        let Detector { rules: old_rules, windows, suppress, sequences, stats, .. } = old;
+        let Detector { rules: old_rules, windows, suppress, sequences, stats, excepted, .. } = old;
+        for (name, n) in old_rules.exception_names.iter().zip(excepted) {
+            if let Some(i) = self.rules.exception_names.iter().position(|m| m == name) {
+                self.excepted[i] = n;
+            }
+        }
         let mut windows: Vec<Option<Windows>> = windows;
         let mut suppress: Vec<Option<Suppressor>> = suppress;
         let mut sequences: Vec<Option<Sequences>> = sequences;
@@ -208,6 +238,21 @@ impl Detector {
         kept
     }
 
+    /// Counts the events exceptions held back ((rule, exception) pairs, from
+    /// [`crate::engine::Scratch::held`]). They never reach the windows.
+    pub fn count_held(&mut self, held: &[(u32, u32)]) {
+        for &(r, e) in held {
+            self.stats[r as usize].excepted += 1;
+            self.excepted[self.rules.exceptions[e as usize].name as usize] += 1;
+        }
+    }
+
+    /// Events held back so far, per exception name, in name order of the rule set (those
+    /// that held nothing back included).
+    pub fn held_back(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rules.exception_names.iter().map(String::as_str).zip(self.excepted.iter().copied())
+    }
+
     /// The ordered, cross-line decision for one line: steps the threshold and suppression of
     /// every rule in `hits` (with its `keys`, same order) at the line's event time (`event`,
     /// ms since the epoch; the `arrival` time when the line had none), updates the counters,
@@ -221,16 +266,30 @@ impl Detector {
         out: &mut Vec<Fired>,
     ) {
         out.clear();
+        self.want.clear();
+        self.shown.clear();
         let t = event.unwrap_or_else(|| arrival.timestamp_millis());
         for (&ri, k) in hits.iter().zip(keys) {
             let r = ri as usize;
             self.stats[r].hits += 1;
             let mut threshold = None;
+            let mut shown = None;
             if let Some(w) = self.windows[r].as_mut() {
                 let Some(group) = k.group else { continue };
                 match w.step(group, t, k.distinct) {
-                    Step::Pending { .. } => continue,
-                    Step::Fire { count, first_seen, last_seen } => threshold = Some((count, first_seen, last_seen)),
+                    Step::Pending { .. } => {
+                        if w.wants_text(group, k.distinct) {
+                            self.want.push((ri, group, k.distinct));
+                        }
+                        continue;
+                    }
+                    Step::Fire { count, first_seen, last_seen } => {
+                        threshold = Some((count, first_seen, last_seen));
+                        if self.rules.rules[r].threshold.as_ref().is_some_and(|t| t.distinct.is_some()) {
+                            shown = Some(self.shown.len() as u32);
+                            self.shown.push(w.take_fired());
+                        }
+                    }
                 }
             } else if let Some((first, step)) = self.seq_at[r] {
                 let (Some(key), Some(sq)) = (k.group, self.sequences[first].as_mut()) else { continue };
@@ -252,8 +311,30 @@ impl Detector {
                 }
             }
             self.stats[r].detections += 1;
-            out.push(Fired { rule: ri, threshold, suppressed });
+            out.push(Fired { rule: ri, threshold, suppressed, shown });
         }
+    }
+
+    /// Whether the line just decided brought distinct values whose text a window wants: then
+    /// the caller hands its parsed record to [`Detector::record_values`] (it has it at hand, or
+    /// parses the line again, as for a detection; this happens only for the first values of
+    /// each key).
+    pub fn wants_values(&self) -> bool {
+        !self.want.is_empty()
+    }
+
+    /// Records the texts [`Detector::wants_values`] asked for, from the line just decided.
+    pub fn record_values(&mut self, line: &[u8], rec: &Record) {
+        for &(ri, group, value) in &self.want {
+            let r = ri as usize;
+            let (Some(w), Some(field)) =
+                (self.windows[r].as_mut(), self.rules.rules[r].threshold.as_ref().and_then(|t| t.distinct))
+            else {
+                continue;
+            };
+            w.show(group, value, rec.get(line, field).unwrap_or(b""));
+        }
+        self.want.clear();
     }
 
     /// The detection of `f` (from [`Detector::decide`]) on its event, parsed into `rec`.
@@ -293,6 +374,18 @@ impl Detector {
                 within_seconds: spec.window.as_secs_f64(),
                 group: group_map(&rules.registry, &spec.group_by, line, rec),
                 distinct: spec.distinct.map(|d| rules.registry.name(d).to_string()),
+                distinct_values: spec.distinct.map_or_else(Vec::new, |d| {
+                    let mut shown: Vec<String> = f
+                        .shown
+                        .and_then(|i| self.shown.get(i as usize))
+                        .map_or_else(Vec::new, |v| v.iter().map(|t| t.to_string()).collect());
+                    // The value of this line completed the count: it was never recorded.
+                    let own = super::window::shown_text(rec.get(line, d).unwrap_or(b""));
+                    if shown.len() < super::window::SHOWN && !shown.iter().any(|t| **t == *own) {
+                        shown.push(own.into());
+                    }
+                    shown
+                }),
                 first_seen: millis(first),
                 last_seen: millis(last),
             }),
@@ -344,20 +437,23 @@ impl Detector {
         Some((shown_key(&self.key_buf), started))
     }
 
-    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms).
-    /// `at`: the line's event time (ms), so that what has expired by then is not counted.
+    /// Threshold state of rule `ri` for the key of this line: (count, oldest, window ms, the
+    /// distinct values counted as far as they were recorded). `at`: the line's event time
+    /// (ms), so that what has expired by then is not counted.
     pub fn window_state(
         &mut self,
         ri: usize,
         line: &[u8],
         rec: &Record,
         at: Option<i64>,
-    ) -> Option<(u32, Option<i64>, i64)> {
+    ) -> Option<(u32, Option<i64>, i64, Vec<String>)> {
         let spec = self.rules.rules[ri].threshold.clone()?;
         let key = group_hash(&mut self.key_buf, &spec.group_by, line, rec)?;
         let w = self.windows[ri].as_ref()?;
-        let (n, oldest) = w.peek_at(key, at.unwrap_or(i64::MIN)).unwrap_or((0, None));
-        Some((n, oldest, w.window_ms()))
+        let t = at.unwrap_or(i64::MIN);
+        let (n, oldest) = w.peek_at(key, t).unwrap_or((0, None));
+        let values = w.peek_values(key, t).into_iter().map(str::to_string).collect();
+        Some((n, oldest, w.window_ms(), values))
     }
 }
 

@@ -41,6 +41,10 @@ use crate::rule::{Loaded, RuleErrors};
 #[derive(Debug)]
 pub struct RuleSet {
     pub rules: Vec<CompiledRule>,
+    /// Every exception, once each (rules refer to them by index: [`CompiledRule::except`]).
+    pub exceptions: Vec<compile::CompiledException>,
+    /// The names exceptions are counted under ([`compile::CompiledException::name`]).
+    pub exception_names: Vec<String>,
     pub registry: FieldRegistry,
     pub(crate) views: Views,
     prefilter: Prefilter,
@@ -54,6 +58,9 @@ pub struct Scratch {
     cand: Bits,
     /// Rules whose condition matched the last line.
     pub hits: Vec<u32>,
+    /// Rules whose condition matched the last line but an exception held back: (rule,
+    /// exception), both indexes.
+    pub held: Vec<(u32, u32)>,
     /// For callers that prepare the cross-line stage on this thread (see [`detector`]).
     pub time: TimeCache,
     pub key_buf: Vec<u8>,
@@ -112,10 +119,13 @@ impl RuleSet {
     pub fn compile(loaded: &Loaded, opts: &CompileOptions, registry: FieldRegistry) -> Result<RuleSet, RuleErrors> {
         let mut registry = registry;
         let mut views = Views::default();
-        let (compiled, errors) = compile::compile_rules(loaded, opts, &mut registry, &mut views);
+        let (compiled, exceptions, errors) = compile::compile_rules(loaded, opts, &mut registry, &mut views);
         if !errors.is_empty() {
             return Err(RuleErrors(errors));
         }
+        // Without errors every exception compiled.
+        let exception_names = exceptions.names;
+        let exceptions: Vec<_> = exceptions.list.into_iter().flatten().collect();
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
         let mut slots = 0;
@@ -138,7 +148,7 @@ impl RuleSet {
                 tracing::debug!("prefilter {l}");
             }
         }
-        Ok(RuleSet { rules, registry, views, prefilter })
+        Ok(RuleSet { rules, exceptions, exception_names, registry, views, prefilter })
     }
 
     /// Rules that apply to a source with this name and format.
@@ -180,6 +190,7 @@ impl RuleSet {
             cache: ViewCache::default(),
             cand: Bits::new(self.rules.len()),
             hits: Vec::new(),
+            held: Vec::new(),
             time: TimeCache::default(),
             key_buf: Vec::new(),
             prefilter: PrefilterScratch::default(),
@@ -226,6 +237,7 @@ impl RuleSet {
     /// The matching part of [`RuleSet::match_line`], on a record already filled.
     fn match_parsed(&self, applicable: &Bits, line: &[u8], time: EventTime<'_>, s: &mut Scratch) -> bool {
         s.hits.clear();
+        s.held.clear();
         s.cache.next_line(self.views.len());
         self.prefilter.candidates(line, &s.record, &self.views, &mut s.cache, &mut s.prefilter, &mut s.cand);
         s.cand.and(applicable);
@@ -241,9 +253,7 @@ impl RuleSet {
                     continue;
                 }
                 let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
-                if self.rules[i].node.eval(&mut cx) {
-                    s.hits.push(i as u32);
-                }
+                self.decide_rule(i, &mut cx, &mut s.hits, &mut s.held);
             }
             return s.record.parsed;
         };
@@ -256,15 +266,28 @@ impl RuleSet {
                 Some(x) => x.apply(line, &mut s.record, &mut s.extract).is_ok(),
                 None => true,
             };
-            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
-            if extracted && self.rules[i].node.eval(&mut cx) {
-                s.hits.push(i as u32);
+            if extracted {
+                let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
+                self.decide_rule(i, &mut cx, &mut s.hits, &mut s.held);
             }
             if let Some(t) = started {
                 p.nanos[i] += t.elapsed().as_nanos() as u64;
             }
         }
         s.record.parsed
+    }
+
+    /// Candidate rule `i` on this line: a hit, held back by one of its exceptions, or nothing.
+    #[inline]
+    fn decide_rule(&self, i: usize, cx: &mut Ctx<'_>, hits: &mut Vec<u32>, held: &mut Vec<(u32, u32)>) {
+        let rule = &self.rules[i];
+        if rule.node.eval(cx) {
+            // Exceptions only after the condition matched: lines no rule wants cost nothing.
+            match rule.except.iter().find(|&&e| self.exceptions[e as usize].node.eval(cx)) {
+                None => hits.push(i as u32),
+                Some(&e) => held.push((i as u32, e)),
+            }
+        }
     }
 
     /// [`RuleSet::match_line`] for an event: its raw bytes are parsed, then the fields the
@@ -288,6 +311,21 @@ impl RuleSet {
         }
         let time = ev.time.map_or(EventTime::Parse(parser), EventTime::Known);
         self.match_parsed(applicable, ev.raw, time, s)
+    }
+
+    /// The name exception `e` (an index into [`RuleSet::exceptions`]) is counted under.
+    pub fn exception_name(&self, e: u32) -> &str {
+        &self.exception_names[self.exceptions[e as usize].name as usize]
+    }
+
+    /// Exception `e` as `explain` names it: `the rule's except` for a rule's own, else
+    /// `exception NAME`.
+    pub fn describe_exception(&self, e: u32) -> String {
+        match self.exceptions[e as usize].kind {
+            crate::rule::ExceptionKind::Own => "the rule's `except`".to_string(),
+            crate::rule::ExceptionKind::Override => format!("the `except` of override {}", self.exception_name(e)),
+            crate::rule::ExceptionKind::Shared => format!("exception {}", self.exception_name(e)),
+        }
     }
 
     pub fn rule_index(&self, id: &str) -> Option<usize> {

@@ -12,6 +12,10 @@
 //! - **Suppression**: after a detection for a key, further detections for the same key within
 //!   the suppression time are not emitted but counted; the count is reported on the next
 //!   detection for the key and in the run summary.
+//! - **Distinct values shown**: a `distinct` window also keeps the text of the first
+//!   [`SHOWN`] values it counted (each cut to [`SHOWN_BYTES`], at most [`SHOWN_BUDGET`] bytes
+//!   per rule), for the detection to say which users were tried. Counting uses the hashes
+//!   alone, so the texts never change when a rule fires.
 //! - **Memory bound**: each rule tracks at most `max_keys` keys. When full, keys whose window
 //!   has expired are dropped first, then the least recently seen tenth, in one pass (see
 //!   [`evict_oldest`]). A window holds at most N time stamps (or N distinct values), so memory
@@ -45,6 +49,15 @@ type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<PreHashe
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
+/// How many values of a `distinct` threshold a detection shows (the count says how many
+/// there were).
+pub const SHOWN: usize = 20;
+/// Longest text kept of one shown value, in bytes (cut on a character boundary).
+pub const SHOWN_BYTES: usize = 128;
+/// Most bytes of shown values one rule keeps across all its keys: past it, windows keep
+/// counting but stop recording texts until some are released.
+pub const SHOWN_BUDGET: usize = 16 << 20;
+
 /// Outcome of feeding one matching line to a threshold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -69,20 +82,30 @@ enum Track {
     /// Log time stamps mostly have one-second resolution, so a burst of lines shares a few
     /// entries: the window stays small however high `count` is.
     Lines(VecDeque<(Millis, u32)>, u32),
-    /// Distinct value hash → newest time.
-    Values(HashMap<u64, Millis>),
+    /// Distinct value hash → newest time; and the texts of the first values counted, in the
+    /// order they came (value hash, text), for the detection.
+    Values(HashMap<u64, Millis>, Vec<(u64, Box<str>)>),
 }
 
 impl KeyWindow {
     fn new(distinct: bool) -> KeyWindow {
-        let track = if distinct { Track::Values(HashMap::default()) } else { Track::Lines(VecDeque::new(), 0) };
+        let track =
+            if distinct { Track::Values(HashMap::default(), Vec::new()) } else { Track::Lines(VecDeque::new(), 0) };
         KeyWindow { track, newest: Millis::MIN }
     }
 
     fn count(&self) -> u32 {
         match &self.track {
             Track::Lines(_, total) => *total,
-            Track::Values(v) => v.len() as u32,
+            Track::Values(v, _) => v.len() as u32,
+        }
+    }
+
+    /// Bytes of shown texts this key holds.
+    fn shown_bytes(&self) -> usize {
+        match &self.track {
+            Track::Values(_, shown) => shown.iter().map(|(_, t)| t.len()).sum(),
+            Track::Lines(..) => 0,
         }
     }
 }
@@ -97,6 +120,10 @@ pub struct Windows {
     keys: HashMap<u64, KeyWindow>,
     /// Times the table was full and pruned.
     passes: u64,
+    /// Bytes of shown texts held by all keys (bounded by [`SHOWN_BUDGET`]).
+    shown_bytes: usize,
+    /// The texts of the values counted by the last firing of a `distinct` threshold.
+    fired: Vec<Box<str>>,
 }
 
 impl Windows {
@@ -108,6 +135,8 @@ impl Windows {
             max_keys: max_keys.max(1),
             keys: HashMap::default(),
             passes: 0,
+            shown_bytes: 0,
+            fired: Vec::new(),
         }
     }
 
@@ -125,18 +154,37 @@ impl Windows {
             return Step::Pending { count: w.count() };
         }
         match &mut w.track {
-            Track::Values(values) => {
+            Track::Values(values, shown) => {
                 let e = values.entry(value).or_insert(t);
                 *e = (*e).max(t);
+                // Full of texts: those of values that left the window make room for new ones
+                // (at most SHOWN lookups, and only then).
+                if shown.len() >= SHOWN {
+                    let mut released = 0;
+                    shown.retain(|(v, text)| {
+                        let live = values.get(v).is_some_and(|&seen| seen > horizon);
+                        released += if live { 0 } else { text.len() };
+                        live
+                    });
+                    self.shown_bytes -= released;
+                }
                 // Expiry only matters when the count could reach the threshold, which also
                 // keeps the map at most `count` entries large.
                 if values.len() as u32 >= self.count {
                     values.retain(|_, seen| *seen > horizon);
+                    let before: usize = shown.iter().map(|(_, t)| t.len()).sum();
+                    shown.retain(|(v, _)| values.contains_key(v));
+                    self.shown_bytes -= before - shown.iter().map(|(_, t)| t.len()).sum::<usize>();
                 }
                 let n = values.len() as u32;
                 if n >= self.count {
                     let first = values.values().copied().min().unwrap_or(t);
                     values.clear();
+                    self.fired.clear();
+                    for (_, text) in shown.drain(..) {
+                        self.shown_bytes -= text.len();
+                        self.fired.push(text);
+                    }
                     return Step::Fire { count: n, first_seen: first, last_seen: w.newest };
                 }
                 Step::Pending { count: n }
@@ -168,6 +216,39 @@ impl Windows {
         }
     }
 
+    /// Whether the text of distinct value `value` of `key` (just counted by [`Windows::step`])
+    /// should be recorded with [`Windows::show`]: it is in the window, not yet shown, and there
+    /// is room. False for a window counting lines.
+    pub fn wants_text(&self, key: u64, value: u64) -> bool {
+        match self.keys.get(&key).map(|w| &w.track) {
+            Some(Track::Values(values, shown)) => {
+                shown.len() < SHOWN
+                    && self.shown_bytes + SHOWN_BYTES <= SHOWN_BUDGET
+                    && values.contains_key(&value)
+                    && !shown.iter().any(|(v, _)| *v == value)
+            }
+            _ => false,
+        }
+    }
+
+    /// Records the text of distinct value `value` of `key` (see [`Windows::wants_text`]).
+    pub fn show(&mut self, key: u64, value: u64, text: &[u8]) {
+        if !self.wants_text(key, value) {
+            return;
+        }
+        let text = shown_text(text);
+        if let Some(KeyWindow { track: Track::Values(_, shown), .. }) = self.keys.get_mut(&key) {
+            self.shown_bytes += text.len();
+            shown.push((value, text));
+        }
+    }
+
+    /// The texts of the values counted by the last firing (in the order they came; the value
+    /// of the line that fired is not among them unless it was seen before), taken.
+    pub fn take_fired(&mut self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.fired)
+    }
+
     /// Number of tracked keys.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -189,7 +270,7 @@ impl Windows {
         let w = self.keys.get(&key)?;
         let horizon = w.newest.max(t) - self.window;
         Some(match &w.track {
-            Track::Values(values) => {
+            Track::Values(values, _) => {
                 let live = values.values().copied().filter(|&t| t > horizon);
                 (live.clone().count() as u32, live.min())
             }
@@ -198,6 +279,21 @@ impl Windows {
                 (live.clone().map(|&(_, n)| n).sum(), live.map(|&(t, _)| t).next())
             }
         })
+    }
+
+    /// The recorded texts of the distinct values of `key` still in the window at `t` (at most
+    /// the first [`SHOWN`] counted); empty for a window counting lines.
+    pub fn peek_values(&self, key: u64, t: Millis) -> Vec<&str> {
+        let Some(w) = self.keys.get(&key) else { return Vec::new() };
+        let horizon = w.newest.max(t) - self.window;
+        match &w.track {
+            Track::Values(values, shown) => shown
+                .iter()
+                .filter(|(v, _)| values.get(v).is_some_and(|&seen| seen > horizon))
+                .map(|(_, text)| &**text)
+                .collect(),
+            Track::Lines(..) => Vec::new(),
+        }
     }
 
     pub fn window_ms(&self) -> Millis {
@@ -209,6 +305,9 @@ impl Windows {
         self.keys.retain(|_, w| w.newest > now - window);
         if self.keys.len() >= self.max_keys {
             evict_oldest(&mut self.keys, |w| w.newest);
+        }
+        if self.distinct {
+            self.shown_bytes = self.keys.values().map(KeyWindow::shown_bytes).sum();
         }
         self.passes += 1;
     }
@@ -224,6 +323,9 @@ impl Windows {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowsState {
     pub keys: Vec<SavedKey>,
+    /// For a `distinct` threshold: per key, the shown values' (hash, text), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shown: Vec<(u64, Vec<(u64, String)>)>,
 }
 
 /// One key of a [`WindowsState`]: (key hash, newest time, entries).
@@ -244,20 +346,45 @@ impl Windows {
             .map(|(&k, w)| {
                 let entries = match &w.track {
                     Track::Lines(times, _) => times.iter().map(|&(t, n)| (t, u64::from(n))).collect(),
-                    Track::Values(values) => values.iter().map(|(&v, &t)| (t, v)).collect(),
+                    Track::Values(values, _) => values.iter().map(|(&v, &t)| (t, v)).collect(),
                 };
                 (k, w.newest, entries)
             })
             .collect();
-        WindowsState { keys }
+        let shown = self
+            .keys
+            .iter()
+            .filter_map(|(&k, w)| match &w.track {
+                Track::Values(_, shown) if !shown.is_empty() => {
+                    Some((k, shown.iter().map(|(v, t)| (*v, t.to_string())).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        WindowsState { keys, shown }
     }
 
     /// Takes over a saved state (of a rule with the same threshold), within this table's
     /// key bound.
     pub fn restore(&mut self, state: WindowsState) {
+        let mut shown: std::collections::HashMap<u64, Vec<(u64, String)>> = state.shown.into_iter().collect();
         for (k, newest, entries) in state.keys.into_iter().take(self.max_keys) {
             let track = if self.distinct {
-                Track::Values(entries.into_iter().map(|(t, v)| (v, t)).collect())
+                let values: HashMap<u64, Millis> = entries.into_iter().map(|(t, v)| (v, t)).collect();
+                // Only texts of values still counted, within the same bounds as when recorded.
+                let mut texts = Vec::new();
+                for (v, text) in shown.remove(&k).unwrap_or_default() {
+                    let text = shown_text(text.as_bytes());
+                    if texts.len() < SHOWN
+                        && self.shown_bytes + SHOWN_BYTES <= SHOWN_BUDGET
+                        && values.contains_key(&v)
+                        && !texts.iter().any(|(w, _)| *w == v)
+                    {
+                        self.shown_bytes += text.len();
+                        texts.push((v, text));
+                    }
+                }
+                Track::Values(values, texts)
             } else {
                 let mut times: Vec<(Millis, u32)> =
                     entries.into_iter().map(|(t, n)| (t, u32::try_from(n).unwrap_or(u32::MAX))).collect();
@@ -281,6 +408,17 @@ impl Suppressor {
         }
         self.total = state.total;
     }
+}
+
+/// A shown value: at most [`SHOWN_BYTES`] bytes of it, cut on a character boundary, invalid
+/// UTF-8 replaced.
+pub(crate) fn shown_text(v: &[u8]) -> Box<str> {
+    let s = String::from_utf8_lossy(v);
+    let mut end = s.len().min(SHOWN_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].into()
 }
 
 /// Removes about a tenth of `map`'s entries, those with the smallest `age` (at least one).
@@ -419,6 +557,57 @@ mod tests {
         assert_eq!(w.step(1, 1, 10), Step::Pending { count: 1 });
         assert_eq!(w.step(1, 2, 11), Step::Pending { count: 2 });
         assert!(matches!(w.step(1, 3, 12), Step::Fire { count: 3, .. }));
+    }
+
+    /// The texts of distinct values: recorded only while asked for (new, in the window, fewer
+    /// than SHOWN), released when their value expires, handed over when the rule fires, saved
+    /// and restored with the window.
+    #[test]
+    fn distinct_texts_follow_the_window() {
+        let mut w = Windows::new(3, 60_000, true, 100);
+        assert_eq!(w.step(1, 0, 10), Step::Pending { count: 1 });
+        assert!(w.wants_text(1, 10));
+        w.show(1, 10, b"alice");
+        assert!(!w.wants_text(1, 10), "recorded once");
+        w.step(1, 1, 10);
+        assert!(!w.wants_text(1, 10));
+        w.step(1, 2, 11);
+        w.show(1, 11, "b\u{e9}b".as_bytes());
+        // Saved and restored into a fresh table: the same texts come out on firing.
+        let saved = w.save();
+        assert_eq!(saved.shown.len(), 1);
+        let mut r = Windows::new(3, 60_000, true, 100);
+        r.restore(saved);
+        for w in [&mut w, &mut r] {
+            assert!(matches!(w.step(1, 3, 12), Step::Fire { count: 3, .. }));
+            assert_eq!(w.take_fired(), vec![Box::from("alice"), Box::from("b\u{e9}b")]);
+            assert_eq!(w.shown_bytes, 0);
+        }
+        // A value that leaves the window takes its text along.
+        let mut w = Windows::new(2, 10_000, true, 100);
+        w.step(7, 0, 1);
+        w.show(7, 1, b"old");
+        w.step(7, 20_000, 2);
+        w.show(7, 2, b"new");
+        assert!(matches!(w.step(7, 20_001, 3), Step::Fire { count: 2, .. }));
+        assert_eq!(w.take_fired(), vec![Box::from("new")]);
+        // At most SHOWN texts per key, each at most SHOWN_BYTES.
+        let mut w = Windows::new(1000, 60_000, true, 100);
+        let long = vec![b'x'; 1000];
+        for v in 0..50u64 {
+            w.step(9, v as i64, v);
+            w.show(9, v, &long);
+        }
+        assert_eq!(w.shown_bytes, SHOWN * SHOWN_BYTES);
+        // Once those values have left the window, their texts make room for new ones.
+        w.step(9, 70_000, 100);
+        assert!(w.wants_text(9, 100));
+        w.show(9, 100, b"late");
+        assert_eq!(w.shown_bytes, 4);
+        // A window counting lines records nothing.
+        let mut l = Windows::new(3, 60_000, false, 100);
+        l.step(1, 0, 0);
+        assert!(!l.wants_text(1, 0));
     }
 
     #[test]

@@ -24,6 +24,11 @@ struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExceptionLabel {
+    exception: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectionLabels {
     rule: String,
     severity: String,
@@ -72,6 +77,8 @@ pub struct Snapshot {
     pub sources: Vec<(String, u64, u64)>,
     /// Per rule (a sequence's steps summed).
     pub rules: Vec<RuleCounts>,
+    /// Per exception name: events held back (names come from rule files, never from events).
+    pub exceptions: Vec<(String, u64)>,
     pub action_retries: u64,
     pub action_errors: u64,
     pub history_written: u64,
@@ -97,6 +104,7 @@ pub struct Metrics {
     suppressed: Family<RuleLabel, Counter>,
     evaluations: Family<RuleLabel, Counter>,
     eval_seconds: Family<RuleLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    excepted: Family<ExceptionLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     action_retries: Counter,
     action_errors: Counter,
@@ -127,6 +135,7 @@ impl Metrics {
             suppressed: Family::default(),
             evaluations: Family::default(),
             eval_seconds: Family::default(),
+            excepted: Family::default(),
             reloads: Family::default(),
             action_retries: Counter::default(),
             action_errors: Counter::default(),
@@ -153,6 +162,11 @@ impl Metrics {
             "rule_evaluation_seconds",
             "Time spent evaluating each rule's condition, estimated from one line in 64 timed",
             m.eval_seconds.clone(),
+        );
+        registry.register(
+            "held_back",
+            "Events a rule's condition matched that an exception held back, per exception",
+            m.excepted.clone(),
         );
         registry.register("reloads", "Rule reloads by result (ok, rejected)", m.reloads.clone());
         registry.register("action_retries", "Transient action failures retried", m.action_retries.clone());
@@ -217,6 +231,12 @@ impl Metrics {
                 self.eval_seconds.get_or_create(&r).inc_by((now.eval_nanos - old.eval_nanos) as f64 / 1e9);
             }
         }
+        for (name, n) in &now.exceptions {
+            let old = last.exceptions.iter().find(|e| &e.0 == name).map_or(0, |e| e.1);
+            if *n > old {
+                inc(&self.excepted.get_or_create(&ExceptionLabel { exception: name.clone() }), *n, old);
+            }
+        }
         inc(&self.action_retries, now.action_retries, last.action_retries);
         inc(&self.action_errors, now.action_errors, last.action_errors);
         inc(&self.history_written, now.history_written, last.history_written);
@@ -279,7 +299,9 @@ mod tests {
         };
         m.update(snap(10, 2));
         m.update(snap(15, 3));
+        m.update(Snapshot { exceptions: vec![("scanner-allowlist".into(), 4)], ..snap(15, 3) });
         let text = m.encode();
+        assert!(text.contains("trapline_held_back_total{exception=\"scanner-allowlist\"} 4"), "{text}");
         assert!(text.contains("trapline_lines_total{source=\"web\"} 15"), "{text}");
         assert!(text.contains("trapline_detections_total{rule=\"web.sqli\",severity=\"high\"} 3"), "{text}");
         assert!(text.contains("trapline_unparsed_lines_total{source=\"web\"} 1"), "{text}");

@@ -32,6 +32,8 @@ pub struct BlockHits {
     pub rules: Vec<u32>,
     /// The threshold and suppression keys of each entry of `rules`.
     pub keys: Vec<HitKeys>,
+    /// (rule, exception) of every line an exception held back, for the counts.
+    pub held: Vec<(u32, u32)>,
     /// Lines were cut to this many bytes.
     pub max_line_bytes: usize,
 }
@@ -50,6 +52,7 @@ pub fn match_block(rules: &RuleSet, src: &SourceSetup, b: &Block, max: usize, s:
         if !rules.match_line(&src.parser, &src.applicable, line, s) {
             out.unparsed += 1;
         }
+        out.held.extend_from_slice(&s.held);
         if !s.hits.is_empty() {
             let full = start + line.len();
             let from = out.rules.len();

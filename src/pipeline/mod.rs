@@ -183,6 +183,7 @@ impl Pipeline {
         if !rules.match_event(&source.parser, &source.applicable, ev, s) && ev.fields.is_empty() {
             self.counts.unparsed += 1;
         }
+        self.detector.count_held(&s.held);
         if s.hits.is_empty() {
             return Ok(());
         }
@@ -190,6 +191,9 @@ impl Pipeline {
         self.keys.clear();
         rules.hit_keys(ev.raw, &s.record, &s.hits, &mut s.key_buf, &mut self.keys);
         self.detector.decide(event.map(|t| t.timestamp_millis()), ev.arrival, &s.hits, &self.keys, &mut self.fired);
+        if self.detector.wants_values() {
+            self.detector.record_values(ev.raw, &s.record);
+        }
         if !sink.wants_detections() {
             self.counts.detections += self.emitted();
             return Ok(());
@@ -231,12 +235,16 @@ impl Pipeline {
     ) -> Result<()> {
         self.counts.events += hits.lines;
         self.counts.unparsed += hits.unparsed;
+        self.detector.count_held(&hits.held);
         let setup = Arc::clone(&self.setup);
         let (rules, source) = (&setup.rules, &setup.sources[src]);
         for h in &hits.hits {
             let range = h.rules.clone();
             self.detector.decide(h.time, arrival, &hits.rules[range.clone()], &hits.keys[range], &mut self.fired);
-            if self.fired.is_empty() {
+            // The texts of new distinct values are for detections: a sink that reads none
+            // needs none, and the line is not parsed again for them.
+            let values = self.detector.wants_values() && sink.wants_detections();
+            if self.fired.is_empty() && !values {
                 continue;
             }
             if !sink.wants_detections() {
@@ -244,15 +252,22 @@ impl Pipeline {
                 continue;
             }
             let (raw, truncated) = batch::cap(&block.data[h.start..h.end], hits.max_line_bytes);
+            source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
+            // The fields the line's matching rules extracted when it was matched (for their
+            // distinct values and detections).
+            for &ri in &hits.rules[h.rules.clone()] {
+                let s = &mut self.scratch;
+                let _ = rules.extract(ri as usize, raw, &mut s.record, &mut s.extract);
+            }
+            if values {
+                self.detector.record_values(raw, &self.scratch.record);
+            }
+            if self.fired.is_empty() {
+                continue;
+            }
             let origin =
                 crate::event::Origin::Line { content, offset: block.offset + h.start as u64, line_number: h.line };
             let ev = Event::line(raw, origin, arrival, truncated);
-            source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
-            // The fields the firing rules extracted when the line was matched.
-            for f in &self.fired {
-                let s = &mut self.scratch;
-                let _ = rules.extract(f.rule as usize, raw, &mut s.record, &mut s.extract);
-            }
             let event = h.time.and_then(chrono::DateTime::from_timestamp_millis);
             self.out.clear();
             for f in &self.fired {
@@ -328,6 +343,41 @@ fn merge_classes(dets: &mut Vec<Detection>) {
 mod tests {
     use super::*;
     use crate::event::Origin;
+
+    /// What exceptions held back is counted per name, and a reload keeps the counts of the
+    /// names that remain.
+    #[test]
+    fn held_back_counts_survive_a_reload_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = |extra: &str| {
+            format!(
+                "exceptions:\n  - name: scanner\n    match: {{field: client_ip, cidr: 192.0.2.10}}\n{extra}rules:\n  - id: t.admin\n    title: t\n    severity: high\n    match: {{field: path, starts_with: /admin}}\n"
+            )
+        };
+        std::fs::write(dir.path().join("r.yml"), rules("")).unwrap();
+        let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+        let build = || setup::build(None, &[dir.path().to_path_buf()], &adhoc).unwrap();
+        let mut p = Pipeline::new(build(), 16);
+        let info = p.sources()[0].info("/x");
+        let line = b"192.0.2.10 - - [10/Oct/2024:13:55:36 +0000] \"GET /admin HTTP/1.1\" 200 1 \"-\" \"-\"";
+        let ev = Event::line(line, Origin::Line { content: 0, offset: 0, line_number: 1 }, chrono::Utc::now(), false);
+        let mut n = 0;
+        p.process(0, &info, &ev, &mut |_: Detection| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(p.detector().held_back().collect::<Vec<_>>(), [("scanner", 1)]);
+        assert_eq!(p.detector().stats[0].excepted, 1);
+        std::fs::write(
+            dir.path().join("r.yml"),
+            rules("  - name: health\n    match: {field: path, equals: /admin/health}\n"),
+        )
+        .unwrap();
+        p.replace(build());
+        assert_eq!(p.detector().held_back().collect::<Vec<_>>(), [("scanner", 1), ("health", 0)]);
+    }
 
     /// An event made of fields the source produced itself (a file-state change, say) is
     /// evaluated like a parsed line; the source's fields win over what the format parsed.

@@ -105,6 +105,18 @@ impl Redactor {
                 redact_in_place(self, v);
             }
         }
+        // The distinct values counted are values of a field too (`distinct: password` would
+        // otherwise list every password tried).
+        if let Some(t) = d.threshold.as_mut() {
+            let sensitive = t.distinct.as_ref().is_some_and(|f| self.is_sensitive(f.as_bytes()));
+            for v in &mut t.distinct_values {
+                if sensitive {
+                    *v = MASK.to_string();
+                } else {
+                    redact_in_place(self, v);
+                }
+            }
+        }
     }
 
     /// `s` with the values of sensitive parameters masked (borrowed when there are none).
@@ -317,6 +329,29 @@ mod tests {
         r().apply(&mut d);
         assert_eq!(d.fields["password"], MASK);
         assert_eq!(d.fields["user"], "admin");
+    }
+
+    /// The values a `distinct` threshold counted are masked whole when the field is a secret,
+    /// and like any value otherwise.
+    #[test]
+    fn distinct_values_are_masked_like_fields() {
+        let t = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        let mut d = Detection::sample("k", "r", "other", crate::rule::Severity::Low, t, &[], "x");
+        let info = |field: &str, values: &[&str]| crate::engine::detection::ThresholdInfo {
+            count: 3,
+            within_seconds: 60.0,
+            group: Default::default(),
+            distinct: Some(field.to_string()),
+            distinct_values: values.iter().map(|v| v.to_string()).collect(),
+            first_seen: t,
+            last_seen: t,
+        };
+        d.threshold = Some(info("password", &["hunter2", "letmein"]));
+        r().apply(&mut d);
+        assert_eq!(d.threshold.as_ref().unwrap().distinct_values, [MASK, MASK]);
+        d.threshold = Some(info("uri", &["/a?token=abc", "/b"]));
+        r().apply(&mut d);
+        assert_eq!(d.threshold.as_ref().unwrap().distinct_values, ["/a?token=***", "/b"]);
     }
 
     #[test]

@@ -101,6 +101,37 @@ pub struct LoadedRule {
     pub file: usize,
     /// Position of the rule in its file's `rules:` list.
     pub index: usize,
+    /// The exceptions that apply to it (indexes into [`Loaded::exceptions`]), in the order
+    /// they are evaluated: its own `except`, its overrides', then the shared ones.
+    pub exceptions: Vec<usize>,
+}
+
+/// An exception, wherever it was written: a rule's `except`, an override's `except`, or an
+/// entry of `exceptions:`. All three compile to the same thing and are counted by `name`.
+#[derive(Debug, Clone)]
+pub struct LoadedException {
+    /// What it is counted and shown as: the entry's `name`, the override's `id`, or the id of
+    /// the rule whose `except` it is.
+    pub name: String,
+    pub kind: ExceptionKind,
+    pub condition: crate::rule::Condition,
+    /// Index into [`Loaded::files`].
+    pub file: usize,
+    /// YAML path of the condition in its file (`rules[2].except`, `exceptions[0].match`).
+    pub at: String,
+    /// The rule whose `except` or override it is (for error messages); `None` for shared ones.
+    pub rule: Option<String>,
+}
+
+/// Where an exception was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionKind {
+    /// The rule's own `except`: part of the rule as written, so its inline examples see it.
+    Own,
+    /// An override's `except`.
+    Override,
+    /// An entry of a file's `exceptions:`.
+    Shared,
 }
 
 /// A complete, syntactically valid set of rule files.
@@ -115,6 +146,8 @@ pub struct Loaded {
     pub lists: BTreeMap<String, Vec<String>>,
     /// Named conditions from all files.
     pub conditions: BTreeMap<String, crate::rule::Condition>,
+    /// Every exception; [`LoadedRule::exceptions`] says which apply to which rule.
+    pub exceptions: Vec<LoadedException>,
 }
 
 impl Loaded {
@@ -284,8 +317,10 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
     let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
     let mut list_origin: HashMap<String, usize> = HashMap::new();
     let mut overrides = Vec::new();
+    let mut shared = Vec::new();
     for (file, mut rf) in parsed {
         overrides.extend(std::mem::take(&mut rf.overrides).into_iter().enumerate().map(|(i, o)| (file, i, o)));
+        shared.extend(std::mem::take(&mut rf.exceptions).into_iter().enumerate().map(|(i, e)| (file, i, e)));
         if rf.version != 1 {
             errors.push(loaded.error_at(
                 file,
@@ -329,7 +364,18 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             loaded.lists.insert(name, items);
         }
         for (index, rule) in rf.rules.into_iter().enumerate() {
-            let lr = LoadedRule { rule, file, index };
+            let mut lr = LoadedRule { rule, file, index, exceptions: Vec::new() };
+            if let Some(c) = lr.rule.except.clone() {
+                lr.exceptions.push(loaded.exceptions.len());
+                loaded.exceptions.push(LoadedException {
+                    name: lr.rule.id.clone(),
+                    kind: ExceptionKind::Own,
+                    condition: c,
+                    file,
+                    at: format!("rules[{index}].except"),
+                    rule: Some(lr.rule.id.clone()),
+                });
+            }
             if !valid_id(&lr.rule.id) {
                 errors.push(loaded.rule_error(
                     &lr,
@@ -386,6 +432,7 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
         }
     }
     apply_overrides(&mut loaded, overrides, &mut errors);
+    apply_exceptions(&mut loaded, shared, &mut errors);
     if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
 }
 
@@ -421,19 +468,25 @@ fn apply_overrides(
             if let Some(v) = &o.sources {
                 r.sources = v.clone();
             }
-            if let Some(except) = &o.except {
-                let wrap = |c: crate::rule::Condition| crate::rule::Condition {
-                    all: Some(vec![
-                        c,
-                        crate::rule::Condition { not: Some(Box::new(except.clone())), ..Default::default() },
-                    ]),
-                    ..Default::default()
-                };
-                if let Some(c) = r.condition.take() {
-                    r.condition = Some(wrap(c));
-                } else if let Some(last) = r.sequence.as_mut().and_then(|s| s.steps.last_mut()) {
-                    last.condition = wrap(std::mem::take(&mut last.condition));
-                }
+        }
+        // One exception for every rule the override selects: compiled once, counted under the
+        // override's id. Content rules have no events to hold back.
+        if let Some(except) = &o.except {
+            let at = loaded.exceptions.len();
+            let mut used = false;
+            for lr in loaded.rules.iter_mut().filter(|lr| o.selects(&lr.rule.id)) {
+                lr.exceptions.push(at);
+                used = true;
+            }
+            if used {
+                loaded.exceptions.push(LoadedException {
+                    name: o.id.clone(),
+                    kind: ExceptionKind::Override,
+                    condition: except.clone(),
+                    file,
+                    at: format!("overrides[{i}].except"),
+                    rule: None,
+                });
             }
         }
         if hit == 0 {
@@ -443,6 +496,86 @@ fn apply_overrides(
                     .kind(ErrorKind::UnknownReference),
             );
         }
+    }
+}
+
+/// Attaches each entry of `exceptions:` to the rules it selects (every rule over events when
+/// it names none). Names are unique across files; a selector that selects no rule is an error
+/// at its position, as an override naming no rule is.
+fn apply_exceptions(
+    loaded: &mut Loaded,
+    shared: Vec<(usize, usize, crate::rule::Exception)>,
+    errors: &mut Vec<RuleError>,
+) {
+    let mut names: HashMap<String, (usize, usize)> = HashMap::new();
+    for (file, i, e) in shared {
+        if !valid_id(&e.name) {
+            errors.push(loaded.error_at(
+                file,
+                &format!("exceptions[{i}].name"),
+                None,
+                "an exception's name must be non-empty and use only letters, digits, '.', '-' and '_'",
+            ));
+        }
+        if let Some(&(f, j)) = names.get(&e.name) {
+            let first = loaded.error_at(f, &format!("exceptions[{j}].name"), None, "");
+            errors.push(
+                loaded
+                    .error_at(
+                        file,
+                        &format!("exceptions[{i}].name"),
+                        None,
+                        format!(
+                            "exception {:?} is defined twice (first at {}:{})",
+                            e.name,
+                            first.file.display(),
+                            first.line
+                        ),
+                    )
+                    .kind(ErrorKind::Duplicate),
+            );
+            continue;
+        }
+        names.insert(e.name.clone(), (file, i));
+        if let Some(sels) = &e.rules {
+            if sels.is_empty() {
+                errors.push(loaded.error_at(
+                    file,
+                    &format!("exceptions[{i}].rules"),
+                    None,
+                    "an empty list of rules: leave `rules` out to apply the exception to every rule",
+                ));
+            }
+            for (j, sel) in sels.iter().enumerate() {
+                if !loaded.rules.iter().any(|lr| crate::rule::selects(sel, &lr.rule.id)) {
+                    let msg = if loaded.content.iter().any(|lr| crate::rule::selects(sel, &lr.rule.id)) {
+                        format!("{sel:?} selects only content rules, which have no events to hold back")
+                    } else {
+                        format!("no rule has the id {sel:?}")
+                    };
+                    errors.push(
+                        loaded
+                            .error_at(file, &format!("exceptions[{i}].rules[{j}]"), None, msg)
+                            .kind(ErrorKind::UnknownReference),
+                    );
+                }
+            }
+        }
+        let at = loaded.exceptions.len();
+        for lr in &mut loaded.rules {
+            let id = &lr.rule.id;
+            if e.rules.as_ref().is_none_or(|sels| sels.iter().any(|s| crate::rule::selects(s, id))) {
+                lr.exceptions.push(at);
+            }
+        }
+        loaded.exceptions.push(LoadedException {
+            name: e.name,
+            kind: ExceptionKind::Shared,
+            condition: e.condition,
+            file,
+            at: format!("exceptions[{i}].match"),
+            rule: None,
+        });
     }
 }
 
@@ -462,6 +595,7 @@ fn content_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
     };
     refuse("threshold", r.threshold.is_some());
     refuse("suppress", r.suppress.is_some());
+    refuse("except", r.except.is_some());
     refuse("formats", !r.formats.is_empty());
     refuse("sources", !r.sources.is_empty());
     refuse("examples", !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty());

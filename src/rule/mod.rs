@@ -10,5 +10,5 @@ pub mod load;
 pub mod locate;
 pub mod model;
 
-pub use load::{ErrorKind, Loaded, LoadedRule, RuleError, RuleErrors};
+pub use load::{ErrorKind, ExceptionKind, Loaded, LoadedException, LoadedRule, RuleError, RuleErrors};
 pub use model::*;

@@ -34,6 +34,41 @@ pub struct RuleFile {
     /// loaded, in file order: keep the pack as shipped and say here what differs on this site.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<Override>,
+    /// Exceptions for many rules at once (your own vulnerability scanner, the monitoring's
+    /// health check): an event matching one never fires the rules it applies to. Names are
+    /// unique across files; each is counted (`trapline scan`'s summary, `trapline status`, the
+    /// metrics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<Exception>,
+}
+
+/// An exception shared by several rules (or all of them): events matching `match` never fire
+/// those rules. It is evaluated only on events that a rule's condition matched, and counted
+/// under its name.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    /// Unique name, shown in counts and by `explain`: letters, digits, `.`, `-`, `_`.
+    pub name: String,
+    /// Why the exception exists (whose scanner, which ticket).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The rules it applies to: ids, or `prefix.*` for every rule whose id starts with
+    /// `prefix.`. Absent: every rule over events. An entry that selects no rule is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
+    /// The events it holds back (the same language as a rule's `match`). For a sequence rule,
+    /// the event of its last step.
+    #[serde(rename = "match")]
+    pub condition: Condition,
+}
+
+/// Whether the selector `sel` (an id, or `prefix.*`) names rule `id`.
+pub fn selects(sel: &str, id: &str) -> bool {
+    match sel.strip_suffix('*') {
+        Some(prefix) => id.starts_with(prefix),
+        None => sel == id,
+    }
 }
 
 /// A change to existing rules. Every key given replaces the rule's own; `except` adds an
@@ -56,7 +91,8 @@ pub struct Override {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<String>>,
     /// Events matching this never fire the rule (an allow-list: your own scanner's address,
-    /// a health check's path). For a sequence, it applies to the last step.
+    /// a health check's path), as the rule's own `except` does; both are kept and counted
+    /// under the override's `id`. For a sequence, it applies to the last step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except: Option<Condition>,
 }
@@ -64,10 +100,7 @@ pub struct Override {
 impl Override {
     /// Whether this override applies to rule `id`.
     pub fn selects(&self, id: &str) -> bool {
-        match self.id.strip_suffix('*') {
-            Some(prefix) => id.starts_with(prefix),
-            None => self.id == id,
-        }
+        selects(&self.id, id)
     }
 }
 
@@ -120,6 +153,13 @@ pub struct Rule {
     /// other events) or `content` (a file's contents, for `sweep` and the web-root source).
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Condition>,
+    /// Events that match the rule's condition but must never fire it (an allow-list: an
+    /// address, a health check's path), in the same language as `match`. Evaluated only after
+    /// the condition matched, and counted under the rule's id. For a sequence, it applies to
+    /// the last step's event: earlier steps still open and advance a chain, the detection is
+    /// what is held back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<Condition>,
     /// The condition a file's contents must satisfy, instead of `match`: regexes, magic bytes,
     /// size, extension, name and entropy, all of which must hold. Content rules run in
     /// `trapline sweep` and on every file a web-root source sees written (its `content_rules`

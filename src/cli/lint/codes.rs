@@ -179,7 +179,10 @@ impl Code {
                  members contradict each other on one field (`equals: GET` beside `regex: ^P`, disjoint \
                  number ranges or networks, `exists: false` beside a test of the same field), a regex that \
                  matches nothing, a case-sensitive capitalised value on a `lowercase`d field, or a `not` of \
-                 something always true. Usually a typo or a transform in the wrong place.",
+                 something always true. Usually a typo or a transform in the wrong place. An exception (a \
+                 rule's `except`, an override's, an entry of `exceptions:`) is reported the same way when it \
+                 can never be true (it holds nothing back) or is always true (the rules it applies to never \
+                 fire).",
             ),
             Code::Encoding => (
                 "TL011",
@@ -236,7 +239,8 @@ impl Code {
                 "The rule tests a field that none of the formats it applies to produces (`clientip` for \
                  `client_ip`; the message suggests one), so that test never sees a value. Without `formats:` \
                  and without `--config`, the built-in formats are assumed; a rule that may see JSON lines is \
-                 never flagged, since JSON carries any key.",
+                 never flagged, since JSON carries any key. An override's or shared exception is flagged \
+                 when no format of any rule it applies to produces the field.",
             ),
             Code::UnknownSource => (
                 "TL107",

@@ -401,6 +401,7 @@ fn lint_sources(
         rule_warnings(&loaded, lr, req.as_ref(), out);
         scope::check(&loaded, lr, cfg, out);
     }
+    scope::exceptions(&loaded, cfg, out);
     if let Some(c) = cfg {
         scope::config_refs(&loaded, c, out);
     }
@@ -411,6 +412,7 @@ fn lint_sources(
         content: Vec::new(),
         lists: loaded.lists.clone(),
         conditions: loaded.conditions.clone(),
+        exceptions: loaded.exceptions.clone(),
     };
     let before = out.len();
     run_examples(&good, &opts, registry, &parsers, out);
@@ -599,9 +601,15 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
         for (name, c) in one.conditions {
             merged.conditions.entry(name).or_insert(c);
         }
+        let offset = merged.exceptions.len();
+        merged.exceptions.extend(one.exceptions.into_iter().map(|mut e| {
+            e.file = file;
+            e
+        }));
         for mut lr in one.rules {
             if ids.insert(lr.rule.id.clone()) {
                 lr.file = file;
+                lr.exceptions.iter_mut().for_each(|e| *e += offset);
                 merged.rules.push(lr);
             }
         }
@@ -632,8 +640,26 @@ fn compile_each(
     out: &mut Vec<Finding>,
 ) -> Vec<Option<Requirement>> {
     let mut views = Views::default();
-    let (compiled, errors) = compile_rules(loaded, opts, &mut registry, &mut views);
+    let (compiled, exceptions, errors) = compile_rules(loaded, opts, &mut registry, &mut views);
     out.extend(errors.into_iter().map(Finding::from_error));
+    // Exceptions are conditions too: one that can never be true is a dead allow-list, one that
+    // is always true silences every rule it applies to.
+    for (e, c) in loaded.exceptions.iter().zip(&exceptions.list) {
+        let Some(c) = c else { continue };
+        let report = analysis::analyse_at(&c.node, &views, &e.at);
+        let rule = e.rule.as_deref();
+        if let Some(x) = report.never {
+            let msg = format!("exception {:?} can never match: {} ({})", e.name, x.reason, x.path);
+            out.push(Finding::new(Code::NeverTrue, loaded.error_at(e.file, &x.path, rule, msg)));
+        } else if analysis::always(&c.node, &views) {
+            let msg = format!("exception {:?} holds back every event: the rules it applies to never fire", e.name);
+            out.push(Finding::new(Code::NeverTrue, loaded.error_at(e.file, &e.at, rule, msg)));
+        }
+        for x in report.dead {
+            let msg = format!("this alternative can never be true: {}", x.reason);
+            out.push(Finding::new(Code::DeadAlternative, loaded.error_at(e.file, &x.path, rule, msg)));
+        }
+    }
     let mut reqs = Vec::new();
     for (lr, c) in loaded.rules.iter().zip(compiled) {
         let Some(entries) = c else {
@@ -747,6 +773,7 @@ fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
         }
     };
     let mut conditions: Vec<&Condition> = loaded.conditions.values().collect();
+    conditions.extend(loaded.exceptions.iter().map(|e| &e.condition));
     for lr in &loaded.rules {
         conditions.extend(&lr.rule.condition);
         conditions.extend(lr.rule.sequence.iter().flat_map(|s| &s.steps).map(|st| &st.condition));

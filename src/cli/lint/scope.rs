@@ -30,22 +30,7 @@ enum Produces {
 
 pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
     let rule = &lr.rule;
-    let in_scope = cfg.map(|c| sources_in_scope(loaded, lr, c, out));
-    let formats: Vec<String> = match in_scope {
-        _ if !rule.formats.is_empty() => rule.formats.clone(),
-        Some(Some(f)) => f,
-        Some(None) => return, // runs nowhere: TL107 said so
-        None => FIXED.iter().map(|s| s.to_string()).collect(),
-    };
-    let mut known = BTreeSet::new();
-    for f in &formats {
-        match produces(f, cfg) {
-            Some(Produces::Open) => return,
-            Some(Produces::Fixed(set)) => known.extend(set),
-            None => return, // unknown format: already a TL004
-        }
-    }
-    known.insert("line".to_string());
+    let Some((mut known, formats)) = known_fields(loaded, lr, cfg, out) else { return };
     // The rule's own `extract` captures are fields of the rule whatever the format.
     let captures: BTreeSet<String> = rule
         .extract
@@ -75,6 +60,67 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
             format!("{msg}, and the rule's extract captures only {}", list.join(", "))
         };
         out.push(Finding::new(Code::UnknownField, loaded.rule_error(lr, &path, msg)));
+    }
+}
+
+/// The fields the formats a rule runs on produce (with `line`), and those formats; `None` when
+/// any field may occur (JSON, an unknown format) or the rule runs nowhere.
+fn known_fields(
+    loaded: &Loaded,
+    lr: &LoadedRule,
+    cfg: Option<&config::Loaded>,
+    out: &mut Vec<Finding>,
+) -> Option<(BTreeSet<String>, Vec<String>)> {
+    let rule = &lr.rule;
+    let in_scope = cfg.map(|c| sources_in_scope(loaded, lr, c, out));
+    let formats: Vec<String> = match in_scope {
+        _ if !rule.formats.is_empty() => rule.formats.clone(),
+        Some(Some(f)) => f,
+        Some(None) => return None, // runs nowhere: TL107 said so
+        None => FIXED.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut known = BTreeSet::new();
+    for f in &formats {
+        match produces(f, cfg) {
+            Some(Produces::Fixed(set)) => known.extend(set),
+            // Open (JSON), or an unknown format: already a TL004.
+            _ => return None,
+        }
+    }
+    known.insert("line".to_string());
+    Some((known, formats))
+}
+
+/// Fields named by overrides' and shared exceptions that no format of any rule they apply to
+/// produces (TL106): such an exception never holds anything back. (A rule's own `except` is
+/// checked with the rule.) A sequence's steps name their own formats; exceptions of sequence
+/// rules are not checked.
+pub(super) fn exceptions(loaded: &Loaded, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+    for (i, e) in loaded.exceptions.iter().enumerate() {
+        if e.kind == crate::rule::ExceptionKind::Own {
+            continue;
+        }
+        let mut known = BTreeSet::new();
+        let mut open = false;
+        for lr in loaded.rules.iter().filter(|lr| lr.exceptions.contains(&i)) {
+            match known_fields(loaded, lr, cfg, &mut Vec::new()) {
+                Some((k, _)) if lr.rule.sequence.is_none() => known.extend(k),
+                _ => open = true,
+            }
+        }
+        if open || known.is_empty() {
+            continue;
+        }
+        walk(&e.condition, &e.at, &mut |c, path| {
+            let Some(name) = c.field.as_ref().filter(|f| !known.contains(*f)) else { return };
+            let hint = field_suggestion(name, &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+            let msg = format!(
+                "exception {:?}: no format of the rules it applies to produces field {name:?}{hint}, so it never \
+                 holds anything back",
+                e.name
+            );
+            out.push(Finding::new(Code::UnknownField, loaded.error_at(e.file, &format!("{path}.field"), None, msg)));
+        });
     }
 }
 
@@ -146,8 +192,12 @@ fn produces(name: &str, cfg: Option<&config::Loaded>) -> Option<Produces> {
 fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
     let rule = &lr.rule;
     let mut out = Vec::new();
-    if let Some(cond) = &rule.condition {
-        walk(cond, "match", &mut |c, path| {
+    // A sequence's steps name their own formats: its `except` (on the last step) is not
+    // checked against the rule's.
+    let except = if rule.sequence.is_none() { &rule.except } else { &None };
+    for (cond, root) in [(&rule.condition, "match"), (except, "except")] {
+        let Some(cond) = cond else { continue };
+        walk(cond, root, &mut |c, path| {
             if let Some(f) = &c.field {
                 out.push((format!("{path}.field"), f.clone()));
             }
