@@ -113,6 +113,24 @@ fn readme_named_conditions_example_compiles() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The README's `extract` and JSON array examples load, compile and pass their own examples.
+#[test]
+fn readme_extract_and_json_array_examples_work() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for marker in ["**Extracting fields**", "**JSON arrays**"] {
+        let section = readme.split(marker).nth(1).unwrap_or_else(|| panic!("README has {marker}"));
+        let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+        let text = format!("rules:\n{yaml}");
+        let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text }])
+            .unwrap_or_else(|e| panic!("README {marker} example does not load: {e}"));
+        let rules = RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
+            .unwrap_or_else(|e| panic!("README {marker} example does not compile: {e}"));
+        let report = examples::run(&loaded, &rules, &|_| None);
+        assert!(report.failures.is_empty(), "{marker}: {:?}", report.failures);
+        assert_eq!(report.passed, 2, "{marker}");
+    }
+}
+
 /// The exceptions example of the README: the scanner and the health check are held back and
 /// counted under their names, the rule's own `except` under the rule's id.
 #[test]

@@ -172,11 +172,15 @@ fn contradiction(members: &[Node], views: &Views, path: &str) -> Option<Impossib
     // Direct leaf members, and `not: <leaf>` members (which must be false).
     let mut pos: Vec<(usize, &Leaf)> = Vec::new();
     let mut neg: Vec<(usize, &Leaf)> = Vec::new();
+    // Leaves over every element of a list (`[*]`) are left out: two of them may hold for
+    // different elements of one line.
     for (i, m) in members.iter().enumerate() {
         match m {
-            Node::Leaf(l) => pos.push((i, l)),
+            Node::Leaf(l) if !l.each => pos.push((i, l)),
             Node::Not(inner) => {
-                if let Node::Leaf(l) = &**inner {
+                if let Node::Leaf(l) = &**inner
+                    && !l.each
+                {
                     neg.push((i, l));
                 }
             }

@@ -12,6 +12,9 @@ impl RuleSet {
     pub fn explain_rule(&self, rule: usize, parser: &Parser, line: &[u8], s: &mut Scratch) -> Result<(), String> {
         parser.parse(line, &mut s.record, self.registry.len());
         s.cache.next_line(self.views.len());
+        if let Err(i) = self.extract(rule, line, &mut s.record, &mut s.extract) {
+            return Err(format!("extract[{i}]"));
+        }
         let time = EventTime::Parse(parser);
         let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
         self.rules[rule].node.explain(&mut cx, "match")
@@ -32,6 +35,15 @@ impl RuleSet {
     /// [`RuleSet::explain_rule`]) looked at on the line last given to `explain_rule`, as
     /// `field[transforms] = "value"`, or `field absent`.
     pub fn describe_condition(&self, rule: usize, path: &str, line: &[u8], s: &mut Scratch) -> Option<String> {
+        if let Some(i) = path.strip_prefix("extract[").and_then(|p| p.strip_suffix(']')?.parse::<usize>().ok()) {
+            // An extract that did not match: what its regex read.
+            let st = self.rules[rule].extract.as_ref()?.steps.get(i)?;
+            let name = self.registry.name(st.from);
+            return Some(match s.record.get(line, st.from) {
+                Some(v) => format!("{name} = {:?}, which its regex does not match", String::from_utf8_lossy(v)),
+                None => format!("{name} is absent"),
+            });
+        }
         let Node::Leaf(leaf) = self.node_at(rule, path)? else { return None };
         let v = self.views.get(leaf.view);
         let t: Vec<&str> = v.transforms.iter().map(|t| t.as_str()).collect();
@@ -87,7 +99,11 @@ impl RuleSet {
             CoveragePoint::Alternative(path) => self.eval_at(rule, path, line, s) == Some(true),
             CoveragePoint::Value { path, index, .. } => {
                 let Some(Node::Leaf(leaf)) = self.node_at(rule, path) else { return false };
-                s.cache.get(leaf.view, &self.views, line, &s.record).is_some_and(|v| leaf.op.value_holds(*index, v))
+                let holds = |v: Option<&[u8]>| v.is_some_and(|v| leaf.op.value_holds(*index, v));
+                if leaf.each {
+                    return s.cache.any_element(leaf.view, &self.views, line, &s.record, holds);
+                }
+                holds(s.cache.get(leaf.view, &self.views, line, &s.record))
             }
         }
     }
@@ -148,6 +164,30 @@ impl RuleSet {
     /// condition (`match`, or a sequence step's `sequence.steps[1].match`).
     pub fn trace(&self, rule: usize, root: &str, line: &[u8], s: &mut Scratch, time: EventTime<'_>) -> Vec<TraceStep> {
         let mut out = Vec::new();
+        // The rule's extracts first, up to the one that did not match: what each read or took.
+        if let Some(x) = &self.rules[rule].extract {
+            let failed = x.apply(line, &mut s.record, &mut s.extract).err();
+            for (i, st) in x.steps.iter().enumerate().take(failed.map_or(usize::MAX, |f| f + 1)) {
+                let ok = failed != Some(i);
+                let shown = |id| match s.record.get(line, id) {
+                    Some(v) => format!("{} = \"{}\"", self.registry.name(id), String::from_utf8_lossy(v)),
+                    None => format!("{} is absent", self.registry.name(id)),
+                };
+                let looked = if ok {
+                    st.groups.iter().map(|(_, id)| shown(*id)).collect::<Vec<_>>().join(", ")
+                } else {
+                    shown(st.from)
+                };
+                let label = format!("extract from {} regex /{}/", self.registry.name(st.from), st.re.as_str());
+                out.push(TraceStep {
+                    depth: 0,
+                    path: format!("extract[{i}].regex"),
+                    label,
+                    verdict: ok,
+                    looked: Some(looked),
+                });
+            }
+        }
         self.trace_node(&self.rules[rule].node, root, 0, line, s, time, &mut out);
         out
     }

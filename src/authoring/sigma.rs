@@ -289,6 +289,7 @@ fn convert_inner(cx: &Ctx, source: &str, formats: &[String], title_out: &mut Str
         condition: Some(condition),
         except: None,
         content: None,
+        extract: Vec::new(),
         sequence: None,
         threshold: None,
         suppress: None,

@@ -77,18 +77,58 @@ pub fn explain(a: ExplainArgs) -> Result<i32> {
         println!("  (not recognised as {}: only raw-line conditions can match)", source.parser.name);
     }
     if a.fields {
-        let mut fields: Vec<(&str, String)> = scratch
+        // With --rule, the fields as that rule sees them (its extract run on the line whether
+        // or not the prefilter made it a candidate); else every rule's fields, and what each
+        // matching rule extracted.
+        let shown: Vec<usize> = match a.rule.as_deref().and_then(|id| rules.rule_index(id)) {
+            Some(i) => vec![i],
+            None => hits.iter().copied().filter(|&i| rules.rules[i].extract.is_some()).collect(),
+        };
+        for &i in &shown {
+            let _ = rules.extract(i, &line, &mut scratch.record, &mut scratch.extract);
+        }
+        let mut fields: Vec<(&str, String, String)> = scratch
             .record
             .iter(&line)
-            .map(|(id, v)| (rules.registry.name(id), String::from_utf8_lossy(v).into_owned()))
+            .filter(|(id, _)| match (a.rule.is_some(), shown.first()) {
+                (true, Some(&i)) => rules.shows_field(i, *id),
+                _ => rules.registry.scope(*id) == 0,
+            })
+            .map(|(id, v)| (rules.registry.name(id), String::from_utf8_lossy(v).into_owned(), String::new()))
             .collect();
+        for &i in shown.iter().filter(|_| a.rule.is_none()) {
+            let Some(x) = &rules.rules[i].extract else { continue };
+            for (id, v) in scratch.record.iter(&line).filter(|(id, _)| rules.registry.scope(*id) == x.scope) {
+                let by = format!(" (extracted by {})", rules.rules[i].id);
+                fields.push((rules.registry.name(id), String::from_utf8_lossy(v).into_owned(), by));
+            }
+        }
+        if let Some(x) =
+            a.rule.as_deref().and_then(|id| rules.rule_index(id)).and_then(|i| rules.rules[i].extract.as_ref())
+        {
+            for f in &mut fields {
+                if x.names.iter().any(|n| **n == *f.0) {
+                    f.2 = " (extracted)".to_string();
+                }
+            }
+        }
         fields.sort();
         println!("fields ({}):", source.parser.name);
         if fields.is_empty() {
             println!("  (none)");
         }
-        for (name, value) in fields {
-            println!("  {name} = \"{}\"", escape(&value));
+        for (name, value, by) in fields {
+            println!("  {name} = \"{}\"{by}", escape(&value));
+            // A list (`[*]`): each element, as conditions on it see them.
+            let Some(list) = rules.registry.get(name).and_then(|id| scratch.record.list(id)) else { continue };
+            const SHOWN: usize = 32;
+            for (k, span) in list.iter().take(SHOWN).enumerate() {
+                let v = scratch.record.bytes(&line, span).unwrap_or_default();
+                println!("    [{k}] = \"{}\"", escape(&String::from_utf8_lossy(v)));
+            }
+            if list.len() > SHOWN {
+                println!("    ... {} more elements", list.len() - SHOWN);
+            }
         }
     }
     match &a.rule {

@@ -39,6 +39,8 @@ pub struct CompiledRule {
     /// Empty: all sources.
     pub sources: Vec<String>,
     pub node: Node,
+    /// The rule's `extract`, run before `node` on candidate lines.
+    pub extract: Option<super::extract::Extracts>,
     pub threshold: Option<ThresholdSpec>,
     pub suppress: Option<SuppressSpec>,
     /// Where the rule was loaded from (for messages), and its position in that file's `rules:`
@@ -141,6 +143,11 @@ pub(crate) struct Compiler<'a> {
     /// deep the current reference is (a condition that refers to itself must end).
     pub used_conditions: Vec<String>,
     pub ref_depth: usize,
+    /// The fields the current rule's `extract` captures: (name, scoped id, the field they are
+    /// ultimately taken from).
+    pub extracted: Vec<(String, FieldId, FieldId)>,
+    /// The last extract scope handed out.
+    pub scopes: u32,
 }
 
 type Compiled = (Node, Requirement);
@@ -180,13 +187,98 @@ impl Compiler<'_> {
     }
 
     fn field(&mut self, r: &At<'_>, path: &str, name: &str) -> Option<FieldId> {
-        let ok = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'));
-        if !ok {
+        if let Some((_, id, _)) = self.extracted.iter().find(|(n, _, _)| n == name) {
+            return Some(*id);
+        }
+        if !valid_field_name(name) {
             self.err_of(ErrorKind::UnknownReference, r, path, format!("invalid field name {name:?}"));
             return None;
         }
+        if let Err(e) = crate::parse::json::parse_path(name) {
+            self.err_of(ErrorKind::UnknownReference, r, path, format!("invalid field path {name:?}: {e}"));
+            return None;
+        }
         Some(self.registry.intern(name))
+    }
+
+    /// For a field one of the rule's extracts captures: the field its value is a part of,
+    /// which the prefilter can scan (the captured field itself is filled only after it).
+    fn extract_root(&self, id: FieldId) -> Option<FieldId> {
+        self.extracted.iter().find(|(_, i, _)| *i == id).map(|(_, _, root)| *root)
+    }
+
+    /// A rule's `extract`: its compiled steps and the prefilter requirement of each regex
+    /// (every one must match for the rule to match). Capture names become fields of the rule
+    /// from here on.
+    fn extracts(&mut self, r: &LoadedRule) -> Option<(super::extract::Extracts, Vec<Requirement>)> {
+        let at = At::rule(r);
+        self.scopes += 1;
+        let scope = self.scopes;
+        let mut steps = Vec::new();
+        let mut reqs = Vec::new();
+        let mut names = Vec::new();
+        let mut ok = true;
+        for (i, x) in r.rule.extract.iter().enumerate() {
+            let path = format!("extract[{i}]");
+            let from = match &x.field {
+                Some(f) => match self.field(&at, &format!("{path}.field"), f) {
+                    Some(id) => id,
+                    None => {
+                        ok = false;
+                        continue;
+                    }
+                },
+                None => std_fields::LINE,
+            };
+            let cs = x.case_sensitive.unwrap_or(false);
+            let re = match build_regex(&x.regex, cs) {
+                Ok(re) => re,
+                Err(e) => {
+                    let msg = format!("invalid regex: {}", one_line(&e.to_string()));
+                    self.err_of(ErrorKind::Regex, &at, &format!("{path}.regex"), msg);
+                    ok = false;
+                    continue;
+                }
+            };
+            let root = self.extract_root(from).unwrap_or(from);
+            let view = self.views.intern(View { field: root, transforms: Vec::new() });
+            reqs.push(match literal::required_literals(&x.regex, !cs) {
+                Some(l) if !l.is_empty() => Requirement::AnyOf(l.into_iter().map(|l| (view, l)).collect()),
+                _ => Requirement::Always,
+            });
+            let mut groups = Vec::new();
+            for (g, name) in re.capture_names().enumerate() {
+                let Some(name) = name else { continue };
+                let problem = if name == "line" {
+                    Some("`line` is the raw line itself and cannot be captured".to_string())
+                } else if !valid_field_name(name) || name.contains(['[', ']', '*']) {
+                    Some(format!("capture name {name:?} is not a field name (letters, digits, _ . - @)"))
+                } else if self.extracted.iter().any(|(n, _, _)| n == name) {
+                    Some(format!("field {name:?} is captured by an earlier extract of this rule"))
+                } else {
+                    None
+                };
+                if let Some(msg) = problem {
+                    self.err(&at, &format!("{path}.regex"), msg);
+                    ok = false;
+                    continue;
+                }
+                let id = self.registry.intern_scoped(scope, name);
+                self.extracted.push((name.to_string(), id, root));
+                names.push(std::sync::Arc::<str>::from(name));
+                groups.push((g, id));
+            }
+            if groups.is_empty() && ok {
+                self.err(
+                    &at,
+                    &format!("{path}.regex"),
+                    "an extract regex needs a named capture, e.g. (?P<client_ip>[0-9a-f.:]+)",
+                );
+                ok = false;
+            }
+            steps.push(super::extract::ExtractStep { from, re, slot: 0, groups });
+        }
+        ok.then_some((super::extract::Extracts { scope, steps, names }, reqs))
     }
 
     /// The compiled form of one rule: one entry, or one per step of a sequence.
@@ -195,6 +287,7 @@ impl Compiler<'_> {
         let before = self.errors.len();
         self.used_lists.clear();
         self.used_conditions.clear();
+        self.extracted.clear();
         let rule = &r.rule;
         if rule.title.trim().is_empty() {
             self.err(&a, "title", "title must not be empty");
@@ -234,6 +327,8 @@ impl Compiler<'_> {
         if let Some(seq) = &rule.sequence {
             return self.sequence(r, seq, before);
         }
+        // Before the condition: its fields may be captured ones.
+        let extract = if rule.extract.is_empty() { None } else { self.extracts(r) };
         // Content rules are kept apart at load (`Loaded::content`); a rule here has `match`.
         let compiled = match &rule.condition {
             Some(c) => self.condition(&a, c, "match"),
@@ -263,6 +358,14 @@ impl Compiler<'_> {
         if self.errors.len() > before {
             return None;
         }
+        // Every extract regex must match too: the most selective requirement of all wins.
+        let (extract, req) = match extract {
+            Some((x, mut reqs)) => {
+                reqs.push(req);
+                (Some(x), best(reqs))
+            }
+            None => (None, req),
+        };
         let fingerprint = self.fingerprint(rule);
         let base = self.base(r, fingerprint, std::sync::Arc::new(self.info(rule)));
         Some(vec![(
@@ -270,6 +373,7 @@ impl Compiler<'_> {
                 formats: rule.formats.clone(),
                 sources: rule.sources.clone(),
                 node,
+                extract,
                 threshold,
                 suppress,
                 ..base
@@ -304,6 +408,7 @@ impl Compiler<'_> {
             formats: Vec::new(),
             sources: Vec::new(),
             node: Node::Any(Vec::new()),
+            extract: None,
             threshold: None,
             suppress: None,
             origin: format!("{}", self.loaded.files[r.file].path.display()),
@@ -325,7 +430,13 @@ impl Compiler<'_> {
                 .collect(),
             None => match threshold {
                 Some(t) if !t.group_by.is_empty() => t.group_by.clone(),
-                _ => vec![std_fields::CLIENT_IP],
+                // The rule's own `client_ip` when its extract captures one.
+                _ => vec![
+                    self.extracted
+                        .iter()
+                        .find(|(n, _, _)| n == "client_ip")
+                        .map_or(std_fields::CLIENT_IP, |(_, id, _)| *id),
+                ],
             },
         };
         Some(SuppressSpec { duration: s.duration.0, group_by })
@@ -401,6 +512,9 @@ impl Compiler<'_> {
     /// Compiles every exception of the rule set, once each, whatever the number of rules it
     /// applies to.
     fn exceptions(&mut self) -> Exceptions {
+        // Exceptions are shared between rules: they see the parsed fields, never one rule's
+        // `extract` captures (whose names would otherwise resolve to the last rule's).
+        self.extracted.clear();
         let mut out = Exceptions::default();
         for e in &self.loaded.exceptions {
             let name = match out.names.iter().position(|n| *n == e.name) {
@@ -438,7 +552,12 @@ impl Compiler<'_> {
             &rule.sequence,
             conditions,
         );
-        let bytes = serde_json::to_vec(&key).unwrap_or_default();
+        let mut bytes = serde_json::to_vec(&key).unwrap_or_default();
+        // Only when given, so that the fingerprints of rules without it (and the state saved
+        // under them) stay what they were.
+        if !rule.extract.is_empty() {
+            bytes.extend(serde_json::to_vec(&rule.extract).unwrap_or_default());
+        }
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 
@@ -559,7 +678,7 @@ impl Compiler<'_> {
                 }
             };
             let view = self.views.intern(View { field: std_fields::LINE, transforms: Vec::new() });
-            return Some((Node::Leaf(Leaf { view, op: Op::Time(when) }), Requirement::Always));
+            return Some((Node::Leaf(Leaf { view, op: Op::Time(when), each: false }), Requirement::Always));
         }
         let field = match &c.field {
             Some(f) => self.field(r, &format!("{path}.field"), f)?,
@@ -618,7 +737,22 @@ impl Compiler<'_> {
         } else {
             (Op::Number { gt: c.gt, gte: c.gte, lt: c.lt, lte: c.lte }, Requirement::Always)
         };
-        Some((Node::Leaf(Leaf { view, op }), req))
+        // A captured field is filled after the prefilter ran: its literals are looked for in
+        // the field it is a part of (a literal of the part is one of the whole), and through
+        // transforms (which may not treat a part as they treat the whole) not at all.
+        // Over the elements of a list, the literals are looked for in the elements' joined
+        // text, which holds each element as it is, but not as a transform turns it.
+        let each = c.field.as_deref().is_some_and(|f| f.ends_with("[*]"));
+        let req = if each && !c.transforms.is_empty() { Requirement::Always } else { req };
+        let req = match (self.extract_root(field), req) {
+            (None, req) | (Some(_), req @ Requirement::Always) => req,
+            (Some(root), Requirement::AnyOf(lits)) if c.transforms.is_empty() => {
+                let root = self.views.intern(View { field: root, transforms: Vec::new() });
+                Requirement::AnyOf(lits.into_iter().map(|(_, l)| (root, l)).collect())
+            }
+            (Some(_), Requirement::AnyOf(_)) => Requirement::Always,
+        };
+        Some((Node::Leaf(Leaf { view, op, each }), req))
     }
 
     fn regex(&mut self, r: &At<'_>, v: &Values, view: ViewId, cs: bool, path: &str) -> Option<(Op, Requirement)> {
@@ -712,6 +846,8 @@ pub fn compile_rules(
         used_lists: Vec::new(),
         used_conditions: Vec::new(),
         ref_depth: 0,
+        extracted: Vec::new(),
+        scopes: 0,
     };
     let rules = loaded
         .rules
@@ -731,6 +867,15 @@ pub(crate) fn build_regex(p: &str, case_sensitive: bool) -> Result<regex::bytes:
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_DFA_LIMIT)
         .build()
+}
+
+/// Letters, digits and `_ . - @`: what field names (JSON keys, captures) are made of, and
+/// `[N]` / `[*]` for JSON array elements (checked by [`crate::parse::json::parse_path`]).
+fn valid_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@' | b'[' | b']' | b'*'))
 }
 
 fn one_line(s: &str) -> String {

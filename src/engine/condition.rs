@@ -22,6 +22,9 @@ pub enum Node {
 pub struct Leaf {
     pub view: ViewId,
     pub op: Op,
+    /// The field is a list (`[*]`): the leaf holds when the operator holds for at least one
+    /// element.
+    pub each: bool,
 }
 
 #[derive(Debug)]
@@ -246,6 +249,9 @@ impl Leaf {
     fn eval(&self, cx: &mut Ctx<'_>) -> bool {
         if let Op::Time(w) = &self.op {
             return w.contains(cx.time());
+        }
+        if self.each {
+            return cx.cache.any_element(self.view, cx.views, cx.line, cx.record, |v| self.op.test(v));
         }
         self.op.test(cx.cache.get(self.view, cx.views, cx.line, cx.record))
     }

@@ -404,7 +404,11 @@ impl Detector {
             event_time,
             time_source,
             detected_at: Utc::now(),
-            fields: rec.iter(line).map(|(id, v)| (rules.registry.shared_name(id), lossy(v))).collect(),
+            fields: rec
+                .iter(line)
+                .filter(|(id, _)| rules.shows_field(f.rule as usize, *id))
+                .map(|(id, v)| (rules.registry.shared_name(id), lossy(v)))
+                .collect(),
             line: lossy(line),
             line_truncated: ev.truncated,
             threshold,

@@ -18,6 +18,7 @@ pub mod condition;
 pub mod content;
 pub mod detection;
 pub mod detector;
+pub mod extract;
 pub mod literal;
 pub mod prefilter;
 pub mod sequence;
@@ -64,6 +65,8 @@ pub struct Scratch {
     pub time: TimeCache,
     pub key_buf: Vec<u8>,
     prefilter: PrefilterScratch,
+    /// Capture locations of the rules' `extract` regexes.
+    pub extract: extract::ExtractScratch,
     /// Per-rule evaluation counts and sampled times, when asked for ([`Scratch::profile`]).
     pub profile: Option<Profile>,
 }
@@ -125,7 +128,12 @@ impl RuleSet {
         let exceptions: Vec<_> = exceptions.list.into_iter().flatten().collect();
         let mut rules = Vec::new();
         let mut reqs = Vec::new();
-        for (rule, req) in compiled.into_iter().flatten().flatten() {
+        let mut slots = 0;
+        for (mut rule, req) in compiled.into_iter().flatten().flatten() {
+            for st in rule.extract.iter_mut().flat_map(|x| x.steps.iter_mut()) {
+                st.slot = slots;
+                slots += 1;
+            }
             // A disabled rule is validated, then kept out of the prefilter entirely.
             let req = if rule.enabled { req } else { Requirement::AnyOf(Vec::new()) };
             if tracing::enabled!(tracing::Level::DEBUG) {
@@ -187,6 +195,34 @@ impl RuleSet {
             key_buf: Vec::new(),
             prefilter: PrefilterScratch::default(),
             profile: None,
+            extract: extract::ExtractScratch::new(
+                self.rules.iter().flat_map(|r| r.extract.iter().flat_map(|x| x.steps.iter().map(|s| &s.re))),
+            ),
+        }
+    }
+
+    /// Runs rule `rule`'s `extract` on a parsed record (nothing without one). `Err(i)`: its
+    /// step `i` did not match, so neither does the rule.
+    pub fn extract(
+        &self,
+        rule: usize,
+        line: &[u8],
+        rec: &mut Record,
+        s: &mut extract::ExtractScratch,
+    ) -> Result<(), usize> {
+        match &self.rules[rule].extract {
+            Some(x) => x.apply(line, rec, s),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a detection of rule `rule` shows field `id`: a rule sees its own captures in
+    /// place of the parsed fields of the same names, and no other rule's.
+    pub fn shows_field(&self, rule: usize, id: crate::parse::FieldId) -> bool {
+        let scope = self.registry.scope(id);
+        match &self.rules[rule].extract {
+            Some(x) => x.shows(scope, self.registry.name(id)),
+            None => scope == 0,
         }
     }
 
@@ -210,6 +246,12 @@ impl RuleSet {
         }
         let Some(p) = &mut s.profile else {
             for i in s.cand.ones() {
+                // Only now, for a candidate: other lines never pay for a rule's extract.
+                if let Some(x) = &self.rules[i].extract
+                    && x.apply(line, &mut s.record, &mut s.extract).is_err()
+                {
+                    continue;
+                }
                 let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
                 self.decide_rule(i, &mut cx, &mut s.hits, &mut s.held);
             }
@@ -217,10 +259,17 @@ impl RuleSet {
         };
         let timed = p.sample();
         for i in s.cand.ones() {
-            let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
             p.evaluations[i] += 1;
+            // The extract is part of what evaluating the rule costs.
             let started = timed.then(std::time::Instant::now);
-            self.decide_rule(i, &mut cx, &mut s.hits, &mut s.held);
+            let extracted = match &self.rules[i].extract {
+                Some(x) => x.apply(line, &mut s.record, &mut s.extract).is_ok(),
+                None => true,
+            };
+            if extracted {
+                let mut cx = Ctx { line, record: &s.record, views: &self.views, cache: &mut s.cache, time };
+                self.decide_rule(i, &mut cx, &mut s.hits, &mut s.held);
+            }
             if let Some(t) = started {
                 p.nanos[i] += t.elapsed().as_nanos() as u64;
             }

@@ -99,6 +99,34 @@ impl ViewCache {
         }
     }
 
+    /// Whether `test` holds for at least one element of the list under view `id`, each
+    /// element through the view's transforms. A field that is not a list on this line is
+    /// the list of its one value; with no element at all, `test` sees an absent value.
+    pub fn any_element(
+        &mut self,
+        id: ViewId,
+        views: &Views,
+        line: &[u8],
+        rec: &Record,
+        mut test: impl FnMut(Option<&[u8]>) -> bool,
+    ) -> bool {
+        let v = views.get(id);
+        let Some(list) = rec.list(v.field) else {
+            return test(self.get(id, views, line, rec));
+        };
+        if list.is_empty() {
+            return test(None);
+        }
+        list.iter().any(|span| {
+            let Some(raw) = rec.bytes(line, span) else { return false };
+            if v.transforms.is_empty() {
+                return test(Some(raw));
+            }
+            transform::apply(&v.transforms, raw, &mut self.out, &mut self.tmp);
+            test(Some(&self.out))
+        })
+    }
+
     fn resolve<'a>(&mut self, id: ViewId, views: &Views, line: &'a [u8], rec: &'a Record) -> Option<Value<'a>> {
         let v = views.get(id);
         let raw = rec.get(line, v.field)?;

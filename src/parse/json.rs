@@ -9,7 +9,17 @@
 //!
 //! Values: strings are a raw span of the line when they have no escapes, else their decoded
 //! bytes in the record scratch (`\u00e9`, surrogate pairs; lone surrogates become U+FFFD);
-//! numbers, `true`/`false`/`null`, objects and arrays are their raw JSON text.
+//! numbers, `true`/`false`/`null`, objects and arrays are their raw JSON text, except that
+//! an array of strings is the strings joined with `, `.
+//!
+//! Arrays: a path may index one (`headers.Accept[0]`, `chain[1].subject`: 0-based, an
+//! element past the end is absent; `[-1]` the last, read again once the array has ended) or
+//! take all its elements (`headers.X-Forwarded-For[*]`,
+//! at the end of a path only): that field's value is every element's text (strings decoded,
+//! anything else as its JSON text) joined with `, `, and the record keeps each element apart
+//! for conditions that test the elements one by one ([`Record::list`]). A value that is not
+//! an array is a list of that one value. Indexing and listing walk the array once, element
+//! by element, without recursion beyond the configured path.
 //!
 //! A line that is not an object, or has a syntax error, is rejected (no fields). A line that
 //! is cut short (reader limit on a huge line) keeps the fields found before the cut, when
@@ -20,7 +30,7 @@ use std::ops::Range;
 use super::access::derive_request_fields;
 use super::scan::MAX_LINE;
 use super::std_fields as f;
-use super::{FieldId, FieldRegistry, Record};
+use super::{FieldId, FieldRegistry, Record, Span};
 
 /// The JSON format: key paths for every registered field.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +44,60 @@ pub struct JsonFormat {
 #[derive(Debug, Clone, Default)]
 struct Node {
     children: Vec<(Box<[u8]>, Node)>,
+    /// Array elements wanted by index (`[0]`).
+    items: Vec<(u32, Node)>,
+    /// The last element (`[-1]`).
+    last: Option<Box<Node>>,
     /// Fields whose value is the value at this path.
     fields: Vec<FieldId>,
+    /// Fields that are the elements of the array at this path (`[*]`).
+    each: Vec<FieldId>,
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg<'a> {
+    Key(&'a str),
+    Index(u32),
+    /// `[-1]`: the last element.
+    Last,
+    /// `[*]`: every element.
+    Each,
+}
+
+/// Splits a field path: keys separated by `.`, each followed by any number of `[N]`, and a
+/// last `[*]`: `a.b[0].c`, `headers.X-Forwarded-For[*]`. `Err` says what is wrong.
+pub fn parse_path(path: &str) -> Result<Vec<Seg<'_>>, String> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if key.is_empty() {
+            return Err("an empty key (write keys between dots, an index after a key: a.b[0])".into());
+        }
+        out.push(Seg::Key(key));
+        while !rest.is_empty() {
+            let Some(inner) = rest.strip_prefix('[').and_then(|r| r.split_once(']')) else {
+                return Err(format!("{rest:?}: write an index as [0] or [*]"));
+            };
+            let (idx, tail) = inner;
+            if out.last() == Some(&Seg::Each) {
+                return Err("[*] must end the path".into());
+            }
+            out.push(match idx {
+                "*" => Seg::Each,
+                "-1" => Seg::Last,
+                _ if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => {
+                    Seg::Index(idx.parse().map_err(|_| format!("index {idx} is too large"))?)
+                }
+                _ => return Err(format!("[{idx}]: an index is a number from 0, -1 (the last), or *")),
+            });
+            rest = tail;
+        }
+    }
+    if out.iter().rev().skip(1).any(|s| *s == Seg::Each) {
+        return Err("[*] must end the path".into());
+    }
+    Ok(out)
 }
 
 impl Node {
@@ -43,26 +105,52 @@ impl Node {
         self.children.iter().find(|(k, _)| **k == *key).map(|(_, n)| n)
     }
 
-    fn insert<'a>(&mut self, mut path: impl Iterator<Item = &'a str>, id: FieldId) {
-        match path.next() {
-            None => {
-                if !self.fields.contains(&id) {
-                    self.fields.push(id);
-                }
+    fn item(&self, i: u32) -> Option<&Node> {
+        self.items.iter().find(|(k, _)| *k == i).map(|(_, n)| n)
+    }
+
+    /// Whether an array here is read element by element.
+    fn wants_array(&self) -> bool {
+        !self.fields.is_empty() || !self.each.is_empty() || !self.items.is_empty() || self.last.is_some()
+    }
+
+    /// The children that a value which is not an array stands for: `[0]` and `[-1]` of the
+    /// array of that one value.
+    fn sole_element(&self) -> impl Iterator<Item = &Node> {
+        self.item(0).into_iter().chain(self.last.as_deref())
+    }
+
+    fn insert(&mut self, path: &[Seg<'_>], id: FieldId) {
+        let Some((seg, rest)) = path.split_first() else {
+            if !self.fields.contains(&id) {
+                self.fields.push(id);
             }
-            Some(seg) => {
-                let pos = match self.children.iter().position(|(k, _)| **k == *seg.as_bytes()) {
-                    Some(p) => p,
-                    None => {
-                        self.children.push((seg.as_bytes().into(), Node::default()));
-                        self.children.len() - 1
-                    }
-                };
-                if let Some((_, n)) = self.children.get_mut(pos) {
-                    n.insert(path, id);
+            return;
+        };
+        let next = match *seg {
+            Seg::Each => {
+                if !self.each.contains(&id) {
+                    self.each.push(id);
                 }
+                return;
             }
-        }
+            Seg::Key(k) => match self.children.iter().position(|(c, _)| **c == *k.as_bytes()) {
+                Some(p) => &mut self.children[p].1,
+                None => {
+                    self.children.push((k.as_bytes().into(), Node::default()));
+                    &mut self.children.last_mut().expect("just pushed").1
+                }
+            },
+            Seg::Last => self.last.get_or_insert_with(Box::default),
+            Seg::Index(i) => match self.items.iter().position(|(c, _)| *c == i) {
+                Some(p) => &mut self.items[p].1,
+                None => {
+                    self.items.push((i, Node::default()));
+                    &mut self.items.last_mut().expect("just pushed").1
+                }
+            },
+        };
+        next.insert(rest, id);
     }
 }
 
@@ -89,9 +177,17 @@ impl JsonFormat {
                 continue;
             }
             let path = self.mapping.iter().find(|(n, _)| n == name).map_or(name, |(_, p)| p.as_str());
-            root.insert(path.split('.'), id);
-            if path.contains('.') {
-                root.insert(std::iter::once(path), id);
+            // A path that is not of the bracket syntax (a mapped key with odd characters) is
+            // plain keys.
+            let segs = parse_path(path).unwrap_or_else(|_| path.split('.').map(Seg::Key).collect());
+            root.insert(&segs, id);
+            // The keys before the first index, as one literal key (`{"a.b": [...]}`).
+            let keys = path.find('[').map_or(path, |i| &path[..i]);
+            let n = keys.split('.').count();
+            if n > 1 && segs.len() >= n {
+                let mut alt = vec![Seg::Key(keys)];
+                alt.extend_from_slice(&segs[n..]);
+                root.insert(&alt, id);
             }
         }
         self.root = root;
@@ -216,7 +312,7 @@ impl Scanner<'_> {
     }
 
     /// A value whose key is in the trie: store it for the node's fields, and descend when
-    /// deeper keys are wanted.
+    /// deeper keys or array elements are wanted.
     fn wanted_value(&mut self, node: &Node, rec: &mut Record) -> Res<()> {
         let start = self.i;
         match self.need()? {
@@ -227,54 +323,65 @@ impl Scanner<'_> {
             b'"' => {
                 let s = self.string()?;
                 self.store_string(node, &s, rec)?;
-            }
-            b'[' if !node.fields.is_empty() => {
-                if !self.string_array(node, rec)? {
-                    self.i = start;
-                    self.skip_value()?;
-                    self.store_raw(node, start..self.i, rec);
+                // A value that is not an array is an array of that one value: `[0]` is it.
+                for sole in node.sole_element() {
+                    self.store_string(sole, &s, rec)?;
                 }
             }
+            b'[' if node.wants_array() => self.array(node, rec)?,
             _ => {
                 self.skip_value()?;
                 self.store_raw(node, start..self.i, rec);
+                for sole in node.sole_element() {
+                    self.store_raw(sole, start..self.i, rec);
+                }
             }
         }
         Ok(())
     }
 
-    /// An array of strings (`"User-Agent": ["Mozilla/5.0"]`, as Caddy logs headers) is the
-    /// strings joined with `, ` — how HTTP reads a header sent twice — so rules see the text,
-    /// not JSON. Returns false, having stored nothing, for any other array (kept as raw JSON).
-    fn string_array(&mut self, node: &Node, rec: &mut Record) -> Res<bool> {
-        self.expect(b'[')?;
-        let start = rec.scratch().len();
-        let mut n = 0;
+    /// An array at `self.i` (which is `[`), element by element: elements wanted by index are
+    /// read as values of their own; for the node's fields, an array of strings is the
+    /// strings joined with `, ` (`"User-Agent": ["Mozilla/5.0"]`, as Caddy logs headers: how
+    /// HTTP reads a header sent twice) and any other array its JSON text; for its `[*]`
+    /// fields, every element's text joined, and each element kept apart in the record.
+    fn array(&mut self, node: &Node, rec: &mut Record) -> Res<()> {
+        let start = self.i;
+        self.i += 1;
+        let keep = !node.fields.is_empty() || !node.each.is_empty();
+        let mark = rec.pending_mark();
+        let mut all_strings = true;
+        let mut n: u32 = 0;
+        let mut last_at = None;
         loop {
             self.ws();
-            match self.need()? {
-                b']' if n == 0 => {
-                    self.i += 1;
-                    break;
+            if n == 0 && self.need()? == b']' {
+                self.i += 1;
+                break;
+            }
+            let at = self.i;
+            last_at = Some(at);
+            let item = node.item(n);
+            if self.need()? == b'"' {
+                let s = self.string()?;
+                if let Some(child) = item {
+                    self.store_string(child, &s, rec)?;
                 }
-                b'"' => {
-                    let s = self.string()?;
-                    if n > 0 {
-                        rec.scratch_mut().extend_from_slice(b", ");
-                    }
-                    let bytes = self.b.get(s.content.clone()).unwrap_or_default();
-                    if s.escaped {
-                        unescape_json(bytes, rec.scratch_mut())?;
-                    } else {
-                        rec.scratch_mut().extend_from_slice(bytes);
-                    }
-                    n += 1;
+                if keep {
+                    let span = self.string_span(&s, rec)?;
+                    rec.push_pending(span);
                 }
-                _ => {
-                    rec.scratch_mut().truncate(start);
-                    return Ok(false);
+            } else {
+                all_strings = false;
+                match item {
+                    Some(child) => self.wanted_value(child, rec)?,
+                    None => self.skip_value()?,
+                }
+                if keep {
+                    rec.push_pending(Span::Raw(at as u32..self.i as u32));
                 }
             }
+            n = n.saturating_add(1);
             self.ws();
             match self.need()? {
                 b',' => self.i += 1,
@@ -285,37 +392,89 @@ impl Scanner<'_> {
                 _ => return Err(Error::Syntax),
             }
         }
-        let end = rec.scratch().len();
-        for &id in &node.fields {
-            rec.set_owned_range(id, start..end);
+        if keep && (all_strings || !node.each.is_empty()) {
+            // Every element's text joined: the value of `[*]` fields, and of plain ones
+            // when every element is a string.
+            let j0 = rec.scratch().len();
+            for k in 0..rec.pending_since(mark).len() {
+                let span = rec.pending_since(mark)[k].clone();
+                if k > 0 {
+                    rec.scratch_mut().extend_from_slice(b", ");
+                }
+                match span {
+                    Span::Raw(r) => {
+                        let bytes = self.b.get(r.start as usize..r.end as usize).unwrap_or_default();
+                        rec.scratch_mut().extend_from_slice(bytes);
+                    }
+                    Span::Owned(r) => rec.scratch_mut().extend_from_within(r.start as usize..r.end as usize),
+                }
+            }
+            let joined = j0..rec.scratch().len();
+            for &id in &node.each {
+                rec.set_owned_range(id, joined.clone());
+            }
+            for &id in &node.fields {
+                if all_strings {
+                    rec.set_owned_range(id, joined.clone());
+                } else {
+                    rec.set_raw(id, start..self.i);
+                }
+            }
+            self.found += node.fields.len() + node.each.len();
+        } else if keep {
+            self.store_raw(node, start..self.i, rec);
         }
-        self.found += node.fields.len();
-        Ok(true)
+        rec.finish_pending(mark, &node.each);
+        // `[-1]`: only now is the last element known; read it again (one element).
+        if let (Some(child), Some(at)) = (node.last.as_deref(), last_at) {
+            let end = self.i;
+            self.i = at;
+            self.wanted_value(child, rec)?;
+            self.i = end;
+        }
+        Ok(())
+    }
+
+    /// Where a scanned string's text is: the line, or (with escapes) its decoded copy in the
+    /// record's scratch.
+    fn string_span(&self, s: &Str, rec: &mut Record) -> Res<Span> {
+        let bytes = self.b.get(s.content.clone()).unwrap_or_default();
+        if !s.escaped {
+            return Ok(Span::Raw(s.content.start as u32..s.content.end as u32));
+        }
+        let start = rec.scratch().len();
+        unescape_json(bytes, rec.scratch_mut())?;
+        Ok(Span::Owned(start as u32..rec.scratch().len() as u32))
     }
 
     fn store_raw(&mut self, node: &Node, r: Range<usize>, rec: &mut Record) {
-        for &id in &node.fields {
+        for &id in node.fields.iter().chain(&node.each) {
             rec.set_raw(id, r.clone());
             self.found += 1;
+        }
+        for &id in &node.each {
+            rec.clear_list(id);
         }
     }
 
     fn store_string(&mut self, node: &Node, s: &Str, rec: &mut Record) -> Res<()> {
-        let Some((&first, rest)) = node.fields.split_first() else {
+        if node.fields.is_empty() && node.each.is_empty() {
             return Ok(());
-        };
+        }
         if !s.escaped {
             self.store_raw(node, s.content.clone(), rec);
             return Ok(());
         }
         let start = rec.scratch().len();
         unescape_json(self.b.get(s.content.clone()).unwrap_or_default(), rec.scratch_mut())?;
-        rec.set_owned_from(first, start);
         let end = rec.scratch().len();
-        for &id in rest {
+        for &id in node.fields.iter().chain(&node.each) {
             rec.set_owned_range(id, start..end);
         }
-        self.found += node.fields.len();
+        for &id in &node.each {
+            rec.clear_list(id);
+        }
+        self.found += node.fields.len() + node.each.len();
         Ok(())
     }
 
@@ -505,6 +664,125 @@ mod tests {
         for bad in [&br#"{"tags":["x" "y"]}"#[..], br#"{"tags":["x",]}"#, br#"{"tags":["x""#, br#"{"tags":[}"#] {
             let _ = run(&j, &reg, bad);
         }
+    }
+
+    #[test]
+    fn paths_with_indexes_and_lists() {
+        assert_eq!(parse_path("a.b[0].c"), Ok(vec![Seg::Key("a"), Seg::Key("b"), Seg::Index(0), Seg::Key("c")]));
+        assert_eq!(parse_path("x[1][2]"), Ok(vec![Seg::Key("x"), Seg::Index(1), Seg::Index(2)]));
+        assert_eq!(parse_path("h.X-F[*]"), Ok(vec![Seg::Key("h"), Seg::Key("X-F"), Seg::Each]));
+        for bad in
+            ["a[*].b", "a[*][0]", "a[x]", "a[-2]", "a[", "a[]", "a..b", "[0]", "a.[0]", "a[0]b", "a[99999999999]"]
+        {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn elements_by_index_and_as_lists() {
+        assert_eq!(parse_path("a[-1].b"), Ok(vec![Seg::Key("a"), Seg::Last, Seg::Key("b")]));
+        let names = [
+            "h.ua[-1]", "c[-1].s", "s[-1]", "e[-1]", "h.ua[0]", "h.ua[1]", "h.ua[5]", "h.xff[*]", "h.xff", "c[1].s",
+            "c[0]", "n[*]", "m[1][0]", "s[0]", "s[*]", "e[*]",
+        ];
+        let (j, reg) = setup(&[], &names);
+        let l = br#"{"h":{"ua":["sqlmap","curl\/8"],"xff":["203.0.113.9","10.0.0.1"]},"c":[{"s":"a"},{"s":"CN=x","t":[1]}],"n":[1,"two",null,{"k":[3]},[4]],"m":[[0],["deep"]],"s":"one","e":[]}"#;
+        let (ok, r) = run(&j, &reg, l);
+        assert!(ok);
+        let list = |name: &str| -> Vec<String> {
+            r.list(reg.get(name).unwrap())
+                .unwrap()
+                .iter()
+                .map(|s| String::from_utf8_lossy(r.bytes(l, s).unwrap()).into_owned())
+                .collect()
+        };
+        assert_eq!(get(&r, l, &reg, "h.ua[0]"), Some(&b"sqlmap"[..]));
+        assert_eq!(get(&r, l, &reg, "h.ua[1]"), Some(&b"curl/8"[..]));
+        assert_eq!(get(&r, l, &reg, "h.ua[5]"), None);
+        assert_eq!(get(&r, l, &reg, "h.ua[-1]"), Some(&b"curl/8"[..]));
+        assert_eq!(get(&r, l, &reg, "c[-1].s"), Some(&b"CN=x"[..]));
+        assert_eq!(get(&r, l, &reg, "s[-1]"), Some(&b"one"[..]));
+        assert_eq!(get(&r, l, &reg, "e[-1]"), None);
+        assert_eq!(get(&r, l, &reg, "h.xff[*]"), Some(&b"203.0.113.9, 10.0.0.1"[..]));
+        assert_eq!(get(&r, l, &reg, "h.xff"), Some(&b"203.0.113.9, 10.0.0.1"[..]));
+        assert_eq!(list("h.xff[*]"), ["203.0.113.9", "10.0.0.1"]);
+        assert_eq!(get(&r, l, &reg, "c[1].s"), Some(&b"CN=x"[..]));
+        assert_eq!(get(&r, l, &reg, "c[0]"), Some(&br#"{"s":"a"}"#[..]));
+        assert_eq!(list("n[*]"), ["1", "two", "null", r#"{"k":[3]}"#, "[4]"]);
+        assert_eq!(get(&r, l, &reg, "n[*]"), Some(&br#"1, two, null, {"k":[3]}, [4]"#[..]));
+        assert_eq!(get(&r, l, &reg, "m[1][0]"), Some(&b"deep"[..]));
+        // Not an array: the one value is element 0 and the whole list.
+        assert_eq!(get(&r, l, &reg, "s[0]"), Some(&b"one"[..]));
+        assert_eq!(get(&r, l, &reg, "s[*]"), Some(&b"one"[..]));
+        assert!(r.list(reg.get("s[*]").unwrap()).is_none());
+        assert_eq!(list("e[*]"), Vec::<String>::new());
+        // A key given twice: the last value wins, list or not.
+        let l = br#"{"e":["a","b"],"e":"c"}"#;
+        let (_, r) = run(&j, &reg, l);
+        assert_eq!(get(&r, l, &reg, "e[*]"), Some(&b"c"[..]));
+        assert!(r.list(reg.get("e[*]").unwrap()).is_none());
+        // A literal dotted key holding the array.
+        let l = br#"{"h.xff":["a","b"]}"#;
+        let (_, r) = run(&j, &reg, l);
+        assert_eq!(get(&r, l, &reg, "h.xff[*]"), Some(&b"a, b"[..]));
+    }
+
+    /// A list inside an indexed element and the list around it keep their own elements.
+    #[test]
+    fn nested_lists_keep_their_own_elements() {
+        let (j, reg) = setup(&[], &["a[*]", "a[1][*]", "a[1][0]"]);
+        let l = br#"{"a":["x",["y","z"],"w"]}"#;
+        let (ok, r) = run(&j, &reg, l);
+        assert!(ok);
+        let list = |name: &str| -> Vec<Vec<u8>> {
+            r.list(reg.get(name).unwrap()).unwrap().iter().map(|s| r.bytes(l, s).unwrap().to_vec()).collect()
+        };
+        assert_eq!(list("a[*]"), [&b"x"[..], br#"["y","z"]"#, b"w"]);
+        assert_eq!(list("a[1][*]"), [&b"y"[..], b"z"]);
+        assert_eq!(get(&r, l, &reg, "a[1][0]"), Some(&b"y"[..]));
+    }
+
+    /// Attacker-sized arrays: many elements, deep nesting inside them, bytes that are not
+    /// UTF-8, broken and truncated arrays: never a panic, elements where the JSON has them.
+    #[test]
+    fn hostile_arrays() {
+        let (j, reg) = setup(&[], &["a[*]", "a[3][0][0]", "a[0]", "b[*]"]);
+        let mut big = b"{\"a\":[".to_vec();
+        for i in 0..200_000 {
+            big.extend_from_slice(if i % 2 == 0 { b"\"x\"," } else { b"1," });
+        }
+        big.extend_from_slice(b"\"\xff\xfe\"]}");
+        let (ok, r) = run(&j, &reg, &big);
+        assert!(ok);
+        let id = reg.get("a[*]").unwrap();
+        assert_eq!(r.list(id).unwrap().len(), 200_001);
+        assert_eq!(r.bytes(&big, r.list(id).unwrap().last().unwrap()), Some(&b"\xff\xfe"[..]));
+        let mut deep = b"{\"a\":[1,2,3,".to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 100_000));
+        deep.extend(std::iter::repeat_n(b']', 100_000));
+        deep.extend_from_slice(b"],\"b\":[\"ok\"]}");
+        let (ok, r) = run(&j, &reg, &deep);
+        assert!(ok);
+        // Indexes descend as deep as the path says, and the rest is skipped flat.
+        assert_eq!(get(&r, &deep, &reg, "a[3][0][0]").map(<[u8]>::len), Some(2 * (100_000 - 2)));
+        assert_eq!(get(&r, &deep, &reg, "b[*]"), Some(&b"ok"[..]));
+        for bad in [
+            &br#"{"a":["x" "y"]}"#[..],
+            br#"{"a":["x",]}"#,
+            br#"{"a":[1,"#,
+            br#"{"a":[}"#,
+            br#"{"a":[[[[["#,
+            br#"{"a":["\q"]}"#,
+            b"{\"a\":[\"\xc3\x28\", 1e999, -, ]}",
+        ] {
+            let _ = run(&j, &reg, bad);
+        }
+        // Cut inside an array: the fields found before the cut stay, no list half-made.
+        let l = br#"{"b":["ok"],"a":["x","y"#;
+        let (ok, r) = run(&j, &reg, l);
+        assert!(ok);
+        assert_eq!(get(&r, l, &reg, "b[*]"), Some(&b"ok"[..]));
+        assert!(r.list(reg.get("a[*]").unwrap()).is_none());
     }
 
     #[test]

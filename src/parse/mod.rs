@@ -98,11 +98,14 @@ pub struct FieldRegistry {
     /// Shared, so that every detection names its fields without copying the names.
     names: Vec<std::sync::Arc<str>>,
     ids: HashMap<String, FieldId>,
+    /// Per id: 0 for a field every rule sees, else the extract scope of the one rule whose
+    /// `extract` fills it (see [`FieldRegistry::intern_scoped`]).
+    scopes: Vec<u32>,
 }
 
 impl Default for FieldRegistry {
     fn default() -> Self {
-        let mut r = FieldRegistry { names: Vec::new(), ids: HashMap::new() };
+        let mut r = FieldRegistry { names: Vec::new(), ids: HashMap::new(), scopes: Vec::new() };
         for n in std_fields::NAMES {
             r.intern(n);
         }
@@ -118,8 +121,25 @@ impl FieldRegistry {
         }
         let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
         self.names.push(name.into());
+        self.scopes.push(0);
         self.ids.insert(name.to_string(), id);
         id
+    }
+
+    /// A new id for a field that one rule's `extract` fills (`scope` > 0, one per such rule).
+    /// It is shown as `name`, but [`FieldRegistry::get`] never finds it: formats, the
+    /// source's own fields and other rules keep the field of that name they had, so a value
+    /// extracted for one rule cannot leak into another rule's view of the line.
+    pub fn intern_scoped(&mut self, scope: u32, name: &str) -> FieldId {
+        let id = FieldId::try_from(self.names.len()).expect("fewer than 65536 field names");
+        self.names.push(name.into());
+        self.scopes.push(scope);
+        id
+    }
+
+    /// The extract scope of `id` (0: a field of every rule).
+    pub fn scope(&self, id: FieldId) -> u32 {
+        self.scopes.get(id as usize).copied().unwrap_or(0)
     }
 
     pub fn get(&self, name: &str) -> Option<FieldId> {
@@ -143,9 +163,10 @@ impl FieldRegistry {
         self.names.is_empty()
     }
 
-    /// Every (id, name), in id order.
+    /// Every (id, name) of the fields every rule sees, in id order (not those of one rule's
+    /// `extract`).
     pub fn iter(&self) -> impl Iterator<Item = (FieldId, &str)> {
-        self.names.iter().enumerate().map(|(i, n)| (i as FieldId, &**n))
+        self.names.iter().enumerate().filter(|(i, _)| self.scopes[*i] == 0).map(|(i, n)| (i as FieldId, &**n))
     }
 }
 
@@ -163,13 +184,20 @@ pub enum Span {
 pub struct Record {
     values: Vec<Option<Span>>,
     scratch: Vec<u8>,
+    /// The elements of arrays read as lists (`headers.X-Forwarded-For[*]`), back to back.
+    elems: Vec<Span>,
+    /// Per list field: its range of `elems`.
+    lists: Vec<(FieldId, Range<u32>)>,
+    /// Elements of the arrays being read, a stack: a nested array's elements are moved to
+    /// `elems` when it ends, so each array's elements end up contiguous.
+    pending: Vec<Span>,
     /// True when the format recognised the line.
     pub parsed: bool,
 }
 
 impl Record {
     pub fn new(fields: usize) -> Self {
-        Record { values: vec![None; fields], scratch: Vec::new(), parsed: false }
+        Record { values: vec![None; fields], ..Record::default() }
     }
 
     /// Clears all fields, keeping the allocations.
@@ -180,8 +208,15 @@ impl Record {
         for v in &mut self.values {
             *v = None;
         }
+        self.clear_lists();
         self.scratch.clear();
         self.parsed = false;
+    }
+
+    fn clear_lists(&mut self) {
+        self.elems.clear();
+        self.lists.clear();
+        self.pending.clear();
     }
 
     /// Clears every field (and the scratch buffer) but keeps the table size: what a parser
@@ -190,6 +225,7 @@ impl Record {
         for v in &mut self.values {
             *v = None;
         }
+        self.clear_lists();
         self.scratch.clear();
         self.parsed = false;
     }
@@ -212,6 +248,14 @@ impl Record {
     pub fn set_owned_range(&mut self, id: FieldId, range: Range<usize>) {
         if let Some(slot) = self.values.get_mut(id as usize) {
             *slot = Some(Span::Owned(range.start as u32..range.end as u32));
+        }
+    }
+
+    /// Sets (or, with `None`, clears) the span of `id` as it is.
+    #[inline]
+    pub fn set_span(&mut self, id: FieldId, span: Option<Span>) {
+        if let Some(slot) = self.values.get_mut(id as usize) {
+            *slot = span;
         }
     }
 
@@ -257,6 +301,62 @@ impl Record {
             Some(Span::Raw(r)) => line.get(r.start as usize..r.end as usize),
             Some(Span::Owned(r)) => self.scratch.get(r.start as usize..r.end as usize),
         }
+    }
+
+    /// The bytes a span points at.
+    #[inline]
+    pub fn bytes<'a>(&'a self, line: &'a [u8], span: &Span) -> Option<&'a [u8]> {
+        match span {
+            Span::Raw(r) => line.get(r.start as usize..r.end as usize),
+            Span::Owned(r) => self.scratch.get(r.start as usize..r.end as usize),
+        }
+    }
+
+    /// The elements of list field `id` (`None`: the field is not a list on this line; its
+    /// value, if any, is then its one element).
+    #[inline]
+    pub fn list(&self, id: FieldId) -> Option<&[Span]> {
+        let (_, r) = self.lists.iter().find(|(f, _)| *f == id)?;
+        self.elems.get(r.start as usize..r.end as usize)
+    }
+
+    /// Forgets the list of `id` (its value is no longer an array: a key given twice).
+    #[inline]
+    pub(crate) fn clear_list(&mut self, id: FieldId) {
+        if !self.lists.is_empty() {
+            self.lists.retain(|(f, _)| *f != id);
+        }
+    }
+
+    /// The elements of the array being read: where its own start (see [`Record::pending`]).
+    pub(crate) fn pending_mark(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn push_pending(&mut self, span: Span) {
+        self.pending.push(span);
+    }
+
+    /// The array whose elements start at `mark` ended: its elements as they stand.
+    pub(crate) fn pending_since(&self, mark: usize) -> &[Span] {
+        self.pending.get(mark..).unwrap_or_default()
+    }
+
+    /// The array whose elements start at `mark` ended: they become the list of each of
+    /// `ids` (when there are any), and leave the stack.
+    pub(crate) fn finish_pending(&mut self, mark: usize, ids: &[FieldId]) {
+        if !ids.is_empty() {
+            let start = self.elems.len() as u32;
+            self.elems.extend(self.pending.drain(mark.min(self.pending.len())..));
+            let end = self.elems.len() as u32;
+            for &id in ids {
+                if (id as usize) < self.values.len() {
+                    self.lists.retain(|(f, _)| *f != id);
+                    self.lists.push((id, start..end));
+                }
+            }
+        }
+        self.pending.truncate(mark);
     }
 
     /// True when the value of `id` is a verbatim slice of the raw line (so a literal search over

@@ -253,6 +253,12 @@ impl Pipeline {
             }
             let (raw, truncated) = batch::cap(&block.data[h.start..h.end], hits.max_line_bytes);
             source.parser.parse(raw, &mut self.scratch.record, rules.registry.len());
+            // The fields the line's matching rules extracted when it was matched (for their
+            // distinct values and detections).
+            for &ri in &hits.rules[h.rules.clone()] {
+                let s = &mut self.scratch;
+                let _ = rules.extract(ri as usize, raw, &mut s.record, &mut s.extract);
+            }
             if values {
                 self.detector.record_values(raw, &self.scratch.record);
             }

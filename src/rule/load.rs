@@ -599,6 +599,7 @@ fn content_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
     refuse("formats", !r.formats.is_empty());
     refuse("sources", !r.sources.is_empty());
     refuse("examples", !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty());
+    refuse("extract", !r.extract.is_empty());
     out
 }
 
@@ -614,6 +615,11 @@ fn sequence_rule_errors(loaded: &Loaded, lr: &LoadedRule) -> Vec<RuleError> {
     refuse("formats", !r.formats.is_empty(), "give `formats` in each step");
     refuse("sources", !r.sources.is_empty(), "give `sources` in each step");
     refuse("threshold", r.threshold.is_some(), "the sequence is its own cross-event condition");
+    refuse(
+        "extract",
+        !r.extract.is_empty(),
+        "steps may read different formats; match the steps' fields with `regex:` conditions instead",
+    );
     refuse(
         "examples",
         !r.examples.should_match.is_empty() || !r.examples.no_match.is_empty(),

@@ -166,6 +166,16 @@ pub struct Rule {
     /// field); thresholds, suppression, formats, sources and examples do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentCondition>,
+    /// Fields taken out of another field by a regex's named captures, for this rule only:
+    /// `{field: message, regex: 'from \[(?P<client_ip>[0-9a-f.:]+)\]'}` makes `client_ip`
+    /// a field that `match`, `threshold`, `suppress` and the detection see. Each extract runs
+    /// in order, only on lines the prefilter already made candidates for this rule, and may
+    /// read what an earlier one captured. A regex that does not match means the rule does
+    /// not match the line. A captured field replaces a parsed field of the same name, for
+    /// this rule only; a capture that takes no part in the match leaves its field absent.
+    /// Not available on `sequence` and `content` rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extract: Vec<Extract>,
     /// Events in order instead of `match`: a detection when an event matching each step has
     /// been seen, in step order, with the same key, within a time window ("a file created in
     /// the upload directory, then requested"; "failed log-ins, then a success from the same
@@ -184,6 +194,22 @@ pub struct Rule {
     /// Lines that must and must not match this rule's condition; run by the test suite.
     #[serde(default)]
     pub examples: Examples,
+}
+
+/// One extraction: a regex with named captures over a field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    /// The field the regex reads: `line` (default), any parsed field, or a field captured by
+    /// an earlier extract of the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A regex (Rust `regex` syntax, as in `regex:` conditions) with at least one named
+    /// capture `(?P<name>...)`; each name becomes a field. It need not match the whole value.
+    pub regex: String,
+    /// The regex is case-sensitive when true (default: case-insensitive, as `regex:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
 }
 
 /// What a file must look like for a content rule to match. Every part that is given must
@@ -374,8 +400,11 @@ pub struct Condition {
     /// The field the operator looks at: `line` (default, the raw line), a standard field
     /// (`client_ip`, `method`, `uri`, `path`, `query`, `protocol`, `request`, `status`, `bytes`,
     /// `referer`, `user_agent`, `time`, `host`, `program`, `pid`, `message`, `level`, `module`,
-    /// `user`, `ident`) or a named capture / JSON key of the source's format. A missing field
-    /// never matches (except under `not`, and `exists: false`).
+    /// `user`, `ident`), a named capture / JSON key of the source's format, or a field of the
+    /// rule's `extract`. A JSON path may index arrays (`headers.User-Agent[0]`,
+    /// `chain[1].issuer`, `[-1]` for the last) and may end in `[*]`: then the condition holds when it holds for at
+    /// least one element. A missing field never matches (except under `not`, and
+    /// `exists: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// Normalising transforms applied to the field, in order, before the operator. Without

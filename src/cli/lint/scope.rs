@@ -30,7 +30,15 @@ enum Produces {
 
 pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
     let rule = &lr.rule;
-    let Some((known, formats)) = known_fields(loaded, lr, cfg, out) else { return };
+    let Some((mut known, formats)) = known_fields(loaded, lr, cfg, out) else { return };
+    // The rule's own `extract` captures are fields of the rule whatever the format.
+    let captures: BTreeSet<String> = rule
+        .extract
+        .iter()
+        .filter_map(|x| regex::Regex::new(&x.regex).ok())
+        .flat_map(|re| re.capture_names().flatten().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    known.extend(captures.iter().cloned());
     for (path, name) in used_fields(lr) {
         if known.contains(&name) {
             continue;
@@ -44,6 +52,12 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
             )
         } else {
             format!("none of the rule's formats ({}) produces field {name:?}{hint}", formats.join(", "))
+        };
+        let msg = if captures.is_empty() {
+            msg
+        } else {
+            let list: Vec<&str> = captures.iter().map(String::as_str).collect();
+            format!("{msg}, and the rule's extract captures only {}", list.join(", "))
         };
         out.push(Finding::new(Code::UnknownField, loaded.rule_error(lr, &path, msg)));
     }
@@ -198,6 +212,9 @@ fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
     if let Some(g) = rule.suppress.as_ref().and_then(|s| s.group_by.as_ref()) {
         out.extend(g.iter().enumerate().map(|(i, f)| (format!("suppress.group_by[{i}]"), f.clone())));
     }
+    out.extend(
+        rule.extract.iter().enumerate().filter_map(|(i, x)| Some((format!("extract[{i}].field"), x.field.clone()?))),
+    );
     out
 }
 
