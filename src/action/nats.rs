@@ -526,7 +526,12 @@ async fn connect(c: &Connect, shared: &Arc<Shared>) -> Result<jetstream::Context
             async move {
                 match ev {
                     async_nats::Event::Disconnected => events.fail("disconnected from the NATS server".into()),
-                    async_nats::Event::Connected => tracing::info!(output = NAME, "connected to the NATS server"),
+                    // Back: what waits is re-sent by the task (a failure to store it is
+                    // reported again from there).
+                    async_nats::Event::Connected => {
+                        tracing::info!(output = NAME, "connected to the NATS server");
+                        events.ok();
+                    }
                     other => tracing::warn!(output = NAME, event = %other, "NATS client event"),
                 }
             }

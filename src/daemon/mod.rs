@@ -561,7 +561,9 @@ impl EventSink for Daemon {
             self.last_event.resize(at.source + 1, None);
         }
         self.last_event[at.source] = Some(ev.arrival);
-        if let Some((record, key)) = &mut self.publish {
+        // Lines only: a web root's changes are this machine's own business (their fields are
+        // not a line a worker could parse).
+        if let Some((record, key)) = self.publish.as_mut().filter(|_| ev.fields.is_empty()) {
             let source = &self.pipeline.sources()[at.source];
             let registry_len = self.pipeline.rules().registry.len();
             record.reset(registry_len);
