@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Daemon, access_line, append, detections, project, wait_for};
-use nats_common::{NatsServer, Stored, count, read_stream};
+use nats_common::{NatsServer, Stored, count, read_stream, stream_config};
 
 const STREAM: &str = "EVENTS";
 const PARTITIONS: u32 = 4;
@@ -109,6 +109,10 @@ fn every_line_once_on_its_partition_with_headers() {
             None => assert!(!h.contains_key("Trapline-Time"), "{h:?}"),
         }
     }
+    // The stream trapline created.
+    let (subjects, window, max_age, file) = stream_config(&server.url(), STREAM);
+    assert_eq!(subjects, ["trapline.events.>"]);
+    assert_eq!((window, max_age, file), (Duration::from_secs(120), Duration::from_secs(7 * 86400), true));
     let ids: BTreeSet<&String> = stored.iter().map(|m| &m.headers["Nats-Msg-Id"]).collect();
     assert_eq!(ids.len(), stored.len(), "message ids are unique");
     // The lines are spread over more than one partition.

@@ -98,6 +98,10 @@ pub struct NatsDef {
     /// recognised), e.g. `2m`.
     #[serde(default = "default_window")]
     pub duplicate_window: String,
+    /// The age at which the stream drops events when it is created, e.g. `7d` (the stream
+    /// would otherwise keep everything until the server's disk is full).
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
     /// Messages waiting for the server's acknowledgement at most (twice this, counting the
     /// queue before the window); reading pauses while they are all taken.
     #[serde(default = "default_in_flight")]
@@ -155,6 +159,9 @@ fn default_partition_by() -> String {
 fn default_window() -> String {
     "2m".into()
 }
+fn default_max_age() -> String {
+    "7d".into()
+}
 fn default_in_flight() -> usize {
     1024
 }
@@ -191,6 +198,7 @@ impl NatsDef {
             return Err(("partition_by", "names no field".into()));
         }
         humantime::parse_duration(&self.duplicate_window).map_err(|e| ("duplicate_window", e.to_string()))?;
+        humantime::parse_duration(&self.max_age).map_err(|e| ("max_age", e.to_string()))?;
         if self.password.is_some() && self.password_env.is_some() {
             return Err(("password_env", "give password or password_env, not both".into()));
         }
@@ -207,6 +215,10 @@ impl NatsDef {
             return Err(("tls", "a client certificate needs both cert_file and key_file".into()));
         }
         Ok(())
+    }
+
+    fn max_age(&self) -> Duration {
+        humantime::parse_duration(&self.max_age).unwrap_or(Duration::from_secs(7 * 86400))
     }
 
     fn window(&self) -> Duration {
@@ -302,6 +314,7 @@ struct Connect {
     stream: String,
     subjects: String,
     window: Duration,
+    max_age: Duration,
     user: Option<(String, String)>,
     creds: Option<String>,
     nkey: Option<String>,
@@ -365,6 +378,7 @@ impl NatsOutput {
             stream: def.stream.clone(),
             subjects: format!("{}.>", def.subject_prefix),
             window: def.window(),
+            max_age: def.max_age(),
             user: def.user.clone().map(|u| (u, password.unwrap_or_default())),
             creds,
             nkey,
@@ -588,6 +602,7 @@ async fn ensure_stream(js: &jetstream::Context, c: &Connect) -> Result<()> {
                 subjects: vec![c.subjects.clone()],
                 storage: jetstream::stream::StorageType::File,
                 duplicate_window: c.window,
+                max_age: c.max_age,
                 ..Default::default()
             };
             js.create_stream(config).await.with_context(|| format!("cannot create stream {}", c.stream))?;

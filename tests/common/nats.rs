@@ -178,3 +178,16 @@ pub fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
         out
     })
 }
+
+/// The configuration of `stream`: (subjects, duplicate window, max age, file storage).
+pub fn stream_config(url: &str, stream: &str) -> (Vec<String>, Duration, Duration, bool) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.expect("the stream");
+        let c = s.info().await.expect("stream info").config.clone();
+        let file = c.storage == async_nats::jetstream::stream::StorageType::File;
+        (c.subjects, c.duplicate_window, c.max_age, file)
+    })
+}
