@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Daemon, access_line, append, detections, project, wait_for};
-use nats_common::{NatsServer, Stored, count, read_stream, stream_config};
+use nats_common::{NatsServer, Stored, count, create_stream, read_stream, stream_config};
 
 const STREAM: &str = "EVENTS";
 const PARTITIONS: u32 = 4;
@@ -255,6 +255,29 @@ fn server_unreachable_at_start_is_waited_for() {
     d.signal("TERM");
 }
 
+/// A stream that exists but does not take the subjects is reported (and nothing is lost: the
+/// lines wait), not changed.
+fn a_foreign_stream_is_checked_not_changed() {
+    let server = NatsServer::start();
+    create_stream(&server.url(), STREAM, &["other.>"]);
+    let (_d, root) = project(Some(RULE), &config(&server.url(), ""));
+    append(&root.join("logs/access.log"), &lines(0, 5));
+    let mut d = Daemon::start(&root.join("trapline.yml"));
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("which do not include trapline.events.>")),
+        "{}",
+        d.stderr()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || status(&root)["action_failure"]["action"] == "nats"),
+        "{}",
+        status(&root)
+    );
+    assert_eq!(stream_config(&server.url(), STREAM).0, ["other.>"]);
+    assert_eq!(count(&server.url(), STREAM), 0);
+    d.signal("TERM");
+}
+
 fn bad_settings_are_refused_with_their_position() {
     let (_d, root) = project(Some(RULE), &config("nats://127.0.0.1:1", "  max_in_flight: 0\n"));
     let out = common::trapline(&["run", "--config", root.join("trapline.yml").to_str().unwrap()]);
@@ -273,12 +296,13 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats: {msg}");
     }
-    let needs_server: [(&str, fn()); 5] = [
+    let needs_server: [(&str, fn()); 6] = [
         ("every_line_once_on_its_partition_with_headers", every_line_once_on_its_partition_with_headers),
         ("kill_9_mid_stream_loses_and_doubles_nothing", kill_9_mid_stream_loses_and_doubles_nothing),
         ("server_away_while_lines_are_written", server_away_while_lines_are_written),
         ("kill_9_while_the_server_is_away", kill_9_while_the_server_is_away),
         ("server_unreachable_at_start_is_waited_for", server_unreachable_at_start_is_waited_for),
+        ("a_foreign_stream_is_checked_not_changed", a_foreign_stream_is_checked_not_changed),
     ];
     let mut trials: Vec<libtest_mimic::Trial> = needs_server
         .into_iter()

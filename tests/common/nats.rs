@@ -191,3 +191,19 @@ pub fn stream_config(url: &str, stream: &str) -> (Vec<String>, Duration, Duratio
         (c.subjects, c.duplicate_window, c.max_age, file)
     })
 }
+
+/// Creates `stream` taking `subjects` (a stream someone else set up).
+pub fn create_stream(url: &str, stream: &str, subjects: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.to_string(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the stream");
+    })
+}
