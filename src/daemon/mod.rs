@@ -2,7 +2,7 @@
 //!
 //! The reading thread owns the [`Source`] (the file tailer, or standard input), the
 //! [`Pipeline`] and the [`Actions`]; background
-//! work (XDR delivery, and later the HTTP server and the NATS client) runs on one tokio
+//! work (XDR delivery, the HTTP server, the NATS publisher) runs on one tokio
 //! runtime; one [`Shutdown`] stops all of it. Between lines the loop reloads rules and
 //! templates when they changed (or on SIGHUP), lets actions notice a rotated output, and
 //! refreshes the status file.
@@ -253,6 +253,9 @@ struct Daemon {
     measures: std::collections::BTreeMap<(usize, &'static str), f64>,
     /// Per rule id: the fingerprint of what it matches, and since when (the rule pages).
     rule_changes: std::collections::HashMap<String, (u64, String)>,
+    /// With the `nats` output: the record each line is parsed into for its partition key and
+    /// event time (the pipeline parses only lines some rule may match), and the key's field.
+    publish: Option<(crate::parse::Record, Option<crate::parse::FieldId>)>,
 }
 
 impl Daemon {
@@ -294,7 +297,9 @@ impl Daemon {
             reloads: (0, 0),
             measures: Default::default(),
             rule_changes: Default::default(),
+            publish: None,
         };
+        d.publish_key();
         d.write_status();
         d
     }
@@ -315,6 +320,7 @@ impl Daemon {
                 self.status.rules = self.pipeline.rules().rules.len();
                 self.status.rules_loaded_at = report.at.clone();
                 self.infos.clear();
+                self.publish_key();
                 report.ok = errors.is_empty();
                 report.errors = errors;
                 report.rules_reloaded = true;
@@ -332,6 +338,18 @@ impl Daemon {
         }
         self.status.last_reload = Some(report);
         self.write_status();
+    }
+
+    /// Looks up the `nats` output's partition field in the rules loaded now (a reload may
+    /// number custom fields anew).
+    fn publish_key(&mut self) {
+        let Some(n) = self.actions.events() else { return };
+        let registry = &self.pipeline.rules().registry;
+        let id = registry.get(&n.partition_by);
+        if id.is_none() {
+            tracing::warn!(field = %n.partition_by, "nats.partition_by names no field of any format: every event goes to partition 0");
+        }
+        self.publish = Some((crate::parse::Record::new(registry.len()), id));
     }
 
     /// Hands the rules loaded now to the HTTP server's rule pages, noting which changed.
@@ -432,6 +450,13 @@ impl Daemon {
         }
         self.status.actions = actions;
         self.status.held_back = self.pipeline.detector().held_back().map(|(n, c)| (n.to_string(), c)).collect();
+        // A failing `nats` output does not stop reading until its window is full: its state
+        // is shown at every refresh. (An action failing stops reading; its hook writes the
+        // status meanwhile.)
+        self.status.action_failure = self
+            .actions
+            .output_failure()
+            .map(|(action, error, since)| status::ActionFailure { action: action.to_string(), error, since });
         if let Err(e) = self.status.write(&self.status_dir) {
             tracing::warn!(error = %e, "cannot write status file");
         }
@@ -542,14 +567,35 @@ impl Daemon {
 impl EventSink for Daemon {
     fn event(&mut self, at: &Whence<'_>, ev: &Event<'_>) -> Result<()> {
         let i = self.info(at);
-        let (actions, rollups, records) = (&mut self.actions, &mut self.rollups, &mut self.records);
-        let history = self.history.as_ref();
-        let http = self.http.as_deref();
         if self.per_source.len() <= at.source {
             self.per_source.resize(at.source + 1, (0, 0));
             self.last_event.resize(at.source + 1, None);
         }
         self.last_event[at.source] = Some(ev.arrival);
+        // Lines only: a web root's changes are this machine's own business (their fields are
+        // not a line a worker could parse).
+        if let Some((record, key)) = self.publish.as_mut().filter(|_| ev.fields.is_empty()) {
+            let source = &self.pipeline.sources()[at.source];
+            let registry_len = self.pipeline.rules().registry.len();
+            record.reset(registry_len);
+            source.parser.parse(ev.raw, record, registry_len);
+            let meta = crate::action::nats::EventMeta {
+                source: &source.name,
+                format: &self.infos[i].2.format,
+                path: at.path,
+                key: key.and_then(|k| record.get(ev.raw, k)),
+                time: source.parser.event_time(ev.raw, record),
+            };
+            self.actions.publish(ev, &meta)?;
+            if self.actions.events().is_some_and(|n| !n.evaluate) {
+                self.per_source[at.source].0 += 1;
+                self.pipeline.counts.events += 1;
+                return Ok(());
+            }
+        }
+        let (actions, rollups, records) = (&mut self.actions, &mut self.rollups, &mut self.records);
+        let history = self.history.as_ref();
+        let http = self.http.as_deref();
         let unparsed = self.pipeline.counts.unparsed;
         let result = self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
             if let Some(h) = history {
@@ -587,10 +633,11 @@ impl EventSink for Daemon {
     }
 
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
-        match &mut self.engine_store {
-            Some(store) => store.durable(wait),
-            None => Ok(true),
-        }
+        let state = match &mut self.engine_store {
+            Some(store) => store.durable(wait)?,
+            None => true,
+        };
+        Ok(state && self.actions.durable(wait)?)
     }
 
     fn tick(&mut self) {
