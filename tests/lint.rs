@@ -669,6 +669,17 @@ overrides:
     assert_eq!(f, want, "{}", stdout(&out));
     let human = stdout(&lint(dir.path(), &["--config", "c.yml"]));
     assert!(human.contains("rule \"a.four\": cannot be read: invalid duration \"1x\""), "{human}");
+
+    // A named condition that cannot be read: the rule using it is not told it is unknown.
+    let dir = rules_dir(&[(
+        "c.yml",
+        "conditions:\n  admin: {field: path, contians: admin}\nrules:\n  - id: c.one\n    title: One\n    severity: low\n    match: {ref: admin}\n  - id: c.two\n    title: Two\n    severity: low\n    match: {field: uri, regex: '[z'}\n",
+    )]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    let f: Vec<_> = findings(&out).into_iter().filter(|x| x.0 != "TL101").collect();
+    let want = [("TL008", 2, 34, ""), ("TL003", 11, 32, "c.two")];
+    let want: Vec<_> = want.iter().map(|(c, l, col, r)| (c.to_string(), *l, *col, r.to_string())).collect();
+    assert_eq!(f, want, "{}", stdout(&out));
 }
 
 /// A tag starting `attack.` must have the shape of an ATT&CK id or tactic name; a case mistake

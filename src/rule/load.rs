@@ -309,6 +309,8 @@ pub struct Unreadable {
     /// Ids of rules that are written but did not deserialize: references to them (overrides,
     /// exceptions, the config's per-rule settings) are not unknown.
     pub rule_ids: BTreeSet<String>,
+    /// Named conditions that are written but did not deserialize: a `ref` to one is not unknown.
+    pub conditions: BTreeSet<String>,
     /// Lists named (`{list: NAME}`) inside parts that did not deserialize: not unused.
     pub list_refs: BTreeSet<String>,
     /// One error per part (a rule, an override, an exception, a named condition) that did not
@@ -377,7 +379,10 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
             Ok(c) => {
                 p.rf.conditions.insert(name.to_string(), c);
             }
-            Err(e) => broken(unreadable, format!("conditions.{name}"), c, e),
+            Err(e) => {
+                unreadable.conditions.insert(name.to_string());
+                broken(unreadable, format!("conditions.{name}"), c, e);
+            }
         }
     }
     for (i, r) in map.get("rules").and_then(Value::as_sequence).into_iter().flatten().enumerate() {

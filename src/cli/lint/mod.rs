@@ -3,9 +3,11 @@
 //! workflow annotations, SARIF for code-scanning upload).
 //!
 //! Unlike loading for `run`, which is all-or-nothing and stops at the first broken set, lint
-//! keeps going: it loads each file on its own, merges the ones that parse, compiles every rule
-//! it can and runs the examples of the rules that compile. One broken file therefore never hides
-//! the problems of the others.
+//! keeps going: a file that does not deserialize as a whole is read again part by part (each
+//! rule, list, condition, override and exception on its own), every rule that can be read is
+//! compiled and the examples of the rules that compile are run. One broken rule therefore never
+//! hides the problems of the others, in its file or elsewhere, and what the broken parts define
+//! still counts as defined, so references to them are not reported as unknown or unused.
 //!
 //! Exit codes: 0 clean (warnings allowed), 1 errors (or warnings with `--deny-warnings`),
 //! 2 usage error (bad flags, unreadable path).
@@ -397,7 +399,9 @@ fn lint_sources(
     }
     opts.formats.extend(named_formats.iter().cloned());
     unused_lists(&loaded, &unreadable.list_refs, out);
+    let before = out.len();
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
+    drop_unreadable_refs(&loaded, &unreadable.conditions, before, out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
         attack_tags(&loaded, lr, out);
@@ -819,6 +823,46 @@ fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> (Loaded, lo
     loaded.rules.retain(|lr| ids.insert(lr.rule.id.clone()));
     loaded.content.retain(|lr| ids.insert(lr.rule.id.clone()));
     (loaded, unreadable)
+}
+
+/// Removes the "unknown condition" findings (from `start` on) of `ref`s to named conditions
+/// that are written but could not be read: their own error is the finding.
+fn drop_unreadable_refs(
+    loaded: &Loaded,
+    unreadable: &std::collections::BTreeSet<String>,
+    start: usize,
+    out: &mut Vec<Finding>,
+) {
+    if unreadable.is_empty() {
+        return;
+    }
+    let mut at = HashSet::new();
+    for lr in &loaded.rules {
+        let r = &lr.rule;
+        let mut roots: Vec<(&Condition, String)> = Vec::new();
+        roots.extend(r.condition.iter().map(|c| (c, "match".to_string())));
+        roots.extend(r.except.iter().map(|c| (c, "except".to_string())));
+        for (i, st) in r.sequence.iter().flat_map(|s| s.steps.iter().enumerate()) {
+            roots.push((&st.condition, format!("sequence.steps[{i}].match")));
+        }
+        for (c, root) in roots {
+            walk(c, &root, &mut |c, path| {
+                if c.reference.as_ref().is_some_and(|n| unreadable.contains(n)) {
+                    let e = loaded.rule_error(lr, &format!("{path}.ref"), "");
+                    at.insert((e.file.display().to_string(), e.line, e.col));
+                }
+            });
+        }
+    }
+    let mut i = start;
+    while i < out.len() {
+        let f = &out[i];
+        if f.code == Code::UnknownReference && at.contains(&(f.file.clone(), f.line, f.col)) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// The parts of a file that did not deserialize, each a TL001 at the part, unless a finding
@@ -1324,6 +1368,17 @@ mod tests {
         assert!(!spans_fields(r"\.\*", false));
         assert!(!spans_fields(r"a.{0,20}b", false));
         assert!(!spans_fields(r"\S+", false));
+    }
+
+    #[test]
+    fn attack_tag_shapes() {
+        for ok in ["t1190", "t1059.001", "ta0001", "ta0043", "g0016", "s0002", "t9999", "initial-access", "impact"] {
+            assert!(attack_tag_ok(ok), "{ok}");
+        }
+        for bad in ["T1190", "t190", "t9999x", "t1059.1", "t1059.0011", "ta1001", "ta001", "g16", "initial_access", ""]
+        {
+            assert!(!attack_tag_ok(bad), "{bad}");
+        }
     }
 
     #[test]
