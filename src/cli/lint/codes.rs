@@ -331,9 +331,10 @@ impl Code {
                 "A tag starting `attack.` is none of the shapes Sigma and ATT&CK tooling read: a technique \
                  `attack.t1190`, a sub-technique `attack.t1059.001` (lower-case `t`, four digits, optional \
                  three-digit sub-technique), a tactic id `attack.ta0001`, a group `attack.g0016`, software \
-                 `attack.s0002`, or a tactic name such as `attack.initial-access`. Tools that map detections to \
-                 the ATT&CK matrix skip such a tag. Only the shape is checked, not whether the technique exists \
-                 (`attack.t9999` passes); when only the case is wrong the message gives the right spelling.",
+                 `attack.s0002`, or a tactic name such as `attack.initial-access` or `attack.stealth`. Tools \
+                 that map detections to the ATT&CK matrix skip such a tag. Only the shape is checked, not \
+                 whether the technique exists (`attack.t9999` passes); when only the case is wrong the message \
+                 gives the right spelling.",
             ),
         };
         Info { name, level, title, explanation }

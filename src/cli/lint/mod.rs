@@ -1036,8 +1036,11 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
     }
 }
 
-/// The tactic names Sigma writes as `attack.<name>`.
+/// The tactic names Sigma writes as `attack.<name>`; `stealth` and `defense-impairment` are the
+/// two tactics ATT&CK v18 split Defense Evasion into, already used by SigmaHQ rules.
 const ATTACK_TACTICS: &[&str] = &[
+    "stealth",
+    "defense-impairment",
     "initial-access",
     "execution",
     "persistence",
@@ -1058,6 +1061,10 @@ const ATTACK_TACTICS: &[&str] = &[
 /// `ta0001`, `g0016`, `s0002` or a tactic name. Only the shape: no technique list is kept.
 fn attack_tag_ok(rest: &str) -> bool {
     let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    // Names first: `stealth` starts like software `sNNNN`.
+    if ATTACK_TACTICS.contains(&rest) {
+        return true;
+    }
     if let Some(id) = rest.strip_prefix("ta") {
         return digits(id, 4) && id.starts_with("00");
     }
@@ -1070,7 +1077,7 @@ fn attack_tag_ok(rest: &str) -> bool {
     if let Some(id) = rest.strip_prefix('g').or_else(|| rest.strip_prefix('s')) {
         return digits(id, 4);
     }
-    ATTACK_TACTICS.contains(&rest)
+    false
 }
 
 /// Tags starting `attack.` whose shape is no ATT&CK id or tactic name (TL115), with the right
@@ -1372,7 +1379,7 @@ mod tests {
 
     #[test]
     fn attack_tag_shapes() {
-        for ok in ["t1190", "t1059.001", "ta0001", "ta0043", "g0016", "s0002", "t9999", "initial-access", "impact"] {
+        for ok in ["t1190", "t1059.001", "ta0001", "ta0043", "g0016", "s0002", "t9999", "initial-access", "stealth"] {
             assert!(attack_tag_ok(ok), "{ok}");
         }
         for bad in ["T1190", "t190", "t9999x", "t1059.1", "t1059.0011", "ta1001", "ta001", "g16", "initial_access", ""]
