@@ -663,12 +663,12 @@ overrides:
         ("TL008", 7, 35, "a.one"),
         ("TL003", 11, 32, "a.two"),
         ("TL003", 15, 32, "a.three"),
-        ("TL001", 16, 7, "a.four"),
+        ("TL001", 20, 16, "a.four"),
     ];
     let want: Vec<_> = want.iter().map(|(c, l, col, r)| (c.to_string(), *l, *col, r.to_string())).collect();
     assert_eq!(f, want, "{}", stdout(&out));
     let human = stdout(&lint(dir.path(), &["--config", "c.yml"]));
-    assert!(human.contains("rule \"a.four\": cannot be read: invalid duration \"1x\""), "{human}");
+    assert!(human.contains("rule \"a.four\": rules[3].threshold: invalid duration \"1x\""), "{human}");
 
     // A named condition that cannot be read: the rule using it is not told it is unknown.
     let dir = rules_dir(&[(

@@ -356,6 +356,8 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
         overrides: Vec::new(),
         exceptions: Vec::new(),
     });
+    let first_part = unreadable.parts.len();
+    let mut failed = Vec::new();
     let broken = |unreadable: &mut Unreadable, path: String, item: &Value, e: serde_yaml::Error| {
         list_refs(item, &mut unreadable.list_refs);
         let rule = item.get("id").and_then(Value::as_str);
@@ -381,6 +383,7 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
             }
             Err(e) => {
                 unreadable.conditions.insert(name.to_string());
+                failed.push(format!("conditions.{name}"));
                 broken(unreadable, format!("conditions.{name}"), c, e);
             }
         }
@@ -393,6 +396,7 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
             }
             Err(e) => {
                 unreadable.rule_ids.extend(r.get("id").and_then(Value::as_str).map(str::to_string));
+                failed.push(format!("rules[{i}]"));
                 broken(unreadable, format!("rules[{i}]"), r, e);
             }
         }
@@ -403,7 +407,10 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
                 p.rf.overrides.push(o);
                 p.overrides.push(i);
             }
-            Err(e) => broken(unreadable, format!("overrides[{i}]"), o, e),
+            Err(e) => {
+                failed.push(format!("overrides[{i}]"));
+                broken(unreadable, format!("overrides[{i}]"), o, e);
+            }
         }
     }
     for (i, x) in map.get("exceptions").and_then(Value::as_sequence).into_iter().flatten().enumerate() {
@@ -412,10 +419,82 @@ fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<
                 p.rf.exceptions.push(x);
                 p.exceptions.push(i);
             }
-            Err(e) => broken(unreadable, format!("exceptions[{i}]"), x, e),
+            Err(e) => {
+                failed.push(format!("exceptions[{i}]"));
+                broken(unreadable, format!("exceptions[{i}]"), x, e);
+            }
         }
     }
+    position_parts(&loaded.files[file].text, &failed, &mut unreadable.parts[first_part..]);
     Some(p)
+}
+
+/// Positions each broken part's error at the offending value: the file is parsed again with
+/// the lines of every other broken part blanked out, so the first error is this part's, with
+/// the parser's own position and message. Parts written in flow style (several on one line)
+/// keep the part's position.
+fn position_parts(text: &str, failed: &[String], parts: &mut [RuleError]) {
+    if failed.len() != parts.len() {
+        return;
+    }
+    let index = locate::index(text);
+    let keys = locate::keys(text);
+    let entry = |p: &str| {
+        ["rules[", "overrides[", "exceptions["]
+            .iter()
+            .any(|k| p.starts_with(k) && p.ends_with(']') && p.matches('[').count() == 1)
+    };
+    // A part starts at its entry (`- id: ...`), a named condition at its key; the top-level
+    // keys end the last part before them.
+    let start_of = |p: &str| match p.strip_prefix("conditions.") {
+        Some(_) => keys.get(p).map(|k| k.line),
+        None => index.get(p).map(|k| k.line),
+    };
+    let parts_at: Vec<usize> = index
+        .keys()
+        .filter(|p| entry(p))
+        .chain(keys.keys().filter(|k| k.starts_with("conditions.") && k.matches('.').count() == 1))
+        .filter_map(|p| start_of(p))
+        .collect();
+    let mut starts: Vec<usize> =
+        parts_at.iter().copied().chain(keys.iter().filter(|(k, _)| !k.contains('.')).map(|(_, p)| p.line)).collect();
+    starts.sort_unstable();
+    let range = |path: &str| -> Option<(usize, usize)> {
+        let start = start_of(path)?;
+        // Another part on the same line: flow style, no line of its own.
+        if parts_at.iter().filter(|&&l| l == start).count() > 1 {
+            return None;
+        }
+        let end = starts.iter().copied().find(|&l| l > start).unwrap_or(usize::MAX);
+        Some((start, end))
+    };
+    let ranges: Vec<Option<(usize, usize)>> = failed.iter().map(|p| range(p)).collect();
+    for (i, e) in parts.iter_mut().enumerate() {
+        let Some((start, end)) = ranges[i] else { continue };
+        let blanked: String = text
+            .split_inclusive('\n')
+            .enumerate()
+            .map(|(n, line)| {
+                let n = n + 1;
+                let other = ranges.iter().enumerate().any(|(j, r)| j != i && r.is_some_and(|(s, e)| s <= n && n < e));
+                if other { "\n" } else { line }
+            })
+            .collect();
+        let Err(err) = serde_yaml::from_str::<Option<RuleFile>>(&blanked) else { continue };
+        let Some(loc) = err.location() else { continue };
+        if (start..end).contains(&loc.line()) {
+            e.line = loc.line();
+            e.col = loc.column();
+            // The parser counts entries of the blanked text: say the entry's real index.
+            let msg = strip_position(&err.to_string());
+            let kind = failed[i].split('[').next().unwrap_or_default();
+            e.message = match msg.strip_prefix(kind).filter(|_| failed[i].contains('[')).and_then(|m| m.split_once(']'))
+            {
+                Some((_, rest)) if !kind.is_empty() => format!("{}{rest}", failed[i]),
+                _ => msg,
+            };
+        }
+    }
 }
 
 /// Every `{list: NAME}` inside `v`.
@@ -913,5 +992,37 @@ mod tests {
         let err = load_sources(src(text)).unwrap_err();
         assert_eq!(err.0[0].rule.as_deref(), Some("x.y"));
         assert_eq!(err.0[0].line, 4);
+    }
+}
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn broken_parts_are_positioned_at_their_value() {
+        let text = "rules:\n  - id: a.one\n    title: One\n    severity: low\n    match: {field: uri, contains: x}\n    threshold: {count: 2, within: 1y2}\n  - id: a.two\n    title: Two\n    severity: low\n    match: {field: uri, contains: x}\n    threshold: {count: 2, within: 1x}\n";
+        let (loaded, errors, unreadable) =
+            load_partial(vec![SourceFile { path: PathBuf::from("r.yml"), text: text.to_string() }]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(loaded.rules.is_empty());
+        assert_eq!(unreadable.rule_ids.len(), 2);
+        let at: Vec<(usize, usize)> = unreadable.parts.iter().map(|e| (e.line, e.col)).collect();
+        assert_eq!(at, [(6, 16), (11, 16)], "{:?}", unreadable.parts);
+        // The index in the message is the entry's own, not that of the text parsed again.
+        assert!(
+            unreadable.parts[1].message.starts_with("rules[1].threshold: invalid duration"),
+            "{:?}",
+            unreadable.parts
+        );
+        let text = text.replace(
+            "  - id: a.one",
+            "  - id: a.zero\n    title: Z\n    severity: low\n    match: {contains: x}\n  - id: a.one",
+        );
+        let (_, _, unreadable) = load_partial(vec![SourceFile { path: PathBuf::from("r.yml"), text }]);
+        assert!(
+            unreadable.parts[1].message.starts_with("rules[2].threshold: invalid duration"),
+            "{:?}",
+            unreadable.parts
+        );
     }
 }
