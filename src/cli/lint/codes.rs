@@ -107,7 +107,8 @@ impl Code {
                 "YAML syntax, unknown key or wrong type in a rule file",
                 "The rule file is not valid YAML, uses a key the rule language does not have (often a typo: \
                  `contians` for `contains`), gives a value of the wrong type, or nests collections absurdly deep. \
-                 The file cannot be loaded, so none of its rules run. Fix the text at the position shown; \
+                 The file cannot be loaded, so none of its rules run; lint still reads its other rules one by \
+                 one and reports each one that cannot be read. Fix the text at the position shown; \
                  `trapline schema rules` gives the JSON Schema an editor can check as you type.",
             ),
             Code::Duplicate => (
