@@ -397,7 +397,9 @@ fn fields_no_format_produces_are_flagged_with_a_suggestion() {
     let f = findings(&out);
     assert!(!f.iter().any(|x| x.0 == "TL005"), "the JSON example must pass: {f:?}");
     let tl106: Vec<_> = f.iter().filter(|x| x.0 == "TL106").map(|x| (x.1, x.3.as_str())).collect();
-    assert_eq!(tl106, [(6, "typo.field"), (7, "typo.field"), (22, "unscoped.typo")], "{f:?}");
+    assert_eq!(tl106, [(6, "typo.field"), (22, "unscoped.typo")], "{f:?}");
+    // A grouping field that is never there is an error of its own (TL012).
+    assert!(f.contains(&("TL012".into(), 7, 50, "typo.field".into())), "{f:?}");
     let human = stdout(&lint(dir.path(), &["rules"]));
     assert!(human.contains("produces field \"useragent\" (did you mean \"user_agent\"?)"), "{human}");
     assert!(human.contains("produces field \"clientip\" (did you mean \"client_ip\"?)"), "{human}");
@@ -412,7 +414,7 @@ fn fields_no_format_produces_are_flagged_with_a_suggestion() {
     let out = lint(dir.path(), &["--config", "c.yml", "--format", "json"]);
     let f = findings(&out);
     // `stauts` is a capture of the custom format now; `syslog.ua` is fine for combined lines.
-    let tl106: Vec<_> = f.iter().filter(|x| x.0 == "TL106").map(|x| x.3.as_str()).collect();
+    let tl106: Vec<_> = f.iter().filter(|x| x.0 == "TL106" || x.0 == "TL012").map(|x| x.3.as_str()).collect();
     assert_eq!(tl106, ["typo.field", "typo.field"], "{f:?}");
 }
 
@@ -611,4 +613,188 @@ fn global_thresholds_and_unused_lists_are_warned_about() {
     assert!(found.contains(&("TL113".into(), 9)), "{v:#}");
     assert!(found.contains(&("TL114".into(), 3)), "{v:#}");
     assert!(!found.iter().any(|(c, l)| c == "TL114" && *l == 2), "a used list is fine: {v:#}");
+}
+
+/// Every independent error of a file is reported: a rule with an unknown key does not hide
+/// the bad regexes of the rules after it, a rule that cannot be read at all is an error at the
+/// rule, and what the file defines still counts as defined: no TL110 for the config's settings
+/// of the broken rules, no TL114 for a list only they use, no unknown id for an override.
+#[test]
+fn all_errors_of_a_file_and_no_follow_on_findings() {
+    let dir = rules_dir(&[(
+        "a.yml",
+        "\
+lists:
+  paths: [a, b]
+rules:
+  - id: a.one
+    title: One
+    severity: low
+    match: {field: uri, contians: x}
+  - id: a.two
+    title: Two
+    severity: low
+    match: {field: uri, regex: '[z'}
+  - id: a.three
+    title: Three
+    severity: low
+    match: {field: uri, regex: '(z'}
+  - id: a.four
+    title: Four
+    severity: low
+    match: {field: uri, contains: {list: paths}}
+    threshold: {count: 2, within: 1x, group_by: [client_ip]}
+overrides:
+  - id: a.one
+    severity: high
+",
+    )]);
+    std::fs::write(
+        dir.path().join("c.yml"),
+        "rules: [rules]\ntimezone: UTC\nsources:\n  - {name: web, paths: [a.log], format: combined}\nactions:\n  xdr:\n    client_id: a\n    client_secret: b\n    rules:\n      a.one: {window: 2h}\n      a.four: {window: 2h}\n      a.fiv: {window: 2h}\n",
+    )
+    .unwrap();
+    let out = lint(dir.path(), &["--config", "c.yml", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let f: Vec<_> = findings(&out).into_iter().filter(|x| x.0 != "TL009" && x.0 != "TL101").collect();
+    let want = [
+        // Only the id that no rule file has: the settings of the broken rules are not reported.
+        ("TL110", 12, 7, ""),
+        ("TL008", 7, 35, "a.one"),
+        ("TL003", 11, 32, "a.two"),
+        ("TL003", 15, 32, "a.three"),
+        ("TL001", 20, 16, "a.four"),
+    ];
+    let want: Vec<_> = want.iter().map(|(c, l, col, r)| (c.to_string(), *l, *col, r.to_string())).collect();
+    assert_eq!(f, want, "{}", stdout(&out));
+    let human = stdout(&lint(dir.path(), &["--config", "c.yml"]));
+    assert!(human.contains("rule \"a.four\": rules[3].threshold: invalid duration \"1x\""), "{human}");
+
+    // A named condition that cannot be read: the rule using it is not told it is unknown.
+    let dir = rules_dir(&[(
+        "c.yml",
+        "conditions:\n  admin: {field: path, contians: admin}\nrules:\n  - id: c.one\n    title: One\n    severity: low\n    match: {ref: admin}\n  - id: c.two\n    title: Two\n    severity: low\n    match: {field: uri, regex: '[z'}\n",
+    )]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    let f: Vec<_> = findings(&out).into_iter().filter(|x| x.0 != "TL101").collect();
+    let want = [("TL008", 2, 34, ""), ("TL003", 11, 32, "c.two")];
+    let want: Vec<_> = want.iter().map(|(c, l, col, r)| (c.to_string(), *l, *col, r.to_string())).collect();
+    assert_eq!(f, want, "{}", stdout(&out));
+}
+
+/// A tag starting `attack.` must have the shape of an ATT&CK id or tactic name; a case mistake
+/// gets the right spelling. A technique that is well-formed but does not exist passes.
+#[test]
+fn malformed_attack_tags_are_warned_about_at_the_tag() {
+    let line = LINE.replace('\'', "''");
+    let text = format!(
+        "rules:\n  - id: t.tags\n    title: T\n    severity: low\n    tags: [attack.initial-access, attack.t1190, attack.t1059.001, attack.ta0001, attack.g0016, attack.s0002, attack.t9999, cve.2021-44228]\n    match: {{field: path, contains: admin}}\n    examples: {{match: ['{line}']}}\n  - id: t.bad\n    title: B\n    severity: low\n    tags:\n      - attack.T1190\n      - attack.t190\n      - attack.t9999x\n      - attack.t1059.1\n      - attack.initial_access\n    match: {{field: path, contains: admin}}\n    examples: {{match: ['{line}']}}\n"
+    );
+    let dir = rules_dir(&[("t.yml", &text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(0), "a warning: {}", stdout(&out));
+    let f = findings(&out);
+    let tl115: Vec<_> = f.iter().filter(|x| x.0 == "TL115").map(|x| (x.1, x.2, x.3.as_str())).collect();
+    assert_eq!(
+        tl115,
+        [(12, 9, "t.bad"), (13, 9, "t.bad"), (14, 9, "t.bad"), (15, 9, "t.bad"), (16, 9, "t.bad")],
+        "{f:?}"
+    );
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(
+        human.contains("rules/t.yml:12:9: warning[TL115] rule \"t.bad\": malformed ATT&CK tag \"attack.T1190\" (did you mean \"attack.t1190\"?"),
+        "{human}"
+    );
+    assert!(human.contains("malformed ATT&CK tag \"attack.t190\": expected attack.tNNNN"), "{human}");
+    assert_eq!(lint(dir.path(), &["--deny-warnings", "rules"]).status.code(), Some(1));
+}
+
+/// Grouping fields (`group_by`, `distinct`, `suppress.group_by`, a sequence step's `key`) that
+/// no format of the rule produces are errors at the value, with a suggestion; a rule that may
+/// see JSON lines is not flagged.
+#[test]
+fn unknown_grouping_fields_are_errors() {
+    let text = "\
+rules:
+  - id: g.combined
+    title: C
+    severity: low
+    formats: [combined]
+    match: {field: status, equals: '404'}
+    threshold: {count: 5, within: 1m, group_by: [clientip], distinct: pth}
+    suppress: {for: 1m, group_by: [client_ip]}
+  - id: g.json
+    title: J
+    severity: low
+    formats: [json]
+    match: {field: status, equals: '404'}
+    threshold: {count: 5, within: 1m, group_by: [tenant.id], distinct: anything}
+  - id: g.seq
+    title: S
+    severity: low
+    sequence:
+      within: 10m
+      steps:
+        - formats: [combined]
+          match: {field: path, contains: upload}
+          key: client_ip
+        - formats: [combined]
+          match: {field: path, contains: shell}
+          key: [{field: clientip, transforms: [lowercase]}]
+";
+    let dir = rules_dir(&[("g.yml", text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let f = findings(&out);
+    let tl012: Vec<_> = f.iter().filter(|x| x.0 == "TL012").map(|x| (x.1, x.2, x.3.as_str())).collect();
+    assert_eq!(tl012, [(7, 50, "g.combined"), (7, 71, "g.combined"), (26, 25, "g.seq")], "{f:?}");
+    assert!(!f.iter().any(|x| x.3 == "g.json" && (x.0 == "TL012" || x.0 == "TL106")), "{f:?}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    assert!(
+        human.contains("rules/g.yml:7:50: error[TL012] rule \"g.combined\": none of the rule's formats (combined) produces field \"clientip\" (did you mean \"client_ip\"?)"),
+        "{human}"
+    );
+    assert!(human.contains("produces field \"pth\" (did you mean \"path\"?)"), "{human}");
+    assert!(
+        human.contains("produces key field \"clientip\" (did you mean \"client_ip\"?): the step never joins"),
+        "{human}"
+    );
+}
+
+/// A mistake inside a sequence step's `key` (a field name, `{field, transforms}`, or a list of
+/// them) is positioned at the offending key or value, with the valid forms listed.
+#[test]
+fn schema_errors_inside_a_sequence_key_are_positioned() {
+    let text = "\
+rules:
+  - id: s.seq
+    title: Seq
+    severity: low
+    sequence:
+      within: 10m
+      steps:
+        - match: {field: path, contains: a}
+          key: {field: client_ip, transfroms: [lowercase]}
+        - match: {field: path, contains: b}
+          key: [client_ip, {fild: x}]
+        - match: {field: path, contains: c}
+          key: 5
+";
+    let dir = rules_dir(&[("s.yml", text)]);
+    let out = lint(dir.path(), &["--format", "json", "rules"]);
+    assert_eq!(out.status.code(), Some(1));
+    let f = findings(&out);
+    let tl008: Vec<_> = f.iter().filter(|x| x.0 == "TL008").map(|x| (x.1, x.2)).collect();
+    assert!(tl008.contains(&(9, 47)) && tl008.contains(&(11, 35)) && tl008.contains(&(13, 16)), "{f:?}");
+    let human = stdout(&lint(dir.path(), &["rules"]));
+    let forms = "`key` is one of: a string or {field, transforms}, or a list of (a string or {field, transforms})";
+    assert!(human.contains(&format!("rules/s.yml:9:47: error[TL008] rule \"s.seq\": unknown key `transfroms` (did you mean `transforms`?); {forms}")), "{human}");
+    assert!(
+        human.contains(&format!(
+            "rules/s.yml:11:35: error[TL008] rule \"s.seq\": unknown key `fild` (did you mean `field`?); {forms}"
+        )),
+        "{human}"
+    );
+    assert!(human.contains("rules/s.yml:13:16: error[TL008] rule \"s.seq\": `key`: expected a string or {field, transforms}, or a list of"), "{human}");
+    assert!(human.contains("found a number"), "{human}");
 }

@@ -132,9 +132,9 @@ fn mistakes_in_a_sequence_are_refused_with_their_position() {
         ),
         (
             "    sequence:\n      within: 1m\n      steps:\n        - {match: {field: path, equals: /a}, key: client_ip}\n        - {match: {field: path, equals: /b}, key: {field: path, transforms: [lower]}}\n",
-            // The schema check comes first and names the key (its value's position).
-            "r.yml:9:51",
-            "is not valid under any of the schemas",
+            // The schema check comes first and points into the key: at the unknown transform.
+            "r.yml:9:78",
+            "unknown value \"lower\" (did you mean `lowercase`?)",
         ),
         (
             "    sequence:\n      within: 1m\n      steps:\n        - {match: {field: path, equals: /a}, key: client_ip}\n        - {match: {field: path, regex: '(' }, key: client_ip}\n",

@@ -4,7 +4,7 @@
 //! the caller gets either the complete set or the complete list of errors. A running engine
 //! therefore never sees half a rule directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -299,8 +299,222 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Loaded, RuleErrors> {
 
 /// Parses already-read rule files (also used by tests and for rules given inline).
 pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
+    let (loaded, errors, _) = load_parts(files, false);
+    if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+}
+
+/// What a partial load could not read of files that did not parse as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct Unreadable {
+    /// Ids of rules that are written but did not deserialize: references to them (overrides,
+    /// exceptions, the config's per-rule settings) are not unknown.
+    pub rule_ids: BTreeSet<String>,
+    /// Named conditions that are written but did not deserialize: a `ref` to one is not unknown.
+    pub conditions: BTreeSet<String>,
+    /// Lists named (`{list: NAME}`) inside parts that did not deserialize: not unused.
+    pub list_refs: BTreeSet<String>,
+    /// One error per part (a rule, an override, an exception, a named condition) that did not
+    /// deserialize, positioned at the part; the whole file's parse error names only the first.
+    pub parts: Vec<RuleError>,
+}
+
+/// For lint: everything that can be loaded, and every error. A file that does not parse as a
+/// whole is read again part by part (each rule, list, condition, override and exception on its
+/// own, keeping its position), so one broken rule neither hides the others' problems nor makes
+/// references to it look unknown. Rules with errors (a bad id, a duplicate id) are kept.
+pub fn load_partial(files: Vec<SourceFile>) -> (Loaded, Vec<RuleError>, Unreadable) {
+    load_parts(files, true)
+}
+
+/// A rule file with the position of each entry of its lists (they differ from the entries'
+/// order when a partial read left some out).
+struct Parsed {
+    rf: RuleFile,
+    rules: Vec<usize>,
+    overrides: Vec<usize>,
+    exceptions: Vec<usize>,
+}
+
+impl Parsed {
+    fn whole(rf: RuleFile) -> Parsed {
+        let n = |l: usize| (0..l).collect();
+        Parsed { rules: n(rf.rules.len()), overrides: n(rf.overrides.len()), exceptions: n(rf.exceptions.len()), rf }
+    }
+}
+
+/// Reads a file that did not deserialize as a whole part by part; `None` when it is not even
+/// a YAML mapping.
+fn salvage(loaded: &Loaded, file: usize, unreadable: &mut Unreadable) -> Option<Parsed> {
+    use serde_yaml::Value;
+    let v: Value = serde_yaml::from_str(&loaded.files[file].text).ok()?;
+    let map = v.as_mapping()?;
+    let mut p = Parsed::whole(RuleFile {
+        version: map.get("version").and_then(Value::as_u64).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        lists: BTreeMap::new(),
+        conditions: BTreeMap::new(),
+        rules: Vec::new(),
+        overrides: Vec::new(),
+        exceptions: Vec::new(),
+    });
+    let first_part = unreadable.parts.len();
+    let mut failed = Vec::new();
+    let broken = |unreadable: &mut Unreadable, path: String, item: &Value, e: serde_yaml::Error| {
+        list_refs(item, &mut unreadable.list_refs);
+        let rule = item.get("id").and_then(Value::as_str);
+        let msg = format!("cannot be read: {}", strip_position(&e.to_string()));
+        unreadable.parts.push(loaded.error_at(file, &path, rule, msg).kind(ErrorKind::Syntax));
+    };
+    // A list keeps its scalar entries: references to it still resolve.
+    for (name, items) in map.get("lists").and_then(Value::as_mapping).into_iter().flatten() {
+        let Some(name) = name.as_str() else { continue };
+        let scalars = items.as_sequence().into_iter().flatten().filter_map(|i| match i {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        });
+        p.rf.lists.insert(name.to_string(), scalars.collect());
+    }
+    for (name, c) in map.get("conditions").and_then(Value::as_mapping).into_iter().flatten() {
+        let Some(name) = name.as_str() else { continue };
+        match serde_yaml::from_value(c.clone()) {
+            Ok(c) => {
+                p.rf.conditions.insert(name.to_string(), c);
+            }
+            Err(e) => {
+                unreadable.conditions.insert(name.to_string());
+                failed.push(format!("conditions.{name}"));
+                broken(unreadable, format!("conditions.{name}"), c, e);
+            }
+        }
+    }
+    for (i, r) in map.get("rules").and_then(Value::as_sequence).into_iter().flatten().enumerate() {
+        match serde_yaml::from_value(r.clone()) {
+            Ok(rule) => {
+                p.rf.rules.push(rule);
+                p.rules.push(i);
+            }
+            Err(e) => {
+                unreadable.rule_ids.extend(r.get("id").and_then(Value::as_str).map(str::to_string));
+                failed.push(format!("rules[{i}]"));
+                broken(unreadable, format!("rules[{i}]"), r, e);
+            }
+        }
+    }
+    for (i, o) in map.get("overrides").and_then(Value::as_sequence).into_iter().flatten().enumerate() {
+        match serde_yaml::from_value(o.clone()) {
+            Ok(o) => {
+                p.rf.overrides.push(o);
+                p.overrides.push(i);
+            }
+            Err(e) => {
+                failed.push(format!("overrides[{i}]"));
+                broken(unreadable, format!("overrides[{i}]"), o, e);
+            }
+        }
+    }
+    for (i, x) in map.get("exceptions").and_then(Value::as_sequence).into_iter().flatten().enumerate() {
+        match serde_yaml::from_value(x.clone()) {
+            Ok(x) => {
+                p.rf.exceptions.push(x);
+                p.exceptions.push(i);
+            }
+            Err(e) => {
+                failed.push(format!("exceptions[{i}]"));
+                broken(unreadable, format!("exceptions[{i}]"), x, e);
+            }
+        }
+    }
+    position_parts(&loaded.files[file].text, &failed, &mut unreadable.parts[first_part..]);
+    Some(p)
+}
+
+/// Positions each broken part's error at the offending value: the file is parsed again with
+/// the lines of every other broken part blanked out, so the first error is this part's, with
+/// the parser's own position and message. Parts written in flow style (several on one line)
+/// keep the part's position.
+fn position_parts(text: &str, failed: &[String], parts: &mut [RuleError]) {
+    if failed.len() != parts.len() {
+        return;
+    }
+    let index = locate::index(text);
+    let keys = locate::keys(text);
+    let entry = |p: &str| {
+        ["rules[", "overrides[", "exceptions["]
+            .iter()
+            .any(|k| p.starts_with(k) && p.ends_with(']') && p.matches('[').count() == 1)
+    };
+    // A part starts at its entry (`- id: ...`), a named condition at its key; the top-level
+    // keys end the last part before them.
+    let start_of = |p: &str| match p.strip_prefix("conditions.") {
+        Some(_) => keys.get(p).map(|k| k.line),
+        None => index.get(p).map(|k| k.line),
+    };
+    let parts_at: Vec<usize> = index
+        .keys()
+        .filter(|p| entry(p))
+        .chain(keys.keys().filter(|k| k.starts_with("conditions.") && k.matches('.').count() == 1))
+        .filter_map(|p| start_of(p))
+        .collect();
+    let mut starts: Vec<usize> =
+        parts_at.iter().copied().chain(keys.iter().filter(|(k, _)| !k.contains('.')).map(|(_, p)| p.line)).collect();
+    starts.sort_unstable();
+    let range = |path: &str| -> Option<(usize, usize)> {
+        let start = start_of(path)?;
+        // Another part on the same line: flow style, no line of its own.
+        if parts_at.iter().filter(|&&l| l == start).count() > 1 {
+            return None;
+        }
+        let end = starts.iter().copied().find(|&l| l > start).unwrap_or(usize::MAX);
+        Some((start, end))
+    };
+    let ranges: Vec<Option<(usize, usize)>> = failed.iter().map(|p| range(p)).collect();
+    for (i, e) in parts.iter_mut().enumerate() {
+        let Some((start, end)) = ranges[i] else { continue };
+        let blanked: String = text
+            .split_inclusive('\n')
+            .enumerate()
+            .map(|(n, line)| {
+                let n = n + 1;
+                let other = ranges.iter().enumerate().any(|(j, r)| j != i && r.is_some_and(|(s, e)| s <= n && n < e));
+                if other { "\n" } else { line }
+            })
+            .collect();
+        let Err(err) = serde_yaml::from_str::<Option<RuleFile>>(&blanked) else { continue };
+        let Some(loc) = err.location() else { continue };
+        if (start..end).contains(&loc.line()) {
+            e.line = loc.line();
+            e.col = loc.column();
+            // The parser counts entries of the blanked text: say the entry's real index.
+            let msg = strip_position(&err.to_string());
+            let kind = failed[i].split('[').next().unwrap_or_default();
+            e.message = match msg.strip_prefix(kind).filter(|_| failed[i].contains('[')).and_then(|m| m.split_once(']'))
+            {
+                Some((_, rest)) if !kind.is_empty() => format!("{}{rest}", failed[i]),
+                _ => msg,
+            };
+        }
+    }
+}
+
+/// Every `{list: NAME}` inside `v`.
+fn list_refs(v: &serde_yaml::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            if let (1, Some(name)) = (m.len(), m.get("list").and_then(|n| n.as_str())) {
+                out.insert(name.to_string());
+            }
+            m.values().for_each(|v| list_refs(v, out));
+        }
+        serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| list_refs(v, out)),
+        _ => {}
+    }
+}
+
+fn load_parts(files: Vec<SourceFile>, partial: bool) -> (Loaded, Vec<RuleError>, Unreadable) {
     let mut loaded = Loaded { files, ..Default::default() };
     let mut errors = Vec::new();
+    let mut unreadable = Unreadable::default();
     let mut parsed = Vec::new();
     for (i, f) in loaded.files.iter().enumerate() {
         // Before the parsers, whose time and stack grow with nesting depth.
@@ -309,18 +523,24 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             continue;
         }
         match serde_yaml::from_str::<Option<RuleFile>>(&f.text) {
-            Ok(Some(rf)) => parsed.push((i, rf)),
+            Ok(Some(rf)) => parsed.push((i, Parsed::whole(rf))),
             Ok(None) => {} // an empty file holds no rules
-            Err(e) => errors.push(yaml_error(f, &e)),
+            Err(e) => {
+                errors.push(yaml_error(f, &e));
+                if partial && let Some(p) = salvage(&loaded, i, &mut unreadable) {
+                    parsed.push((i, p));
+                }
+            }
         }
     }
     let mut ids: HashMap<String, (usize, usize)> = HashMap::new();
     let mut list_origin: HashMap<String, usize> = HashMap::new();
     let mut overrides = Vec::new();
     let mut shared = Vec::new();
-    for (file, mut rf) in parsed {
-        overrides.extend(std::mem::take(&mut rf.overrides).into_iter().enumerate().map(|(i, o)| (file, i, o)));
-        shared.extend(std::mem::take(&mut rf.exceptions).into_iter().enumerate().map(|(i, e)| (file, i, e)));
+    for (file, p) in parsed {
+        let Parsed { mut rf, rules: rule_at, overrides: override_at, exceptions: exception_at } = p;
+        overrides.extend(std::mem::take(&mut rf.overrides).into_iter().zip(override_at).map(|(o, i)| (file, i, o)));
+        shared.extend(std::mem::take(&mut rf.exceptions).into_iter().zip(exception_at).map(|(e, i)| (file, i, e)));
         if rf.version != 1 {
             errors.push(loaded.error_at(
                 file,
@@ -363,7 +583,7 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             list_origin.insert(name.clone(), file);
             loaded.lists.insert(name, items);
         }
-        for (index, rule) in rf.rules.into_iter().enumerate() {
+        for (rule, index) in rf.rules.into_iter().zip(rule_at) {
             let mut lr = LoadedRule { rule, file, index, exceptions: Vec::new() };
             if let Some(c) = lr.rule.except.clone() {
                 lr.exceptions.push(loaded.exceptions.len());
@@ -431,15 +651,16 @@ pub fn load_sources(files: Vec<SourceFile>) -> Result<Loaded, RuleErrors> {
             }
         }
     }
-    apply_overrides(&mut loaded, overrides, &mut errors);
-    apply_exceptions(&mut loaded, shared, &mut errors);
-    if errors.is_empty() { Ok(loaded) } else { Err(RuleErrors(errors)) }
+    apply_overrides(&mut loaded, overrides, &unreadable.rule_ids, &mut errors);
+    apply_exceptions(&mut loaded, shared, &unreadable.rule_ids, &mut errors);
+    (loaded, errors, unreadable)
 }
 
 /// Applies `overrides:` in file order (a later one wins on the keys both give).
 fn apply_overrides(
     loaded: &mut Loaded,
     overrides: Vec<(usize, usize, crate::rule::Override)>,
+    unreadable: &BTreeSet<String>,
     errors: &mut Vec<RuleError>,
 ) {
     for (file, i, o) in overrides {
@@ -489,7 +710,8 @@ fn apply_overrides(
                 });
             }
         }
-        if hit == 0 {
+        // A rule that is written but could not be read is not unknown: its own error says why.
+        if hit == 0 && !unreadable.iter().any(|id| o.selects(id)) {
             errors.push(
                 loaded
                     .error_at(file, &format!("overrides[{i}].id"), None, format!("no rule has the id {:?}", o.id))
@@ -505,6 +727,7 @@ fn apply_overrides(
 fn apply_exceptions(
     loaded: &mut Loaded,
     shared: Vec<(usize, usize, crate::rule::Exception)>,
+    unreadable: &BTreeSet<String>,
     errors: &mut Vec<RuleError>,
 ) {
     let mut names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -547,7 +770,9 @@ fn apply_exceptions(
                 ));
             }
             for (j, sel) in sels.iter().enumerate() {
-                if !loaded.rules.iter().any(|lr| crate::rule::selects(sel, &lr.rule.id)) {
+                if !loaded.rules.iter().any(|lr| crate::rule::selects(sel, &lr.rule.id))
+                    && !unreadable.iter().any(|id| crate::rule::selects(sel, id))
+                {
                     let msg = if loaded.content.iter().any(|lr| crate::rule::selects(sel, &lr.rule.id)) {
                         format!("{sel:?} selects only content rules, which have no events to hold back")
                     } else {
@@ -773,5 +998,37 @@ mod tests {
         let err = load_sources(src(text)).unwrap_err();
         assert_eq!(err.0[0].rule.as_deref(), Some("x.y"));
         assert_eq!(err.0[0].line, 4);
+    }
+}
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn broken_parts_are_positioned_at_their_value() {
+        let text = "rules:\n  - id: a.one\n    title: One\n    severity: low\n    match: {field: uri, contains: x}\n    threshold: {count: 2, within: 1y2}\n  - id: a.two\n    title: Two\n    severity: low\n    match: {field: uri, contains: x}\n    threshold: {count: 2, within: 1x}\n";
+        let (loaded, errors, unreadable) =
+            load_partial(vec![SourceFile { path: PathBuf::from("r.yml"), text: text.to_string() }]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(loaded.rules.is_empty());
+        assert_eq!(unreadable.rule_ids.len(), 2);
+        let at: Vec<(usize, usize)> = unreadable.parts.iter().map(|e| (e.line, e.col)).collect();
+        assert_eq!(at, [(6, 16), (11, 16)], "{:?}", unreadable.parts);
+        // The index in the message is the entry's own, not that of the text parsed again.
+        assert!(
+            unreadable.parts[1].message.starts_with("rules[1].threshold: invalid duration"),
+            "{:?}",
+            unreadable.parts
+        );
+        let text = text.replace(
+            "  - id: a.one",
+            "  - id: a.zero\n    title: Z\n    severity: low\n    match: {contains: x}\n  - id: a.one",
+        );
+        let (_, _, unreadable) = load_partial(vec![SourceFile { path: PathBuf::from("r.yml"), text }]);
+        assert!(
+            unreadable.parts[1].message.starts_with("rules[2].threshold: invalid duration"),
+            "{:?}",
+            unreadable.parts
+        );
     }
 }

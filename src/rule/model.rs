@@ -333,7 +333,9 @@ impl SequenceKey {
 
 /// One field of a key, with optional transforms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged, expecting = "a field name or {field: NAME, transforms: [...]}")]
+// `deny_unknown_fields` reaches the `Full` variant: a typo such as `transfroms` is an error, not
+// a key silently compared without its transforms.
+#[serde(untagged, deny_unknown_fields, expecting = "a field name or {field: NAME, transforms: [...]}")]
 pub enum KeyField {
     Name(String),
     Full {

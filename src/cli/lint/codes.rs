@@ -37,6 +37,8 @@ pub enum Code {
     ContentNoLiteral,
     GlobalThreshold,
     UnusedList,
+    UnknownGroupField,
+    AttackTag,
 }
 
 /// What a code means.
@@ -65,6 +67,7 @@ impl Code {
         Code::Template,
         Code::NeverTrue,
         Code::Encoding,
+        Code::UnknownGroupField,
         Code::ZonelessTime,
         Code::NoExamples,
         Code::NoLiteral,
@@ -79,6 +82,7 @@ impl Code {
         Code::ContentNoLiteral,
         Code::GlobalThreshold,
         Code::UnusedList,
+        Code::AttackTag,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,7 +107,8 @@ impl Code {
                 "YAML syntax, unknown key or wrong type in a rule file",
                 "The rule file is not valid YAML, uses a key the rule language does not have (often a typo: \
                  `contians` for `contains`), gives a value of the wrong type, or nests collections absurdly deep. \
-                 The file cannot be loaded, so none of its rules run. Fix the text at the position shown; \
+                 The file cannot be loaded, so none of its rules run; lint still reads its other rules one by \
+                 one and reports each one that cannot be read. Fix the text at the position shown; \
                  `trapline schema rules` gives the JSON Schema an editor can check as you type.",
             ),
             Code::Duplicate => (
@@ -196,6 +201,19 @@ impl Code {
                 "The rule file contains bytes that are not UTF-8 (often a file saved as Latin-1 or \
                  Windows-1252). YAML requires Unicode text, so the file cannot be loaded. Re-save it as \
                  UTF-8; the position is that of the first invalid byte.",
+            ),
+            Code::UnknownGroupField => (
+                "TL012",
+                Error,
+                "grouping or join field that none of the rule's formats produces",
+                "A threshold's `group_by` or `distinct`, a `suppress.group_by`, or a sequence step's `key` names a \
+                 field that none of the formats the rule (or the step) applies to produces (`clientip` for \
+                 `client_ip`; the message suggests one). No event carries it, so every event falls into one empty \
+                 group, a `distinct` never counts, or a sequence step never joins: the rule silently does \
+                 something else than written. The formats are decided as for TL106: the rule's (or step's) \
+                 `formats:`, else the config's sources, else the fixed built-in formats; a rule or step that may \
+                 see JSON lines, or a custom format without a regex, is never flagged, and a custom regex \
+                 format produces its named captures.",
             ),
             Code::ZonelessTime => (
                 "TL105",
@@ -311,6 +329,18 @@ impl Code {
                 "A list under `lists:` is referred to by no rule (`{list: NAME}`): a misspelt reference \
                  elsewhere fails loudly, but a list left behind after a rule changed is silent. Use it or \
                  remove it.",
+            ),
+            Code::AttackTag => (
+                "TL115",
+                Warning,
+                "malformed MITRE ATT&CK tag",
+                "A tag starting `attack.` is none of the shapes Sigma and ATT&CK tooling read: a technique \
+                 `attack.t1190`, a sub-technique `attack.t1059.001` (lower-case `t`, four digits, optional \
+                 three-digit sub-technique), a tactic id `attack.ta0001`, a group `attack.g0016`, software \
+                 `attack.s0002`, or a tactic name such as `attack.initial-access` or `attack.stealth`. Tools \
+                 that map detections to the ATT&CK matrix skip such a tag. Only the shape is checked, not \
+                 whether the technique exists (`attack.t9999` passes); when only the case is wrong the message \
+                 gives the right spelling.",
             ),
         };
         Info { name, level, title, explanation }

@@ -3,9 +3,11 @@
 //! workflow annotations, SARIF for code-scanning upload).
 //!
 //! Unlike loading for `run`, which is all-or-nothing and stops at the first broken set, lint
-//! keeps going: it loads each file on its own, merges the ones that parse, compiles every rule
-//! it can and runs the examples of the rules that compile. One broken file therefore never hides
-//! the problems of the others.
+//! keeps going: a file that does not deserialize as a whole is read again part by part (each
+//! rule, list, condition, override and exception on its own), every rule that can be read is
+//! compiled and the examples of the rules that compile are run. One broken rule therefore never
+//! hides the problems of the others, in its file or elsewhere, and what the broken parts define
+//! still counts as defined, so references to them are not reported as unknown or unused.
 //!
 //! Exit codes: 0 clean (warnings allowed), 1 errors (or warnings with `--deny-warnings`),
 //! 2 usage error (bad flags, unreadable path).
@@ -432,7 +434,7 @@ fn lint_sources(
 ) {
     let invalid = schema_check(&sources, out);
     let before = out.len();
-    let loaded = load_lenient(sources, out);
+    let (loaded, unreadable) = load_lenient(sources, out);
     // A file the schema already rejected would repeat the first of those problems as a type
     // error; the schema's report is the complete one.
     let mut i = before;
@@ -443,6 +445,7 @@ fn lint_sources(
             i += 1;
         }
     }
+    unreadable_parts(&loaded, &unreadable.parts, out);
     let mut registry = FieldRegistry::default();
     let parsers = custom_parsers(cfg, &mut registry);
     let mut opts = crate::pipeline::setup::compile_options();
@@ -450,15 +453,22 @@ fn lint_sources(
         opts.formats = c.format_names();
     }
     opts.formats.extend(named_formats.iter().cloned());
-    unused_lists(&loaded, out);
+    unused_lists(&loaded, &unreadable.list_refs, out);
+    let before = out.len();
     let compiled = compile_each(&loaded, &opts, registry.clone(), out);
+    drop_unreadable_refs(&loaded, &unreadable.conditions, before, out);
     for (lr, req) in loaded.rules.iter().zip(&compiled) {
         rule_warnings(&loaded, lr, req.as_ref(), out);
+        attack_tags(&loaded, lr, out);
         scope::check(&loaded, lr, cfg, out);
+        scope::sequence_keys(&loaded, lr, cfg, out);
+    }
+    for lr in &loaded.content {
+        attack_tags(&loaded, lr, out);
     }
     scope::exceptions(&loaded, cfg, out);
     if let Some(c) = cfg {
-        scope::config_refs(&loaded, c, out);
+        scope::config_refs(&loaded, &unreadable.rule_ids, c, out);
     }
     content_findings(&loaded, out);
     let good = Loaded {
@@ -505,34 +515,256 @@ fn schema_check(sources: &[SourceFile], out: &mut Vec<Finding>) -> HashSet<Strin
         }
         let Ok(json) = serde_json::to_value(&yaml) else { continue };
         let Err(errors) = compiled.validate(&json) else { continue };
+        let violations: Vec<Violation> = errors.map(Violation::from).collect();
         let file = src.path.display().to_string();
+        invalid.insert(file.clone());
         let one = Loaded { files: vec![src.clone()], ..Default::default() };
-        for e in errors {
-            let path = pointer_to_path(&e.instance_path.to_string());
-            let rule = rule_id_at(&json, &path);
-            let schema_path = e.schema_path.to_string();
-            invalid.insert(file.clone());
+        let at = SchemaAt { root: &schema, json: &json, one: &one, base: String::new(), forms: None };
+        schema_findings(&at, violations, 0, out);
+    }
+    invalid
+}
+
+/// One JSON Schema violation, owned (the validator's errors borrow the compiled schema, and
+/// alternatives of a union are validated with schemas of their own).
+struct Violation {
+    /// JSON pointer of the offending value, relative to the value validated.
+    instance_path: String,
+    schema_path: String,
+    instance: serde_json::Value,
+    kind: ViolationKind,
+    text: String,
+}
+
+enum ViolationKind {
+    UnknownKeys(Vec<String>),
+    /// None of the alternatives of an `anyOf` / `oneOf` (an untagged enum) accepted the value.
+    Union,
+    Other,
+}
+
+impl From<jsonschema::ValidationError<'_>> for Violation {
+    fn from(e: jsonschema::ValidationError<'_>) -> Violation {
+        use jsonschema::error::ValidationErrorKind as K;
+        let kind = match &e.kind {
+            K::AdditionalProperties { unexpected } => ViolationKind::UnknownKeys(unexpected.clone()),
+            K::AnyOf | K::OneOfNotValid => ViolationKind::Union,
+            _ => ViolationKind::Other,
+        };
+        Violation {
+            instance_path: e.instance_path.to_string(),
+            schema_path: e.schema_path.to_string(),
+            instance: e.instance.clone().into_owned(),
+            text: e.to_string(),
+            kind,
+        }
+    }
+}
+
+/// What violations are reported against: the schema they were found with (the whole rule
+/// language's, or one alternative of a union), the file's document, and where in it the
+/// validated value sits.
+struct SchemaAt<'a> {
+    root: &'a serde_json::Value,
+    json: &'a serde_json::Value,
+    one: &'a Loaded,
+    /// YAML path of the validated value (empty: the document).
+    base: String,
+    /// The valid forms of the outermost union being looked into, with its path, told with each
+    /// finding inside it.
+    forms: Option<(String, String)>,
+}
+
+/// Turns violations into TL008 findings at the offending key or value. A value that no
+/// alternative of a union accepts (a sequence step's `key`: a field name, `{field,
+/// transforms}` or a list of them) is looked into: it is validated again against the
+/// alternative of its own shape, so the finding sits at the offending key inside it rather
+/// than at the union, and says which forms are valid.
+fn schema_findings(at: &SchemaAt<'_>, violations: Vec<Violation>, depth: usize, out: &mut Vec<Finding>) {
+    for v in violations {
+        let rel = pointer_to_path(&v.instance_path);
+        let path = match (at.base.is_empty(), rel.is_empty()) {
+            (true, _) => rel,
+            (false, true) => at.base.clone(),
+            (false, false) if rel.starts_with('[') => format!("{}{rel}", at.base),
+            (false, false) => format!("{}.{rel}", at.base),
+        };
+        let rule = rule_id_at(at.json, &path);
+        let forms = at.forms.as_ref().map(|(p, f)| format!("; `{}` is one of: {f}", last_key(p))).unwrap_or_default();
+        let push = |out: &mut Vec<Finding>, msg: String| {
+            out.push(Finding::new(Code::Schema, at.one.error_at(0, &path, rule.as_deref(), msg)));
+        };
+        match &v.kind {
             // Unknown keys: one finding each, at the key, with the nearest known one.
-            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = &e.kind {
-                let known = allowed_keys(&schema, &schema_path);
+            ViolationKind::UnknownKeys(unexpected) => {
+                let known = allowed_keys(at.root, &v.schema_path);
                 for key in unexpected {
-                    let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                    let msg = format!("unknown key `{key}`{}", suggestion(key, &known));
-                    out.push(Finding::new(Code::Schema, one.error_at(0, &at, rule.as_deref(), msg)));
+                    let key_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let msg = format!("unknown key `{key}`{}{forms}", suggestion(key, &known));
+                    out.push(Finding::new(Code::Schema, at.one.error_at(0, &key_path, rule.as_deref(), msg)));
                 }
                 continue;
             }
             // A value that is none of a fixed set (a transform, a severity): say which are.
-            if let (Some(v), Some(values)) = (e.instance.as_str(), allowed_values(&schema, &schema_path)) {
-                let msg = format!("unknown value {v:?}{} (one of: {})", suggestion(v, &values), values.join(", "));
-                out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
-                continue;
+            _ if v.instance.is_string() && allowed_values(at.root, &v.schema_path).is_some() => {
+                let values = allowed_values(at.root, &v.schema_path).unwrap_or_default();
+                let given = v.instance.as_str().unwrap_or_default();
+                push(
+                    out,
+                    format!(
+                        "unknown value {given:?}{} (one of: {}){forms}",
+                        suggestion(given, &values),
+                        values.join(", ")
+                    ),
+                );
             }
-            let msg = format!("{e} (schema path {schema_path})");
-            out.push(Finding::new(Code::Schema, one.error_at(0, &path, rule.as_deref(), msg)));
+            ViolationKind::Union if depth < 4 => {
+                let Some(alts) = schema_at(at.root, &v.schema_path).and_then(|n| n.as_array()) else {
+                    push(out, format!("{} (schema path {})", v.text, v.schema_path));
+                    continue;
+                };
+                let all_forms = alts.iter().map(|a| describe(at.root, a, 0)).collect::<Vec<_>>().join(", or ");
+                let forms = at.forms.clone().unwrap_or_else(|| (path.clone(), all_forms.clone()));
+                // The alternatives of the value's own shape, each validated on its own; the one
+                // with the fewest violations is what was meant.
+                let best = alts
+                    .iter()
+                    .filter(|a| shape_fits(at.root, a, &v.instance, 0))
+                    .filter_map(|a| {
+                        let mut sub = resolve_ref(at.root, a)?.clone();
+                        let defs = at.root.get("definitions")?.clone();
+                        sub.as_object_mut()?.insert("definitions".into(), defs);
+                        let compiled = jsonschema::JSONSchema::compile(&sub).ok()?;
+                        let found: Vec<Violation> = match compiled.validate(&v.instance) {
+                            Ok(()) => return None,
+                            Err(e) => e.map(Violation::from).collect(),
+                        };
+                        Some((found.len(), sub, found))
+                    })
+                    .min_by_key(|(n, _, _)| *n);
+                match best {
+                    Some((_, sub, found)) => {
+                        let inner =
+                            SchemaAt { root: &sub, json: at.json, one: at.one, base: path.clone(), forms: Some(forms) };
+                        schema_findings(&inner, found, depth + 1, out);
+                    }
+                    None => {
+                        let msg = format!("expected {all_forms}; found {}", json_kind(&v.instance));
+                        let msg = match &at.forms {
+                            Some(_) => format!(
+                                "{msg}{}",
+                                at.forms
+                                    .as_ref()
+                                    .map(|(p, f)| format!("; `{}` is one of: {f}", last_key(p)))
+                                    .unwrap_or_default()
+                            ),
+                            None => format!("`{}`: {msg}", last_key(&path)),
+                        };
+                        push(out, msg);
+                    }
+                }
+            }
+            // Inside a union the schema path is that of an alternative: no help to the reader.
+            _ if at.forms.is_some() => push(out, format!("{}{forms}", v.text)),
+            _ => push(out, format!("{} (schema path {})", v.text, v.schema_path)),
         }
     }
-    invalid
+}
+
+/// The last key of a YAML path (`rules[0].sequence.steps[1].key` → `key`).
+fn last_key(path: &str) -> &str {
+    let k = path.rsplit('.').next().unwrap_or(path);
+    k.split('[').next().unwrap_or(k)
+}
+
+/// `a string`, `a list`, ...: what a JSON value is, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "nothing (null)",
+        serde_json::Value::Bool(_) => "true/false",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+/// `node`, following its `$ref` (within `root`'s definitions).
+fn resolve_ref<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+    let mut n = node;
+    for _ in 0..16 {
+        match n.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix("#/")) {
+            Some(r) => n = r.split('/').try_fold(root, |n, seg| n.get(seg))?,
+            None => return Some(n),
+        }
+    }
+    None
+}
+
+/// Whether `value` has the JSON type some form of `node` takes (a mapping for an object form).
+fn shape_fits(root: &serde_json::Value, node: &serde_json::Value, value: &serde_json::Value, depth: usize) -> bool {
+    let Some(n) = resolve_ref(root, node) else { return false };
+    if depth > 8 {
+        return true;
+    }
+    if let Some(alts) = n.get("anyOf").or_else(|| n.get("oneOf")).and_then(|a| a.as_array()) {
+        return alts.iter().any(|a| shape_fits(root, a, value, depth + 1));
+    }
+    if let Some(all) = n.get("allOf").and_then(|a| a.as_array()) {
+        return all.iter().all(|a| shape_fits(root, a, value, depth + 1));
+    }
+    let fits = |t: &str| match t {
+        "string" => value.is_string(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        _ => true,
+    };
+    match n.get("type") {
+        Some(serde_json::Value::String(t)) => fits(t),
+        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).any(fits),
+        _ => true,
+    }
+}
+
+/// The forms a schema node accepts, in words: `a string`, `{field, transforms}`, `a list of
+/// (a string or {field, transforms})`.
+fn describe(root: &serde_json::Value, node: &serde_json::Value, depth: usize) -> String {
+    let Some(n) = resolve_ref(root, node) else { return "a value".into() };
+    if depth > 3 {
+        return "a value".into();
+    }
+    if let Some(alts) = n.get("anyOf").or_else(|| n.get("oneOf")).and_then(|a| a.as_array()) {
+        return alts.iter().map(|a| describe(root, a, depth + 1)).collect::<Vec<_>>().join(" or ");
+    }
+    if let Some([one]) = n.get("allOf").and_then(|a| a.as_array()).map(Vec::as_slice) {
+        return describe(root, one, depth + 1);
+    }
+    if let Some(vals) = n.get("enum").and_then(|e| e.as_array()) {
+        let vals: Vec<String> = vals.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect();
+        return format!("one of {}", vals.join(", "));
+    }
+    match n.get("type").and_then(|t| t.as_str()) {
+        Some("string") => "a string".into(),
+        Some("integer" | "number") => "a number".into(),
+        Some("boolean") => "true or false".into(),
+        Some("null") => "nothing".into(),
+        Some("array") => match n.get("items") {
+            Some(items) => {
+                let d = describe(root, items, depth + 1);
+                if d.contains(" or ") { format!("a list of ({d})") } else { format!("a list of {d}") }
+            }
+            None => "a list".into(),
+        },
+        Some("object") => match n.get("properties").and_then(|p| p.as_object()) {
+            Some(p) if !p.is_empty() => format!("{{{}}}", p.keys().cloned().collect::<Vec<_>>().join(", ")),
+            _ => "a mapping".into(),
+        },
+        _ => "a value".into(),
+    }
 }
 
 /// The schema node at a validator's schema path (`/properties/rules/items/properties/match`),
@@ -635,47 +867,89 @@ fn rule_id_at(json: &serde_json::Value, path: &str) -> Option<String> {
     json.get("rules")?.get(n)?.get("id")?.as_str().map(str::to_string)
 }
 
-/// Loads what can be loaded. Errors of the whole set (which include cross-file duplicates)
-/// become findings; then every file that parses on its own is merged in, keeping the first of
-/// duplicate rules and lists, so the rest of the checks still see all the good rules.
-fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> Loaded {
-    // The whole set loads: that is what `run` would use (overrides applied across files).
-    match load::load_sources(sources.clone()) {
-        Ok(all) => return all,
-        Err(errs) => out.extend(errs.0.into_iter().map(Finding::from_error)),
-    }
-    let mut merged = Loaded::default();
+/// Loads what can be loaded, with every error as a finding. A file that does not deserialize
+/// as a whole is read part by part (see [`load::load_partial`]), so its other rules are still
+/// checked and what it names still counts as existing. Of rules sharing an id only the first is
+/// kept (the duplicate is a TL002), so the later checks see each id once.
+fn load_lenient(sources: Vec<SourceFile>, out: &mut Vec<Finding>) -> (Loaded, load::Unreadable) {
+    let (mut loaded, errors, unreadable) = load::load_partial(sources);
+    out.extend(errors.into_iter().map(Finding::from_error));
     let mut ids = HashSet::new();
-    for s in sources {
-        let Ok(one) = load::load_sources(vec![s]) else { continue };
-        let file = merged.files.len();
-        merged.files.extend(one.files);
-        for (name, items) in one.lists {
-            merged.lists.entry(name).or_insert(items);
+    loaded.rules.retain(|lr| ids.insert(lr.rule.id.clone()));
+    loaded.content.retain(|lr| ids.insert(lr.rule.id.clone()));
+    (loaded, unreadable)
+}
+
+/// Removes the "unknown condition" findings (from `start` on) of `ref`s to named conditions
+/// that are written but could not be read: their own error is the finding.
+fn drop_unreadable_refs(
+    loaded: &Loaded,
+    unreadable: &std::collections::BTreeSet<String>,
+    start: usize,
+    out: &mut Vec<Finding>,
+) {
+    if unreadable.is_empty() {
+        return;
+    }
+    let mut at = HashSet::new();
+    for lr in &loaded.rules {
+        let r = &lr.rule;
+        let mut roots: Vec<(&Condition, String)> = Vec::new();
+        roots.extend(r.condition.iter().map(|c| (c, "match".to_string())));
+        roots.extend(r.except.iter().map(|c| (c, "except".to_string())));
+        for (i, st) in r.sequence.iter().flat_map(|s| s.steps.iter().enumerate()) {
+            roots.push((&st.condition, format!("sequence.steps[{i}].match")));
         }
-        for (name, c) in one.conditions {
-            merged.conditions.entry(name).or_insert(c);
-        }
-        let offset = merged.exceptions.len();
-        merged.exceptions.extend(one.exceptions.into_iter().map(|mut e| {
-            e.file = file;
-            e
-        }));
-        for mut lr in one.rules {
-            if ids.insert(lr.rule.id.clone()) {
-                lr.file = file;
-                lr.exceptions.iter_mut().for_each(|e| *e += offset);
-                merged.rules.push(lr);
-            }
-        }
-        for mut lr in one.content {
-            if ids.insert(lr.rule.id.clone()) {
-                lr.file = file;
-                merged.content.push(lr);
-            }
+        for (c, root) in roots {
+            walk(c, &root, &mut |c, path| {
+                if c.reference.as_ref().is_some_and(|n| unreadable.contains(n)) {
+                    let e = loaded.rule_error(lr, &format!("{path}.ref"), "");
+                    at.insert((e.file.display().to_string(), e.line, e.col));
+                }
+            });
         }
     }
-    merged
+    let mut i = start;
+    while i < out.len() {
+        let f = &out[i];
+        if f.code == Code::UnknownReference && at.contains(&(f.file.clone(), f.line, f.col)) {
+            out.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The parts of a file that did not deserialize, each a TL001 at the part, unless a finding
+/// already lies inside that part (the file's own parse error, or the schema's): one broken
+/// rule among many is reported once, and each broken rule is reported.
+fn unreadable_parts(loaded: &Loaded, parts: &[crate::rule::RuleError], out: &mut Vec<Finding>) {
+    let mut starts: HashMap<String, Vec<usize>> = HashMap::new();
+    for f in &loaded.files {
+        let index = crate::rule::locate::index(&f.text);
+        let mut lines: Vec<usize> = index
+            .iter()
+            .filter(|(path, _)| {
+                let top = ["rules[", "overrides[", "exceptions["]
+                    .iter()
+                    .any(|p| path.starts_with(p) && path.ends_with(']') && path.matches('[').count() == 1);
+                top || (path.starts_with("conditions.") && path.matches('.').count() == 1) || !path.contains(['.', '['])
+            })
+            .map(|(_, p)| p.line)
+            .collect();
+        lines.sort_unstable();
+        starts.insert(f.path.display().to_string(), lines);
+    }
+    let mut new = Vec::new();
+    for e in parts {
+        let file = e.file.display().to_string();
+        let end = starts.get(&file).and_then(|l| l.iter().find(|&&l| l > e.line).copied()).unwrap_or(usize::MAX);
+        let inside = |f: &Finding| f.file == file && f.line >= e.line && f.line < end;
+        if !out.iter().any(inside) {
+            new.push(Finding::from_error(e.clone()));
+        }
+    }
+    out.extend(new);
 }
 
 /// Parsers for the config's custom formats, built against `registry` so the rules compile with
@@ -817,9 +1091,78 @@ fn rule_warnings(loaded: &Loaded, lr: &LoadedRule, req: Option<&Requirement>, ou
     }
 }
 
+/// The tactic names Sigma writes as `attack.<name>`; `stealth` and `defense-impairment` are the
+/// two tactics ATT&CK v18 split Defense Evasion into, already used by SigmaHQ rules.
+const ATTACK_TACTICS: &[&str] = &[
+    "stealth",
+    "defense-impairment",
+    "initial-access",
+    "execution",
+    "persistence",
+    "privilege-escalation",
+    "defense-evasion",
+    "credential-access",
+    "discovery",
+    "lateral-movement",
+    "collection",
+    "command-and-control",
+    "exfiltration",
+    "impact",
+    "reconnaissance",
+    "resource-development",
+];
+
+/// Whether the part after `attack.` has a shape ATT&CK tooling reads: `t1190`, `t1059.001`,
+/// `ta0001`, `g0016`, `s0002` or a tactic name. Only the shape: no technique list is kept.
+fn attack_tag_ok(rest: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    // Names first: `stealth` starts like software `sNNNN`.
+    if ATTACK_TACTICS.contains(&rest) {
+        return true;
+    }
+    if let Some(id) = rest.strip_prefix("ta") {
+        return digits(id, 4) && id.starts_with("00");
+    }
+    if let Some(id) = rest.strip_prefix('t') {
+        return match id.split_once('.') {
+            Some((tech, sub)) => digits(tech, 4) && digits(sub, 3),
+            None => digits(id, 4),
+        };
+    }
+    if let Some(id) = rest.strip_prefix('g').or_else(|| rest.strip_prefix('s')) {
+        return digits(id, 4);
+    }
+    false
+}
+
+/// Tags starting `attack.` whose shape is no ATT&CK id or tactic name (TL115), with the right
+/// spelling when only the case is wrong (`attack.T1190`).
+fn attack_tags(loaded: &Loaded, lr: &LoadedRule, out: &mut Vec<Finding>) {
+    for (i, tag) in lr.rule.tags.iter().enumerate() {
+        let Some(rest) = tag.get(..7).filter(|p| p.eq_ignore_ascii_case("attack.")).map(|_| &tag[7..]) else {
+            continue;
+        };
+        if tag.starts_with("attack.") && attack_tag_ok(rest) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let hint = if attack_tag_ok(&lower) {
+            format!(" (did you mean \"attack.{lower}\"? ATT&CK tags are lower-case)")
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "malformed ATT&CK tag {tag:?}{hint}: expected attack.tNNNN, attack.tNNNN.NNN, attack.ta00NN, \
+             attack.gNNNN, attack.sNNNN or a tactic name such as attack.initial-access"
+        );
+        out.push(Finding::new(Code::AttackTag, loaded.rule_error(lr, &format!("tags[{i}]"), msg)));
+    }
+}
+
 /// Lists that no rule refers to: a warning at the list.
-fn unused_lists(loaded: &Loaded, out: &mut Vec<Finding>) {
-    let mut used = HashSet::new();
+fn unused_lists(loaded: &Loaded, unreadable_refs: &std::collections::BTreeSet<String>, out: &mut Vec<Finding>) {
+    // Lists named inside rules that could not be read are used too.
+    let mut used: HashSet<String> = unreadable_refs.iter().cloned().collect();
     let mut mark = |v: &crate::rule::Values| {
         for item in &v.0 {
             if let crate::rule::ValueItem::List { list } = item {
@@ -1087,6 +1430,17 @@ mod tests {
         assert!(!spans_fields(r"\.\*", false));
         assert!(!spans_fields(r"a.{0,20}b", false));
         assert!(!spans_fields(r"\S+", false));
+    }
+
+    #[test]
+    fn attack_tag_shapes() {
+        for ok in ["t1190", "t1059.001", "ta0001", "ta0043", "g0016", "s0002", "t9999", "initial-access", "stealth"] {
+            assert!(attack_tag_ok(ok), "{ok}");
+        }
+        for bad in ["T1190", "t190", "t9999x", "t1059.1", "t1059.0011", "ta1001", "ta001", "g16", "initial_access", ""]
+        {
+            assert!(!attack_tag_ok(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
         .flat_map(|re| re.capture_names().flatten().map(str::to_string).collect::<Vec<_>>())
         .collect();
     known.extend(captures.iter().cloned());
-    for (path, name) in used_fields(lr) {
+    for (path, name, code) in used_fields(lr) {
         if known.contains(&name) {
             continue;
         }
@@ -59,8 +59,70 @@ pub(super) fn check(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loade
             let list: Vec<&str> = captures.iter().map(String::as_str).collect();
             format!("{msg}, and the rule's extract captures only {}", list.join(", "))
         };
-        out.push(Finding::new(Code::UnknownField, loaded.rule_error(lr, &path, msg)));
+        out.push(Finding::new(code, loaded.rule_error(lr, &path, msg)));
     }
+}
+
+/// A sequence step's `key` fields that none of the step's formats produces (TL012): the
+/// step would never join. The step's formats are its `formats:`, else (with a config) those of
+/// the sources it applies to, else the fixed built-in formats.
+pub(super) fn sequence_keys(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&config::Loaded>, out: &mut Vec<Finding>) {
+    let Some(seq) = &lr.rule.sequence else { return };
+    for (s, step) in seq.steps.iter().enumerate() {
+        let formats: Vec<String> = if !step.formats.is_empty() {
+            step.formats.clone()
+        } else if let Some(c) = cfg {
+            let names: BTreeSet<String> = c
+                .config
+                .sources
+                .iter()
+                .filter(|src| step.sources.is_empty() || step.sources.contains(&src.name))
+                .filter(|src| src.kind == crate::config::SourceKind::Log || step.sources.contains(&src.name))
+                .map(|src| src.format_name().to_string())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            names.into_iter().collect()
+        } else {
+            FIXED.iter().map(|s| s.to_string()).collect()
+        };
+        let Some(known) = fields_of(&formats, cfg) else { continue };
+        let many = matches!(step.key, crate::rule::SequenceKey::Many(_));
+        for (k, f) in step.key.fields().iter().enumerate() {
+            let name = f.name();
+            if known.contains(name) {
+                continue;
+            }
+            let mut path = format!("sequence.steps[{s}].key");
+            if many {
+                path.push_str(&format!("[{k}]"));
+            }
+            if matches!(f, crate::rule::KeyField::Full { .. }) {
+                path.push_str(".field");
+            }
+            let hint = field_suggestion(name, &known).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+            let msg = format!(
+                "none of the step's formats ({}) produces key field {name:?}{hint}: the step never joins",
+                formats.join(", ")
+            );
+            out.push(Finding::new(Code::UnknownGroupField, loaded.rule_error(lr, &path, msg)));
+        }
+    }
+}
+
+/// The fields the formats produce (with `line`); `None` when one of them can carry any field
+/// (JSON, a custom format without a regex) or is unknown (a TL004 already).
+fn fields_of(formats: &[String], cfg: Option<&config::Loaded>) -> Option<BTreeSet<String>> {
+    let mut known = BTreeSet::new();
+    for f in formats {
+        match produces(f, cfg) {
+            Some(Produces::Fixed(set)) => known.extend(set),
+            _ => return None,
+        }
+    }
+    known.insert("line".to_string());
+    Some(known)
 }
 
 /// The fields the formats a rule runs on produce (with `line`), and those formats; `None` when
@@ -79,15 +141,8 @@ fn known_fields(
         Some(None) => return None, // runs nowhere: TL107 said so
         None => FIXED.iter().map(|s| s.to_string()).collect(),
     };
-    let mut known = BTreeSet::new();
-    for f in &formats {
-        match produces(f, cfg) {
-            Some(Produces::Fixed(set)) => known.extend(set),
-            // Open (JSON), or an unknown format: already a TL004.
-            _ => return None,
-        }
-    }
-    known.insert("line".to_string());
+    // None: open (JSON), or an unknown format (already a TL004).
+    let known = fields_of(&formats, cfg)?;
     Some((known, formats))
 }
 
@@ -188,8 +243,10 @@ fn produces(name: &str, cfg: Option<&config::Loaded>) -> Option<Produces> {
     })
 }
 
-/// Every field name the rule refers to, with the YAML path of the reference.
-fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
+/// Every field name the rule refers to, with the YAML path of the reference and the code of a
+/// finding about it: a test of a field that is never there is a warning (TL106), a grouping
+/// field that is never there changes what the rule counts (TL012, an error).
+fn used_fields(lr: &LoadedRule) -> Vec<(String, String, Code)> {
     let rule = &lr.rule;
     let mut out = Vec::new();
     // A sequence's steps name their own formats: its `except` (on the last step) is not
@@ -199,21 +256,26 @@ fn used_fields(lr: &LoadedRule) -> Vec<(String, String)> {
         let Some(cond) = cond else { continue };
         walk(cond, root, &mut |c, path| {
             if let Some(f) = &c.field {
-                out.push((format!("{path}.field"), f.clone()));
+                out.push((format!("{path}.field"), f.clone(), Code::UnknownField));
             }
         });
     }
     if let Some(t) = &rule.threshold {
-        out.extend(t.group_by.iter().enumerate().map(|(i, f)| (format!("threshold.group_by[{i}]"), f.clone())));
+        let group = t.group_by.iter().enumerate();
+        out.extend(group.map(|(i, f)| (format!("threshold.group_by[{i}]"), f.clone(), Code::UnknownGroupField)));
         if let Some(d) = &t.distinct {
-            out.push(("threshold.distinct".to_string(), d.clone()));
+            out.push(("threshold.distinct".to_string(), d.clone(), Code::UnknownGroupField));
         }
     }
     if let Some(g) = rule.suppress.as_ref().and_then(|s| s.group_by.as_ref()) {
-        out.extend(g.iter().enumerate().map(|(i, f)| (format!("suppress.group_by[{i}]"), f.clone())));
+        let group = g.iter().enumerate();
+        out.extend(group.map(|(i, f)| (format!("suppress.group_by[{i}]"), f.clone(), Code::UnknownGroupField)));
     }
     out.extend(
-        rule.extract.iter().enumerate().filter_map(|(i, x)| Some((format!("extract[{i}].field"), x.field.clone()?))),
+        rule.extract
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| Some((format!("extract[{i}].field"), x.field.clone()?, Code::UnknownField))),
     );
     out
 }
@@ -238,10 +300,18 @@ fn suggestion_among<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -
 
 /// With a config: `actions.xdr.rules.<id>` entries for ids no rule file defines (TL110, in the
 /// config), and rules that name the XDR action while the config does not set it up (TL111).
-pub(super) fn config_refs(loaded: &Loaded, cfg: &config::Loaded, out: &mut Vec<Finding>) {
+/// Rules that are written but could not be read (`unreadable`) still count as defined: their
+/// own error is the finding, not the settings naming them.
+pub(super) fn config_refs(
+    loaded: &Loaded,
+    unreadable: &BTreeSet<String>,
+    cfg: &config::Loaded,
+    out: &mut Vec<Finding>,
+) {
     use crate::action::xdr::ACTION_NAME;
     let xdr = cfg.config.actions.xdr.as_ref();
-    let ids: BTreeSet<String> = loaded.rules.iter().map(|r| r.rule.id.clone()).collect();
+    let mut ids: BTreeSet<String> = loaded.rules.iter().map(|r| r.rule.id.clone()).collect();
+    ids.extend(unreadable.iter().cloned());
     if let Some(x) = xdr {
         let text = crate::assets::read_to_string(&cfg.path).unwrap_or_default();
         for id in x.rules.keys().filter(|id| !ids.contains(*id)) {
