@@ -388,7 +388,7 @@ impl NatsOutput {
         let (tx, rx) = tokio::sync::mpsc::channel(def.max_in_flight);
         let shared = Arc::new(Shared::default());
         runtime.spawn(publish_task(connect, rx, Arc::clone(&shared), def.max_in_flight));
-        tracing::info!(url = %def.url, stream = %def.stream, subjects = %format!("{}.>", def.subject_prefix), partitions = def.partitions, partition_by = %def.partition_by, host = %host, "publishing events to NATS JetStream");
+        tracing::info!(url = %without_credentials(&def.url), stream = %def.stream, subjects = %format!("{}.>", def.subject_prefix), partitions = def.partitions, partition_by = %def.partition_by, host = %host, "publishing events to NATS JetStream");
         Ok(NatsOutput {
             tx,
             shared,
@@ -701,6 +701,16 @@ async fn publish_task(
     }
 }
 
+/// A server URL for the log: `nats://user:secret@host` loses its user part (credentials are
+/// never logged; the config may carry them in the URL).
+fn without_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,5 +741,12 @@ mod tests {
         assert_eq!(def.validate().unwrap_err().0, "user");
         let def: NatsDef = serde_yaml::from_str("{}").unwrap();
         assert!(def.validate().is_ok());
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_not_logged() {
+        assert_eq!(without_credentials("nats://alice:s3cret@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(without_credentials("tls://h:4222"), "tls://h:4222");
+        assert_eq!(without_credentials("u:p@h:4222"), "***@h:4222");
     }
 }
