@@ -180,7 +180,8 @@ fn examples_lint_and_test_run_the_extract() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Lint knows captured fields: `mech` and `user` are no unknown fields of syslog, but a
-    // group key that is neither captured nor parsed is, with the capture it probably meant.
+    // group key that is neither captured nor parsed is (an error: TL012), with the capture it
+    // probably meant.
     let out = trapline(&["lint", &rules]);
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("TL106"), "{text}");
@@ -192,7 +193,8 @@ fn examples_lint_and_test_run_the_extract() {
     .unwrap();
     let out = trapline(&["lint", typo.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("TL106") && text.contains("typo.yml:11:50"), "{text}");
+    assert!(text.contains("error[TL012]") && text.contains("typo.yml:11:50"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "an unknown group key is an error: {text}");
     assert!(text.contains("\"clientip\" (did you mean \"client_ip\"?)"), "{text}");
     assert!(text.contains("the rule's extract captures only client_ip, mech"), "{text}");
 }
