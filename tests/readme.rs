@@ -7,12 +7,51 @@ use trapline::engine::RuleSet;
 use trapline::parse::FieldRegistry;
 use trapline::rule::load::{SourceFile, load_sources};
 
+/// The first ```yaml block after `marker` in the README.
+fn readme_yaml(marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split(marker).nth(1).unwrap_or_else(|| panic!("README has {marker}"));
+    section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap_or_else(|| panic!("a yaml block after {marker}"))
+        .to_string()
+}
+
+/// Runs access-log `lines` through the pipeline built from `rule_paths` (one ad-hoc `combined`
+/// source), handing each detection to `on`; returns the pipeline for its counters.
+fn run_lines(
+    rule_paths: &[PathBuf],
+    lines: &[&str],
+    mut on: impl FnMut(trapline::engine::Detection),
+) -> trapline::pipeline::Pipeline {
+    use trapline::event::{Event, Origin};
+    use trapline::pipeline::{AdHoc, Pipeline, setup};
+    let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
+    let built = setup::build(None, rule_paths, &adhoc).unwrap();
+    let info = built.sources[0].info("access.log");
+    let mut p = Pipeline::new(built, 100);
+    for (n, l) in lines.iter().enumerate() {
+        let ev = Event::line(
+            l.as_bytes(),
+            Origin::Line { content: 1, offset: n as u64 * 100, line_number: n as u64 + 1 },
+            chrono::Utc::now(),
+            false,
+        );
+        p.process(0, &info, &ev, &mut |d: trapline::engine::Detection| {
+            on(d);
+            Ok(())
+        })
+        .unwrap();
+    }
+    p
+}
+
 #[test]
 fn readme_rule_example_works() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("## The rule language").nth(1).expect("README has a rule language section");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
-    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+    let yaml = readme_yaml("## The rule language");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml }])
         .unwrap_or_else(|e| panic!("README example does not load: {e}"));
     let rules = RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
         .unwrap_or_else(|e| panic!("README example does not compile: {e}"));
@@ -23,10 +62,8 @@ fn readme_rule_example_works() {
 
 #[test]
 fn readme_content_rule_example_works() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("### Content rules").nth(1).expect("README has a content rules section");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
-    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+    let yaml = readme_yaml("### Content rules");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml }])
         .unwrap_or_else(|e| panic!("README content example does not load: {e}"));
     assert_eq!(loaded.content.len(), 2);
     let set = trapline::engine::content::ContentRuleSet::compile(&loaded)
@@ -45,46 +82,26 @@ fn readme_content_rule_example_works() {
 /// two steps in order.
 #[test]
 fn readme_sequence_example_works() {
-    use trapline::event::{Event, Origin};
-    use trapline::pipeline::{AdHoc, Pipeline, setup};
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("**Sequences**").nth(1).expect("README has a sequences paragraph");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let yaml = readme_yaml("**Sequences**");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("r.yml"), format!("rules:\n{yaml}")).unwrap();
-    let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
-    let built = setup::build(None, &[dir.path().to_path_buf()], &adhoc).unwrap();
-    assert_eq!(built.rules.rules.len(), 2, "one entry per step");
-    let info = built.sources[0].info("access.log");
-    let mut p = Pipeline::new(built, 100);
     let lines = [
         "203.0.113.5 - - [10/Oct/2024:13:00:00 +0000] \"POST /wp-login.php HTTP/1.1\" 200 1 \"-\" \"-\"",
         "203.0.113.6 - - [10/Oct/2024:13:00:01 +0000] \"GET /wp-admin/ HTTP/1.1\" 200 1 \"-\" \"-\"",
         "203.0.113.5 - - [10/Oct/2024:13:00:02 +0000] \"GET /wp-admin/ HTTP/1.1\" 200 1 \"-\" \"-\"",
     ];
     let mut got = Vec::new();
-    for (n, l) in lines.iter().enumerate() {
-        let ev = Event::line(
-            l.as_bytes(),
-            Origin::Line { content: 1, offset: n as u64 * 100, line_number: n as u64 + 1 },
-            chrono::Utc::now(),
-            false,
-        );
-        p.process(0, &info, &ev, &mut |d: trapline::engine::Detection| {
-            got.push((d.source.line_number, d.fields["client_ip"].clone()));
-            Ok(())
-        })
-        .unwrap();
-    }
+    let p = run_lines(&[dir.path().to_path_buf()], &lines, |d| {
+        got.push((d.source.line_number, d.fields["client_ip"].clone()))
+    });
+    assert_eq!(p.rules().rules.len(), 2, "one entry per step");
     assert_eq!(got, [(3, "203.0.113.5".to_string())]);
 }
 
 /// The overrides example of the README applies to the shipped rules.
 #[test]
 fn readme_overrides_example_applies_to_the_shipped_rules() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("**Overrides**").nth(1).expect("README has an overrides paragraph");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let yaml = readme_yaml("**Overrides**");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("o.yml"), yaml).unwrap();
     let loaded = trapline::rule::load::load_paths(&[
@@ -103,10 +120,8 @@ fn readme_overrides_example_applies_to_the_shipped_rules() {
 /// The named-conditions example of the README compiles.
 #[test]
 fn readme_named_conditions_example_compiles() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("**Named conditions**").nth(1).expect("README has a named conditions paragraph");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
-    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml.to_string() }])
+    let yaml = readme_yaml("**Named conditions**");
+    let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text: yaml }])
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.conditions.len(), 1);
     RuleSet::compile(&loaded, &trapline::pipeline::setup::compile_options(), FieldRegistry::default())
@@ -116,10 +131,8 @@ fn readme_named_conditions_example_compiles() {
 /// The README's `extract` and JSON array examples load, compile and pass their own examples.
 #[test]
 fn readme_extract_and_json_array_examples_work() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for marker in ["**Extracting fields**", "**JSON arrays**"] {
-        let section = readme.split(marker).nth(1).unwrap_or_else(|| panic!("README has {marker}"));
-        let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+        let yaml = readme_yaml(marker);
         let text = format!("rules:\n{yaml}");
         let loaded = load_sources(vec![SourceFile { path: PathBuf::from("README.md"), text }])
             .unwrap_or_else(|e| panic!("README {marker} example does not load: {e}"));
@@ -135,40 +148,22 @@ fn readme_extract_and_json_array_examples_work() {
 /// counted under their names, the rule's own `except` under the rule's id.
 #[test]
 fn readme_exceptions_example_works() {
-    use trapline::event::{Event, Origin};
-    use trapline::pipeline::{AdHoc, Pipeline, setup};
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("**Exceptions**").nth(1).expect("README has an exceptions paragraph");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let yaml = readme_yaml("**Exceptions**");
     let dir = tempfile::tempdir().unwrap();
     // `rules: [web.*, honeypot.sqli]` needs those rules: the shipped ones next to it.
     std::fs::write(dir.path().join("r.yml"), yaml).unwrap();
     let shipped = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
-    let adhoc = [AdHoc { name: "web", format: "combined", timezone: None }];
-    let built = setup::build(None, &[shipped, dir.path().to_path_buf()], &adhoc).unwrap();
-    let info = built.sources[0].info("access.log");
-    let mut p = Pipeline::new(built, 100);
     let lines = [
         "203.0.113.5 - - [10/Oct/2024:13:00:00 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"curl/8\"",
         "192.0.2.10 - - [10/Oct/2024:13:00:01 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"curl/8\"",
         "203.0.113.5 - - [10/Oct/2024:13:00:02 +0000] \"GET /admin/ HTTP/1.1\" 200 1 \"-\" \"Pingdom.com_bot\"",
     ];
     let mut got = Vec::new();
-    for (n, l) in lines.iter().enumerate() {
-        let ev = Event::line(
-            l.as_bytes(),
-            Origin::Line { content: 1, offset: n as u64 * 100, line_number: n as u64 + 1 },
-            chrono::Utc::now(),
-            false,
-        );
-        p.process(0, &info, &ev, &mut |d: trapline::engine::Detection| {
-            if d.rule.id == "web.admin-probe" {
-                got.push(d.source.line_number);
-            }
-            Ok(())
-        })
-        .unwrap();
-    }
+    let p = run_lines(&[shipped, dir.path().to_path_buf()], &lines, |d| {
+        if d.rule.id == "web.admin-probe" {
+            got.push(d.source.line_number);
+        }
+    });
     assert_eq!(got, [1]);
     let held: Vec<(String, u64)> =
         p.detector().held_back().filter(|(_, n)| *n > 0).map(|(s, n)| (s.to_string(), n)).collect();
@@ -180,12 +175,10 @@ fn readme_exceptions_example_works() {
 /// too), and its defaults are the ones it shows.
 #[test]
 fn readme_nats_example_is_a_valid_config() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme.split("## Several machines").nth(1).expect("README has a several-machines section");
-    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let yaml = readme_yaml("## Several machines");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trapline.yml");
-    std::fs::write(&path, yaml).unwrap();
+    std::fs::write(&path, &yaml).unwrap();
     let loaded = trapline::config::Loaded::from_file(&path).unwrap_or_else(|e| panic!("{e:#}"));
     let n = loaded.config.nats.expect("a nats section");
     assert_eq!((n.partitions, n.partition_by.as_str(), n.max_in_flight, n.evaluate), (16, "client_ip", 1024, true));
