@@ -290,14 +290,7 @@ impl Reader {
              GROUP BY {col} ORDER BY count(*) DESC, {col} LIMIT ?2"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(params![since_ms, limit as i64], |r| {
-            Ok(Top {
-                name: r.get(0)?,
-                detections: r.get::<_, i64>(1)? as u64,
-                severity: severity_of(r.get(2)?),
-                last_ms: r.get(3)?,
-            })
-        })?;
+        let rows = st.query_map(params![since_ms, limit as i64], top_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -364,16 +357,7 @@ impl Reader {
             "SELECT rule, count(*), max(severity), max(event_ms) FROM detections WHERE client_ip = ?1
              GROUP BY rule ORDER BY count(*) DESC, rule LIMIT 50",
         )?;
-        let rules = st
-            .query_map([ip], |r| {
-                Ok(Top {
-                    name: r.get(0)?,
-                    detections: r.get::<_, i64>(1)? as u64,
-                    severity: severity_of(r.get(2)?),
-                    last_ms: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let rules = st.query_map([ip], top_row)?.collect::<rusqlite::Result<_>>()?;
         Ok(Attacker {
             ip: ip.to_string(),
             detections,
@@ -399,16 +383,7 @@ impl Reader {
              WHERE rule = ?1 AND event_ms >= ?2 AND client_ip IS NOT NULL AND client_ip != ''
              GROUP BY client_ip ORDER BY count(*) DESC, client_ip LIMIT 10",
         )?;
-        let attackers = st
-            .query_map(params![id, week], |r| {
-                Ok(Top {
-                    name: r.get(0)?,
-                    detections: r.get::<_, i64>(1)? as u64,
-                    severity: severity_of(r.get(2)?),
-                    last_ms: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let attackers = st.query_map(params![id, week], top_row)?.collect::<rusqlite::Result<_>>()?;
         let mut st = self.conn.prepare_cached(
             "SELECT (event_ms / 3600000) * 3600000 AS b, count(*) FROM detections
              WHERE rule = ?1 AND event_ms >= ?2 GROUP BY b ORDER BY b",
@@ -418,6 +393,16 @@ impl Reader {
             .collect::<rusqlite::Result<_>>()?;
         Ok(RuleHistory { last_hour, last_day, last_week, last_ms, attackers, timeline })
     }
+}
+
+/// A row of (name, count, max severity, last event ms) as a [`Top`] entry.
+fn top_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Top> {
+    Ok(Top {
+        name: r.get(0)?,
+        detections: r.get::<_, i64>(1)? as u64,
+        severity: severity_of(r.get(2)?),
+        last_ms: r.get(3)?,
+    })
 }
 
 fn severity_of(n: i64) -> crate::rule::Severity {
