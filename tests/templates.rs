@@ -10,18 +10,9 @@ mod xdr_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, access_line, append, trapline, wait_for};
+use common::{Daemon, access_line, append, run_status, trapline, wait_for};
 use serde_json::Value;
 use xdr_common::{XdrEnv, attack};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let o = trapline(args);
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/xdr")
@@ -63,12 +54,12 @@ fn a_misspelt_variable_fails_render_and_lint_with_file_line_and_rule() {
         let cfg = cfg.to_str().unwrap();
 
         let (code, out, err) =
-            run(&["render", "--config", cfg, "--rule", "t.pma", "--line", &attack("203.0.113.7", 1)]);
+            run_status(&["render", "--config", cfg, "--rule", "t.pma", "--line", &attack("203.0.113.7", 1)]);
         assert_ne!(code, 0, "{out}");
         let at = format!("{}:{line}:{col}", file.display());
         assert!(err.contains(&at) && err.contains("rule \"t.pma\"") && err.contains(expr), "{at}: {err}");
 
-        let (code, out, _) = run(&["lint", "--config", cfg, "--format", "json"]);
+        let (code, out, _) = run_status(&["lint", "--config", cfg, "--format", "json"]);
         assert_eq!(code, 1, "{out}");
         let findings: Vec<Value> = serde_json::from_str(&out).unwrap();
         let f = findings.iter().find(|f| f["code"] == "TL009").unwrap_or_else(|| panic!("no TL009: {out}"));
@@ -102,7 +93,7 @@ fn a_misspelling_in_the_default_templates_names_a_rule_that_renders_them() {
             + "    examples:\n      match: ['203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /phpmyadmin/?pma_password=x HTTP/1.1\" 200 1 \"-\" \"-\"']\n",
     )
     .unwrap();
-    let (code, out, _) = run(&["lint", "--config", env.config().to_str().unwrap(), "--format", "json"]);
+    let (code, out, _) = run_status(&["lint", "--config", env.config().to_str().unwrap(), "--format", "json"]);
     assert_eq!(code, 1, "{out}");
     let findings: Vec<Value> = serde_json::from_str(&out).unwrap();
     let f = findings.iter().find(|f| f["code"] == "TL009").unwrap_or_else(|| panic!("no TL009: {out}"));
@@ -123,12 +114,13 @@ fn optional_names_tested_with_is_defined_or_default_render() {
     own_template(&env, "sighting.json.j2", &text);
     let cfg = env.config();
     let line = attack("203.0.113.7", 1);
-    let (code, out, err) = run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", &line]);
+    let (code, out, err) =
+        run_status(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", &line]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     assert!(b["sightings"][0]["data"]["rows"][0][0].as_str().unwrap().contains("pma_username=root"), "{out}");
     assert_eq!(b["sightings"][0]["data"]["rows"][0][2], "none");
-    let (code, out, _) = run(&["lint", "--config", cfg.to_str().unwrap()]);
+    let (code, out, _) = run_status(&["lint", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
 
@@ -137,7 +129,7 @@ fn optional_names_tested_with_is_defined_or_default_render() {
 #[test]
 fn shipped_templates_render_for_every_shipped_rule() {
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("trapline.yml");
-    let (code, out, err) = run(&["lint", "--config", cfg.to_str().unwrap(), "--format", "json"]);
+    let (code, out, err) = run_status(&["lint", "--config", cfg.to_str().unwrap(), "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let findings: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert!(findings.iter().all(|f| f["code"] != "TL009"), "{out}");
@@ -164,14 +156,14 @@ fn render_takes_a_log_that_fires_a_threshold_or_sequence_rule() {
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
     let log = log.to_str().unwrap();
 
-    let (code, _, err) = run(&["render", "--config", cfg, "--rule", "t.burst"]);
+    let (code, _, err) = run_status(&["render", "--config", cfg, "--rule", "t.burst"]);
     assert_eq!(code, 2, "--line or --file is required: {err}");
     // A single line cannot fire a threshold rule: the message says what to do instead.
-    let (code, _, err) = run(&["render", "--config", cfg, "--rule", "t.burst", "--line", &lines[0]]);
+    let (code, _, err) = run_status(&["render", "--config", cfg, "--rule", "t.burst", "--line", &lines[0]]);
     assert_eq!(code, 1);
     assert!(err.contains("--file"), "{err}");
 
-    let (code, out, err) = run(&["render", "--config", cfg, "--rule", "t.burst", "--file", log]);
+    let (code, out, err) = run_status(&["render", "--config", cfg, "--rule", "t.burst", "--file", log]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     let s = &b["sightings"][0];
@@ -179,7 +171,7 @@ fn render_takes_a_log_that_fires_a_threshold_or_sequence_rule() {
     assert_eq!(s["observed_time"]["start_time"], "2024-10-10T13:00:04.000Z");
     assert!(s["short_description"].as_str().unwrap().ends_with(":5"), "{s}");
 
-    let (code, out, err) = run(&["render", "--config", cfg, "--rule", "t.abc", "--file", log]);
+    let (code, out, err) = run_status(&["render", "--config", cfg, "--rule", "t.abc", "--file", log]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(b["sightings"][0]["data"]["rows"][0][0], lines[3].as_str());
@@ -188,7 +180,8 @@ fn render_takes_a_log_that_fires_a_threshold_or_sequence_rule() {
     // A log that does not fire the rule.
     let quiet = env.root.join("quiet.log");
     std::fs::write(&quiet, format!("{}\n", lines[0])).unwrap();
-    let (code, _, err) = run(&["render", "--config", cfg, "--rule", "t.burst", "--file", quiet.to_str().unwrap()]);
+    let (code, _, err) =
+        run_status(&["render", "--config", cfg, "--rule", "t.burst", "--file", quiet.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("no line of") && err.contains("quiet.log"), "{err}");
 }
@@ -230,7 +223,7 @@ fn a_rules_own_templates_reload_while_running_and_a_broken_edit_shows_in_status(
     let v1 = sighting_with("(rule.title ~ \" from \" ~ ip)", "(\"V1 \" ~ rule.title ~ \" from \" ~ ip)");
     let file = own_template(&env, "sighting.json.j2", &v1);
     let cfg = env.config();
-    let status = || run(&["status", "--config", cfg.to_str().unwrap()]);
+    let status = || run_status(&["status", "--config", cfg.to_str().unwrap()]);
     let mut d = Daemon::start(&cfg);
     append(&env.log(), &[attack("203.0.113.7", 1)]);
     assert!(wait_for(Duration::from_secs(15), || queued(&env).len() == 1), "{}", d.stderr());
@@ -303,14 +296,21 @@ fn a_rules_own_templates_are_checked_with_its_kind_of_detection() {
     std::fs::write(env.config(), with("t.burst")).unwrap();
     let c = env.config();
     let (code, out, err) =
-        run(&["render", "--config", c.to_str().unwrap(), "--rule", "t.burst", "--file", log.to_str().unwrap()]);
+        run_status(&["render", "--config", c.to_str().unwrap(), "--rule", "t.burst", "--file", log.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(b["sightings"][0]["title"], "404 burst (3 within 60.0s) from 198.51.100.1");
 
     std::fs::write(env.config(), with("t.pma")).unwrap();
-    let (code, _, err) =
-        run(&["render", "--config", c.to_str().unwrap(), "--rule", "t.pma", "--line", &attack("203.0.113.7", 1)]);
+    let (code, _, err) = run_status(&[
+        "render",
+        "--config",
+        c.to_str().unwrap(),
+        "--rule",
+        "t.pma",
+        "--line",
+        &attack("203.0.113.7", 1),
+    ]);
     assert_ne!(code, 0);
     assert!(
         err.contains("sighting.json.j2:") && err.contains("rule \"t.pma\"") && err.contains("detection.threshold"),

@@ -7,30 +7,23 @@ mod xdr_common;
 
 use std::time::Duration;
 
-use common::{Daemon, append, trapline};
+use common::{Daemon, append, run_status, trapline};
 use serde_json::{Value, json};
 use xdr_common::{Sandbox, XdrEnv, attack, http_with, wait_delivered};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let o = trapline(args);
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into(),
-        String::from_utf8_lossy(&o.stderr).into(),
-    )
-}
 
 #[test]
 fn render_prints_the_bundle_that_would_be_sent() {
     let env = XdrEnv::new("http://127.0.0.1:9", "");
     let cfg = env.config();
     let line = attack("203.0.113.7", 5);
-    let (code, out, err) = run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", &line]);
+    let (code, out, err) =
+        run_status(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", &line]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(b["incidents"][0]["title"], "Attack from 203.0.113.7: phpMyAdmin login attempt");
     assert_eq!(b["sightings"][0]["observed_time"]["start_time"], "2024-10-10T13:00:05.000Z");
-    let (code, _, err) = run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", "nothing"]);
+    let (code, _, err) =
+        run_status(&["render", "--config", cfg.to_str().unwrap(), "--rule", "t.pma", "--line", "nothing"]);
     assert_eq!(code, 1, "{err}");
 }
 
@@ -38,8 +31,15 @@ fn render_prints_the_bundle_that_would_be_sent() {
 fn shipped_config_renders_the_honeypot_incident() {
     let line = "203.0.113.7 - - [10/Oct/2024:13:55:36 +0000] \"GET /phpMyAdmin/index.php?pma_username=root&pma_password=toor HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0\"";
     let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("trapline.yml");
-    let (code, out, err) =
-        run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "honeypot.phpmyadmin-login", "--line", line]);
+    let (code, out, err) = run_status(&[
+        "render",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--rule",
+        "honeypot.phpmyadmin-login",
+        "--line",
+        line,
+    ]);
     assert_eq!(code, 0, "{err}");
     let b: Value = serde_json::from_str(&out).unwrap();
     let i = &b["incidents"][0];
@@ -65,7 +65,7 @@ fn check_and_purge_against_the_sandbox() {
     let env = XdrEnv::new(&sb.url(), "");
     let cfg = env.config();
     let cfg = cfg.to_str().unwrap();
-    let (code, out, err) = run(&["xdr", "check", "--config", cfg]);
+    let (code, out, err) = run_status(&["xdr", "check", "--config", cfg]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("token: ok") && out.contains("0 incidents"), "{out}");
 
@@ -85,11 +85,11 @@ fn check_and_purge_against_the_sandbox() {
     );
     assert_eq!(s, 200);
 
-    let (code, out, _) = run(&["xdr", "purge", "--config", cfg]);
+    let (code, out, _) = run_status(&["xdr", "purge", "--config", cfg]);
     assert_eq!(code, 0);
     assert!(out.contains("incidents: 2 would be deleted") && out.contains("sightings: 5 would be deleted"), "{out}");
     assert_eq!(sb.entities("incidents").len(), 3, "dry run deletes nothing");
-    let (code, out, err) = run(&["xdr", "purge", "--yes", "--config", cfg]);
+    let (code, out, err) = run_status(&["xdr", "purge", "--yes", "--config", cfg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("relationships: 5 deleted") && out.contains("incidents: 2 deleted"), "{out}");
     assert_eq!(sb.entities("incidents").len(), 1);
@@ -98,7 +98,7 @@ fn check_and_purge_against_the_sandbox() {
     // Wrong credentials: check fails, and the secret is not printed.
     let bad = std::fs::read_to_string(env.config()).unwrap().replace("s3cret-value", "wrong-secret");
     std::fs::write(env.config(), bad).unwrap();
-    let (code, out, err) = run(&["xdr", "check", "--config", cfg]);
+    let (code, out, err) = run_status(&["xdr", "check", "--config", cfg]);
     assert_eq!(code, 1, "{out}");
     assert!(err.contains("token") && !err.contains("wrong-secret") && !out.contains("wrong-secret"), "{err}");
 }
@@ -291,8 +291,15 @@ fn targets_come_from_what_was_attacked() {
     let request =
         "\"GET /phpMyAdmin/index.php?pma_username=root&pma_password=toor HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0\"";
     let render = |line: &str| {
-        let (code, out, err) =
-            run(&["render", "--config", cfg.to_str().unwrap(), "--rule", "honeypot.phpmyadmin-login", "--line", line]);
+        let (code, out, err) = run_status(&[
+            "render",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rule",
+            "honeypot.phpmyadmin-login",
+            "--line",
+            line,
+        ]);
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()
     };

@@ -17,6 +17,16 @@ pub fn trapline(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("run trapline")
 }
 
+/// `trapline` with `args`: (exit code, stdout, stderr).
+pub fn run_status(args: &[&str]) -> (i32, String, String) {
+    let o = trapline(args);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
 /// `trapline` with `input` on its standard input.
 pub fn trapline_stdin(args: &[&str], input: &[u8]) -> Output {
     use std::io::Write;
