@@ -23,9 +23,12 @@
 //!   (many), each giving the [`content::ContentMatch`]es (rule id, severity, offset, excerpt).
 //!   `trapline sweep` is a walk over trees around it.
 //! - [`action`]: what happens to a detection (the JSON-lines log, the console, Cisco XDR),
-//!   behind one registry; transient failures retried, never skipped.
-//! - [`authoring`]: explain, example coverage and lint proofs for rule authors, kept out of
-//!   the per-line path.
+//!   behind one registry; transient failures retried, never skipped. The NATS output sits in
+//!   the same registry: it publishes every event (not detections) to JetStream for other
+//!   machines, under the same contract (durable before a checkpoint passes it).
+//! - [`authoring`]: explain (every condition's verdict and position), example coverage, lint
+//!   proofs, the fixture model and the Sigma import, for rule authors, kept out of the
+//!   per-line path.
 //! - [`rollup`]: one activity record per attacker (opened, escalated, closed) instead of one
 //!   alert per line.
 //! - [`pipeline`]: events → detections → a sink, the one path every command uses, plus the
@@ -34,8 +37,9 @@
 //!   engine state, status.
 //! - [`history`]: every detection of `run` in SQLite, written off the reading thread, for
 //!   `trapline history` and the dashboard.
-//! - [`http`]: what `run` serves when asked: Prometheus metrics, the history and the live
-//!   feed as JSON, behind a bearer token, on loopback.
+//! - [`http`]: what `run` serves when asked: the dashboard (live feed, attacker and rule
+//!   pages, web-root changes to accept), Prometheus metrics and the history as JSON, behind a
+//!   bearer token or a user's session; loopback, or any address with TLS.
 //! - [`shutdown`]: the one stop signal of the process.
 //! - [`sandbox`]: local stand-ins of external services (Cisco XDR) for tests and demos.
 //! - [`config`]: `trapline.yml`, the sources, directories and action settings.

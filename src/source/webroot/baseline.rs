@@ -12,7 +12,7 @@
 //! baseline from disk: the flag is inside the seal, so removing it breaks the seal again.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -468,7 +468,8 @@ fn xor_into(acc: &mut [u8; 32], mac: &[u8; 32]) {
     }
 }
 
-/// Reads the key, or creates it (mode 0600, 32 bytes from the kernel's random source).
+/// Reads the key, or creates it (mode 0600, 32 bytes from the kernel's random source, as
+/// every secret of trapline).
 /// Returns whether it was created now.
 fn load_key(path: &Path) -> Result<(Vec<u8>, bool)> {
     match std::fs::read(path) {
@@ -478,9 +479,8 @@ fn load_key(path: &Path) -> Result<(Vec<u8>, bool)> {
         Err(e) => return Err(e).with_context(|| format!("cannot read baseline key {}", path.display())),
     }
     let mut key = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .context("cannot read /dev/urandom for the baseline key")?;
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("cannot read the kernel's random source for the baseline key: {e}"))?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
