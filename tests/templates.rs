@@ -10,7 +10,7 @@ mod xdr_common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, access_line, append, run_status, trapline, wait_for};
+use common::{Daemon, access_line, append, run_status, wait_for};
 use serde_json::Value;
 use xdr_common::{XdrEnv, attack};
 

@@ -7,7 +7,7 @@ mod xdr_common;
 
 use std::time::Duration;
 
-use common::{Daemon, append, run_status, trapline};
+use common::{Daemon, append, run_status};
 use serde_json::{Value, json};
 use xdr_common::{Sandbox, XdrEnv, attack, http_with, wait_delivered};
 
