@@ -4,10 +4,11 @@
 //! - Runs on the daemon's tokio runtime; the reading thread only hands it detections through
 //!   a broadcast channel (and serialises them only while someone listens) and metric
 //!   snapshots at its ticks ([`metrics`]).
-//! - **Access**: every endpoint wants `Authorization: Bearer <token>`. The token comes from
-//!   `TRAPLINE_HTTP_TOKEN`, else from `http.token_file`, else from `state_dir/http.token`,
-//!   created (random, mode 0600) at the first start. It is compared in constant time and
-//!   never logged.
+//! - **Access**: every endpoint wants `Authorization: Bearer <token>` or the session cookie
+//!   of a log-in (with the token, or as one of `http.users`: [`ui`], [`users`]). The token
+//!   comes from `TRAPLINE_HTTP_TOKEN`, else from `http.token_file`, else from
+//!   `state_dir/http.token`, created (random, mode 0600) at the first start. It is compared
+//!   in constant time and never logged.
 //! - **TLS** ([`tls`]) with a configured certificate; without one, a non-loopback `listen` is
 //!   refused. The `Host` header must name the listening address, `localhost` or a configured
 //!   host name, so a web page elsewhere cannot reach the API through DNS rebinding.
@@ -46,8 +47,8 @@ pub const TOKEN_FILE: &str = "http.token";
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpDef {
-    /// Address to serve on, e.g. `127.0.0.1:9100`. Absent: no HTTP server. Loopback
-    /// addresses only (no TLS yet).
+    /// Address to serve on, e.g. `127.0.0.1:9100`. Absent: no HTTP server. A non-loopback
+    /// address needs `tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     /// File holding the access token (first line). Default: `TRAPLINE_HTTP_TOKEN`, else
