@@ -273,6 +273,8 @@ fn status_tells_a_stopped_daemon_from_a_running_one() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.starts_with(&format!("pid {pid} since")), "{stdout}");
+    // Each configured source on a line of its own, with what it read.
+    assert!(stdout.lines().any(|l| l.starts_with("  source ") && l.contains(" lines (")), "{stdout}");
 
     d.signal("TERM");
     let out = status();
