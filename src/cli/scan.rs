@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::Args;
-use rayon::prelude::*;
 
 use super::setup::InputArgs;
 use crate::action::console::Console;
@@ -49,6 +48,9 @@ pub struct ScanArgs {
 /// Bytes per block handed to one matching thread.
 const BLOCK: usize = 256 << 10;
 
+/// A block being matched: its result arrives on the receiver.
+type Pending = std::io::Result<crossbeam_channel::Receiver<(Block, BlockHits)>>;
+
 pub fn scan(a: ScanArgs) -> Result<i32> {
     let (cfg, _, setup) = a.input.setup("scan")?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads.unwrap_or(0)).build()?;
@@ -65,54 +67,62 @@ pub fn scan(a: ScanArgs) -> Result<i32> {
         let path = file.display().to_string();
         let info = source.info(&path);
         let content = xxhash_rust::xxh3::xxh3_64(path.as_bytes());
-        // Two stages, overlapped: a producer thread reads batches of blocks and matches them
-        // in parallel; this thread applies thresholds and suppression to the hits, in file
-        // order, while the next batch is being matched.
-        let (tx, rx) = crossbeam_channel::bounded::<std::io::Result<(Vec<Block>, Vec<BlockHits>)>>(2);
-        let batch_len = pool.current_num_threads() * 4;
+        // Two stages, overlapped: a reader thread reads blocks and hands each to the pool to
+        // be matched, as a task of its own; this thread applies thresholds and suppression to
+        // the hits, in file order, as each block's result arrives. There is no batch barrier:
+        // the pool always has blocks queued, so a matching thread never idles while the
+        // other finishes a batch, and this thread's work shares the cores with it.
+        let in_flight = pool.current_num_threads() * 4;
+        let (tx, rx) = crossbeam_channel::bounded::<Pending>(in_flight);
+        // Blocks done with go back to the reader, whose next block reuses their buffer.
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<Vec<u8>>(in_flight + 2);
+        let scratches = std::sync::Mutex::new(Vec::new());
         let max_line = a.max_line_bytes;
         std::thread::scope(|scope| -> Result<()> {
             // Owned by each side, so that either side finishing (or failing) ends the other:
             // a dropped sender ends the receiving loop, a dropped receiver fails the send.
             let rx = rx;
-            scope.spawn(|| {
+            let (reader, scratches, pool) = (&mut reader, &scratches, &pool);
+            scope.spawn(move || {
                 let tx = tx;
-                loop {
-                    let mut blocks = Vec::new();
-                    for _ in 0..batch_len {
-                        match reader.next_block(BLOCK) {
-                            Ok(Some(b)) => blocks.push(b),
-                            Ok(None) => break,
+                pool.in_place_scope(|tasks| {
+                    loop {
+                        let reuse = done_rx.try_recv().unwrap_or_default();
+                        let b = match reader.next_block_in(BLOCK, reuse) {
+                            Ok(Some(b)) => b,
+                            Ok(None) => return,
                             Err(e) => {
                                 let _ = tx.send(Err(e));
                                 return;
                             }
+                        };
+                        let (one_tx, one_rx) = crossbeam_channel::bounded(1);
+                        // In file order: the receiver takes results in the order blocks were read.
+                        if tx.send(Ok(one_rx)).is_err() {
+                            return;
                         }
+                        tasks.spawn(move |_| {
+                            let mut s =
+                                scratches.lock().ok().and_then(|mut v| v.pop()).unwrap_or_else(|| rules.scratch());
+                            let hits = batch::match_block(rules, source, &b, max_line, &mut s);
+                            if let Ok(mut v) = scratches.lock() {
+                                v.push(s);
+                            }
+                            let _ = one_tx.send((b, hits));
+                        });
                     }
-                    if blocks.is_empty() {
-                        return;
-                    }
-                    let results: Vec<BlockHits> = pool.install(|| {
-                        blocks
-                            .par_iter()
-                            .map_init(|| rules.scratch(), |s, b| batch::match_block(rules, source, b, max_line, s))
-                            .collect()
-                    });
-                    if tx.send(Ok((blocks, results))).is_err() {
-                        return;
-                    }
-                }
+                });
             });
             let mut printer = |d: Detection| -> Result<()> { print(&mut stdout, &console, &d, a.json) };
             // Quiet, only the counts are printed: no detection needs building.
             let sink: &mut dyn DetectionSink = if a.quiet { &mut CountOnly } else { &mut printer };
             for msg in rx.iter() {
-                let (blocks, results) = msg.with_context(|| format!("cannot read {}", file.display()))?;
-                let arrival = Utc::now();
-                for (b, r) in blocks.iter().zip(&results) {
-                    bytes += b.data.len() as u64;
-                    pipeline.decide_block(0, &info, b, r, content, arrival, sink)?;
-                }
+                let one = msg.with_context(|| format!("cannot read {}", file.display()))?;
+                // A task that panicked dropped its sender: stop rather than skip its lines.
+                let (b, r) = one.recv().context("matching a block failed")?;
+                bytes += b.data.len() as u64;
+                pipeline.decide_block(0, &info, &b, &r, content, Utc::now(), sink)?;
+                let _ = done_tx.try_send(b.data);
             }
             Ok(())
         })?;

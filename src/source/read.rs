@@ -66,19 +66,36 @@ impl BlockReader {
 
     /// The next block of about `target` bytes (more if a single line is longer), or `None`.
     pub fn next_block(&mut self, target: usize) -> io::Result<Option<Block>> {
-        let mut data = std::mem::take(&mut self.carry);
-        let mut buf = vec![0u8; 64 << 10];
+        self.next_block_in(target, Vec::new())
+    }
+
+    /// [`BlockReader::next_block`] into `reuse`, the buffer of a block done with: `scan`
+    /// hands its blocks back, so a long input does not fault in fresh pages for every block.
+    pub fn next_block_in(&mut self, target: usize, mut reuse: Vec<u8>) -> io::Result<Option<Block>> {
+        // The carried partial line goes first, then reads straight into the block's own
+        // buffer (no intermediate copy).
+        reuse.clear();
+        reuse.extend_from_slice(&self.carry);
+        self.carry.clear();
+        let mut data = reuse;
         while !self.eof && data.len() < target {
-            let n = match self.inner.read(&mut buf) {
+            let len = data.len();
+            let want = (target - len).max(64 << 10);
+            data.resize(len + want, 0);
+            let r = self.inner.read(&mut data[len..]);
+            let n = match r {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    data.truncate(len);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            data.truncate(len + n);
             if n == 0 {
                 self.eof = true;
                 break;
             }
-            data.extend_from_slice(&buf[..n]);
         }
         if data.is_empty() {
             return Ok(None);
@@ -87,7 +104,10 @@ impl BlockReader {
             // Keep the partial last line for the next block; if there is no newline at all,
             // read on until one arrives (the line cap is applied per line by the caller).
             match memchr::memrchr(b'\n', &data) {
-                Some(i) => self.carry = data.split_off(i + 1),
+                Some(i) => {
+                    self.carry.extend_from_slice(&data[i + 1..]);
+                    data.truncate(i + 1);
+                }
                 None => {
                     self.carry = data;
                     return self.next_block(self.carry.len() + target);
