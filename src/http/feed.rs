@@ -172,12 +172,7 @@ impl Default for Feed {
 impl Feed {
     pub fn new() -> Feed {
         let (live, _) = broadcast::channel(BACKLOG);
-        Feed {
-            live,
-            pending: Mutex::default(),
-            wake: Notify::new(),
-            ring: Mutex::default(),
-        }
+        Feed { live, pending: Mutex::default(), wake: Notify::new(), ring: Mutex::default() }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Batch> {

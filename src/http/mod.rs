@@ -579,11 +579,7 @@ async fn events(State(s): State<Arc<Shared>>) -> Response {
             return Some((Ok::<_, std::convert::Infallible>(frame), (rx, guard, expected)));
         }
     });
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
