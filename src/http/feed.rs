@@ -180,24 +180,27 @@ impl Feed {
     }
 
     /// Hands a detection to the feed: its row for the next tick and its full JSON for
-    /// `/api/detection`. Nothing is serialised when no one listens.
+    /// `/api/detection`. Nothing is serialised when no one listens, nor for a row that a full
+    /// tick would drop.
     pub fn publish(&self, d: &Detection) {
         if self.live.receiver_count() == 0 {
             return;
         }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Numbered under the lock, with the row queued under it too, so that a tick's range
+        // and its rows agree: a row refused here shows up as missed, never as a false gap.
+        p.next += 1;
+        if p.rows.len() >= TICK_ROWS {
+            return;
+        }
+        let Ok(row) = serde_json::to_string(&Row::of(d)) else { return };
+        p.rows.push(row);
+        let first = p.rows.len() == 1;
+        drop(p);
         if let Ok(full) = serde_json::to_string(d) {
             self.remember(&d.key, full.into());
         }
-        let Ok(row) = serde_json::to_string(&Row::of(d)) else { return };
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.next += 1;
-        if p.rows.len() >= TICK_ROWS {
-            // Counted through the sequence numbers: the clients see it as missed.
-            return;
-        }
-        p.rows.push(row);
-        if p.rows.len() == 1 {
-            drop(p);
+        if first {
             self.wake.notify_one();
         }
     }
@@ -341,6 +344,7 @@ mod tests {
         assert_eq!(frame_for(b2.clone(), Some(b.end)), b2.frame, "nothing missed");
         assert!(frame_for(b2, Some(0)).starts_with(b"event: lagged\ndata: 1029\n\n"), "the skipped batch counted");
         assert!(f.recent("k3").unwrap().contains("\"line\""));
+        assert!(f.recent(&format!("k{}", TICK_ROWS + 2)).is_none(), "a refused row is not serialised at all");
         assert!(f.recent("z").is_some());
     }
 
