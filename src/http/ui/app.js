@@ -186,9 +186,7 @@ async function drawAttacker(ip, rows, recent) {
   const raw = await Promise.all(rows.slice(0, 30).map(async (d) => {
     if (typeof d.line === "string") return d.line;
     try {
-      const full = await fetchDetection(d.key);
-      d.line = full.line || "";
-      return d.line;
+      return (await fetchDetection(d.key)).line || "";
     } catch (_) {
       return d.excerpt || "";
     }
