@@ -232,9 +232,24 @@ fn prune(conn: &Connection, def: &HistoryDef) -> Result<()> {
 pub struct Query {
     pub ip: Option<String>,
     pub rule: Option<String>,
+    /// One detection by its idempotency key (unique in the table).
+    pub key: Option<String>,
     /// Event time at or after this (ms since the epoch).
     pub since_ms: Option<i64>,
     pub limit: usize,
+}
+
+/// Detections by address, rule and time (`?5`, the key, is NULL).
+const FILTERED: &str = "SELECT json FROM detections
+     WHERE (?1 IS NULL OR client_ip = ?1) AND (?2 IS NULL OR rule = ?2) AND event_ms >= ?3 AND ?5 IS NULL
+     ORDER BY event_ms DESC, id DESC LIMIT ?4";
+/// The same with a key.
+const BY_KEY: &str = "SELECT json FROM detections
+     WHERE key = ?5 AND (?1 IS NULL OR client_ip = ?1) AND (?2 IS NULL OR rule = ?2) AND event_ms >= ?3
+     ORDER BY event_ms DESC, id DESC LIMIT ?4";
+
+fn params_of(q: &Query) -> impl rusqlite::Params + '_ {
+    (q.ip.as_deref(), q.rule.as_deref(), q.since_ms.unwrap_or(i64::MIN), q.limit.max(1) as i64, q.key.as_deref())
 }
 
 /// The reading side: `trapline history`, the dashboard.
@@ -266,19 +281,26 @@ impl Reader {
 
     /// Detections matching `q`, newest first, as the JSON the log writes.
     pub fn detections(&self, q: &Query) -> Result<Vec<serde_json::Value>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT json FROM detections
-             WHERE (?1 IS NULL OR client_ip = ?1) AND (?2 IS NULL OR rule = ?2) AND event_ms >= ?3
-             ORDER BY event_ms DESC, id DESC LIMIT ?4",
-        )?;
-        let rows = st.query_map(params![q.ip, q.rule, q.since_ms.unwrap_or(i64::MIN), q.limit.max(1) as i64], |r| {
-            r.get::<_, String>(0)
-        })?;
         let mut out = Vec::new();
-        for r in rows {
-            out.push(serde_json::from_str(&r?)?);
+        for r in self.detection_texts(q)? {
+            out.push(serde_json::from_str(&r)?);
         }
         Ok(out)
+    }
+
+    /// The JSON text of the detections matching `q`, newest first.
+    fn detection_texts(&self, q: &Query) -> Result<Vec<String>> {
+        // With a key, a statement of its own: `key = ?` as a term of its own is what lets
+        // SQLite use the key's unique index (a `?5 IS NULL OR key = ?5` would scan the table).
+        let mut st = self.conn.prepare_cached(if q.key.is_some() { BY_KEY } else { FILTERED })?;
+        let rows = st.query_map(params_of(q), |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One detection by its key, as the JSON the log writes (the text as stored).
+    pub fn detection(&self, key: &str) -> Result<Option<String>> {
+        let q = Query { key: Some(key.to_string()), limit: 1, ..Default::default() };
+        Ok(self.detection_texts(&q)?.pop())
     }
 
     /// The attackers (`by_ip`) or rules with the most detections since `since_ms`.
@@ -451,6 +473,14 @@ mod tests {
         assert!(
             r.detections(&Query { ip: Some("192.0.2.1".into()), limit: 10, ..Default::default() }).unwrap().is_empty()
         );
+        let one = r.detection("k3").unwrap().unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&one).unwrap()["key"], "k3");
+        assert!(r.detection("old").unwrap().is_none(), "pruned");
+        let q = Query { key: Some("k2".into()), limit: 10, ..Default::default() };
+        assert_eq!(r.detections(&q).unwrap().len(), 1);
+        let plan: String =
+            r.conn.query_row(&format!("EXPLAIN QUERY PLAN {BY_KEY}"), params_of(&q), |row| row.get(3)).unwrap();
+        assert!(plan.contains("USING INDEX"), "a key is found through its unique index: {plan}");
     }
 
     #[test]

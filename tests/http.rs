@@ -1,6 +1,7 @@
 //! The HTTP side of `trapline run` over loopback: the token on every endpoint, the Host
-//! check, the live feed (server-sent events) of a line appended to a tailed file, the history
-//! (API and `trapline history`), Prometheus metrics, and the refused non-loopback address.
+//! check, the live feed (server-sent events, compact rows) of a line appended to a tailed
+//! file and the whole detection behind a row, the history (API and `trapline history`),
+//! Prometheus metrics, and the refused non-loopback address.
 
 mod common;
 
@@ -44,7 +45,7 @@ fn api_metrics_and_live_feed_behind_the_token() {
     assert!(!d.stderr().contains(TOKEN), "the token is never logged");
 
     // Refused: no token, a wrong one, a foreign Host (DNS rebinding).
-    for path in ["/metrics", "/api/detections", "/api/events", "/api/top", "/api/status"] {
+    for path in ["/metrics", "/api/detections", "/api/events", "/api/top", "/api/status", "/api/detection?id=0"] {
         assert_eq!(request(&addr, path, &addr, None).0, 401, "{path}");
         assert_eq!(request(&addr, path, &addr, Some("s3cret-token-for-test")).0, 401, "{path}");
         assert_eq!(request(&addr, path, "evil.example:80", Some(TOKEN)).0, 421, "{path}");
@@ -70,7 +71,7 @@ fn api_metrics_and_live_feed_behind_the_token() {
             break;
         }
         if let Some(json) = line.strip_prefix("data: ") {
-            // An event is a JSON array of the detections of a short interval.
+            // An event is a JSON array of the rows of the detections of a short interval.
             let list = serde_json::from_str::<serde_json::Value>(json.trim()).unwrap();
             data = Some(list[0].clone());
             break;
@@ -78,8 +79,9 @@ fn api_metrics_and_live_feed_behind_the_token() {
     }
     let data = data.unwrap_or_else(|| panic!("no event on the live feed:\n{}", d.stderr()));
     assert!(appended.elapsed() < Duration::from_secs(2), "in the feed within 2 s: {:?}", appended.elapsed());
-    assert_eq!(data["rule"]["id"], "t.xss");
-    assert_eq!(data["fields"]["client_ip"], "203.0.113.66");
+    assert_eq!(data["rule"], "t.xss");
+    assert_eq!(data["client_ip"], "203.0.113.66");
+    assert_eq!(data["excerpt"], format!("GET {hostile} HTTP/1.1"), "log text stays data");
 
     // The history, through the API and the command line.
     assert!(wait_for(Duration::from_secs(5), || {
@@ -119,6 +121,156 @@ fn api_metrics_and_live_feed_behind_the_token() {
     );
     let (_, body) = request(&addr, "/metrics", &addr, Some(TOKEN));
     assert!(!body.contains("203.0.113.66"), "no per-address series");
+}
+
+/// Reads the live feed until an event `detections` arrives; its rows and the raw `data:` line.
+fn next_rows(feed: &mut BufReader<TcpStream>, within: Duration) -> Option<(Vec<serde_json::Value>, String)> {
+    let start = Instant::now();
+    let mut line = String::new();
+    let mut event = String::new();
+    while start.elapsed() < within {
+        line.clear();
+        if feed.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.trim().to_string();
+        } else if let Some(json) = line.strip_prefix("data: ")
+            && event == "detections"
+        {
+            return Some((serde_json::from_str(json.trim()).unwrap(), json.trim().to_string()));
+        }
+    }
+    None
+}
+
+fn open_feed(addr: &str) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").unwrap();
+    let mut feed = BufReader::new(s);
+    let mut first = String::new();
+    feed.read_line(&mut first).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The server counts the client once the stream runs.
+    std::thread::sleep(Duration::from_millis(200));
+    feed
+}
+
+#[test]
+fn the_feed_carries_compact_rows_and_the_whole_detection_is_fetched_by_its_key() {
+    let (_d, p) = project(Some(RULE), &config("127.0.0.1:0"));
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let addr = d.http_addr();
+    let get = |path: &str, token: Option<&str>| request(&addr, path, &addr, token);
+
+    // A detection made while no one watched the feed: only the history has it.
+    append(&p.join("logs/access.log"), &[access_line("192.0.2.40", 1, "/old%3Cscript%3E", 200)]);
+    let mut old: Vec<serde_json::Value> = Vec::new();
+    assert!(wait_for(Duration::from_secs(10), || {
+        old = serde_json::from_str(&get("/api/detections?ip=192.0.2.40", Some(TOKEN)).1).unwrap_or_default();
+        !old.is_empty()
+    }));
+    let old_key = old[0]["key"].as_str().unwrap().to_string();
+    let (status, body) = get(&format!("/api/detection?id={old_key}"), Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), old[0], "from the history");
+
+    // A hostile, long request on a virtual host: its row is small, bounded and escaped.
+    let mut feed = open_feed(&addr);
+    let target = format!("/x/<script>alert(\\\"é\\\")</script>\\\"><img/src=x/onerror=alert(1)>{}", "é".repeat(150));
+    let line = format!(
+        "www.example.org:443 {}",
+        access_line("203.0.113.77", 2, &target, 200)
+            .replace("\"Mozilla/5.0\"", &format!("\"Mozilla/5.0 {}\"", "z".repeat(400)))
+    );
+    append(&p.join("logs/access.log"), &[line]);
+    let (rows, raw) = next_rows(&mut feed, Duration::from_secs(5)).unwrap_or_else(|| panic!("{}", d.stderr()));
+    assert_eq!(rows.len(), 1, "{raw}");
+    let row = &rows[0];
+    let mut keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["class", "client_ip", "cut", "excerpt", "host", "key", "rule", "severity", "source", "time"],
+        "{row}"
+    );
+    assert_eq!(
+        (row["rule"].as_str(), row["severity"].as_str(), row["class"].as_str()),
+        (Some("t.xss"), Some("high"), Some("xss"))
+    );
+    assert_eq!((row["client_ip"].as_str(), row["host"].as_str()), (Some("203.0.113.77"), Some("www.example.org:443")));
+    assert_eq!(row["source"], "web");
+    assert!(row["time"].as_str().unwrap().starts_with("2024-10-10T13:00:02"), "{row}");
+    let excerpt = row["excerpt"].as_str().unwrap();
+    let request = format!("GET {} HTTP/1.1", target.replace("\\\"", "\""));
+    assert!(excerpt.len() <= 200 && excerpt.len() >= 190, "{} bytes", excerpt.len());
+    assert!(request.starts_with(excerpt), "a prefix of the request, cut on a character: {excerpt}");
+    assert_eq!(row["cut"], true);
+    assert!(
+        raw.contains(r#"alert(\"é\")</script>\"><img/src=x/onerror=alert(1)>"#),
+        "the quotes are JSON-escaped, the rest is text in a JSON string: {raw}"
+    );
+    assert!(raw.len() < 600, "a compact row: {} bytes: {raw}", raw.len());
+    assert!(!raw.contains("zzzz") && !raw.contains("\"line\""), "no user agent, no raw line: {raw}");
+
+    // The whole detection, fetched by the row's key: at once (the history is written in
+    // batches) and once the history has it.
+    let key = row["key"].as_str().unwrap();
+    let (status, body) = get(&format!("/api/detection?id={key}"), Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let full: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(full["key"], key);
+    assert_eq!(full["fields"]["request"], request, "whole, not cut");
+    assert!(full["line"].as_str().unwrap().contains(&"z".repeat(400)));
+    eprintln!("live feed, one detection: row {} bytes, whole detection {} bytes", raw.len() - 2, body.len());
+    assert!(wait_for(Duration::from_secs(10), || get("/api/detections?ip=203.0.113.77", Some(TOKEN)).1.contains(key)));
+    let (status, again) = get(&format!("/api/detection?id={key}"), Some(TOKEN));
+    assert_eq!((status, serde_json::from_str::<serde_json::Value>(&again).unwrap()), (200, full));
+    assert!(get(&format!("/api/detections?key={key}&since=1000d"), Some(TOKEN)).1.contains(key));
+
+    // Unknown, missing, without the token.
+    assert_eq!(get("/api/detection?id=0123456789abcdef", Some(TOKEN)).0, 404);
+    assert_eq!(get(&format!("/api/detection?id={}", "a".repeat(500)), Some(TOKEN)).0, 404);
+    assert_eq!(get("/api/detection", Some(TOKEN)).0, 400);
+    assert_eq!(get(&format!("/api/detection?id={key}"), None).0, 401);
+    assert_eq!(get(&format!("/api/detection?id={key}"), Some("wrong")).0, 401);
+}
+
+#[test]
+fn without_a_history_the_whole_detection_comes_from_the_recent_ones() {
+    let cfg = config("127.0.0.1:0") + "history: {enabled: false}\n";
+    let (_d, p) = project(Some(RULE), &cfg);
+    std::fs::write(p.join("token.txt"), TOKEN).unwrap();
+    std::fs::write(p.join("logs/access.log"), "").unwrap();
+    let d = Daemon::start(&p.join("trapline.yml"));
+    let addr = d.http_addr();
+    let mut feed = open_feed(&addr);
+    let lines: Vec<String> =
+        (0..3).map(|i| access_line("198.51.100.9", i, &format!("/{i}%3Cscript%3E"), 200)).collect();
+    append(&p.join("logs/access.log"), &lines);
+    let mut rows = Vec::new();
+    while rows.len() < 3 {
+        let (more, _) = next_rows(&mut feed, Duration::from_secs(5)).unwrap_or_else(|| panic!("{}", d.stderr()));
+        rows.extend(more);
+    }
+    for row in &rows {
+        let key = row["key"].as_str().unwrap();
+        let (status, body) = request(&addr, &format!("/api/detection?id={key}"), &addr, Some(TOKEN));
+        assert_eq!(status, 200, "{body}");
+        let full: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((full["key"].as_str(), full["rule"]["id"].as_str()), (Some(key), Some("t.xss")));
+        assert_eq!(full["fields"]["client_ip"], "198.51.100.9");
+        eprintln!(
+            "live feed, a typical detection: row {} bytes, whole detection {} bytes",
+            row.to_string().len(),
+            body.len()
+        );
+    }
+    assert!(!p.join("state/history.sqlite").exists());
+    assert_eq!(request(&addr, "/api/detection?id=0123456789abcdef", &addr, Some(TOKEN)).0, 404);
 }
 
 #[test]

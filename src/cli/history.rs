@@ -42,7 +42,7 @@ pub fn history(a: HistoryArgs) -> Result<i32> {
         None => None,
     };
     let reader = Reader::open(&cfg.resolve(&cfg.config.state_dir))?;
-    let rows = reader.detections(&Query { ip: a.ip, rule: a.rule, since_ms, limit: a.limit })?;
+    let rows = reader.detections(&Query { ip: a.ip, rule: a.rule, key: None, since_ms, limit: a.limit })?;
     for d in &rows {
         if a.json {
             println!("{d}");

@@ -1,9 +1,9 @@
 //! **http**: what `trapline run` serves when `http.listen` is set — Prometheus metrics, the
 //! history and the live feed of detections as JSON, for the dashboard and for scripts.
 //!
-//! - Runs on the daemon's tokio runtime; the reading thread only hands it detections through
-//!   a broadcast channel (and serialises them only while someone listens) and metric
-//!   snapshots at its ticks ([`metrics`]).
+//! - Runs on the daemon's tokio runtime; the reading thread only hands it detections (which
+//!   the live feed serialises only while someone listens, as compact rows batched once per
+//!   tick for every client: [`feed`]) and metric snapshots at its ticks ([`metrics`]).
 //! - **Access**: every endpoint wants `Authorization: Bearer <token>` or the session cookie
 //!   of a log-in (with the token, or as one of `http.users`: [`ui`], [`users`]). The token
 //!   comes from `TRAPLINE_HTTP_TOKEN`, else from `http.token_file`, else from
@@ -14,6 +14,7 @@
 //!   host name, so a web page elsewhere cannot reach the API through DNS rebinding.
 //! - Log-derived text leaves as JSON built by serde; no endpoint renders HTML from it.
 
+pub mod feed;
 pub mod metrics;
 pub mod tls;
 pub mod ui;
@@ -28,7 +29,6 @@ use anyhow::{Context, Result, bail};
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -107,7 +107,7 @@ pub struct RuleDoc {
 /// What the server shares with the daemon.
 pub struct Shared {
     pub metrics: Metrics,
-    live: broadcast::Sender<Arc<str>>,
+    feed: Arc<feed::Feed>,
     clients: AtomicI64,
     token: String,
     state_dir: PathBuf,
@@ -124,12 +124,7 @@ pub struct Shared {
 impl Shared {
     /// Hands a detection to the live feed, serialised only when someone listens.
     pub fn publish(&self, d: &crate::engine::Detection) {
-        if self.live.receiver_count() == 0 {
-            return;
-        }
-        if let Ok(json) = serde_json::to_string(d) {
-            let _ = self.live.send(json.into());
-        }
+        self.feed.publish(d);
     }
 
     /// The rules loaded now (the rule pages).
@@ -194,10 +189,10 @@ pub fn start(
         hosts.push(h.clone());
         hosts.push(format!("{h}:{}", addr.port()));
     }
-    let (live, _) = broadcast::channel(1024);
+    let feed = Arc::new(feed::Feed::new());
     let shared = Arc::new(Shared {
         metrics: Metrics::new(),
-        live,
+        feed: Arc::clone(&feed),
         clients: AtomicI64::new(0),
         token,
         state_dir,
@@ -210,6 +205,7 @@ pub fn start(
     let app = router(Arc::clone(&shared));
     let _guard = rt.enter();
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    rt.spawn(feed::run(feed, shutdown.clone()));
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     match acceptor {
         Some(acceptor) => {
@@ -282,6 +278,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/top", get(top))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
+        .route("/api/detection", get(detection))
         .route("/api/attacker", get(attacker))
         .route("/api/rule", get(rule))
         .route("/api/webroot/changes", get(webroot_changes))
@@ -380,6 +377,8 @@ struct Filter {
     rule: Option<String>,
     /// A duration back from now (`1h`, `7d`).
     since: Option<String>,
+    /// A detection's key.
+    key: Option<String>,
     limit: Option<usize>,
 }
 
@@ -424,6 +423,7 @@ async fn detections(State(s): State<Arc<Shared>>, Query(f): Query<Filter>) -> Re
     let q = crate::history::Query {
         ip: f.ip,
         rule: f.rule,
+        key: f.key,
         since_ms: Some(since),
         limit: f.limit.unwrap_or(100).min(10_000),
     };
@@ -551,49 +551,65 @@ async fn webroot_accept(
     }
 }
 
-/// How long the live feed gathers detections after the first before it writes them.
-const FEED_GATHER: std::time::Duration = std::time::Duration::from_millis(100);
-/// Most detections in one event of the live feed.
-const FEED_BATCH: usize = 256;
+/// How long a quiet feed waits before it writes a comment, so that proxies and browsers keep
+/// the connection.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The live feed: server-sent events `detections`, each a JSON array of the detections of up to
-/// [`FEED_GATHER`] (a burst is one write per client, not one per detection); `lagged` with
-/// the number a client too slow for the feed missed.
+/// The live feed: server-sent events `detections`, each a JSON array of compact rows
+/// ([`feed::Row`]) of up to [`feed::GATHER`]; `lagged` with the number of rows a client missed
+/// (too slow, or a flood beyond what the feed carries). The frames are built once per tick
+/// for every client ([`feed::run`]); a client only writes them.
 async fn events(State(s): State<Arc<Shared>>) -> Response {
-    let rx = s.live.subscribe();
+    let rx = s.feed.subscribe();
     let guard = ClientGuard::new(Arc::clone(&s));
-    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-        let first = match rx.recv().await {
-            Ok(json) => json,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                let ev = SseEvent::default().event("lagged").data(n.to_string());
-                return Some((Ok::<_, std::convert::Infallible>(ev), (rx, guard)));
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        let mut data = String::with_capacity(first.len() * 2 + 2);
-        data.push('[');
-        data.push_str(&first);
-        // Sleep instead of waiting on the channel: a sleeping client is not woken by every
-        // detection sent meanwhile (20 clients at 500 detections/s would be 10,000 wake-ups a
-        // second), then take what arrived in one go.
-        tokio::time::sleep(FEED_GATHER).await;
-        let mut n = 1;
-        while n < FEED_BATCH {
-            match rx.try_recv() {
-                Ok(json) => {
-                    data.push(',');
-                    data.push_str(&json);
-                    n += 1;
+    let stream = futures_util::stream::unfold((rx, guard, None), |(mut rx, guard, mut expected)| async move {
+        loop {
+            let frame = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+                Err(_) => bytes::Bytes::from_static(b":\n\n"),
+                Ok(Ok(batch)) => {
+                    let end = batch.end;
+                    let f = feed::frame_for(batch, expected);
+                    expected = Some(end);
+                    f
                 }
-                // Lagged: reported with the next event; empty or closed: write what we have.
-                _ => break,
-            }
+                // The next batch tells how many rows the skipped ones held.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(frame), (rx, guard, expected)));
         }
-        data.push(']');
-        Some((Ok(SseEvent::default().event("detections").data(data)), (rx, guard)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(stream)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct DetectionQuery {
+    /// The detection's key (the feed's rows and the history carry it).
+    id: Option<String>,
+}
+
+/// One whole detection by its key: from the feed's recent ones (the newest are not in the
+/// history yet: it is written in batches), else from the history.
+async fn detection(State(s): State<Arc<Shared>>, Query(q): Query<DetectionQuery>) -> Response {
+    let Some(id) = q.id.filter(|k| !k.is_empty()) else {
+        return ApiError(StatusCode::BAD_REQUEST, "id= is required".into()).into_response();
+    };
+    // Keys are 16 hex digits; anything much longer is no key of ours.
+    if id.len() > 128 {
+        return ApiError(StatusCode::NOT_FOUND, "no such detection".into()).into_response();
+    }
+    let json = |body: String| ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(full) = s.feed.recent(&id) {
+        return json(full.to_string());
+    }
+    if !s.state_dir.join(crate::history::FILE).exists() {
+        return ApiError(StatusCode::NOT_FOUND, "no such detection (and no history)".into()).into_response();
+    }
+    match with_history(&s, move |r| r.detection(&id)).await {
+        Ok(Some(full)) => json(full),
+        Ok(None) => ApiError(StatusCode::NOT_FOUND, "no such detection".into()).into_response(),
+        Err(r) => r.into_response(),
+    }
 }
 
 /// Counts a live-feed client while its stream exists.

@@ -1,5 +1,10 @@
 // The dashboard. Every string that came from a log line is inserted with textContent (never
 // innerHTML), so an attacker's request is shown as text and never runs.
+//
+// The feed holds compact rows (what /api/events sends: key, time, rule, severity, class,
+// client_ip, source, host, excerpt, cut, count, suppressed); the whole detection is fetched
+// from /api/detection when a row is clicked. Detections from the history are turned into the
+// same rows (keeping their raw line).
 "use strict";
 
 const state = { csrf: "", since: "1h", filter: "", pinned: null, live: [] };
@@ -74,20 +79,39 @@ function facts(pairs) {
 
 function sevCell(s) { return el("td", s, "sev sev-" + s); }
 
+const EXCERPT = 200;
+
+// A detection of the history (the whole object) as a row of the feed.
+function compact(d) {
+  const f = d.fields || {};
+  const what = f.request || f.path || d.line || "";
+  const r = {
+    key: d.key, time: d.event_time, rule: d.rule && d.rule.id, severity: d.rule && d.rule.severity,
+    class: d.rule && d.rule.class, client_ip: f.client_ip, source: d.source && d.source.name, host: f.host,
+    excerpt: what.slice(0, EXCERPT), cut: what.length > EXCERPT, suppressed: d.suppressed, line: d.line,
+  };
+  if (d.threshold) r.count = d.threshold.count; else if (d.sequence) r.count = d.sequence.steps;
+  return r;
+}
+
 function row(d) {
   const tr = el("tr");
-  tr.appendChild(el("td", (d.event_time || "").replace("T", " ").replace("Z", "")));
-  tr.appendChild(sevCell(d.rule && d.rule.severity));
-  const rule = el("td", d.rule && d.rule.id, "link");
-  rule.addEventListener("click", () => pin({ rule: d.rule.id }));
+  tr.dataset.key = d.key || "";
+  tr.appendChild(el("td", (d.time || "").replace("T", " ").replace("Z", "")));
+  tr.appendChild(sevCell(d.severity));
+  const rule = el("td", d.rule, "link");
+  rule.addEventListener("click", () => pin({ rule: d.rule }));
   tr.appendChild(rule);
-  const ip = (d.fields && d.fields.client_ip) || "";
+  const ip = d.client_ip || "";
   const ipCell = el("td", ip, ip ? "link" : "");
   if (ip) ipCell.addEventListener("click", () => pin({ ip }));
   tr.appendChild(ipCell);
-  const f = d.fields || {};
-  const what = el("td", f.request || f.path || d.line || "", "link");
-  what.addEventListener("click", () => showDetail(d));
+  let text = (d.excerpt || "") + (d.cut ? "…" : "");
+  if (d.count) text += " (" + d.count + " events)";
+  if (d.suppressed) text += " (+" + d.suppressed + " suppressed)";
+  const what = el("td", text, "link");
+  what.title = [d.host, d.source].filter(Boolean).join(" · ");
+  what.addEventListener("click", () => showDetail(d.key));
   tr.appendChild(what);
   return tr;
 }
@@ -95,8 +119,7 @@ function row(d) {
 function matches(d) {
   if (!state.filter) return true;
   const f = state.filter.toLowerCase();
-  const fields = d.fields || {};
-  return [d.rule && d.rule.id, fields.client_ip, fields.path, fields.request, d.line]
+  return [d.rule, d.client_ip, d.excerpt, d.host, d.source, d.line]
     .some((v) => typeof v === "string" && v.toLowerCase().includes(f));
 }
 
@@ -105,10 +128,20 @@ function drawFeed(list) {
   body.replaceChildren(...list.filter(matches).map(row));
 }
 
-function showDetail(d) {
+// The whole detection behind a row, fetched when it is clicked (the feed carries rows only).
+function fetchDetection(key) {
+  return api("/api/detection?id=" + encodeURIComponent(key));
+}
+
+async function showDetail(key) {
   const pre = document.getElementById("detail");
-  pre.textContent = JSON.stringify(d, null, 2);
   pre.hidden = false;
+  pre.textContent = "loading…";
+  try {
+    pre.textContent = JSON.stringify(await fetchDetection(key), null, 2);
+  } catch (e) {
+    pre.textContent = "cannot show this detection: " + e.message;
+  }
 }
 
 async function pin(what) {
@@ -116,7 +149,7 @@ async function pin(what) {
   const q = what.ip ? "ip=" + encodeURIComponent(what.ip) : "rule=" + encodeURIComponent(what.rule);
   document.getElementById("feed-title").textContent = what.ip ? "Detections of " + what.ip : "Detections of " + what.rule;
   document.getElementById("back").hidden = false;
-  const rows = await api("/api/detections?limit=500&" + q);
+  const rows = (await api("/api/detections?limit=500&" + q)).map(compact);
   // The history is written in batches: the newest detections may still be only in the feed.
   const seen = new Set(rows.map((r) => r.key));
   const recent = state.live.filter((d) => pinnedMatch(d) && !seen.has(d.key));
@@ -139,17 +172,26 @@ function bump(list, name, extra) {
 async function drawAttacker(ip, rows, recent) {
   const a = await api("/api/attacker?ip=" + encodeURIComponent(ip));
   for (const d of recent) {
-    const ms = Date.parse(d.event_time);
+    const ms = Date.parse(d.time);
     a.detections += 1;
     if (!a.first_ms || ms < a.first_ms) a.first_ms = ms;
     if (!a.last_ms || ms > a.last_ms) a.last_ms = ms;
-    bump(a.classes, d.rule.class);
-    const r = bump(a.rules, d.rule.id, { severity: d.rule.severity, last_ms: ms });
+    bump(a.classes, d.class);
+    const r = bump(a.rules, d.rule, { severity: d.severity, last_ms: ms });
     r.last_ms = Math.max(r.last_ms || 0, ms);
-    bump(a.sources, d.source && d.source.name);
+    bump(a.sources, d.source);
   }
   document.getElementById("subject-title").textContent = "Attacker " + ip;
-  const lines = el("pre", rows.slice(0, 30).map((d) => d.line || "").join("\n"), "detail");
+  // Rows from the history carry their raw line; those only the feed brought are fetched.
+  const raw = await Promise.all(rows.slice(0, 30).map(async (d) => {
+    if (typeof d.line === "string") return d.line;
+    try {
+      return (await fetchDetection(d.key)).line || "";
+    } catch (_) {
+      return d.excerpt || "";
+    }
+  }));
+  const lines = el("pre", raw.join("\n"), "detail");
   document.getElementById("subject-body").replaceChildren(
     facts([["detections", a.detections], ["first seen", time(a.first_ms)], ["last seen", time(a.last_ms)]]),
     el("h3", "Classes"),
@@ -198,7 +240,7 @@ async function drawRule(id) {
 function pinnedMatch(d) {
   const p = state.pinned;
   if (!p) return true;
-  return p.ip ? (d.fields && d.fields.client_ip) === p.ip : (d.rule && d.rule.id) === p.rule;
+  return p.ip ? d.client_ip === p.ip : d.rule === p.rule;
 }
 
 function unpin() {
@@ -343,6 +385,11 @@ function connect() {
     if (state.live.length > MAX_LIVE) state.live.length = MAX_LIVE;
     while (body.children.length > MAX_LIVE) body.removeChild(body.lastChild);
   });
+  // Rows this page missed: it was too slow for the feed, or a flood exceeded what it carries.
+  es.addEventListener("lagged", (ev) => {
+    state.missed = (state.missed || 0) + (Number(ev.data) || 0);
+    document.getElementById("feed-missed").textContent = state.missed + " detections not shown (see the history)";
+  });
 }
 
 async function start() {
@@ -367,7 +414,7 @@ async function start() {
   // Listen first, then read the history: a detection made while the history loads arrives
   // through the feed, and one already written is not shown twice.
   connect();
-  const history = await api("/api/detections?limit=" + MAX_LIVE);
+  const history = (await api("/api/detections?limit=" + MAX_LIVE)).map(compact);
   const seen = new Set(state.live.map((d) => d.key));
   state.live = state.live.concat(history.filter((d) => !seen.has(d.key))).slice(0, MAX_LIVE);
   if (!state.pinned) drawFeed(state.live);
