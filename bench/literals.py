@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Prints the literal strings of the rules under a directory (contains / equals /
 starts_with / ends_with / count values and named lists), one per line: the pattern file for
-`rg -F -f`, i.e. what a grep-based setup would search for. Needs PyYAML."""
+`rg -F -f`, i.e. what a grep-based setup would search for. Literals under `not:` and a rule's
+`except:` are left out: they say what a line must not contain (one of them is `-`, the
+address of a line logged without one, which occurs on every line and would make the grep
+baseline trivial). Needs PyYAML."""
 import pathlib
 import sys
 
@@ -25,7 +28,7 @@ def walk(node, lists):
                         out.add(str(item))
             elif k == "count" and isinstance(v, dict):
                 out.add(str(v.get("of", "")))
-            elif k != "examples":
+            elif k not in ("examples", "not", "except"):
                 walk(v, lists)
     elif isinstance(node, list):
         for x in node:

@@ -4,8 +4,11 @@
 //! object (default) or a short text line that still ends with its idempotency key.
 //!
 //! # Exactly once across restarts
-//! The tailer calls [`Action::flush`] before each checkpoint; it fsyncs the file and returns
-//! its identity and length, which the checkpoint stores. If trapline dies after writing
+//! The tailer calls [`Action::flush`] before each checkpoint; it returns the file's identity
+//! and length, which the checkpoint stores, and starts an fsync of the file on a thread of its
+//! own; the checkpoint is written only once [`Action::durable`] says that fsync completed.
+//! (Done on the reading thread, a slow disk's fsync — tens of milliseconds — held up every
+//! line arriving meanwhile, once per checkpoint.) If trapline dies after writing
 //! detections but before the next checkpoint, the lines after the checkpoint are read again
 //! on restart and would be detected twice. So on start, the log reads what was written after
 //! the stored mark, collects those detections' keys, and skips them when they come again.
@@ -107,6 +110,8 @@ pub struct LogAction {
     pub reopened: u64,
     /// Roll-up records are written too (`alerts.log_rollups`).
     pub rollups: bool,
+    /// The fsync started by the last [`Action::flush`], until it reports.
+    syncing: Option<std::sync::mpsc::Receiver<std::io::Result<()>>>,
 }
 
 impl LogAction {
@@ -146,6 +151,7 @@ impl LogAction {
             skipped: 0,
             reopened: 0,
             rollups: false,
+            syncing: None,
         })
     }
 
@@ -279,11 +285,39 @@ impl Action for LogAction {
         self.write_rollup(r)
     }
 
-    /// Makes every written detection durable; the mark is the file's identity and length.
+    /// Starts making every written detection durable (an fsync on a thread of its own, see
+    /// [`Action::durable`]); the mark is the file's identity and its length now.
     fn flush(&mut self) -> std::io::Result<Option<serde_json::Value>> {
-        self.out.sync_data()?;
+        // One fsync at a time: one still running (a disk slower than the checkpoints) is
+        // waited for, and its error reported here.
+        self.durable(true)?;
         let m = Mark { dev: self.id.0, ino: self.id.1, len: self.len };
+        // The clone shares the open file: its fsync covers every record written before now,
+        // even if the path is rotated and this file closed meanwhile.
+        let file = self.out.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("log-fsync".into()).spawn(move || {
+            let _ = tx.send(file.sync_data());
+        })?;
+        self.syncing = Some(rx);
         Ok(Some(serde_json::to_value(m).map_err(std::io::Error::other)?))
+    }
+
+    fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
+        let Some(rx) = &self.syncing else { return Ok(true) };
+        let r = if wait {
+            rx.recv().map_err(|_| std::io::Error::other("the fsync thread ended without a result"))?
+        } else {
+            match rx.try_recv() {
+                Ok(r) => r,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(false),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err(std::io::Error::other("the fsync thread ended without a result"))
+                }
+            }
+        };
+        self.syncing = None;
+        r.map(|()| true).map_err(|e| std::io::Error::new(e.kind(), format!("cannot sync {}: {e}", self.path.display())))
     }
 
     fn reload(&mut self) -> Result<()> {
@@ -297,6 +331,7 @@ impl Action for LogAction {
     }
 
     fn shutdown(&mut self) {
+        let _ = self.durable(true);
         let _ = self.out.sync_data();
         tracing::info!(
             written = self.written,

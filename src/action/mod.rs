@@ -84,6 +84,12 @@ pub trait Action: Send {
     fn flush(&mut self) -> std::io::Result<Option<serde_json::Value>> {
         Ok(None)
     }
+    /// Whether what the last [`Action::flush`] covers is durable yet (an action may finish
+    /// it in the background); with `wait`, blocks until it is. The checkpoint carrying the
+    /// flush's mark is written only after this says yes.
+    fn durable(&mut self, _wait: bool) -> std::io::Result<bool> {
+        Ok(true)
+    }
     /// Re-reads what the action loads from disk (templates) and reopens its outputs (after
     /// log rotation). Must be all-or-nothing: on an error the action keeps what it had and
     /// returns the error (with file:line).
@@ -269,12 +275,16 @@ impl Actions {
     }
 
     /// Whether what the last [`Actions::flush`] covers is durable (the `nats` output's
-    /// acknowledgements); see [`crate::source::EventSink::durable`].
+    /// acknowledgements, the log's fsync); see [`crate::source::EventSink::durable`].
     pub fn durable(&mut self, wait: bool) -> std::io::Result<bool> {
-        match &mut self.events {
-            Some(n) => n.durable(wait),
-            None => Ok(true),
+        let mut all = match &mut self.events {
+            Some(n) => n.durable(wait)?,
+            None => true,
+        };
+        for a in &mut self.list {
+            all &= a.durable(wait)?;
         }
+        Ok(all)
     }
 
     /// Hands `d` to every action its rule names (and to those that take all), but to the

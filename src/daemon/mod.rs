@@ -40,6 +40,11 @@ use status::Status;
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// ... and with the dashboard served, whose health line reads it.
 const STATUS_EVERY_SERVED: Duration = Duration::from_secs(1);
+/// How often the served metrics take in the counters. `tick` runs at every wake of the
+/// tailer — thousands of times a second when lines arrive one write at a time — and a
+/// snapshot builds a label per rule: taken at every tick it cost more than serving the
+/// dashboard did. Scrapers and the dashboard read at one-second scales.
+const METRICS_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon with the config at `cfg` until `shutdown` is triggered.
 pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
@@ -239,6 +244,8 @@ struct Daemon {
     status: Status,
     status_dir: PathBuf,
     status_written: Instant,
+    /// When the served metrics last took in the counters ([`METRICS_EVERY`]).
+    metrics_updated: Option<Instant>,
     /// Every detection, for `trapline history` and the dashboard (written off this thread).
     history: Option<crate::history::History>,
     /// The HTTP server's side: live feed and metrics.
@@ -290,6 +297,7 @@ impl Daemon {
             status,
             status_dir,
             status_written: Instant::now(),
+            metrics_updated: None,
             history: None,
             http: None,
             per_source: Vec::new(),
@@ -485,9 +493,10 @@ impl Daemon {
 
     /// Moves the counters into the HTTP server's metrics (nothing is counted there per line).
     fn update_metrics(&mut self) {
-        if self.http.is_none() {
+        if self.http.is_none() || self.metrics_updated.is_some_and(|t| t.elapsed() < METRICS_EVERY) {
             return;
         }
+        self.metrics_updated = Some(Instant::now());
         self.pipeline.drain_profile();
         let Some(http) = &self.http else { return };
         let rules = self.pipeline.rules();

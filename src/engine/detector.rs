@@ -253,6 +253,19 @@ impl Detector {
         self.rules.exception_names.iter().map(String::as_str).zip(self.excepted.iter().copied())
     }
 
+    /// Touches the windows a later line will step (its `hits` and `keys`), without changing
+    /// them. The ordered stage is bound by memory latency, not instructions: each step looks a
+    /// key up in a table per rule, and with thousands of client addresses the entries are
+    /// rarely in cache. Looking up the entries of a line a few lines ahead lets those misses
+    /// overlap with the work on the current line instead of stalling it.
+    pub fn touch(&self, hits: &[u32], keys: &[HitKeys]) {
+        for (&ri, k) in hits.iter().zip(keys) {
+            if let (Some(w), Some(group)) = (self.windows[ri as usize].as_ref(), k.group) {
+                w.touch(group);
+            }
+        }
+    }
+
     /// The ordered, cross-line decision for one line: steps the threshold and suppression of
     /// every rule in `hits` (with its `keys`, same order) at the line's event time (`event`,
     /// ms since the epoch; the `arrival` time when the line had none), updates the counters,

@@ -216,6 +216,22 @@ impl Windows {
         }
     }
 
+    /// Loads `key`'s entry (and the newest of its line times) ahead of its
+    /// [`Windows::step`]: see [`super::Detector::touch`].
+    #[inline]
+    pub fn touch(&self, key: u64) {
+        if let Some(w) = self.keys.get(&key) {
+            match &w.track {
+                Track::Lines(times, _) => {
+                    std::hint::black_box(times.back());
+                }
+                Track::Values(values, _) => {
+                    std::hint::black_box(values.len());
+                }
+            }
+        }
+    }
+
     /// Whether the text of distinct value `value` of `key` (just counted by [`Windows::step`])
     /// should be recorded with [`Windows::show`]: it is in the window, not yet shown, and there
     /// is room. False for a window counting lines.

@@ -30,6 +30,10 @@ pub use setup::{AdHoc, Setup, SourceSetup};
 use crate::engine::{Detection, Detector, Fired, HitKeys, RuleSet, Scratch, SourceInfo};
 use crate::event::Event;
 
+/// How many matching lines ahead [`Pipeline::decide_block`] touches the windows of
+/// ([`Detector::touch`]).
+const TOUCH_AHEAD: usize = 4;
+
 /// Where detections go. Returning an error stops the caller before it moves past the event
 /// (a checkpoint never passes an event whose detections were not handled).
 pub trait DetectionSink {
@@ -238,7 +242,11 @@ impl Pipeline {
         self.detector.count_held(&hits.held);
         let setup = Arc::clone(&self.setup);
         let (rules, source) = (&setup.rules, &setup.sources[src]);
-        for h in &hits.hits {
+        for (i, h) in hits.hits.iter().enumerate() {
+            if let Some(ahead) = hits.hits.get(i + TOUCH_AHEAD) {
+                let r = ahead.rules.clone();
+                self.detector.touch(&hits.rules[r.clone()], &hits.keys[r]);
+            }
             let range = h.rules.clone();
             self.detector.decide(h.time, arrival, &hits.rules[range.clone()], &hits.keys[range], &mut self.fired);
             // The texts of new distinct values are for detections: a sink that reads none
