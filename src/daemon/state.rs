@@ -112,10 +112,12 @@ impl EngineStore {
             return Ok(mark.clone());
         }
         self.generation += 1;
-        let saved = Saved { generation: self.generation, state: det.save() };
+        // Only the cheap snapshot is taken here, on the reading thread.
+        let (generation, snapshot) = (self.generation, det.snapshot());
         let path = self.slot(self.generation);
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::Builder::new().name("engine-state".into()).spawn(move || {
+            let saved = Saved { generation, state: snapshot.into_state() };
             // Serialised into one buffer, written with one call: a state of 100,000 keys
             // streamed token by token into the file took seconds.
             let written = serde_json::to_vec(&saved)

@@ -140,7 +140,7 @@ pub struct Detector {
     want: Vec<(u32, u64, u64)>,
     /// The texts of the values counted by each `distinct` threshold that fired on the line
     /// being decided ([`Fired::shown`]).
-    shown: Vec<Vec<Box<str>>>,
+    shown: Vec<Vec<Arc<str>>>,
 }
 
 /// Default bound on tracked keys per rule.
@@ -395,7 +395,7 @@ impl Detector {
                     // The value of this line completed the count: it was never recorded.
                     let own = super::window::shown_text(rec.get(line, d).unwrap_or(b""));
                     if shown.len() < super::window::SHOWN && !shown.iter().any(|t| **t == *own) {
-                        shown.push(own.into());
+                        shown.push(own.to_string());
                     }
                     shown
                 }),
@@ -573,6 +573,38 @@ pub struct DetectorState {
     pub rules: Vec<RuleState>,
 }
 
+/// A [`DetectorState`] as taken by [`Detector::snapshot`].
+#[derive(Debug)]
+pub struct DetectorSnapshot {
+    rules: Vec<RuleSnapshot>,
+}
+
+#[derive(Debug)]
+struct RuleSnapshot {
+    id: String,
+    fingerprint: u64,
+    windows: Option<super::window::WindowsSnapshot>,
+    suppress: Option<SuppressorState>,
+    sequence: Option<SequencesState>,
+}
+
+impl DetectorSnapshot {
+    pub fn into_state(self) -> DetectorState {
+        let rules = self
+            .rules
+            .into_iter()
+            .map(|r| RuleState {
+                id: r.id,
+                fingerprint: r.fingerprint,
+                windows: r.windows.map(super::window::WindowsSnapshot::into_state),
+                suppress: r.suppress,
+                sequence: r.sequence,
+            })
+            .collect();
+        DetectorState { seed: seed(), rules }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RuleState {
     pub id: String,
@@ -589,18 +621,25 @@ pub struct RuleState {
 impl Detector {
     /// The threshold and suppression state of every rule that has some.
     pub fn save(&self) -> DetectorState {
+        self.snapshot().into_state()
+    }
+
+    /// What [`Detector::save`] gives, in a form cheap to take (the windows as a
+    /// [`WindowsSnapshot`]): the daemon takes it on the reading thread at each checkpoint and
+    /// turns it into the saved form on the thread that writes it.
+    pub fn snapshot(&self) -> DetectorSnapshot {
         let rules = self
             .rules
             .rules
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let windows = self.windows[i].as_ref().filter(|w| !w.is_empty()).map(Windows::save);
+                let windows = self.windows[i].as_ref().filter(|w| !w.is_empty()).map(Windows::snapshot);
                 let suppress = self.suppress[i].as_ref().map(Suppressor::save).filter(|s| !s.keys.is_empty());
                 let sequence = self.sequences[i].as_ref().map(Sequences::save).filter(|s| !s.keys.is_empty());
                 // A sequence's suppression is on its last step: saved under that entry, whose
                 // id is the same; restored to the last entry of that id.
-                (windows.is_some() || suppress.is_some() || sequence.is_some()).then(|| RuleState {
+                (windows.is_some() || suppress.is_some() || sequence.is_some()).then(|| RuleSnapshot {
                     id: r.id.clone(),
                     fingerprint: r.fingerprint,
                     windows,
@@ -609,7 +648,7 @@ impl Detector {
                 })
             })
             .collect();
-        DetectorState { seed: seed(), rules }
+        DetectorSnapshot { rules }
     }
 
     /// Restores saved state into the rules with the same id and fingerprint. Returns how many

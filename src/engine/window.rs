@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// Keys here are already xxh3 hashes: hashing them again (SipHash) would be wasted work on a
 /// path that runs for every matching line.
@@ -84,7 +85,7 @@ enum Track {
     Lines(VecDeque<(Millis, u32)>, u32),
     /// Distinct value hash → newest time; and the texts of the first values counted, in the
     /// order they came (value hash, text), for the detection.
-    Values(HashMap<u64, Millis>, Vec<(u64, Box<str>)>),
+    Values(HashMap<u64, Millis>, Vec<(u64, Arc<str>)>),
 }
 
 impl KeyWindow {
@@ -123,7 +124,7 @@ pub struct Windows {
     /// Bytes of shown texts held by all keys (bounded by [`SHOWN_BUDGET`]).
     shown_bytes: usize,
     /// The texts of the values counted by the last firing of a `distinct` threshold.
-    fired: Vec<Box<str>>,
+    fired: Vec<Arc<str>>,
 }
 
 impl Windows {
@@ -261,7 +262,7 @@ impl Windows {
 
     /// The texts of the values counted by the last firing (in the order they came; the value
     /// of the line that fired is not among them unless it was seen before), taken.
-    pub fn take_fired(&mut self) -> Vec<Box<str>> {
+    pub fn take_fired(&mut self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.fired)
     }
 
@@ -354,30 +355,60 @@ pub struct SuppressorState {
     pub total: u64,
 }
 
-impl Windows {
-    pub fn save(&self) -> WindowsState {
+/// A [`WindowsState`] taken without an allocation per key: flat arrays, and the shown texts
+/// shared, not copied. Taken on the reading thread at every checkpoint, where building the
+/// saved form directly (a vector per key, a copy of every text) stalled reading for tens of
+/// milliseconds with 50,000 clients; [`WindowsSnapshot::into_state`] builds that form on the
+/// thread that writes it.
+#[derive(Debug, Default)]
+pub struct WindowsSnapshot {
+    /// (key, newest time, number of its entries in `entries`), in the table's order.
+    keys: Vec<(u64, Millis, u32)>,
+    /// Lines: (time, lines at it); distinct: (time, value hash).
+    entries: Vec<(i64, u64)>,
+    /// (key, value hash, text) of the shown values, grouped by key in order.
+    shown: Vec<(u64, u64, Arc<str>)>,
+}
+
+impl WindowsSnapshot {
+    pub fn into_state(self) -> WindowsState {
+        let mut entries = self.entries.into_iter();
         let keys = self
             .keys
-            .iter()
-            .map(|(&k, w)| {
-                let entries = match &w.track {
-                    Track::Lines(times, _) => times.iter().map(|&(t, n)| (t, u64::from(n))).collect(),
-                    Track::Values(values, _) => values.iter().map(|(&v, &t)| (t, v)).collect(),
-                };
-                (k, w.newest, entries)
-            })
+            .into_iter()
+            .map(|(k, newest, n)| (k, newest, entries.by_ref().take(n as usize).collect()))
             .collect();
-        let shown = self
-            .keys
-            .iter()
-            .filter_map(|(&k, w)| match &w.track {
-                Track::Values(_, shown) if !shown.is_empty() => {
-                    Some((k, shown.iter().map(|(v, t)| (*v, t.to_string())).collect()))
-                }
-                _ => None,
-            })
-            .collect();
+        let mut shown: Vec<(u64, Vec<(u64, String)>)> = Vec::new();
+        for (k, v, text) in self.shown {
+            match shown.last_mut() {
+                Some((last, texts)) if *last == k => texts.push((v, text.to_string())),
+                _ => shown.push((k, vec![(v, text.to_string())])),
+            }
+        }
         WindowsState { keys, shown }
+    }
+}
+
+impl Windows {
+    pub fn save(&self) -> WindowsState {
+        self.snapshot().into_state()
+    }
+
+    /// What [`Windows::save`] gives, taken cheaply (see [`WindowsSnapshot`]).
+    pub fn snapshot(&self) -> WindowsSnapshot {
+        let mut snap = WindowsSnapshot { keys: Vec::with_capacity(self.keys.len()), ..Default::default() };
+        for (&k, w) in &self.keys {
+            let before = snap.entries.len();
+            match &w.track {
+                Track::Lines(times, _) => snap.entries.extend(times.iter().map(|&(t, n)| (t, u64::from(n)))),
+                Track::Values(values, shown) => {
+                    snap.entries.extend(values.iter().map(|(&v, &t)| (t, v)));
+                    snap.shown.extend(shown.iter().map(|(v, text)| (k, *v, Arc::clone(text))));
+                }
+            }
+            snap.keys.push((k, w.newest, (snap.entries.len() - before) as u32));
+        }
+        snap
     }
 
     /// Takes over a saved state (of a rule with the same threshold), within this table's
@@ -428,7 +459,7 @@ impl Suppressor {
 
 /// A shown value: at most [`SHOWN_BYTES`] bytes of it, cut on a character boundary, invalid
 /// UTF-8 replaced.
-pub(crate) fn shown_text(v: &[u8]) -> Box<str> {
+pub(crate) fn shown_text(v: &[u8]) -> Arc<str> {
     let s = String::from_utf8_lossy(v);
     let mut end = s.len().min(SHOWN_BYTES);
     while !s.is_char_boundary(end) {
@@ -596,7 +627,7 @@ mod tests {
         r.restore(saved);
         for w in [&mut w, &mut r] {
             assert!(matches!(w.step(1, 3, 12), Step::Fire { count: 3, .. }));
-            assert_eq!(w.take_fired(), vec![Box::from("alice"), Box::from("b\u{e9}b")]);
+            assert_eq!(w.take_fired(), vec![Arc::from("alice"), Arc::from("b\u{e9}b")]);
             assert_eq!(w.shown_bytes, 0);
         }
         // A value that leaves the window takes its text along.
@@ -606,7 +637,7 @@ mod tests {
         w.step(7, 20_000, 2);
         w.show(7, 2, b"new");
         assert!(matches!(w.step(7, 20_001, 3), Step::Fire { count: 2, .. }));
-        assert_eq!(w.take_fired(), vec![Box::from("new")]);
+        assert_eq!(w.take_fired(), vec![Arc::<str>::from("new")]);
         // At most SHOWN texts per key, each at most SHOWN_BYTES.
         let mut w = Windows::new(1000, 60_000, true, 100);
         let long = vec![b'x'; 1000];
