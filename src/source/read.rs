@@ -3,7 +3,7 @@
 //! offset and number.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
 
 /// A run of complete lines (the last line of the input may lack its newline).
@@ -52,11 +52,16 @@ impl BlockReader {
         let mut magic = [0u8; 2];
         let n = f.read(&mut magic)?;
         let head = std::io::Cursor::new(magic[..n].to_vec());
-        let chained = head.chain(f);
         if n == 2 && magic == [0x1f, 0x8b] {
+            let chained = head.chain(f);
             Ok(Self::new(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, chained)))))
+        } else if f.seek(std::io::SeekFrom::Start(0)).is_ok() {
+            // The file itself (not a chain behind the two bytes read): reads go straight
+            // into the block's buffer.
+            Ok(Self::new(Box::new(f)))
         } else {
-            Ok(Self::new(Box::new(chained)))
+            // Not seekable (a FIFO): the bytes read go first.
+            Ok(Self::new(Box::new(head.chain(f))))
         }
     }
 
@@ -78,23 +83,13 @@ impl BlockReader {
         reuse.extend_from_slice(&self.carry);
         self.carry.clear();
         let mut data = reuse;
-        while !self.eof && data.len() < target {
-            let len = data.len();
-            let want = (target - len).max(64 << 10);
-            data.resize(len + want, 0);
-            let r = self.inner.read(&mut data[len..]);
-            let n = match r {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    data.truncate(len);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            data.truncate(len + n);
-            if n == 0 {
+        if !self.eof && data.len() < target {
+            // Into the vector's spare room, not zero-filled first (`read_to_end` on a file
+            // reads into uninitialised capacity); stops at the limit or at the end.
+            let want = (target - data.len()).max(64 << 10) as u64;
+            let n = (&mut self.inner).take(want).read_to_end(&mut data)?;
+            if (n as u64) < want {
                 self.eof = true;
-                break;
             }
         }
         if data.is_empty() {
@@ -137,6 +132,26 @@ mod tests {
             }
         }
         assert_eq!(all, vec![(1, 0, "a".into()), (2, 2, "bb".into()), (3, 5, "ccc".into()), (4, 9, "dddd".into())]);
+    }
+
+    /// A path that cannot seek (a FIFO) still gives every byte, the two read to detect
+    /// gzip included.
+    #[test]
+    fn reads_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&p).status().unwrap().success());
+        let writer = {
+            let p = p.clone();
+            std::thread::spawn(move || std::fs::write(p, b"first\nsecond\n").unwrap())
+        };
+        let mut r = BlockReader::open(&p).unwrap();
+        let mut text = Vec::new();
+        while let Some(b) = r.next_block(4).unwrap() {
+            text.extend_from_slice(&b.data);
+        }
+        writer.join().unwrap();
+        assert_eq!(text, b"first\nsecond\n");
     }
 
     #[test]
