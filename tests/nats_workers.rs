@@ -1,0 +1,319 @@
+//! Worker mode end to end: one real nats-server with JetStream, agents (`trapline run` with the
+//! `nats` output, `evaluate: false`) tailing their own access logs, and workers (`trapline run`
+//! with a `type: nats` source) sharing the partitions. A threshold reached only by adding up
+//! what two hosts saw is detected exactly once (in the detections stream and across the
+//! workers' out.txt); and it stays so when a worker and an agent are killed with `kill -9`
+//! mid-stream and the server restarts: nothing lost, nothing doubled.
+//!
+//! Needs nats-server >= 2.10, as tests/nats.rs (ignored without it, unless
+//! TRAPLINE_E2E_REQUIRED=1: then the tests fail).
+
+mod common;
+#[path = "common/nats.rs"]
+mod nats_common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Daemon, access_line, append, detections, project, wait_for};
+use nats_common::{NatsServer, count, read_stream};
+
+const STREAM: &str = "EVENTS";
+const DETECTIONS: &str = "TRAPLINE_DETECTIONS";
+const PARTITIONS: u32 = 4;
+const RULE_ID: &str = "login-burst";
+
+const RULE: &str = "rules:\n  - id: login-burst\n    title: many log-in attempts\n    severity: high\n    match: {field: path, equals: /login}\n    threshold: {count: 15, within: 10m, group_by: [client_ip]}\n";
+
+fn nats_section(url: &str) -> String {
+    format!(
+        "nats:\n  url: \"{url}\"\n  stream: {STREAM}\n  subject_prefix: trapline.events\n  partitions: {PARTITIONS}\n"
+    )
+}
+
+fn agent_config(url: &str, host: &str) -> String {
+    format!(
+        "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    paths: [logs/access.log]\n    format: combined\n    start: beginning\nactions:\n  log: {{path: out.txt, console: false}}\n{}  host: {host}\n  evaluate: false\n",
+        nats_section(url)
+    )
+}
+
+fn worker_config(url: &str, id: &str) -> String {
+    format!(
+        "rules: [rules]\nstate_dir: state\nsources:\n  - name: web\n    type: nats\n    format: combined\nactions:\n  log: {{path: out.txt, console: false}}\n{}worker:\n  id: {id}\n  lease: 2s\n  ack_wait: 5s\n",
+        nats_section(url)
+    )
+}
+
+/// An agent or a worker: its project directory and its process.
+struct Node {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Node {
+    fn new(config: &str) -> Node {
+        let (dir, root) = project(Some(RULE), config);
+        Node { _dir: dir, root, daemon: None }
+    }
+
+    fn start(&mut self) {
+        self.daemon = Some(Daemon::start(&self.root.join("trapline.yml")));
+    }
+
+    fn log(&self) -> PathBuf {
+        self.root.join("logs/access.log")
+    }
+
+    fn detections(&self) -> Vec<serde_json::Value> {
+        detections(&self.root.join("out.txt"))
+    }
+}
+
+/// The client IPs of the detections, with how often each was detected.
+fn by_ip<'a>(dets: impl IntoIterator<Item = &'a serde_json::Value>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for d in dets {
+        assert_eq!(d["rule"]["id"], RULE_ID, "{d}");
+        let ip = d["threshold"]["group"]["client_ip"].as_str().unwrap_or("?").to_string();
+        *out.entry(ip).or_default() += 1;
+    }
+    out
+}
+
+/// The detections in the detections stream (JSON, as out.txt has them).
+fn stream_detections(server: &NatsServer) -> Vec<serde_json::Value> {
+    read_stream(&server.url(), DETECTIONS).iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect()
+}
+
+fn workers_detections(workers: &[Node]) -> Vec<serde_json::Value> {
+    workers.iter().flat_map(|w| w.detections()).collect()
+}
+
+/// `attempts` log-in attempts of `ip`, from second `from` on, one every `step` seconds.
+fn attempts(ip: &str, n: u32, from: u32, step: u32) -> Vec<String> {
+    (0..n).map(|i| access_line(ip, from + i * step, "/login", 401)).collect()
+}
+
+/// Ordinary traffic: other addresses, other pages, a few log-ins each (never 15).
+fn noise(n: u32, seed: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let ip = format!("198.51.100.{}", (i * 7 + seed) % 50);
+            let path = if i % 9 == 0 { "/login".to_string() } else { format!("/page/{i}") };
+            access_line(&ip, (i * 3) % 590, &path, 200)
+        })
+        .collect()
+}
+
+/// The worker holding partition `p`'s lease, read from the leases' bucket.
+fn owner(url: &str, p: u32) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value(format!("{STREAM}_leases")).await.ok()?;
+        let v = kv.get(format!("p.{p}")).await.ok()??;
+        Some(String::from_utf8_lossy(&v).to_string())
+    })
+}
+
+fn fnv_partition(key: &str, n: u32) -> u32 {
+    let mut h: u32 = 2166136261;
+    for b in key.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(16777619);
+    }
+    h % n
+}
+
+/// Waits until every partition has an owner among the workers.
+fn wait_owned(url: &str) {
+    assert!(
+        wait_for(Duration::from_secs(30), || (0..PARTITIONS).all(|p| owner(url, p).is_some())),
+        "not every partition is owned: {:?}",
+        (0..PARTITIONS).map(|p| owner(url, p)).collect::<Vec<_>>()
+    );
+}
+
+fn threshold_across_hosts_is_detected_once() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut workers: Vec<Node> = (1..=3).map(|i| Node::new(&worker_config(&url, &format!("w{i}")))).collect();
+    for w in &mut workers {
+        w.start();
+    }
+    wait_owned(&url);
+    let mut agents: Vec<Node> = ["web-a", "web-b"].iter().map(|h| Node::new(&agent_config(&url, h))).collect();
+    // Ten attempts seen by each host: fifteen only together.
+    let attacker = "203.0.113.7";
+    let mut a = noise(60, 1);
+    a.extend(attempts(attacker, 10, 100, 7));
+    let mut b = noise(60, 2);
+    b.extend(attempts(attacker, 10, 103, 7));
+    append(&agents[0].log(), &a);
+    append(&agents[1].log(), &b);
+    for ag in &mut agents {
+        ag.start();
+    }
+    let total = (a.len() + b.len()) as u64;
+    assert!(
+        wait_for(Duration::from_secs(30), || count(&url, STREAM) >= total),
+        "{} of {total} events",
+        count(&url, STREAM)
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || count(&url, DETECTIONS) >= 1 && !workers_detections(&workers).is_empty()),
+        "no detection: stream {}, workers {:?}",
+        count(&url, DETECTIONS),
+        workers.iter().map(|w| w.daemon.as_ref().unwrap().stderr()).collect::<Vec<_>>()
+    );
+    // Anything fired twice would be there by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let in_stream = stream_detections(&server);
+    assert_eq!(by_ip(&in_stream), BTreeMap::from([(attacker.to_string(), 1)]), "{in_stream:?}");
+    let local = workers_detections(&workers);
+    assert_eq!(by_ip(&local), BTreeMap::from([(attacker.to_string(), 1)]), "{local:?}");
+    let d = &local[0];
+    assert_eq!(d["threshold"]["count"], 15, "{d}");
+    assert!(d["source"]["host"] == "web-a" || d["source"]["host"] == "web-b", "{d}");
+    assert_eq!(d["source"]["name"], "web", "{d}");
+    assert_eq!(in_stream[0]["key"], d["key"]);
+    // The agents evaluated nothing.
+    for ag in &agents {
+        assert!(ag.detections().is_empty());
+    }
+    // The worker that detected it owns the attacker's partition.
+    let p = fnv_partition(attacker, PARTITIONS);
+    let who = owner(&url, p).unwrap();
+    let detected_by: Vec<usize> = (0..3).filter(|&i| !workers[i].detections().is_empty()).collect();
+    assert_eq!(detected_by, [who[1..].parse::<usize>().unwrap() - 1], "owner {who}");
+    for w in &mut workers {
+        w.daemon.as_mut().unwrap().signal("TERM");
+    }
+}
+
+fn failover_loses_and_doubles_nothing() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let mut workers: Vec<Node> = (1..=3).map(|i| Node::new(&worker_config(&url, &format!("w{i}")))).collect();
+    for w in &mut workers {
+        w.start();
+    }
+    wait_owned(&url);
+    let mut agents: Vec<Node> = ["web-a", "web-b"].iter().map(|h| Node::new(&agent_config(&url, h))).collect();
+    for ag in &mut agents {
+        ag.start();
+    }
+    // Attackers 1..=8 make 10 attempts on each host (detected once each); 9..=12 make 7 on
+    // each (never detected). Written a few lines at a time, interleaved with ordinary traffic.
+    let attackers: Vec<String> = (1..=12).map(|i| format!("203.0.113.{i}")).collect();
+    let mut per_host: [Vec<String>; 2] = [noise(200, 1), noise(200, 2)];
+    for (h, lines) in per_host.iter_mut().enumerate() {
+        let mut extra = Vec::new();
+        for (i, ip) in attackers.iter().enumerate() {
+            let n = if i < 8 { 10 } else { 7 };
+            extra.push(attempts(ip, n, 60 + i as u32 * 11 + h as u32 * 3, 13));
+        }
+        // Interleave: round-robin over the attackers' lists and the noise.
+        let mut mixed = Vec::new();
+        let mut noise_it = std::mem::take(lines).into_iter();
+        for round in 0..10 {
+            for list in &extra {
+                if let Some(l) = list.get(round) {
+                    mixed.push(l.clone());
+                }
+            }
+            mixed.extend(noise_it.by_ref().take(20));
+        }
+        mixed.extend(noise_it);
+        *lines = mixed;
+    }
+    let total: usize = per_host.iter().map(Vec::len).sum();
+    let chunks = 20;
+    let chunk = |h: usize, i: usize| {
+        let n = per_host[h].len().div_ceil(chunks);
+        per_host[h][(i * n).min(per_host[h].len())..((i + 1) * n).min(per_host[h].len())].to_vec()
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(150));
+    let mut victim_worker = None;
+    for i in 0..chunks {
+        append(&agents[0].log(), &chunk(0, i));
+        append(&agents[1].log(), &chunk(1, i));
+        pause();
+        if i == 6 {
+            // The worker owning the first attacker's partition, in the middle of its count.
+            let who = owner(&url, fnv_partition(&attackers[0], PARTITIONS)).expect("an owner");
+            let w: usize = who[1..].parse::<usize>().unwrap() - 1;
+            workers[w].daemon.as_mut().unwrap().signal("KILL");
+            victim_worker = Some(w);
+        }
+        if i == 9 {
+            agents[0].daemon.as_mut().unwrap().signal("KILL");
+        }
+        if i == 11 {
+            agents[0].start();
+        }
+        if i == 14 {
+            server.stop();
+            std::thread::sleep(Duration::from_secs(1));
+            server.start_again();
+        }
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || count(&url, STREAM) >= total as u64),
+        "{} of {total} events in the stream",
+        count(&url, STREAM)
+    );
+    let expected: BTreeMap<String, usize> = attackers[..8].iter().map(|ip| (ip.clone(), 1)).collect();
+    wait_for(Duration::from_secs(60), || by_ip(&stream_detections(&server)).len() >= 8);
+    // Whatever would fire twice has had time to.
+    std::thread::sleep(Duration::from_secs(5));
+    let in_stream = stream_detections(&server);
+    assert_eq!(by_ip(&in_stream), expected, "detections stream");
+    let local = workers_detections(&workers);
+    assert_eq!(by_ip(&local), expected, "the workers' out.txt");
+    let v = victim_worker.unwrap();
+    eprintln!(
+        "killed worker w{} had written {} detections; survivors wrote {}",
+        v + 1,
+        workers[v].detections().len(),
+        local.len() - workers[v].detections().len()
+    );
+    for (i, w) in workers.iter_mut().enumerate() {
+        if i != v {
+            w.daemon.as_mut().unwrap().signal("TERM");
+        }
+    }
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let missing = nats_common::server_binary().err();
+    let ignored = missing.is_some() && !required;
+    if let Some(msg) = missing.as_ref().filter(|_| ignored) {
+        eprintln!("ignored: nats_workers: {msg}");
+    }
+    let needs_server: [(&str, fn()); 2] = [
+        ("threshold_across_hosts_is_detected_once", threshold_across_hosts_is_detected_once),
+        ("failover_loses_and_doubles_nothing", failover_loses_and_doubles_nothing),
+    ];
+    let trials: Vec<libtest_mimic::Trial> = needs_server
+        .into_iter()
+        .map(|(name, f)| {
+            let missing = missing.clone();
+            libtest_mimic::Trial::test(name, move || match missing {
+                None => {
+                    f();
+                    Ok(())
+                }
+                Some(msg) => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
