@@ -276,8 +276,18 @@ fn failover_loses_and_doubles_nothing() {
     let local = workers_detections(&workers);
     assert_eq!(by_ip(&local), expected, "the workers' out.txt");
     let v = victim_worker.unwrap();
+    // The survivors restored the windows of the partitions they took over from the stream.
+    let logs: Vec<String> = (0..3).filter(|&i| i != v).map(|i| workers[i].daemon.as_ref().unwrap().stderr()).collect();
+    let replayed: u64 = logs
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| l.contains("partition taken over"))
+        .filter_map(|l| l.split("replayed=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(replayed > 0, "no takeover replayed anything:\n{}", logs.join("\n"));
+    let again = logs.iter().map(|l| l.matches("detection fired again after a takeover").count()).sum::<usize>();
     eprintln!(
-        "killed worker w{} had written {} detections; survivors wrote {}",
+        "killed worker w{} had written {} detections; survivors wrote {}; {replayed} events replayed at takeovers; {again} detections fired again and dropped",
         v + 1,
         workers[v].detections().len(),
         local.len() - workers[v].detections().len()
@@ -289,6 +299,97 @@ fn failover_loses_and_doubles_nothing() {
     }
 }
 
+/// A server unreachable when a worker starts: a clear error, retried until it is there.
+fn worker_waits_for_an_unreachable_server() {
+    let mut server = NatsServer::start();
+    server.stop();
+    let url = server.url();
+    let mut w = Node::new(&worker_config(&url, "w1"));
+    w.start();
+    let d = w.daemon.as_mut().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("cannot start against the NATS server")
+            && d.stderr().contains("cannot connect to")),
+        "no clear error while the server is unreachable:\n{}",
+        d.stderr()
+    );
+    assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the worker exited");
+    server.start_again();
+    wait_owned(&url);
+    let mut agent = Node::new(&agent_config(&url, "web-a"));
+    append(&agent.log(), &attempts("203.0.113.50", 15, 0, 5));
+    agent.start();
+    assert!(wait_for(Duration::from_secs(30), || w.detections().len() == 1), "{}", w.daemon.as_ref().unwrap().stderr());
+    w.daemon.as_mut().unwrap().signal("TERM");
+    // Stopped: its partitions are released at once, not left to expire.
+    assert!(
+        (0..PARTITIONS).all(|p| owner(&url, p).is_none()),
+        "{:?}",
+        (0..PARTITIONS).map(|p| owner(&url, p)).collect::<Vec<_>>()
+    );
+}
+
+/// A worker that published a detection but whose acknowledgements never reached the server
+/// (killed in between): its successor evaluates the same events again and fires the same
+/// detection, which the server recognises by its id; the successor then does not act on it.
+fn a_detection_fired_again_is_not_acted_upon_twice() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut w1 = Node::new(&worker_config(&url, "w1"));
+    w1.start();
+    wait_owned(&url);
+    let mut agent = Node::new(&agent_config(&url, "web-a"));
+    append(&agent.log(), &attempts("203.0.113.60", 15, 0, 5));
+    agent.start();
+    assert!(wait_for(Duration::from_secs(30), || w1.detections().len() == 1 && count(&url, DETECTIONS) == 1));
+    w1.daemon.as_mut().unwrap().signal("TERM");
+    // As if none of its acknowledgements had arrived: the partitions start over.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let stream = js.get_stream(STREAM).await.unwrap();
+        for p in 0..PARTITIONS {
+            stream.delete_consumer(&format!("trapline-p{p}")).await.unwrap();
+        }
+    });
+    let mut w2 = Node::new(&worker_config(&url, "w2"));
+    w2.start();
+    let d = w2.daemon.as_ref().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || d.stderr().contains("detection fired again after a takeover")),
+        "{}",
+        d.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&url, DETECTIONS), 1);
+    assert!(w2.detections().is_empty(), "{:?}", w2.detections());
+    w2.daemon.as_mut().unwrap().signal("TERM");
+}
+
+/// Worker settings are checked at start, each error with its position in trapline.yml.
+fn bad_worker_settings_are_refused_with_their_position() {
+    let check = |config: &str, expect: &str| {
+        let (_d, root) = project(Some(RULE), config);
+        let out = common::trapline(&["run", "--config", root.join("trapline.yml").to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{config}");
+        assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+    };
+    let good = worker_config("nats://127.0.0.1:1", "w1");
+    let lines = good.lines().count();
+    check(
+        &good.replace("lease: 2s", "lease: 10ms"),
+        &format!("trapline.yml:{}:10: worker.lease: must be at least 1s", lines - 1),
+    );
+    check(&good.replace("id: w1", "id: a.b"), "worker.id: \"a.b\": only letters");
+    let no_nats = "rules: [rules]\nsources:\n  - name: web\n    type: nats\n";
+    check(no_nats, "trapline.yml:4:5: source \"web\": a `nats` source needs the nats: section");
+    let with_paths = good.replace("    type: nats\n", "    type: nats\n    paths: [x.log]\n");
+    check(&with_paths, "trapline.yml:6:12: source \"web\": a `nats` source has no paths");
+    let mixed = good.replace("sources:\n", "sources:\n  - name: local\n    paths: [logs/a.log]\n");
+    check(&mixed, "cannot be read beside files or web roots");
+}
+
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
@@ -297,11 +398,13 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 2] = [
+    let needs_server: [(&str, fn()); 4] = [
+        ("a_detection_fired_again_is_not_acted_upon_twice", a_detection_fired_again_is_not_acted_upon_twice),
         ("threshold_across_hosts_is_detected_once", threshold_across_hosts_is_detected_once),
         ("failover_loses_and_doubles_nothing", failover_loses_and_doubles_nothing),
+        ("worker_waits_for_an_unreachable_server", worker_waits_for_an_unreachable_server),
     ];
-    let trials: Vec<libtest_mimic::Trial> = needs_server
+    let mut trials: Vec<libtest_mimic::Trial> = needs_server
         .into_iter()
         .map(|(name, f)| {
             let missing = missing.clone();
@@ -315,5 +418,9 @@ fn main() {
             .with_ignored_flag(ignored)
         })
         .collect();
+    trials.push(libtest_mimic::Trial::test("bad_worker_settings_are_refused_with_their_position", || {
+        bad_worker_settings_are_refused_with_their_position();
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

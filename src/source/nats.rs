@@ -455,12 +455,21 @@ impl NatsSource {
         sink.flush().context("cannot make the detections durable")?;
         sink.durable(true).context("cannot make the detections durable")?;
         let unacked: Vec<jetstream::Message> = w.parts.values_mut().flat_map(|p| p.unacked.drain(..)).collect();
+        let n = unacked.len();
         rt.block_on(async {
-            for m in unacked {
-                // A lost acknowledgement means a redelivery: recognised by its sequence (or by
-                // the detection's id at another worker).
-                if let Err(e) = m.ack().await {
-                    tracing::debug!(error = %e, "acknowledgement not sent");
+            for (i, m) in unacked.into_iter().enumerate() {
+                // The last one waits for the server's word: it handles a connection's messages
+                // in order, so the others are then in too, and a partition released next is
+                // handed over with its acknowledgements recorded. A lost acknowledgement means
+                // a redelivery: recognised by its sequence here, by the detection's id at
+                // another worker.
+                let acked = if i + 1 == n {
+                    tokio::time::timeout(API_TIMEOUT, m.double_ack()).await.unwrap_or_else(|_| Err("no answer".into()))
+                } else {
+                    m.ack().await
+                };
+                if let Err(e) = acked {
+                    tracing::debug!(error = %e, "acknowledgement not confirmed");
                 }
             }
         });
@@ -845,7 +854,11 @@ fn detection_gate(rt: tokio::runtime::Handle, js: jetstream::Context, subject: S
                 anyhow::Ok(tokio::time::timeout(API_TIMEOUT, ack).await.map_err(|_| anyhow!("no acknowledgement"))??)
             });
             match sent {
-                Ok(ack) => return Ok(!ack.duplicate),
+                Ok(ack) if ack.duplicate => {
+                    tracing::info!(rule = %d.rule.id, key = %d.key, "detection fired again after a takeover: already published, not acted upon again");
+                    return Ok(false);
+                }
+                Ok(_) => return Ok(true),
                 Err(e) if Instant::now() < deadline => {
                     tracing::warn!(rule = %d.rule.id, key = %d.key, error = format!("{e:#}"), "worker: cannot publish a detection; retrying");
                     std::thread::sleep(backoff);
