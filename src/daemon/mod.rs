@@ -53,7 +53,7 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let _lock = crate::state::StateLock::acquire(&cfg.resolve(&c.state_dir))?;
     let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
     let built = setup::build(Some(&cfg), &rule_paths, &[])?;
-    let mut source = open_source(&cfg)?;
+    let mut source = open_source(&cfg, &shutdown)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("trapline-rt")
@@ -151,10 +151,10 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
 
 /// The source of `run`: standard input when the one configured source reads `-`, else the
 /// file tailer over every configured source.
-fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
+fn open_source(cfg: &config::Loaded, shutdown: &Shutdown) -> Result<Box<dyn Source>> {
     let c = &cfg.config;
     if c.worker_mode() {
-        return Ok(Box::new(crate::source::nats::NatsSource::open(cfg)?));
+        return Ok(Box::new(crate::source::nats::NatsSource::open(cfg, shutdown.clone())?));
     }
     let web = crate::source::webroot::configured(cfg);
     let logs: Vec<usize> = (0..c.sources.len()).filter(|i| !web.contains(i)).collect();

@@ -71,9 +71,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 /// How long a JetStream API answer is waited for.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long publishing one detection is retried before the worker stops with an error (its
-/// events stay unacknowledged: another worker, or this one restarted, evaluates them again).
-const DETECTION_RETRY: Duration = Duration::from_secs(60);
 /// The sink's periodic work.
 const TICK_EVERY: Duration = Duration::from_millis(250);
 
@@ -225,10 +222,15 @@ pub struct NatsSource {
     first: usize,
     /// Format names of the sources, to tell once when a message names another.
     formats: Vec<String>,
+    /// Ends the retries of a detection's publication when the daemon stops.
+    shutdown: crate::shutdown::Shutdown,
+    /// Events replayed at takeovers, and detections fired again that the server recognised.
+    replayed: std::cell::Cell<u64>,
+    refired: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NatsSource {
-    pub fn open(cfg: &config::Loaded) -> Result<NatsSource> {
+    pub fn open(cfg: &config::Loaded, shutdown: crate::shutdown::Shutdown) -> Result<NatsSource> {
         let c = &cfg.config;
         let def: &NatsDef = c.nats.as_ref().ok_or_else(|| anyhow!("a `nats` source needs the nats: section"))?;
         let w = &c.worker;
@@ -266,7 +268,15 @@ impl NatsSource {
             }
         }
         let first = first.ok_or_else(|| anyhow!("no `nats` source"))?;
-        Ok(NatsSource { s, by_name, first, formats })
+        Ok(NatsSource {
+            s,
+            by_name,
+            first,
+            formats,
+            shutdown,
+            replayed: Default::default(),
+            refired: Default::default(),
+        })
     }
 }
 
@@ -362,7 +372,13 @@ impl Source for NatsSource {
         failing.ok();
         tracing::info!(id = %s.id, "worker connected");
         rt.spawn(renew(w.kv.clone(), Arc::clone(&w.leases), s.id.clone(), s.lease));
-        sink.gate(detection_gate(rt.handle().clone(), w.js.clone(), s.detections_subject.clone()));
+        sink.gate(detection_gate(
+            rt.handle().clone(),
+            w.js.clone(),
+            s.detections_subject.clone(),
+            self.shutdown.clone(),
+            Arc::clone(&self.refired),
+        ));
         let result = self.work(&rt, &mut w, sink, stop);
         // Leaving: what was evaluated is acknowledged once durable, and the leases are
         // released so that the others take the partitions over at once.
@@ -410,6 +426,9 @@ impl NatsSource {
                 if let Err(e) = self.balance(rt, w, sink) {
                     failing.fail("cannot share the partitions", &e);
                 }
+                sink.measure(self.first, "worker_partitions", w.parts.len() as f64);
+                sink.measure(self.first, "worker_replayed", self.replayed.get() as f64);
+                sink.measure(self.first, "worker_refired", self.refired.load(Relaxed) as f64);
             }
             let mut got = 0;
             let owned: Vec<u32> = w.parts.keys().copied().collect();
@@ -642,6 +661,7 @@ impl NatsSource {
             0 => 0,
             f => self.replay(rt, w, p, &filter, f, sink)?,
         };
+        self.replayed.set(self.replayed.get() + replayed as u64);
         w.parts.insert(p, Part { consumer, last: floor, unacked: Vec::new() });
         tracing::info!(partition = p, consumer = %name, acknowledged_up_to = floor, replayed, "partition taken over");
         Ok(())
@@ -837,7 +857,15 @@ async fn renew(kv: kv::Store, leases: Arc<Mutex<Leases>>, id: String, lease: Dur
 
 /// The check each detection passes before any local action: published to the detections
 /// subject with its idempotency key as message id. `false` when the server had it already.
-fn detection_gate(rt: tokio::runtime::Handle, js: jetstream::Context, subject: String) -> super::DetectionGate {
+/// Retried until it is published or the daemon stops (then the error leaves the events
+/// unacknowledged: the next owner evaluates them again).
+fn detection_gate(
+    rt: tokio::runtime::Handle,
+    js: jetstream::Context,
+    subject: String,
+    shutdown: crate::shutdown::Shutdown,
+    refired: Arc<std::sync::atomic::AtomicU64>,
+) -> super::DetectionGate {
     Box::new(move |d| {
         let payload: bytes::Bytes = serde_json::to_vec(d).context("cannot serialise a detection")?.into();
         let mut h = HeaderMap::new();
@@ -846,8 +874,7 @@ fn detection_gate(rt: tokio::runtime::Handle, js: jetstream::Context, subject: S
         if let Some(host) = &d.source.host {
             h.insert("Trapline-Host", host.as_ref());
         }
-        let deadline = Instant::now() + DETECTION_RETRY;
-        let mut backoff = FIRST_BACKOFF;
+        let mut failing = Failing::default();
         loop {
             let sent = rt.block_on(async {
                 let ack = js.publish_with_headers(subject.clone(), h.clone(), payload.clone()).await?;
@@ -855,14 +882,18 @@ fn detection_gate(rt: tokio::runtime::Handle, js: jetstream::Context, subject: S
             });
             match sent {
                 Ok(ack) if ack.duplicate => {
+                    failing.ok();
+                    refired.fetch_add(1, Relaxed);
                     tracing::info!(rule = %d.rule.id, key = %d.key, "detection fired again after a takeover: already published, not acted upon again");
                     return Ok(false);
                 }
-                Ok(_) => return Ok(true),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(rule = %d.rule.id, key = %d.key, error = format!("{e:#}"), "worker: cannot publish a detection; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Ok(_) => {
+                    failing.ok();
+                    return Ok(true);
+                }
+                Err(e) if !shutdown.is_triggered() => {
+                    failing.fail(&format!("cannot publish detection {} of {}", d.key, d.rule.id), &e);
+                    shutdown.wait_timeout(failing.backoff());
                 }
                 Err(e) => return Err(e.context(format!("cannot publish detection {} of {}", d.key, d.rule.id))),
             }
