@@ -366,6 +366,35 @@ fn a_detection_fired_again_is_not_acted_upon_twice() {
     w2.daemon.as_mut().unwrap().signal("TERM");
 }
 
+/// A server that wants a user and password: agents and workers take the same settings (one
+/// piece of code reads them); a wrong password is a clear error, retried.
+fn credentials_are_the_outputs_settings() {
+    let server = NatsServer::start_with(&["--user", "trap", "--pass", "s3cret-pw"]);
+    let url = server.url();
+    let creds = "  user: trap\n  password: s3cret-pw\n";
+    let with = |config: String| config.replace("  partitions: 4\n", &format!("  partitions: 4\n{creds}"));
+    let mut w = Node::new(&with(worker_config(&url, "w1")));
+    w.start();
+    let mut agent = Node::new(&with(agent_config(&url, "web-a")));
+    append(&agent.log(), &attempts("203.0.113.70", 15, 0, 5));
+    agent.start();
+    assert!(wait_for(Duration::from_secs(30), || w.detections().len() == 1), "{}", w.daemon.as_ref().unwrap().stderr());
+    assert!(!w.daemon.as_ref().unwrap().stderr().contains("s3cret-pw"));
+    w.daemon.as_mut().unwrap().signal("TERM");
+    // The wrong password: said, retried, and the password never logged.
+    let mut bad = Node::new(&with(worker_config(&url, "w2")).replace("password: s3cret-pw", "password: wrong-pw"));
+    bad.start();
+    let d = bad.daemon.as_ref().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("cannot start against the NATS server")),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().to_lowercase().contains("authorization"), "{}", d.stderr());
+    assert!(!d.stderr().contains("wrong-pw"), "{}", d.stderr());
+    bad.daemon.as_mut().unwrap().signal("TERM");
+}
+
 /// Worker settings are checked at start, each error with its position in trapline.yml.
 fn bad_worker_settings_are_refused_with_their_position() {
     let check = |config: &str, expect: &str| {
@@ -398,7 +427,8 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 4] = [
+    let needs_server: [(&str, fn()); 5] = [
+        ("credentials_are_the_outputs_settings", credentials_are_the_outputs_settings),
         ("a_detection_fired_again_is_not_acted_upon_twice", a_detection_fired_again_is_not_acted_upon_twice),
         ("threshold_across_hosts_is_detected_once", threshold_across_hosts_is_detected_once),
         ("failover_loses_and_doubles_nothing", failover_loses_and_doubles_nothing),
