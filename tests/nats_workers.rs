@@ -366,6 +366,62 @@ fn a_detection_fired_again_is_not_acted_upon_twice() {
     w2.daemon.as_mut().unwrap().signal("TERM");
 }
 
+/// A worker paused (SIGSTOP) longer than its lease: another takes its partition over, and the
+/// paused one, resumed, gives the partition up instead of pulling from it beside the new
+/// owner. Ten attempts before the pause and five after are one detection.
+fn a_paused_worker_gives_its_partition_up() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut workers: Vec<Node> = (1..=2).map(|i| Node::new(&worker_config(&url, &format!("w{i}")))).collect();
+    for w in &mut workers {
+        w.start();
+    }
+    // Each worker its fair share (two of four partitions) before the test goes on.
+    assert!(wait_for(Duration::from_secs(30), || {
+        let owners: Vec<Option<String>> = (0..PARTITIONS).map(|p| owner(&url, p)).collect();
+        owners.iter().filter(|o| o.as_deref() == Some("w1")).count() == 2
+            && owners.iter().filter(|o| o.as_deref() == Some("w2")).count() == 2
+    }));
+    let attacker = "203.0.113.80";
+    let p = fnv_partition(attacker, PARTITIONS);
+    let first = owner(&url, p).unwrap();
+    let (paused, other) = if first == "w1" { (0, 1) } else { (1, 0) };
+    let mut agent = Node::new(&agent_config(&url, "web-a"));
+    append(&agent.log(), &attempts(attacker, 10, 0, 5));
+    agent.start();
+    // Evaluated and acknowledged by the owner.
+    assert!(wait_for(Duration::from_secs(30), || {
+        let st = std::fs::read_to_string(workers[paused].root.join("state/status.json")).unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&st).is_ok_and(|s| s["sources"][0]["lines"] == 10)
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = workers[paused].daemon.as_ref().unwrap().pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        wait_for(Duration::from_secs(30), || owner(&url, p).as_deref() == Some(&format!("w{}", other + 1))),
+        "partition {p} not taken over: {:?}",
+        owner(&url, p)
+    );
+    append(&agent.log(), &attempts(attacker, 5, 100, 5));
+    assert!(wait_for(Duration::from_secs(30), || workers[other].detections().len() == 1));
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let d = workers[paused].daemon.as_ref().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("lease not renewed in time")
+            || d.stderr().contains("lease lost")),
+        "{}",
+        d.stderr()
+    );
+    append(&agent.log(), &attempts(attacker, 5, 200, 5));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(by_ip(&stream_detections(&server)), BTreeMap::from([(attacker.to_string(), 1)]));
+    assert_eq!(by_ip(&workers_detections(&workers)), BTreeMap::from([(attacker.to_string(), 1)]));
+    assert!(workers[paused].detections().is_empty());
+    for w in &mut workers {
+        w.daemon.as_mut().unwrap().signal("TERM");
+    }
+}
+
 /// A server that wants a user and password: agents and workers take the same settings (one
 /// piece of code reads them); a wrong password is a clear error, retried.
 fn credentials_are_the_outputs_settings() {
@@ -427,7 +483,8 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 5] = [
+    let needs_server: [(&str, fn()); 6] = [
+        ("a_paused_worker_gives_its_partition_up", a_paused_worker_gives_its_partition_up),
         ("credentials_are_the_outputs_settings", credentials_are_the_outputs_settings),
         ("a_detection_fired_again_is_not_acted_upon_twice", a_detection_fired_again_is_not_acted_upon_twice),
         ("threshold_across_hosts_is_detected_once", threshold_across_hosts_is_detected_once),

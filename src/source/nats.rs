@@ -283,8 +283,8 @@ impl NatsSource {
 /// Leases held, shared by the reading thread and the renewing task.
 #[derive(Default)]
 struct Leases {
-    /// Partition → revision of its key.
-    held: BTreeMap<u32, u64>,
+    /// Partition → revision of its key, and when the server last confirmed it.
+    held: BTreeMap<u32, (u64, Instant)>,
     /// Partitions whose lease another worker took (or that expired): to give up.
     lost: Vec<u32>,
     /// Revision of this worker's `w.<id>` key, when it exists.
@@ -384,7 +384,7 @@ impl Source for NatsSource {
         // released so that the others take the partitions over at once.
         let done = self.settle(&rt, &mut w, sink);
         let held: Vec<(u32, u64)> =
-            w.leases.lock().unwrap_or_else(|e| e.into_inner()).held.iter().map(|(p, r)| (*p, *r)).collect();
+            w.leases.lock().unwrap_or_else(|e| e.into_inner()).held.iter().map(|(p, (r, _))| (*p, *r)).collect();
         if done.is_ok() {
             for (p, rev) in held {
                 let _ = rt.block_on(tokio::time::timeout(
@@ -411,12 +411,29 @@ impl NatsSource {
         let mut failing = Failing::default();
         let mut told: Vec<(String, String)> = Vec::new();
         while !stop.load(Relaxed) {
-            let lost: Vec<u32> = std::mem::take(&mut w.leases.lock().unwrap_or_else(|e| e.into_inner()).lost);
+            let (lost, stale) = {
+                let mut l = w.leases.lock().unwrap_or_else(|e| e.into_inner());
+                // Not confirmed for two renewal periods: the key may expire any moment (this
+                // worker was paused, or the server is away), and a successor would then share
+                // the consumer with us. Given up before that, claimed again when free.
+                let stale: Vec<u32> =
+                    l.held.iter().filter(|(_, (_, at))| at.elapsed() > self.s.lease * 2 / 3).map(|(p, _)| *p).collect();
+                for p in &stale {
+                    l.held.remove(p);
+                }
+                (std::mem::take(&mut l.lost), stale)
+            };
             for p in lost {
+                if w.parts.remove(&p).is_some() {
+                    tracing::warn!(partition = p, "lease lost: another worker holds the partition now");
+                    sink.drop_lane(p);
+                }
+            }
+            for p in stale {
                 if w.parts.remove(&p).is_some() {
                     tracing::warn!(
                         partition = p,
-                        "lease lost (not renewed in time): another worker takes the partition over"
+                        "lease not renewed in time: partition given up (claimed again when free)"
                     );
                     sink.drop_lane(p);
                 }
@@ -586,7 +603,7 @@ impl NatsSource {
                     rt.block_on(tokio::time::timeout(API_TIMEOUT, w.kv.create(format!("p.{p}"), s.id.clone().into())));
                 match claimed {
                     Ok(Ok(rev)) => {
-                        w.leases.lock().unwrap_or_else(|e| e.into_inner()).held.insert(p, rev);
+                        w.leases.lock().unwrap_or_else(|e| e.into_inner()).held.insert(p, (rev, Instant::now()));
                         if let Err(e) = self.take_over(rt, w, p, sink) {
                             // Give it back: another worker (or this one, later) tries again.
                             w.parts.remove(&p);
@@ -612,7 +629,7 @@ impl NatsSource {
             w.parts.remove(&p);
             sink.drop_lane(p);
             let rev = w.leases.lock().unwrap_or_else(|e| e.into_inner()).held.remove(&p);
-            if let Some(rev) = rev {
+            if let Some((rev, _)) = rev {
                 let _ = rt.block_on(tokio::time::timeout(
                     API_TIMEOUT,
                     w.kv.delete_expect_revision(format!("p.{p}"), Some(rev)),
@@ -827,19 +844,19 @@ async fn renew(kv: kv::Store, leases: Arc<Mutex<Leases>>, id: String, lease: Dur
     loop {
         tokio::time::sleep(lease / 3).await;
         let held: Vec<(u32, u64)> =
-            leases.lock().unwrap_or_else(|e| e.into_inner()).held.iter().map(|(p, r)| (*p, *r)).collect();
+            leases.lock().unwrap_or_else(|e| e.into_inner()).held.iter().map(|(p, (r, _))| (*p, *r)).collect();
         for (p, rev) in held {
             match tokio::time::timeout(API_TIMEOUT, kv.update(format!("p.{p}"), id.clone().into(), rev)).await {
                 Ok(Ok(new)) => {
                     failing.ok();
                     let mut l = leases.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(r) = l.held.get_mut(&p).filter(|r| **r == rev) {
-                        *r = new;
+                    if let Some(r) = l.held.get_mut(&p).filter(|r| r.0 == rev) {
+                        *r = (new, Instant::now());
                     }
                 }
                 Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     let mut l = leases.lock().unwrap_or_else(|e| e.into_inner());
-                    if l.held.get(&p) == Some(&rev) {
+                    if l.held.get(&p).is_some_and(|r| r.0 == rev) {
                         l.held.remove(&p);
                         l.lost.push(p);
                     }
