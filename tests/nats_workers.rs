@@ -451,6 +451,49 @@ fn credentials_are_the_outputs_settings() {
     bad.daemon.as_mut().unwrap().signal("TERM");
 }
 
+/// A server that speaks TLS only: agents and workers trust its CA through the same `tls:`
+/// settings.
+fn tls_is_the_outputs_settings() {
+    let certs = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(certs.path())
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let server =
+        NatsServer::start_with(&["--tls", "--tlscert", cert.to_str().unwrap(), "--tlskey", key.to_str().unwrap()]);
+    let url = format!("tls://localhost:{}", server.port);
+    let tls = format!("  tls: {{ca_file: \"{}\"}}\n", cert.display());
+    let with = |config: String| config.replace("  partitions: 4\n", &format!("  partitions: 4\n{tls}"));
+    let mut w = Node::new(&with(worker_config(&url, "w1")));
+    w.start();
+    let mut agent = Node::new(&with(agent_config(&url, "web-a")));
+    append(&agent.log(), &attempts("203.0.113.90", 15, 0, 5));
+    agent.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || w.detections().len() == 1),
+        "{}\n{}",
+        w.daemon.as_ref().unwrap().stderr(),
+        agent.daemon.as_ref().unwrap().stderr()
+    );
+    w.daemon.as_mut().unwrap().signal("TERM");
+    // Without the CA, the server is not trusted: said, and retried.
+    let mut untrusting = Node::new(&worker_config(&url, "w2"));
+    untrusting.start();
+    let d = untrusting.daemon.as_ref().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || d.stderr().contains("cannot start against the NATS server")),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("invalid peer certificate"), "{}", d.stderr());
+    untrusting.daemon.as_mut().unwrap().signal("TERM");
+}
+
 /// Worker settings are checked at start, each error with its position in trapline.yml.
 fn bad_worker_settings_are_refused_with_their_position() {
     let check = |config: &str, expect: &str| {
@@ -478,12 +521,18 @@ fn bad_worker_settings_are_refused_with_their_position() {
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let required = std::env::var("TRAPLINE_E2E_REQUIRED").is_ok_and(|v| v == "1");
-    let missing = nats_common::server_binary().err();
+    // The TLS trial makes its certificate with openssl (installed by .ci/setup.sh, as for
+    // tests/https.rs).
+    let have_openssl = std::process::Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
+    let missing = nats_common::server_binary()
+        .err()
+        .or_else(|| (!have_openssl).then(|| "no openssl command to make a test certificate".to_string()));
     let ignored = missing.is_some() && !required;
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 6] = [
+    let needs_server: [(&str, fn()); 7] = [
+        ("tls_is_the_outputs_settings", tls_is_the_outputs_settings),
         ("a_paused_worker_gives_its_partition_up", a_paused_worker_gives_its_partition_up),
         ("credentials_are_the_outputs_settings", credentials_are_the_outputs_settings),
         ("a_detection_fired_again_is_not_acted_upon_twice", a_detection_fired_again_is_not_acted_upon_twice),
