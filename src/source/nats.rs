@@ -706,8 +706,9 @@ impl NatsSource {
                 return Ok(0);
             }
         };
-        // A second more: storage times and event times are not taken by the same clock.
-        let start = stored - window - Duration::from_secs(1);
+        // A second more: storage times and event times are not taken by the same clock. At most
+        // a year back (a rule's window could be any length; the time type panics past its range).
+        let start = stored - window.min(Duration::from_secs(365 * 86400)) - Duration::from_secs(1);
         let ordered = consumer::pull::OrderedConfig {
             filter_subject: filter.to_string(),
             deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
