@@ -422,6 +422,46 @@ fn a_paused_worker_gives_its_partition_up() {
     }
 }
 
+/// Rules reloaded while a worker holds the windows of several partitions: every partition's
+/// windows are carried over (the rule did not change), the one in use and the parked ones.
+fn a_reload_keeps_every_partitions_windows() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut w = Node::new(&worker_config(&url, "w1"));
+    w.start();
+    wait_owned(&url);
+    let attacker = "203.0.113.100";
+    let p = fnv_partition(attacker, PARTITIONS);
+    // Then lines of the other partitions, so that the attacker's windows are parked.
+    let others: Vec<String> = (0..40)
+        .map(|i| format!("198.51.100.{i}"))
+        .filter(|ip| fnv_partition(ip, PARTITIONS) != p)
+        .map(|ip| access_line(&ip, 300, "/login", 401))
+        .collect();
+    let mut agent = Node::new(&agent_config(&url, "web-a"));
+    append(&agent.log(), &attempts(attacker, 10, 0, 5));
+    append(&agent.log(), &others);
+    agent.start();
+    let lines = 10 + others.len();
+    let status = |root: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("state/status.json")).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    assert!(wait_for(Duration::from_secs(30), || status(&w.root)["sources"][0]["lines"] == lines));
+    // Another rule file: the login rule itself is unchanged.
+    std::fs::write(
+        w.root.join("rules/more.yml"),
+        "rules:\n  - id: admin-probe\n    title: admin\n    severity: low\n    match: {field: path, contains: /admin}\n",
+    )
+    .unwrap();
+    let d = w.daemon.as_ref().unwrap();
+    assert!(wait_for(Duration::from_secs(15), || d.stderr().contains("rules reloaded")), "{}", d.stderr());
+    append(&agent.log(), &attempts(attacker, 5, 100, 5));
+    assert!(wait_for(Duration::from_secs(30), || w.detections().len() == 1), "{}", w.daemon.as_ref().unwrap().stderr());
+    assert_eq!(w.detections()[0]["threshold"]["count"], 15);
+    w.daemon.as_mut().unwrap().signal("TERM");
+}
+
 /// A server that wants a user and password: agents and workers take the same settings (one
 /// piece of code reads them); a wrong password is a clear error, retried.
 fn credentials_are_the_outputs_settings() {
@@ -531,7 +571,8 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 7] = [
+    let needs_server: [(&str, fn()); 8] = [
+        ("a_reload_keeps_every_partitions_windows", a_reload_keeps_every_partitions_windows),
         ("tls_is_the_outputs_settings", tls_is_the_outputs_settings),
         ("a_paused_worker_gives_its_partition_up", a_paused_worker_gives_its_partition_up),
         ("credentials_are_the_outputs_settings", credentials_are_the_outputs_settings),

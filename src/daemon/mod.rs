@@ -695,9 +695,11 @@ impl EventSink for Daemon {
         }
         let parked = if fresh { None } else { self.lanes.remove(&lane) };
         let mut next = parked.unwrap_or_else(|| new(self.pipeline.rules()));
-        // The rules' counters follow the detector in use: they count every lane.
+        // The rules' counters follow the detector in use: they count every lane. (Swapped, not
+        // taken: a parked detector keeps counters of its rules' length, which a reload's
+        // carry-over indexes.)
         let current = self.pipeline.detector_mut();
-        next.stats = std::mem::take(&mut current.stats);
+        std::mem::swap(&mut next.stats, &mut current.stats);
         let previous = std::mem::replace(current, next);
         if let Some(l) = self.lane {
             self.lanes.insert(l, previous);
