@@ -689,17 +689,19 @@ impl EventSink for Daemon {
                 let mut fresh = new(self.pipeline.rules());
                 let d = self.pipeline.detector_mut();
                 fresh.stats = std::mem::take(&mut d.stats);
+                fresh.excepted = std::mem::take(&mut d.excepted);
                 *d = fresh;
             }
             return;
         }
         let parked = if fresh { None } else { self.lanes.remove(&lane) };
         let mut next = parked.unwrap_or_else(|| new(self.pipeline.rules()));
-        // The rules' counters follow the detector in use: they count every lane. (Swapped, not
-        // taken: a parked detector keeps counters of its rules' length, which a reload's
-        // carry-over indexes.)
+        // The rules' and exceptions' counters follow the detector in use: they count every
+        // lane. (Swapped, not taken: a parked detector keeps counters of its rules' length,
+        // which a reload's carry-over indexes.)
         let current = self.pipeline.detector_mut();
         std::mem::swap(&mut next.stats, &mut current.stats);
+        std::mem::swap(&mut next.excepted, &mut current.excepted);
         let previous = std::mem::replace(current, next);
         if let Some(l) = self.lane {
             self.lanes.insert(l, previous);
