@@ -129,11 +129,18 @@ fn fnv_partition(key: &str, n: u32) -> u32 {
     h % n
 }
 
-/// Waits until every partition has an owner among the workers.
-fn wait_owned(url: &str) {
+/// Waits until every partition has an owner and none holds more than its fair share of the
+/// `workers` (the first to start claims them all, then gives some back as others join): from
+/// then on, the owners stay.
+fn wait_owned(url: &str, workers: u32) {
+    let share = PARTITIONS.div_ceil(workers) as usize;
+    let settled = || {
+        let owners: Vec<Option<String>> = (0..PARTITIONS).map(|p| owner(url, p)).collect();
+        owners.iter().all(Option::is_some) && owners.iter().all(|o| owners.iter().filter(|x| *x == o).count() <= share)
+    };
     assert!(
-        wait_for(Duration::from_secs(30), || (0..PARTITIONS).all(|p| owner(url, p).is_some())),
-        "not every partition is owned: {:?}",
+        wait_for(Duration::from_secs(30), settled),
+        "the partitions are not shared yet: {:?}",
         (0..PARTITIONS).map(|p| owner(url, p)).collect::<Vec<_>>()
     );
 }
@@ -145,7 +152,7 @@ fn threshold_across_hosts_is_detected_once() {
     for w in &mut workers {
         w.start();
     }
-    wait_owned(&url);
+    wait_owned(&url, 3);
     let mut agents: Vec<Node> = ["web-a", "web-b"].iter().map(|h| Node::new(&agent_config(&url, h))).collect();
     // Ten attempts seen by each host: fifteen only together.
     let attacker = "203.0.113.7";
@@ -202,7 +209,7 @@ fn failover_loses_and_doubles_nothing() {
     for w in &mut workers {
         w.start();
     }
-    wait_owned(&url);
+    wait_owned(&url, 3);
     let mut agents: Vec<Node> = ["web-a", "web-b"].iter().map(|h| Node::new(&agent_config(&url, h))).collect();
     for ag in &mut agents {
         ag.start();
@@ -315,7 +322,7 @@ fn worker_waits_for_an_unreachable_server() {
     );
     assert!(d.child.as_mut().unwrap().try_wait().unwrap().is_none(), "the worker exited");
     server.start_again();
-    wait_owned(&url);
+    wait_owned(&url, 1);
     let mut agent = Node::new(&agent_config(&url, "web-a"));
     append(&agent.log(), &attempts("203.0.113.50", 15, 0, 5));
     agent.start();
@@ -337,7 +344,7 @@ fn a_detection_fired_again_is_not_acted_upon_twice() {
     let url = server.url();
     let mut w1 = Node::new(&worker_config(&url, "w1"));
     w1.start();
-    wait_owned(&url);
+    wait_owned(&url, 1);
     let mut agent = Node::new(&agent_config(&url, "web-a"));
     append(&agent.log(), &attempts("203.0.113.60", 15, 0, 5));
     agent.start();
@@ -429,7 +436,7 @@ fn a_reload_keeps_every_partitions_windows() {
     let url = server.url();
     let mut w = Node::new(&worker_config(&url, "w1"));
     w.start();
-    wait_owned(&url);
+    wait_owned(&url, 1);
     let attacker = "203.0.113.100";
     let p = fnv_partition(attacker, PARTITIONS);
     // Then lines of the other partitions, so that the attacker's windows are parked.
