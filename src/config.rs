@@ -63,6 +63,10 @@ pub struct Config {
     /// workers); absent: not published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<crate::action::nats::NatsDef>,
+    /// Worker mode (sources of `type: nats`): partition ownership, acknowledgements and where
+    /// detections are published. Used only with such sources.
+    #[serde(default)]
+    pub worker: crate::source::nats::WorkerDef,
     /// User variables, available to templates as `vars` (e.g. the honeypot's address).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, serde_json::Value>,
@@ -127,6 +131,12 @@ pub enum SourceKind {
     /// renamed, attributes) is an event, checked against a baseline kept in the state
     /// directory. Rules see it with format `webroot`.
     Webroot,
+    /// Worker mode: the events other machines published to NATS JetStream (their `nats`
+    /// output), consumed from the stream the `nats:` section names. A message whose
+    /// `Trapline-Source` is this source's name is evaluated as this source (its format, the
+    /// rules' `sources:`); one of a source not named here, as the first `nats` source. No
+    /// `paths`.
+    Nats,
 }
 
 /// One watched log, or one set of web roots (`type: webroot`).
@@ -138,7 +148,9 @@ pub struct SourceDef {
     /// `log` (default) or `webroot`.
     #[serde(rename = "type", default)]
     pub kind: SourceKind,
-    /// Paths or globs (`/var/log/nginx/*.access.log`); for a web root, its root directories.
+    /// Paths or globs (`/var/log/nginx/*.access.log`); for a web root, its root directories;
+    /// none for `type: nats`.
+    #[serde(default)]
     pub paths: Vec<String>,
     /// Format name: `combined`, `common`, `apache_error`, `syslog`, `json`, `raw`, or a
     /// custom format from `formats:`.
@@ -207,6 +219,13 @@ fn default_format() -> String {
     "combined".to_string()
 }
 
+impl Config {
+    /// Whether this is a worker: its sources are the NATS stream (`type: nats`).
+    pub fn worker_mode(&self) -> bool {
+        self.sources.iter().any(|s| s.kind == SourceKind::Nats)
+    }
+}
+
 impl SourceDef {
     /// The first web-root-only setting given, for a log source that has one.
     fn webroot_key(&self) -> Option<&'static str> {
@@ -229,7 +248,7 @@ impl SourceDef {
     /// The format name rules see for this source's events.
     pub fn format_name(&self) -> &str {
         match self.kind {
-            SourceKind::Log => &self.format,
+            SourceKind::Log | SourceKind::Nats => &self.format,
             SourceKind::Webroot => crate::source::webroot::FORMAT,
         }
     }
@@ -308,6 +327,7 @@ impl Loaded {
             None => at(path),
         };
         TimeSettings::from_zone(&c.timezone).map_err(|e| anyhow!("{}: timezone: {e}", at("timezone")))?;
+        c.worker.validate().map_err(|(key, e)| anyhow!("{}: worker.{key}: {e}", at(&format!("worker.{key}"))))?;
         if let Some(n) = &c.nats {
             n.validate().map_err(|(key, e)| anyhow!("{}: nats.{key}: {e}", at(&format!("nats.{key}"))))?;
         }
@@ -317,7 +337,29 @@ impl Loaded {
             if !names.insert(&s.name) {
                 bail!("{}: source name {:?} is used twice", src("name"), s.name);
             }
-            if s.paths.is_empty() {
+            if s.kind == SourceKind::Nats {
+                if !s.paths.is_empty() {
+                    bail!(
+                        "{}: source {:?}: a `nats` source has no paths (it reads the stream of the nats: section)",
+                        src("paths"),
+                        s.name
+                    );
+                }
+                if c.nats.is_none() {
+                    bail!(
+                        "{}: source {:?}: a `nats` source needs the nats: section (server and stream)",
+                        key_at(&format!("sources[{i}].type")),
+                        s.name
+                    );
+                }
+                if c.sources.iter().any(|o| o.kind != SourceKind::Nats) {
+                    bail!(
+                        "{}: source {:?}: `nats` sources cannot be read beside files or web roots (a worker reads only the stream)",
+                        key_at(&format!("sources[{i}].type")),
+                        s.name
+                    );
+                }
+            } else if s.paths.is_empty() {
                 bail!("{}: source {:?} has no paths", src("paths"), s.name);
             }
             if s.kind == SourceKind::Webroot {

@@ -8,8 +8,10 @@
 //! - [`source`]: where events come from, behind one `Source`/`EventSink` interface. The
 //!   tailer follows files across rotation and restarts (offsets checkpointed on disk);
 //!   standard input is a stream source; the web-root source turns file changes (checked
-//!   against a sealed SQLite baseline) into events of fields; the reader feeds `scan` from
-//!   files, `.gz` and stdin.
+//!   against a sealed SQLite baseline) into events of fields; the NATS source (worker mode)
+//!   consumes the partitions of the stream other machines publish to, under leases, and
+//!   acknowledges once the detections are durable; the reader feeds `scan` from files, `.gz`
+//!   and stdin.
 //! - [`parse`]: raw bytes (`&[u8]`) → named fields, for the built-in formats (combined/common,
 //!   Apache error, syslog, JSON lines) and custom regex formats. No allocation per line.
 //! - [`rule`]: the rule language as written (serde + schemars model) and its loading, with

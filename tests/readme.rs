@@ -194,3 +194,23 @@ fn readme_nats_example_is_a_valid_config() {
     let n = loaded.config.nats.unwrap();
     assert!(!n.evaluate && n.user.as_deref() == Some("web01") && n.tls.is_some(), "{all}");
 }
+
+/// The worker example of the README is a valid config (with its commented keys too).
+#[test]
+fn readme_worker_example_is_a_valid_config() {
+    let yaml = readme_yaml("### Workers");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trapline.yml");
+    let all: String = yaml
+        .lines()
+        .map(|l| l.strip_prefix("  # ").map_or(l.to_string(), |rest| format!("  {rest}")))
+        .map(|l| l + "\n")
+        .collect();
+    for text in [&yaml, &all] {
+        std::fs::write(&path, text).unwrap();
+        let loaded = trapline::config::Loaded::from_file(&path).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        assert!(loaded.config.worker_mode());
+        let w = &loaded.config.worker;
+        assert_eq!((w.id.as_deref(), w.lease.as_str(), w.batch), (Some("worker-1"), "5s", 256));
+    }
+}

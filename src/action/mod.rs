@@ -246,7 +246,8 @@ impl Actions {
             );
         }
         let mut actions = Actions::new(list, shutdown);
-        if let Some(def) = &c.nats {
+        // A worker consumes the stream: it does not publish what it reads back into it.
+        if let Some(def) = c.nats.as_ref().filter(|_| !c.worker_mode()) {
             actions.events = Some(nats::NatsOutput::start(def, &|p| cfg.resolve(p), runtime)?);
         }
         Ok(actions)

@@ -306,12 +306,14 @@ impl Shared {
     }
 }
 
-/// The settings the publishing task connects with (resolved on the reading thread, so that
-/// a missing file or variable is an error at start).
-struct Connect {
-    url: String,
+/// The settings a client connects with (resolved on the reading thread, so that a missing
+/// file or variable is an error at start). Shared by the output and the workers
+/// ([`crate::source::nats`]): one place reads credentials and sets up TLS.
+pub struct Connect {
+    pub url: String,
     name: String,
-    stream: String,
+    pub stream: String,
+    /// `<subject_prefix>.>`
     subjects: String,
     window: Duration,
     max_age: Duration,
@@ -319,6 +321,93 @@ struct Connect {
     creds: Option<String>,
     nkey: Option<String>,
     tls: Option<NatsTls>,
+}
+
+/// The name this machine publishes (or works) under: `nats.host`, else the host name.
+pub fn host_name(def: &NatsDef) -> String {
+    match &def.host {
+        Some(h) => h.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+    }
+}
+
+impl Connect {
+    /// Reads the credentials `def` names (paths resolved with `base`); `name` is the client
+    /// name the server shows.
+    pub fn resolve(def: &NatsDef, base: &dyn Fn(&Path) -> PathBuf, name: String) -> Result<Connect> {
+        let password = match (&def.password, &def.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("nats.password_env: environment variable {var} is not set"))?,
+            ),
+            (None, None) => None,
+        };
+        let read = |p: &PathBuf, what: &str| {
+            let p = base(p);
+            std::fs::read_to_string(&p).with_context(|| format!("nats.{what}: cannot read {}", p.display()))
+        };
+        let creds = def.creds_file.as_ref().map(|p| read(p, "creds_file")).transpose()?;
+        let nkey = def.nkey_file.as_ref().map(|p| read(p, "nkey_file").map(|s| s.trim().to_string())).transpose()?;
+        let tls = def.tls.as_ref().map(|t| NatsTls {
+            ca_file: t.ca_file.as_ref().map(|p| base(p)),
+            cert_file: t.cert_file.as_ref().map(|p| base(p)),
+            key_file: t.key_file.as_ref().map(|p| base(p)),
+        });
+        Ok(Connect {
+            url: def.url.clone(),
+            name,
+            stream: def.stream.clone(),
+            subjects: format!("{}.>", def.subject_prefix),
+            window: def.window(),
+            max_age: def.max_age(),
+            user: def.user.clone().map(|u| (u, password.unwrap_or_default())),
+            creds,
+            nkey,
+            tls,
+        })
+    }
+
+    /// Connects once (the client reconnects by itself afterwards) with the credentials and
+    /// TLS settings; `on_event` sees the connection's events (disconnected, connected...).
+    pub async fn client<F>(&self, on_event: F) -> Result<async_nats::Client>
+    where
+        F: Fn(async_nats::Event) + Send + Sync + 'static,
+    {
+        let on_event = Arc::new(on_event);
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(&self.name)
+            .connection_timeout(ACK_TIMEOUT)
+            .max_reconnects(None)
+            .event_callback(move |ev| {
+                let on_event = Arc::clone(&on_event);
+                async move { on_event(ev) }
+            });
+        if let Some((u, p)) = &self.user {
+            opts = opts.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(creds) = &self.creds {
+            opts = opts.credentials(creds).context("nats.creds_file is not a credentials file")?;
+        }
+        if let Some(seed) = &self.nkey {
+            opts = opts.nkey(seed.clone());
+        }
+        if let Some(t) = &self.tls {
+            opts = opts.require_tls(true);
+            if let Some(ca) = &t.ca_file {
+                opts = opts.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+                opts = opts.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        opts.connect(self.url.as_str())
+            .await
+            .with_context(|| format!("cannot connect to {}", without_credentials(&self.url)))
+    }
 }
 
 /// The `nats` output, owned by the reading thread.
@@ -346,44 +435,8 @@ impl NatsOutput {
         base: &dyn Fn(&Path) -> PathBuf,
         runtime: &tokio::runtime::Handle,
     ) -> Result<NatsOutput> {
-        let host = match &def.host {
-            Some(h) => h.clone(),
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into()),
-        };
-        let password = match (&def.password, &def.password_env) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("nats.password_env: environment variable {var} is not set"))?,
-            ),
-            (None, None) => None,
-        };
-        let read = |p: &PathBuf, what: &str| {
-            let p = base(p);
-            std::fs::read_to_string(&p).with_context(|| format!("nats.{what}: cannot read {}", p.display()))
-        };
-        let creds = def.creds_file.as_ref().map(|p| read(p, "creds_file")).transpose()?;
-        let nkey = def.nkey_file.as_ref().map(|p| read(p, "nkey_file").map(|s| s.trim().to_string())).transpose()?;
-        let tls = def.tls.as_ref().map(|t| NatsTls {
-            ca_file: t.ca_file.as_ref().map(|p| base(p)),
-            cert_file: t.cert_file.as_ref().map(|p| base(p)),
-            key_file: t.key_file.as_ref().map(|p| base(p)),
-        });
-        let connect = Connect {
-            url: def.url.clone(),
-            name: format!("trapline {host}"),
-            stream: def.stream.clone(),
-            subjects: format!("{}.>", def.subject_prefix),
-            window: def.window(),
-            max_age: def.max_age(),
-            user: def.user.clone().map(|u| (u, password.unwrap_or_default())),
-            creds,
-            nkey,
-            tls,
-        };
+        let host = host_name(def);
+        let connect = Connect::resolve(def, base, format!("trapline {host}"))?;
         let subjects = (0..def.partitions).map(|p| Subject::from(format!("{}.{p}", def.subject_prefix))).collect();
         let (tx, rx) = tokio::sync::mpsc::channel(def.max_in_flight);
         let shared = Arc::new(Shared::default());
@@ -531,51 +584,25 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// exists and takes the subjects.
 async fn connect(c: &Connect, shared: &Arc<Shared>) -> Result<jetstream::Context> {
     let events = Arc::clone(shared);
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(&c.name)
-        .connection_timeout(ACK_TIMEOUT)
-        .max_reconnects(None)
-        .event_callback(move |ev| {
-            let events = Arc::clone(&events);
-            async move {
-                match ev {
-                    async_nats::Event::Disconnected => events.fail("disconnected from the NATS server".into()),
-                    // Back: what waits is re-sent by the task (a failure to store it is
-                    // reported again from there).
-                    async_nats::Event::Connected => {
-                        tracing::info!(output = NAME, "connected to the NATS server");
-                        events.ok();
-                    }
-                    other => tracing::warn!(output = NAME, event = %other, "NATS client event"),
-                }
+    let client = c
+        .client(move |ev| match ev {
+            async_nats::Event::Disconnected => events.fail("disconnected from the NATS server".into()),
+            // Back: what waits is re-sent by the task (a failure to store it is reported
+            // again from there).
+            async_nats::Event::Connected => {
+                tracing::info!(output = NAME, "connected to the NATS server");
+                events.ok();
             }
-        });
-    if let Some((u, p)) = &c.user {
-        opts = opts.user_and_password(u.clone(), p.clone());
-    }
-    if let Some(creds) = &c.creds {
-        opts = opts.credentials(creds).context("nats.creds_file is not a credentials file")?;
-    }
-    if let Some(seed) = &c.nkey {
-        opts = opts.nkey(seed.clone());
-    }
-    if let Some(t) = &c.tls {
-        opts = opts.require_tls(true);
-        if let Some(ca) = &t.ca_file {
-            opts = opts.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-    }
-    let client = opts.connect(c.url.as_str()).await.with_context(|| format!("cannot connect to {}", c.url))?;
+            other => tracing::warn!(output = NAME, event = %other, "NATS client event"),
+        })
+        .await?;
     let js = jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).ack_timeout(ACK_TIMEOUT).build(client);
     ensure_stream(&js, c).await?;
     Ok(js)
 }
 
 /// Creates the stream when missing; when present, checks that it takes our subjects.
-async fn ensure_stream(js: &jetstream::Context, c: &Connect) -> Result<()> {
+pub async fn ensure_stream(js: &jetstream::Context, c: &Connect) -> Result<()> {
     match js.get_stream(&c.stream).await {
         Ok(mut s) => {
             let info = s.info().await.with_context(|| format!("cannot read stream {}", c.stream))?;
@@ -703,7 +730,7 @@ async fn publish_task(
 
 /// A server URL for the log: `nats://user:secret@host` loses its user part (credentials are
 /// never logged; the config may carry them in the URL).
-fn without_credentials(url: &str) -> String {
+pub fn without_credentials(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         (None, Some(at)) => format!("***@{}", &url[at + 1..]),

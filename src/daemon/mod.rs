@@ -18,6 +18,7 @@ mod state;
 pub mod status;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -57,7 +58,7 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
     let _lock = crate::state::StateLock::acquire(&cfg.resolve(&c.state_dir))?;
     let rule_paths: Vec<PathBuf> = c.rules.iter().map(|r| cfg.resolve(r)).collect();
     let built = setup::build(Some(&cfg), &rule_paths, &[])?;
-    let mut source = open_source(&cfg)?;
+    let mut source = open_source(&cfg, &shutdown)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("trapline-rt")
@@ -155,8 +156,11 @@ pub fn run(cfg: config::Loaded, shutdown: Shutdown) -> Result<()> {
 
 /// The source of `run`: standard input when the one configured source reads `-`, else the
 /// file tailer over every configured source.
-fn open_source(cfg: &config::Loaded) -> Result<Box<dyn Source>> {
+fn open_source(cfg: &config::Loaded, shutdown: &Shutdown) -> Result<Box<dyn Source>> {
     let c = &cfg.config;
+    if c.worker_mode() {
+        return Ok(Box::new(crate::source::nats::NatsSource::open(cfg, shutdown.clone())?));
+    }
     let web = crate::source::webroot::configured(cfg);
     let logs: Vec<usize> = (0..c.sources.len()).filter(|i| !web.contains(i)).collect();
     if !web.is_empty() {
@@ -263,6 +267,14 @@ struct Daemon {
     /// With the `nats` output: the record each line is parsed into for its partition key and
     /// event time (the pipeline parses only lines some rule may match), and the key's field.
     publish: Option<(crate::parse::Record, Option<crate::parse::FieldId>)>,
+    /// Worker mode: the windows of each partition this worker holds, but the one in use
+    /// (which is the pipeline's detector), and which that is.
+    lanes: std::collections::HashMap<u32, crate::engine::Detector>,
+    lane: Option<u32>,
+    /// Worker mode: events step the windows only (a replay after a takeover).
+    replaying: bool,
+    /// Worker mode: what each detection passes before any action.
+    gate: Option<crate::source::DetectionGate>,
 }
 
 impl Daemon {
@@ -306,6 +318,10 @@ impl Daemon {
             measures: Default::default(),
             rule_changes: Default::default(),
             publish: None,
+            lanes: Default::default(),
+            lane: None,
+            replaying: false,
+            gate: None,
         };
         d.publish_key();
         d.write_status();
@@ -322,6 +338,16 @@ impl Daemon {
             Ok(new) => {
                 let errors = self.actions.reload(&new.rules);
                 report.state_kept = self.pipeline.replace(new);
+                // The parked lanes keep their windows the same way as the one in use.
+                for d in self.lanes.values_mut() {
+                    let mut fresh =
+                        crate::engine::Detector::new(Arc::clone(self.pipeline.rules()), self.cfg.config.max_keys);
+                    fresh.carry_over(std::mem::replace(
+                        d,
+                        crate::engine::Detector::new(Arc::clone(self.pipeline.rules()), 1),
+                    ));
+                    *d = fresh;
+                }
                 if let Some(store) = &mut self.engine_store {
                     store.invalidate();
                 }
@@ -473,10 +499,20 @@ impl Daemon {
 
     /// Index into `infos` of the description of this file.
     fn info(&mut self, at: &Whence<'_>) -> usize {
-        if let Some(i) = self.infos.iter().position(|(s, p, _)| *s == at.source && p == at.path) {
+        if let Some(i) = self
+            .infos
+            .iter()
+            .position(|(s, p, info)| *s == at.source && p == at.path && info.host.as_deref() == at.host)
+        {
             return i;
         }
-        let info = self.pipeline.sources()[at.source].info(&at.path.display().to_string());
+        // Events of other machines (worker mode): a few hundred files at most, but a bound
+        // all the same, since the names come from the stream.
+        if at.host.is_some() && self.infos.len() >= 4096 {
+            self.infos.clear();
+        }
+        let mut info = self.pipeline.sources()[at.source].info(&at.path.display().to_string());
+        info.host = at.host.map(Arc::from);
         self.infos.push((at.source, at.path.to_path_buf(), info));
         self.infos.len() - 1
     }
@@ -602,11 +638,24 @@ impl EventSink for Daemon {
                 return Ok(());
             }
         }
+        if self.replaying {
+            // Restoring windows: these events were evaluated (and acted upon) before.
+            let counts = self.pipeline.counts;
+            let result = self.pipeline.process(at.source, &self.infos[i].2, ev, &mut crate::pipeline::CountOnly);
+            self.pipeline.counts = counts;
+            return result;
+        }
         let (actions, rollups, records) = (&mut self.actions, &mut self.rollups, &mut self.records);
         let history = self.history.as_ref();
         let http = self.http.as_deref();
+        let gate = &mut self.gate;
         let unparsed = self.pipeline.counts.unparsed;
         let result = self.pipeline.process(at.source, &self.infos[i].2, ev, &mut |d| {
+            if let Some(g) = gate.as_mut()
+                && !g(&d)?
+            {
+                return Ok(());
+            }
             if let Some(h) = history {
                 h.record(&d);
             }
@@ -639,6 +688,69 @@ impl EventSink for Daemon {
 
     fn measure(&mut self, source: usize, what: &'static str, value: f64) {
         self.measures.insert((source, what), value);
+    }
+
+    fn lane(&mut self, lane: u32, fresh: bool) {
+        let max_keys = self.cfg.config.max_keys;
+        let new = |rules: &Arc<crate::engine::RuleSet>| crate::engine::Detector::new(Arc::clone(rules), max_keys);
+        if self.lane == Some(lane) {
+            if fresh {
+                let mut fresh = new(self.pipeline.rules());
+                let d = self.pipeline.detector_mut();
+                fresh.stats = std::mem::take(&mut d.stats);
+                fresh.excepted = std::mem::take(&mut d.excepted);
+                *d = fresh;
+            }
+            return;
+        }
+        let parked = if fresh { None } else { self.lanes.remove(&lane) };
+        let mut next = parked.unwrap_or_else(|| new(self.pipeline.rules()));
+        // The rules' and exceptions' counters follow the detector in use: they count every
+        // lane. (Swapped, not taken: a parked detector keeps counters of its rules' length,
+        // which a reload's carry-over indexes.)
+        let current = self.pipeline.detector_mut();
+        std::mem::swap(&mut next.stats, &mut current.stats);
+        std::mem::swap(&mut next.excepted, &mut current.excepted);
+        let previous = std::mem::replace(current, next);
+        if let Some(l) = self.lane {
+            self.lanes.insert(l, previous);
+        }
+        self.lanes.remove(&lane);
+        self.lane = Some(lane);
+    }
+
+    fn drop_lane(&mut self, lane: u32) {
+        if self.lane == Some(lane) {
+            self.lane(lane, true);
+            self.lane = None;
+        } else {
+            self.lanes.remove(&lane);
+        }
+    }
+
+    fn replaying(&mut self, on: bool) {
+        self.replaying = on;
+    }
+
+    fn longest_window(&self) -> Duration {
+        self.pipeline
+            .rules()
+            .rules
+            .iter()
+            .flat_map(|r| {
+                [
+                    r.threshold.as_ref().map(|t| t.window),
+                    r.sequence.as_ref().map(|s| s.within),
+                    r.suppress.as_ref().map(|s| s.duration),
+                ]
+            })
+            .flatten()
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    fn gate(&mut self, gate: crate::source::DetectionGate) {
+        self.gate = Some(gate);
     }
 
     fn durable(&mut self, wait: bool) -> std::io::Result<bool> {

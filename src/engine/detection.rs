@@ -58,6 +58,10 @@ pub struct RuleInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceRef {
+    /// The machine that read the event, for events other machines published to NATS
+    /// (worker mode); absent for this machine's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<Arc<str>>,
     /// Configured source name (or `scan`).
     pub name: Arc<str>,
     pub path: Arc<str>,
@@ -130,6 +134,7 @@ impl Detection {
                 tags: vec![],
             }),
             source: SourceRef {
+                host: None,
                 name: "web".into(),
                 path: "/x".into(),
                 format: "combined".into(),

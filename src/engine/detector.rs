@@ -24,6 +24,8 @@ use crate::parse::{FieldId, FieldRegistry, Parser, Record, std_fields};
 /// Where a line came from, for detections and idempotency keys.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
+    /// The machine that read the event (worker mode), else `None`.
+    pub host: Option<Arc<str>>,
     pub name: Arc<str>,
     pub path: Arc<str>,
     pub format: Arc<str>,
@@ -408,6 +410,7 @@ impl Detector {
             key: ev.origin.idempotency_key(&rule.id),
             rule: Arc::clone(&rule.info),
             source: SourceRef {
+                host: src.host.clone(),
                 name: src.name.clone(),
                 path: src.path.clone(),
                 format: src.format.clone(),

@@ -190,7 +190,7 @@ impl Metrics {
         );
         registry.register(
             "source_measure",
-            "A source's own measurements (web root: webroot_files, webroot_watches, webroot_scan_seconds of the last full comparison)",
+            "A source's own measurements (web root: webroot_files, webroot_watches, webroot_scan_seconds of the last full comparison; worker: worker_partitions held, worker_replayed events at takeovers, worker_refired detections the server already had)",
             m.measures.clone(),
         );
         Metrics { registry, ..m }

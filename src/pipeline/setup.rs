@@ -34,7 +34,12 @@ pub struct Setup {
 
 impl SourceSetup {
     pub fn info(&self, path: &str) -> SourceInfo {
-        SourceInfo { name: self.name.as_str().into(), path: path.into(), format: self.parser.name.as_str().into() }
+        SourceInfo {
+            host: None,
+            name: self.name.as_str().into(),
+            path: path.into(),
+            format: self.parser.name.as_str().into(),
+        }
     }
 }
 

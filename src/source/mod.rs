@@ -10,12 +10,15 @@
 //! - [`webroot`]: the files under web roots: each change of a file's state (created,
 //!   modified, deleted, renamed, attributes) is an event of fields, checked against a baseline
 //!   in SQLite that is the source's checkpoint.
+//! - [`nats`]: worker mode: the events other machines published to NATS JetStream, by
+//!   partitions this worker holds a lease on, acknowledged once their detections are durable.
 //! - [`read`]: reads whole inputs (files, `.gz`, stdin) in large newline-aligned blocks, for
 //!   `trapline scan`'s parallel matching.
 //!
 //! Lines are handed out as `&[u8]` without their newline; nothing here interprets content
 //! (the web-root source reads only the first bytes of a file, for its content class).
 
+pub mod nats;
 pub mod read;
 pub mod stdin;
 pub mod tail;
@@ -39,7 +42,14 @@ pub struct Whence<'a> {
     pub source: usize,
     /// The file the event comes from (`-` for standard input).
     pub path: &'a Path,
+    /// The machine that read it, for events of other machines (worker mode); `None`: here.
+    pub host: Option<&'a str>,
 }
+
+/// A check every detection passes before any action (worker mode: the detection is published
+/// to NATS with a deterministic id first). `Ok(false)`: it was acted upon already (by another
+/// worker, before a takeover) and is not acted upon here. An error: not handled.
+pub type DetectionGate = Box<dyn FnMut(&crate::engine::Detection) -> anyhow::Result<bool>>;
 
 /// Receives events, in order per file or stream.
 pub trait EventSink {
@@ -66,6 +76,22 @@ pub trait EventSink {
     /// A source's own measurement of itself, for metrics: (source index, what, value), e.g.
     /// a web root's watches held and how long its last full comparison took.
     fn measure(&mut self, _source: usize, _what: &'static str, _value: f64) {}
+    /// Worker mode: a source interleaving independent streams (partitions) keeps the windows
+    /// of each apart. Events from now on step the windows of `lane`; `fresh` starts them
+    /// empty, dropping what the lane had.
+    fn lane(&mut self, _lane: u32, _fresh: bool) {}
+    /// Forgets the windows of `lane` (its partition went to another worker).
+    fn drop_lane(&mut self, _lane: u32) {}
+    /// While on, events step the windows only: detections are not acted upon (a replay that
+    /// restores the windows after a takeover).
+    fn replaying(&mut self, _on: bool) {}
+    /// The longest time window (threshold, sequence, suppression) of the rules loaded now: how
+    /// far back a replay restoring windows must reach.
+    fn longest_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+    /// Sets the check every detection passes before any action (see [`DetectionGate`]).
+    fn gate(&mut self, _gate: DetectionGate) {}
 }
 
 /// Something the daemon runs to get events.

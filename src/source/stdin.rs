@@ -61,7 +61,7 @@ impl Source for StdinSource {
             }
         })?;
         let stream = fastrand::u64(..);
-        let at = Whence { source: self.source, path: Path::new("-") };
+        let at = Whence { source: self.source, path: Path::new("-"), host: None };
         let mut sequence = 0u64;
         let mut deliver = |sink: &mut dyn EventSink, line: &[u8], truncated: bool| {
             sequence += 1;

@@ -55,15 +55,23 @@ pub struct NatsServer {
     pub store: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
+    /// More arguments of the server (e.g. `--user`, `--pass`).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// A server started with more arguments (e.g. `["--user", "u", "--pass", "p"]`).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
         let bin = server_binary().expect("nats-server");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = tempfile::tempdir().unwrap();
         let log = store.path().join("server.log");
-        let mut s = NatsServer { bin, port, store, child: None, log };
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut s = NatsServer { bin, port, store, child: None, log, extra };
         s.start_again();
         s
     }
@@ -81,6 +89,7 @@ impl NatsServer {
             .arg(&jetstream)
             .args(["-l"])
             .arg(&self.log)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

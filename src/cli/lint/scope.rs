@@ -77,7 +77,7 @@ pub(super) fn sequence_keys(loaded: &Loaded, lr: &LoadedRule, cfg: Option<&confi
                 .sources
                 .iter()
                 .filter(|src| step.sources.is_empty() || step.sources.contains(&src.name))
-                .filter(|src| src.kind == crate::config::SourceKind::Log || step.sources.contains(&src.name))
+                .filter(|src| src.kind != crate::config::SourceKind::Webroot || step.sources.contains(&src.name))
                 .map(|src| src.format_name().to_string())
                 .collect();
             if names.is_empty() {
@@ -205,7 +205,7 @@ fn sources_in_scope(
             crate::config::SourceKind::Webroot => {
                 rule.formats.iter().any(|f| f == s.format_name()) || rule.sources.contains(&s.name)
             }
-            crate::config::SourceKind::Log => {
+            crate::config::SourceKind::Log | crate::config::SourceKind::Nats => {
                 rule.formats.is_empty() || rule.formats.iter().any(|f| f == s.format_name())
             }
         })

@@ -164,7 +164,7 @@ struct Lines<'a>(&'a mut dyn crate::source::EventSink);
 
 impl LineSink for Lines<'_> {
     fn line(&mut self, file: &FileInfo, line: &[u8], pos: LinePos) -> anyhow::Result<()> {
-        self.0.event(&crate::source::Whence { source: file.source, path: &file.path }, &pos.event(line))
+        self.0.event(&crate::source::Whence { source: file.source, path: &file.path, host: None }, &pos.event(line))
     }
 
     fn flush(&mut self) -> io::Result<Mark> {

@@ -713,7 +713,7 @@ fn emit(
         Origin::Object { object: xxhash_rust::xxh3::xxh3_64(&cur.path), version: xxhash_rust::xxh3::xxh3_64(&v) };
     let fields: Vec<(&str, &[u8])> = f.iter().map(|(k, v)| (*k, v.as_slice())).collect();
     let ev = Event { origin, raw: b"", fields: &fields, time: Some(time), arrival: Utc::now(), truncated: false };
-    sink.event(&Whence { source: s.source, path: &root }, &ev)
+    sink.event(&Whence { source: s.source, path: &root, host: None }, &ev)
 }
 
 /// The start-up report of a baseline that fails its MAC check: an event of its own
@@ -729,7 +729,7 @@ fn report_tamper(t: &Tree, why: &str, sink: &mut dyn EventSink) -> Result<()> {
         version: now.timestamp_nanos_opt().unwrap_or_default() as u64,
     };
     let ev = Event { origin, raw: b"", fields: &fields, time: Some(now), arrival: now, truncated: false };
-    sink.event(&Whence { source: t.s.source, path: &root }, &ev)?;
+    sink.event(&Whence { source: t.s.source, path: &root, host: None }, &ev)?;
     sink.flush()?;
     Ok(())
 }
