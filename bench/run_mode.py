@@ -54,6 +54,22 @@ def now():
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
+def cpu_seconds(pid):
+    """A process's user + system CPU time so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hwm_kb(pid):
+    """A process's peak resident set size."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def log_ts(wall=None):
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(wall)).encode()
 
@@ -256,16 +272,10 @@ actions:
             return "".join(f.readlines()[-20:])
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def hwm_kb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
+        return hwm_kb(self.proc.pid)
 
     def stop(self):
         if self.proc.poll() is None:

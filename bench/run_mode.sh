@@ -11,32 +11,5 @@
 # stdout and bench/out/run_mode.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${1:-}" = "--" ] && shift
-BIN=${TRAPLINE_BIN:-${CARGO_TARGET_DIR:-target}/release/trapline}
-if [ ! -x "$BIN" ]; then
-  echo "error: no release binary at $BIN; build it first: cargo build --release" >&2
-  exit 2
-fi
-command -v python3 >/dev/null || { echo "error: needs python3" >&2; exit 2; }
-# The daemons run in their own temporary directories.
-BIN=$(realpath "$BIN")
-if [ -n "$(find src rules Cargo.toml -newer "$BIN" -print -quit)" ]; then
-  echo "warning: $BIN is older than the sources; rebuild with cargo build --release for current figures" >&2
-fi
-OUT=bench/out
-mkdir -p "$OUT"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/trapline-runbench.XXXXXX")
-PY=""
-cleanup() {
-  if [ -n "$PY" ] && kill -0 "$PY" 2>/dev/null; then
-    kill -TERM "$PY" 2>/dev/null || true
-    wait "$PY" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-python3 bench/run_mode.py --bin "$BIN" --rules "$PWD/rules" --templates "$PWD/templates" \
-  --tmp "$TMP" --out "$OUT/run_mode.md" "$@" &
-PY=$!
-wait "$PY"
+. bench/common.sh
+run_python_bench bench/run_mode.py run_mode "$@"

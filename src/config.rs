@@ -331,6 +331,17 @@ impl Loaded {
         if let Some(n) = &c.nats {
             n.validate().map_err(|(key, e)| anyhow!("{}: nats.{key}: {e}", at(&format!("nats.{key}"))))?;
         }
+        // A worker: section where no source reads the stream would be silently ignored: most
+        // likely a worker's config whose source lost its `type: nats`.
+        if !c.worker_mode()
+            && let Some(p) = crate::rule::locate::key(text, "worker")
+        {
+            bail!(
+                "{file}:{}:{}: worker: applies only to sources of `type: nats` (a worker reading the stream); no source here is one",
+                p.line,
+                p.col
+            );
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in c.sources.iter().enumerate() {
             let src = |sub: &str| at(&format!("sources[{i}].{sub}"));

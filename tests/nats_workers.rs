@@ -563,6 +563,12 @@ fn bad_worker_settings_are_refused_with_their_position() {
     check(&with_paths, "trapline.yml:6:12: source \"web\": a `nats` source has no paths");
     let mixed = good.replace("sources:\n", "sources:\n  - name: local\n    paths: [logs/a.log]\n");
     check(&mixed, "cannot be read beside files or web roots");
+    let not_a_worker = good.replace("    type: nats\n", "    paths: [logs/a.log]\n");
+    let at = not_a_worker.lines().position(|l| l == "worker:").unwrap() + 1;
+    check(
+        &not_a_worker,
+        &format!("trapline.yml:{at}:1: worker: applies only to sources of `type: nats` (a worker reading the stream)"),
+    );
 }
 
 fn main() {

@@ -71,6 +71,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 /// How long a JetStream API answer is waited for.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker that found nothing waits before fetching again: from IDLE_MIN after a
+/// fetch that brought messages, doubling up to IDLE_MAX while none come.
+const IDLE_MIN: Duration = Duration::from_millis(1);
+const IDLE_MAX: Duration = Duration::from_millis(50);
 /// The sink's periodic work.
 const TICK_EVERY: Duration = Duration::from_millis(250);
 
@@ -410,6 +414,7 @@ impl NatsSource {
         let mut ticked = Instant::now();
         let mut failing = Failing::default();
         let mut told: Vec<(String, String)> = Vec::new();
+        let mut idle = IDLE_MIN;
         while !stop.load(Relaxed) {
             let (lost, stale) = {
                 let mut l = w.leases.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,11 +454,14 @@ impl NatsSource {
             }
             let mut got = 0;
             let owned: Vec<u32> = w.parts.keys().copied().collect();
-            for p in owned {
-                let fetched = {
-                    let part = &w.parts[&p];
-                    rt.block_on(fetch(&part.consumer, self.s.batch))
-                };
+            // Every owned partition's batch is asked for at once: one round trip to the server
+            // for all of them instead of one after another (with 16 partitions, the sequential
+            // fetches left the worker waiting most of the time). They are evaluated in
+            // partition order, each partition's messages in stream order.
+            let all = rt.block_on(futures_util::future::join_all(
+                owned.iter().map(|p| fetch(&w.parts[p].consumer, self.s.batch)),
+            ));
+            for (p, fetched) in owned.into_iter().zip(all) {
                 let messages = match fetched {
                     Ok(m) => {
                         failing.ok();
@@ -477,7 +485,13 @@ impl NatsSource {
                 ticked = Instant::now();
             }
             if got == 0 {
-                std::thread::sleep(if failing.0.is_some() { failing.backoff() } else { Duration::from_millis(50) });
+                std::thread::sleep(if failing.0.is_some() { failing.backoff() } else { idle });
+                // Right after traffic, the next message is likely near: look again soon (a
+                // line's detection waits at most this long). Quiet for longer: back off to
+                // IDLE_MAX, so that an idle worker asks the server 20 times a second.
+                idle = (idle * 2).min(IDLE_MAX);
+            } else {
+                idle = IDLE_MIN;
             }
         }
         Ok(())
