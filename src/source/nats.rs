@@ -13,9 +13,9 @@
 //! claims a fair share (`ceil(partitions / workers)`), releasing a partition when it holds
 //! more (a worker joined).
 //!
-//! A partition's position is a durable pull consumer `<consumer_prefix>-p<N>` with explicit
-//! acknowledgements. A message is acknowledged only after the detections of the events up to
-//! it are durable (the sink's flush, then `durable`, as the tailer waits before a checkpoint):
+//! A partition's position is a durable pull consumer `<consumer_prefix>-p<N>` with cumulative
+//! acknowledgements (`AckPolicy::All`: one per partition and batch). A message is acknowledged
+//! only after the detections of the events up to it are durable (the sink's flush, then `durable`, as the tailer waits before a checkpoint):
 //! a worker that dies before leaves them unacknowledged, and the next owner gets them.
 //!
 //! Why the consumer is created anew at a claim: messages delivered to a dead worker are
@@ -301,8 +301,21 @@ struct Part {
     /// The stream sequence of the last message evaluated (a redelivered one is acknowledged
     /// without being evaluated again).
     last: u64,
-    /// Evaluated, not acknowledged yet (waiting for the sink's flush to be durable).
-    unacked: Vec<jetstream::Message>,
+    /// The newest message evaluated and not acknowledged yet (waiting for the sink's flush to
+    /// be durable), with its stream sequence. The consumer acknowledges cumulatively
+    /// (`AckPolicy::All`): acknowledging it acknowledges every earlier message of the
+    /// partition, so one acknowledgement per partition and batch instead of one per message.
+    /// Cumulative acknowledgement goes by stream sequence, so a redelivered older message
+    /// must not take the place of a newer one.
+    unacked: Option<(u64, jetstream::Message)>,
+}
+
+impl Part {
+    fn keep_unacked(&mut self, seq: u64, m: jetstream::Message) {
+        if self.unacked.as_ref().is_none_or(|(s, _)| seq >= *s) {
+            self.unacked = Some((seq, m));
+        }
+    }
 }
 
 /// Logs a failure once when it starts and every [`REPORT_EVERY`] while it lasts.
@@ -477,7 +490,7 @@ impl NatsSource {
                     self.evaluate(p, w, m, sink, false, &mut told)?;
                 }
             }
-            if w.parts.values().any(|p| !p.unacked.is_empty()) {
+            if w.parts.values().any(|p| p.unacked.is_some()) {
                 self.settle(rt, w, sink)?;
             }
             if ticked.elapsed() >= TICK_EVERY {
@@ -499,12 +512,13 @@ impl NatsSource {
 
     /// Makes what was evaluated durable, then acknowledges it.
     fn settle(&self, rt: &tokio::runtime::Runtime, w: &mut Worker, sink: &mut dyn EventSink) -> Result<()> {
-        if w.parts.values().all(|p| p.unacked.is_empty()) {
+        if w.parts.values().all(|p| p.unacked.is_none()) {
             return Ok(());
         }
         sink.flush().context("cannot make the detections durable")?;
         sink.durable(true).context("cannot make the detections durable")?;
-        let unacked: Vec<jetstream::Message> = w.parts.values_mut().flat_map(|p| p.unacked.drain(..)).collect();
+        let unacked: Vec<jetstream::Message> =
+            w.parts.values_mut().filter_map(|p| p.unacked.take().map(|(_, m)| m)).collect();
         let n = unacked.len();
         rt.block_on(async {
             for (i, m) in unacked.into_iter().enumerate() {
@@ -545,7 +559,7 @@ impl NatsSource {
             && seq <= part.last
         {
             // Delivered again (an acknowledgement got lost): already evaluated here.
-            part.unacked.push(m);
+            part.keep_unacked(seq, m);
             return Ok(());
         }
         let h = Headers(m.headers.as_ref());
@@ -588,7 +602,7 @@ impl NatsSource {
         sink.event(&Whence { source, path: Path::new(path), host: Some(host) }, &ev)?;
         if !replay && let Some(part) = w.parts.get_mut(&p) {
             part.last = seq;
-            part.unacked.push(m);
+            part.keep_unacked(seq, m);
         }
         Ok(())
     }
@@ -674,7 +688,7 @@ impl NatsSource {
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: filter.clone(),
-            ack_policy: consumer::AckPolicy::Explicit,
+            ack_policy: consumer::AckPolicy::All,
             ack_wait: s.ack_wait,
             deliver_policy,
             max_ack_pending: (s.batch * 4) as i64,
@@ -693,7 +707,7 @@ impl NatsSource {
             f => self.replay(rt, w, p, &filter, f, sink)?,
         };
         self.replayed.set(self.replayed.get() + replayed as u64);
-        w.parts.insert(p, Part { consumer, last: floor, unacked: Vec::new() });
+        w.parts.insert(p, Part { consumer, last: floor, unacked: None });
         tracing::info!(partition = p, consumer = %name, acknowledged_up_to = floor, replayed, "partition taken over");
         Ok(())
     }
