@@ -296,7 +296,7 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats: {msg}");
     }
-    let needs_server: [(&str, fn()); 6] = [
+    let needs_server: Vec<(&str, fn())> = vec![
         ("every_line_once_on_its_partition_with_headers", every_line_once_on_its_partition_with_headers),
         ("kill_9_mid_stream_loses_and_doubles_nothing", kill_9_mid_stream_loses_and_doubles_nothing),
         ("server_away_while_lines_are_written", server_away_while_lines_are_written),
@@ -304,20 +304,7 @@ fn main() {
         ("server_unreachable_at_start_is_waited_for", server_unreachable_at_start_is_waited_for),
         ("a_foreign_stream_is_checked_not_changed", a_foreign_stream_is_checked_not_changed),
     ];
-    let mut trials: Vec<libtest_mimic::Trial> = needs_server
-        .into_iter()
-        .map(|(name, f)| {
-            let missing = missing.clone();
-            libtest_mimic::Trial::test(name, move || match missing {
-                None => {
-                    f();
-                    Ok(())
-                }
-                Some(msg) => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
+    let mut trials = nats_common::server_trials(missing, ignored, needs_server);
     trials.push(libtest_mimic::Trial::test("bad_settings_are_refused_with_their_position", || {
         bad_settings_are_refused_with_their_position();
         Ok(())

@@ -584,7 +584,7 @@ fn main() {
     if let Some(msg) = missing.as_ref().filter(|_| ignored) {
         eprintln!("ignored: nats_workers: {msg}");
     }
-    let needs_server: [(&str, fn()); 8] = [
+    let needs_server: Vec<(&str, fn())> = vec![
         ("a_reload_keeps_every_partitions_windows", a_reload_keeps_every_partitions_windows),
         ("tls_is_the_outputs_settings", tls_is_the_outputs_settings),
         ("a_paused_worker_gives_its_partition_up", a_paused_worker_gives_its_partition_up),
@@ -594,20 +594,7 @@ fn main() {
         ("failover_loses_and_doubles_nothing", failover_loses_and_doubles_nothing),
         ("worker_waits_for_an_unreachable_server", worker_waits_for_an_unreachable_server),
     ];
-    let mut trials: Vec<libtest_mimic::Trial> = needs_server
-        .into_iter()
-        .map(|(name, f)| {
-            let missing = missing.clone();
-            libtest_mimic::Trial::test(name, move || match missing {
-                None => {
-                    f();
-                    Ok(())
-                }
-                Some(msg) => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
+    let mut trials = nats_common::server_trials(missing, ignored, needs_server);
     trials.push(libtest_mimic::Trial::test("bad_worker_settings_are_refused_with_their_position", || {
         bad_worker_settings_are_refused_with_their_position();
         Ok(())

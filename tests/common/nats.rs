@@ -216,3 +216,27 @@ pub fn create_stream(url: &str, stream: &str, subjects: &[&str]) {
         .expect("create the stream");
     })
 }
+
+/// The trials of a test binary whose tests need a nats-server: each fails when `missing` says
+/// why there is none and the run requires them (TRAPLINE_E2E_REQUIRED=1), and is reported as
+/// ignored when `ignored` (none, and not required).
+pub fn server_trials(
+    missing: Option<String>,
+    ignored: bool,
+    tests: Vec<(&'static str, fn())>,
+) -> Vec<libtest_mimic::Trial> {
+    tests
+        .into_iter()
+        .map(|(name, f)| {
+            let missing = missing.clone();
+            libtest_mimic::Trial::test(name, move || match missing {
+                None => {
+                    f();
+                    Ok(())
+                }
+                Some(msg) => Err(format!("TRAPLINE_E2E_REQUIRED=1 but {msg}").into()),
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect()
+}
